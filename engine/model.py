@@ -1,0 +1,155 @@
+"""The fleet and the request as plain Python values.
+
+These mirror proto/placecheck/v1 without depending on it: the server converts
+messages to these, the fleet file loader builds them from JSON, and the
+reference predicates read them directly. Defaults are Nova's and Placement's.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+MAX_UNIT_DEFAULT = 2147483647  # Placement's API default for max_unit
+DEFAULT_AVAILABILITY_ZONE = "nova"  # Nova's CONF.default_availability_zone
+DEFAULT_CIDR = "/24"  # SimpleCIDRAffinityFilter's default
+
+
+@dataclass(frozen=True)
+class Inventory:
+    total: int
+    reserved: int = 0
+    allocation_ratio: float = 1.0
+    min_unit: int = 1
+    max_unit: int = MAX_UNIT_DEFAULT
+    step_size: int = 1
+    used: int = 0
+
+    @property
+    def capacity(self) -> float:
+        """Placement's capacity, compared as `used + amount <= capacity`."""
+        return (self.total - self.reserved) * self.allocation_ratio
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    enabled: bool = True
+    up: bool = True
+    resources: dict[str, Inventory] = field(default_factory=dict)
+    traits: frozenset[str] = frozenset()
+    host_ip: str = ""
+    hypervisor_type: str = ""
+    hypervisor_version: int | None = None
+    supported_instances: tuple[tuple[str, str, str], ...] = ()
+    stats: dict[str, str] = field(default_factory=dict)
+    num_instances: int = 0
+    num_io_ops: int = 0
+    instances: tuple[str, ...] = ()
+    metrics: dict[str, float] = field(default_factory=dict)
+    failed_builds: int = 0
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    id: int
+    name: str = ""
+    hosts: frozenset[str] = frozenset()
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    hosts: tuple[Host, ...] = ()
+    aggregates: tuple[Aggregate, ...] = ()
+
+    def aggregates_of(self, host_name: str) -> list[Aggregate]:
+        return [agg for agg in self.aggregates if host_name in agg.hosts]
+
+
+class Operation(enum.Enum):
+    BOOT = "boot"
+    LIVE_MIGRATE = "live_migrate"
+    COLD_MIGRATE = "cold_migrate"
+    RESIZE = "resize"
+    EVACUATE = "evacuate"
+    UNSHELVE = "unshelve"
+
+    @property
+    def is_move(self) -> bool:
+        return self is not Operation.BOOT
+
+
+class GroupPolicy(enum.Enum):
+    NONE = ""
+    AFFINITY = "affinity"
+    ANTI_AFFINITY = "anti-affinity"
+    SOFT_AFFINITY = "soft-affinity"
+    SOFT_ANTI_AFFINITY = "soft-anti-affinity"
+
+
+@dataclass(frozen=True)
+class ServerGroup:
+    policy: GroupPolicy = GroupPolicy.NONE
+    members: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+    max_server_per_host: int = 1
+
+
+@dataclass(frozen=True)
+class SchedulerHints:
+    same_host: tuple[str, ...] = ()
+    different_host: tuple[str, ...] = ()
+    build_near_host_ip: str = ""
+    cidr: str = DEFAULT_CIDR
+    query: str = ""
+
+
+@dataclass(frozen=True)
+class Flavor:
+    name: str = ""
+    extra_specs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Image:
+    id: str = ""
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Request:
+    operation: Operation = Operation.BOOT
+    resources: dict[str, int] = field(default_factory=dict)
+    required_traits: frozenset[str] = frozenset()
+    forbidden_traits: frozenset[str] = frozenset()
+    member_of: tuple[frozenset[int], ...] = ()
+    availability_zone: str = ""
+    flavor: Flavor = Flavor()
+    image: Image | None = None
+    project_id: str = ""
+    instance_uuid: str = ""
+    scheduler_hints: SchedulerHints = SchedulerHints()
+    server_group: ServerGroup | None = None
+    source_host: str = ""
+    num_instances: int = 1
+    profile: str = ""
+
+    def traits_from_extra_specs(self) -> tuple[frozenset[str], frozenset[str]]:
+        """Required and forbidden traits with the flavor's `trait:NAME` extra specs added, as Nova does."""
+        required, forbidden = set(self.required_traits), set(self.forbidden_traits)
+        for key, value in self.flavor.extra_specs.items():
+            if key.startswith("trait:"):
+                if value == "required":
+                    required.add(key[len("trait:"):])
+                elif value == "forbidden":
+                    forbidden.add(key[len("trait:"):])
+        return frozenset(required), frozenset(forbidden)
+
+
+class InvalidField(ValueError):
+    """A request or fleet value that cannot be accepted; `field` is its dotted path."""
+
+    def __init__(self, field_path: str, description: str):
+        super().__init__(f"{field_path}: {description}")
+        self.field = field_path
+        self.description = description

@@ -1,0 +1,54 @@
+"""The contract every rule keeps.
+
+A rule is one class in one module of engine/rules/, named as Nova names it
+(or `resource:<CLASS>` for Placement's capacity rule). Side by side in its module:
+  compile    request -> parameters for the kernel (once per request, no host loop)
+  scan       the kernel predicate over a row range, in engine/_fastfilters.pyx
+             (one predicate serves CheckDestination, one row, and
+             SelectDestinations, every row)
+  explain    the rejection of one row, with its numbers
+  reference  the same rule in plain Python over engine.model, for property tests
+and its reason codes as constants.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from engine.model import Fleet, Host, Request
+from engine.verdict import Rejection
+
+
+@dataclass(frozen=True)
+class Active:
+    """A rule compiled for one request. `params` is None when the request does
+    not engage the rule (no hint, no group...): it then passes every host."""
+
+    rule: "Rule"
+    name: str
+    params: Any = None
+
+
+class Rule:
+    name: ClassVar[str]
+
+    def compile(self, request: Request, columns, profile) -> list[Active]:
+        """Usually one Active; the resource family gives one per requested class."""
+        raise NotImplementedError
+
+    def scan(self, active: Active, columns, fail_bits: np.ndarray, bit: int,
+             start: int, stop: int, placed: int) -> int:
+        """Set `1 << bit` in fail_bits[row] for every refused row in [start, stop);
+        return how many rows it refused. `placed` is how many instances this
+        request has already put on each of these rows (multi-instance selection)."""
+        raise NotImplementedError
+
+    def explain(self, active: Active, columns, row: int, placed: int) -> Rejection:
+        raise NotImplementedError
+
+    def reference(self, active_name: str, host: Host, fleet: Fleet, request: Request,
+                  profile, placed: int) -> bool:
+        """True when the host passes; plain Python, no columns."""
+        raise NotImplementedError
