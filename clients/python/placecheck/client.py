@@ -1,0 +1,168 @@
+"""A thin, typed client for the placecheck sidecar.
+
+This module is what a conductor installs: it depends on grpcio and the generated
+stubs only, never on the engine or the server.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterable, Sequence
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from placecheck.v1 import fleet_pb2, placement_pb2, placement_pb2_grpc, state_pb2, state_pb2_grpc
+
+DEFAULT_DECISION_TARGET = "127.0.0.1:50051"
+DEFAULT_STATE_TARGET = "unix:/tmp/placecheck-state.sock"
+
+ChannelOptions = Sequence[tuple[str, object]]
+
+
+class PlacementClient:
+    """Calls PlacementCheck over several channels, round-robin.
+
+    The sidecar's workers share one port with SO_REUSEPORT, which spreads
+    connections, not calls: one channel would pin every call to one worker.
+    Each channel therefore gets its own subchannel pool (and so its own TCP
+    connection) and a distinct channel id.
+    """
+
+    def __init__(self, target: str = DEFAULT_DECISION_TARGET, channels: int = os.cpu_count() or 2,
+                 options: ChannelOptions = ()):
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        self.target = target
+        self._channels = [
+            grpc.insecure_channel(target, options=[
+                *options,
+                ("grpc.use_local_subchannel_pool", 1),
+                ("grpc.channel_id", index),
+            ])
+            for index in range(channels)
+        ]
+        self._stubs = [placement_pb2_grpc.PlacementCheckStub(channel) for channel in self._channels]
+        # next() on itertools.count is atomic under the GIL, so threads may share the client.
+        self._call_counter = itertools.count()
+
+    def _next_stub(self) -> placement_pb2_grpc.PlacementCheckStub:
+        return self._stubs[next(self._call_counter) % len(self._stubs)]
+
+    def check_destination(self, request: placement_pb2.PlacementRequest, hosts: Iterable[str], *,
+                          min_generation: int = 0,
+                          timeout: float | None = None) -> placement_pb2.CheckDestinationResponse:
+        """One verdict per host, in order: allowed, or every rule that refuses it."""
+        message = placement_pb2.CheckDestinationRequest(
+            request=request, hosts=list(hosts), min_generation=min_generation)
+        return self._next_stub().CheckDestination(message, timeout=timeout)
+
+    def select_destinations(self, request: placement_pb2.PlacementRequest, *,
+                            max_alternates: int | None = None, min_generation: int = 0,
+                            decision_id: str = "",
+                            timeout: float | None = None) -> placement_pb2.SelectDestinationsResponse:
+        """Ranked hosts with alternates; when too few fit, the summary says which rules eliminated them."""
+        message = placement_pb2.SelectDestinationsRequest(
+            request=request, min_generation=min_generation, decision_id=decision_id)
+        if max_alternates is not None:
+            message.max_alternates = max_alternates
+        return self._next_stub().SelectDestinations(message, timeout=timeout)
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+
+    def __enter__(self) -> PlacementClient:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class StateClient:
+    """Feeds the fleet to the sidecar's state owner; every mutator returns the
+    generation it published, to pass on as `min_generation`."""
+
+    def __init__(self, target: str = DEFAULT_STATE_TARGET, options: ChannelOptions = ()):
+        self.target = target
+        self._channel = grpc.insecure_channel(target, options=list(options))
+        self._stub = state_pb2_grpc.FleetStateStub(self._channel)
+
+    def replace_fleet(self, fleet: fleet_pb2.Fleet, *, timeout: float | None = None) -> int:
+        return self._stub.ReplaceFleet(state_pb2.ReplaceFleetRequest(fleet=fleet), timeout=timeout).generation
+
+    def upsert_hosts(self, hosts: Iterable[fleet_pb2.Host], *, timeout: float | None = None) -> int:
+        return self._stub.UpsertHosts(state_pb2.UpsertHostsRequest(hosts=list(hosts)), timeout=timeout).generation
+
+    def remove_hosts(self, names: Iterable[str], *, timeout: float | None = None) -> int:
+        return self._stub.RemoveHosts(state_pb2.RemoveHostsRequest(names=list(names)), timeout=timeout).generation
+
+    def upsert_aggregates(self, aggregates: Iterable[fleet_pb2.Aggregate], *,
+                          timeout: float | None = None) -> int:
+        message = state_pb2.UpsertAggregatesRequest(aggregates=list(aggregates))
+        return self._stub.UpsertAggregates(message, timeout=timeout).generation
+
+    def remove_aggregates(self, ids: Iterable[int], *, timeout: float | None = None) -> int:
+        return self._stub.RemoveAggregates(state_pb2.RemoveAggregatesRequest(ids=list(ids)),
+                                           timeout=timeout).generation
+
+    def update_usage(self, usages: Iterable[state_pb2.HostUsage], *, timeout: float | None = None) -> int:
+        return self._stub.UpdateUsage(state_pb2.UpdateUsageRequest(usages=list(usages)),
+                                      timeout=timeout).generation
+
+    def status(self, *, timeout: float | None = None) -> state_pb2.GetStatusResponse:
+        return self._stub.GetStatus(state_pb2.GetStatusRequest(), timeout=timeout)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> StateClient:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def bad_request_violations(rpc_error: grpc.Call) -> list[tuple[str, str]]:
+    """(field, description) pairs of the google.rpc.BadRequest in an error's rich
+    status; empty when the error carries none."""
+    status = rpc_status.from_call(rpc_error)
+    if status is None:
+        return []
+    violations = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations.extend((v.field, v.description) for v in bad_request.field_violations)
+    return violations
+
+
+def wait_until_serving(target: str, timeout: float, *, service: str = "") -> None:
+    """Block until grpc.health.v1 reports `service` SERVING at `target`.
+
+    Raises TimeoutError when it does not within `timeout` seconds (nothing
+    listening, still starting, or NOT_SERVING).
+    """
+    deadline = time.monotonic() + timeout
+    last_seen = "no answer"
+    with grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                # wait_for_ready: keep trying to connect until the deadline rather than fail fast.
+                reply = health.Check(health_pb2.HealthCheckRequest(service=service),
+                                     timeout=remaining, wait_for_ready=True)
+            except grpc.RpcError as error:
+                last_seen = f"{error.code().name}: {error.details()}"
+                if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+                continue
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+            last_seen = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+    raise TimeoutError(f"{target} not serving {service or 'the server'} within {timeout}s ({last_seen})")
