@@ -31,10 +31,6 @@ OPERATIONS = {
     "unshelve": placement_pb2.OPERATION_UNSHELVE,
 }
 
-# The Profile field the conformance rule keys "resource:<CLASS>" are enabled by.
-RESOURCE_FILTER = "resource"
-
-
 def load_cases(path: Path | str) -> list[dict]:
     with open(path, encoding="utf-8") as lines:
         return [json.loads(line) for line in lines if line.strip()]
@@ -149,11 +145,6 @@ def case_request_proto(case: dict) -> placement_pb2.PlacementRequest:
     if request.get("server_group"):
         message.server_group.CopyFrom(_server_group(request["server_group"]))
     return message
-
-
-def enabled_filter_for(rule: str) -> str:
-    """The Profile.enabled_filters entry that enables a conformance rule key."""
-    return RESOURCE_FILTER if rule.startswith("resource:") else rule
 
 
 def _toml_value(value) -> str:
