@@ -1,0 +1,369 @@
+"""Columns <-> POSIX shared-memory segments, one immutable segment per generation.
+
+Layout of a generation segment, /dev/shm/<prefix>.g<generation>:
+
+    header (64 bytes, little-endian)   see _HEADER
+    arrays                             each 64-byte aligned, in table-of-contents order
+    dicts                              JSON (UTF-8)
+    table of contents                  JSON: every array's name, dtype, shape, offset
+
+The checksum covers every byte after the header. A segment is written once,
+fully, before the control segment names it, and never changes afterwards.
+
+The control segment, /dev/shm/<prefix>.ctl, is one 64-byte record naming the
+current generation. The writer updates it under a seqlock: the sequence is odd
+while the record is being written, and a reader retries until it reads the same
+even sequence before and after the record. On x86-64 (TSO) aligned stores are
+seen in program order, and each Python-level mmap access is an opaque call the
+C compiler cannot reorder, which is what a seqlock needs.
+
+Only the writer creates and unlinks segments. Readers map them read-only with
+mmap (not multiprocessing.shared_memory, whose resource tracker unlinks a
+segment when an attaching process exits on Python < 3.13). An unlinked
+generation's memory is freed once the last reader drops its mapping.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import mmap
+import os
+import re
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+SHM_DIR = "/dev/shm"
+LAYOUT_VERSION = 1
+ALIGNMENT = 64
+
+SEGMENT_MAGIC = b"PLCHKSNP"
+# magic, layout version, (padding), generation, published ns, payload length, crc32,
+# (padding), table of contents offset, table of contents length
+_HEADER = struct.Struct("<8sI4xQQQI4xQQ")
+HEADER_SIZE = 64
+
+CONTROL_MAGIC = b"PLCHKCTL"
+# magic, layout version, state, sequence, generation, published ns
+_CONTROL = struct.Struct("<8sIIQQQ")
+_SEQUENCE = struct.Struct("<Q")
+_SEQUENCE_OFFSET = 16
+CONTROL_SIZE = 64
+CONTROL_OPEN = 1
+CONTROL_CLOSED = 2  # the writer shut down cleanly; a new writer makes a new control segment
+
+# A seqlock write takes microseconds; an odd sequence held longer means the writer died mid-write.
+_STUCK_SEQUENCE_S = 1.0
+_WAIT_POLL_S = 0.001
+
+assert _HEADER.size <= HEADER_SIZE and _CONTROL.size <= CONTROL_SIZE
+
+
+class SnapshotError(RuntimeError):
+    """A segment that is not ours, of another layout version, damaged, or a prefix already owned."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    generation: int
+    columns: Any  # engine.columns.Columns; arrays are read-only views of the segment
+    published_at: float  # unix seconds
+    nbytes: int  # size of the segment
+
+
+ColumnsFactory = Callable[[dict, dict], Any]
+
+
+def _default_columns_factory(arrays: dict, dicts: dict):
+    from engine.columns import Columns  # lazily: the snapshot layer stores any Columns
+    return Columns.from_parts(arrays, dicts)
+
+
+def segment_name(prefix: str, generation: int) -> str:
+    return f"{prefix}.g{generation}"
+
+
+def control_name(prefix: str) -> str:
+    return f"{prefix}.ctl"
+
+
+def _shm_path(name: str) -> str:
+    return os.path.join(SHM_DIR, name)
+
+
+def _align(offset: int) -> int:
+    return (offset + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+
+
+def _check_prefix(prefix: str) -> None:
+    if not prefix or "/" in prefix or prefix.startswith("."):
+        raise ValueError(f"snapshot prefix must be a plain file name, got {prefix!r}")
+
+
+class SnapshotWriter:
+    """The one process that publishes generations under a prefix (an exclusive flock enforces it)."""
+
+    def __init__(self, prefix: str, columns_factory: ColumnsFactory = _default_columns_factory):
+        _check_prefix(prefix)
+        self.prefix = prefix
+        self._columns_factory = columns_factory
+        self._lock = threading.Lock()
+        self._current: Snapshot | None = None
+        self._control_fd = os.open(_shm_path(control_name(prefix)), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._control_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._control_fd)
+            raise SnapshotError(f"another writer owns snapshot prefix {prefix!r}") from None
+        self._generation = self._take_over_control()
+        self._control = mmap.mmap(self._control_fd, CONTROL_SIZE)
+        self._write_control(CONTROL_OPEN, 0, time.time_ns())  # 0: nothing published yet
+
+    def _take_over_control(self) -> int:
+        """Continue after a writer that died without closing, so readers never see a number reused."""
+        previous_generation = 0
+        if os.fstat(self._control_fd).st_size >= CONTROL_SIZE:
+            magic, version, state, _, generation, _ = _CONTROL.unpack(os.pread(self._control_fd, _CONTROL.size, 0))
+            if magic == CONTROL_MAGIC and version == LAYOUT_VERSION and state == CONTROL_OPEN:
+                previous_generation = generation
+        else:
+            os.ftruncate(self._control_fd, CONTROL_SIZE)
+        stale = re.compile(re.escape(self.prefix) + r"\.g\d+")
+        for name in os.listdir(SHM_DIR):
+            if stale.fullmatch(name):
+                _unlink_quietly(name)
+        return previous_generation
+
+    def _write_control(self, state: int, generation: int, published_ns: int) -> None:
+        sequence = _SEQUENCE.unpack_from(self._control, _SEQUENCE_OFFSET)[0]
+        sequence += 1 if sequence % 2 == 0 else 0  # odd: a record is being written
+        _SEQUENCE.pack_into(self._control, _SEQUENCE_OFFSET, sequence)
+        _CONTROL.pack_into(self._control, 0, CONTROL_MAGIC, LAYOUT_VERSION, state, sequence,
+                           generation, published_ns)
+        _SEQUENCE.pack_into(self._control, _SEQUENCE_OFFSET, sequence + 1)
+
+    @property
+    def current(self) -> Snapshot | None:
+        return self._current
+
+    def publish(self, columns) -> Snapshot:
+        """Write `columns` as the next generation, make it current, unlink the previous one."""
+        with self._lock:
+            if self._control is None:
+                raise SnapshotError(f"snapshot writer for {self.prefix!r} is closed")
+            generation = self._generation + 1
+            published_ns = time.time_ns()
+            name = segment_name(self.prefix, generation)
+            _write_segment(name, generation, published_ns, columns.arrays, columns.dicts)
+            try:
+                snapshot = _attach(name, generation, self._columns_factory, verify=False)
+            except BaseException:
+                _unlink_quietly(name)
+                raise
+            self._write_control(CONTROL_OPEN, generation, published_ns)
+            if self._current is not None:
+                _unlink_quietly(segment_name(self.prefix, self._current.generation))
+            self._generation = generation
+            self._current = snapshot
+            return snapshot
+
+    def close(self) -> None:
+        """Mark the control record closed and unlink every segment this writer made."""
+        with self._lock:
+            if self._control is None:
+                return
+            self._write_control(CONTROL_CLOSED, self._generation, time.time_ns())
+            if self._current is not None:
+                _unlink_quietly(segment_name(self.prefix, self._current.generation))
+            _unlink_quietly(control_name(self.prefix))
+            self._control.close()
+            self._control = None
+            os.close(self._control_fd)  # releases the flock
+
+    def __enter__(self) -> "SnapshotWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class SnapshotReader:
+    """Follows a writer's generations; `current()` is cheap while the generation is unchanged."""
+
+    def __init__(self, prefix: str, columns_factory: ColumnsFactory = _default_columns_factory):
+        _check_prefix(prefix)
+        self.prefix = prefix
+        self._columns_factory = columns_factory
+        self._control: mmap.mmap | None = None
+        self._snapshot: Snapshot | None = None
+
+    def current(self) -> Snapshot | None:
+        """The current generation, or None while no writer has published one."""
+        missing_generation = None
+        while True:
+            record = self._read_control()
+            if record is None:
+                return None
+            state, generation = record
+            if state == CONTROL_CLOSED:
+                self._control = None  # the next writer makes a new control segment
+                self._snapshot = None
+                return None
+            if generation == 0:
+                return None
+            if self._snapshot is not None and self._snapshot.generation == generation:
+                return self._snapshot
+            try:
+                self._snapshot = _attach(segment_name(self.prefix, generation), generation,
+                                         self._columns_factory, verify=True)
+            except FileNotFoundError:
+                # The writer unlinks a generation only after naming a newer one, so the
+                # control record must have moved on; if it has not, the segment was removed.
+                if generation == missing_generation:
+                    raise SnapshotError(f"{segment_name(self.prefix, generation)} named by the "
+                                        f"control record is missing") from None
+                missing_generation = generation
+                continue
+            return self._snapshot
+
+    def wait_for(self, generation: int, timeout_s: float) -> Snapshot | None:
+        """The first snapshot at `generation` or later, or None when none appears within the timeout."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            snapshot = self.current()
+            if snapshot is not None and snapshot.generation >= generation:
+                return snapshot
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(_WAIT_POLL_S)
+
+    def _read_control(self) -> tuple[int, int] | None:
+        """(state, generation) read consistently under the seqlock; None when there is no control yet."""
+        if self._control is None:
+            self._control = _open_control(self.prefix)
+            if self._control is None:
+                return None
+        control = self._control
+        stuck_since = None
+        while True:
+            before = _SEQUENCE.unpack_from(control, _SEQUENCE_OFFSET)[0]
+            magic, version, state, _, generation, _ = _CONTROL.unpack_from(control, 0)
+            after = _SEQUENCE.unpack_from(control, _SEQUENCE_OFFSET)[0]
+            if before == after and before % 2 == 0:
+                break
+            stuck_since = stuck_since or time.monotonic()
+            if time.monotonic() - stuck_since > _STUCK_SEQUENCE_S:
+                raise SnapshotError(f"control record of {self.prefix!r} stuck mid-update")
+            time.sleep(0)
+        if magic == b"\0" * 8:
+            return None  # a writer has created the control segment but not written it yet
+        if magic != CONTROL_MAGIC:
+            raise SnapshotError(f"{control_name(self.prefix)} is not a placecheck control segment")
+        if version != LAYOUT_VERSION:
+            raise SnapshotError(f"{control_name(self.prefix)} has layout version {version}, "
+                                f"this reader understands {LAYOUT_VERSION}")
+        return state, generation
+
+
+def _open_control(prefix: str) -> mmap.mmap | None:
+    try:
+        fd = os.open(_shm_path(control_name(prefix)), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        if os.fstat(fd).st_size < CONTROL_SIZE:
+            return None
+        return mmap.mmap(fd, CONTROL_SIZE, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(name: str) -> None:
+    try:
+        os.unlink(_shm_path(name))
+    except FileNotFoundError:
+        pass
+
+
+def _write_segment(name: str, generation: int, published_ns: int, arrays: dict, dicts: dict) -> int:
+    entries, offset = [], HEADER_SIZE
+    for array_name, array in arrays.items():
+        array = np.asarray(array)
+        if array.dtype.hasobject:
+            raise TypeError(f"array {array_name!r} holds Python objects; only fixed-width arrays can be shared")
+        offset = _align(offset)
+        entries.append((array_name, array, offset))
+        offset += array.nbytes
+    dicts_json = json.dumps(dicts, separators=(",", ":")).encode()
+    dicts_offset = offset
+    toc_json = json.dumps({
+        "arrays": [{"name": array_name, "dtype": np.lib.format.dtype_to_descr(array.dtype),
+                    "shape": list(array.shape), "offset": array_offset}
+                   for array_name, array, array_offset in entries],
+        "dicts": [dicts_offset, len(dicts_json)],
+    }, separators=(",", ":")).encode()
+    toc_offset = dicts_offset + len(dicts_json)
+    size = toc_offset + len(toc_json)
+
+    fd = os.open(_shm_path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        # MAP_POPULATE allocates every page in one go instead of one fault per page.
+        with mmap.mmap(fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE) as segment:
+            for _, array, array_offset in entries:
+                np.ndarray(array.shape, array.dtype, buffer=segment, offset=array_offset)[...] = array
+            segment[dicts_offset:toc_offset] = dicts_json
+            segment[toc_offset:size] = toc_json
+            with memoryview(segment) as view:
+                checksum = zlib.crc32(view[HEADER_SIZE:])
+            _HEADER.pack_into(segment, 0, SEGMENT_MAGIC, LAYOUT_VERSION, generation, published_ns,
+                              size - HEADER_SIZE, checksum, toc_offset, len(toc_json))
+    except BaseException:
+        _unlink_quietly(name)
+        raise
+    finally:
+        os.close(fd)
+    return size
+
+
+def _attach(name: str, generation: int, columns_factory: ColumnsFactory, verify: bool) -> Snapshot:
+    """Map a generation read-only and rebuild its Columns as zero-copy views (FileNotFoundError if gone)."""
+    fd = os.open(_shm_path(name), os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size < HEADER_SIZE:
+            raise SnapshotError(f"{name} is too short to be a snapshot segment ({size} bytes)")
+        segment = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+    (magic, version, header_generation, published_ns, payload_length, checksum,
+     toc_offset, toc_length) = _HEADER.unpack_from(segment, 0)
+    if magic != SEGMENT_MAGIC:
+        raise SnapshotError(f"{name} is not a placecheck snapshot segment")
+    if version != LAYOUT_VERSION:
+        raise SnapshotError(f"{name} has layout version {version}, this reader understands {LAYOUT_VERSION}")
+    if header_generation != generation or HEADER_SIZE + payload_length != size:
+        raise SnapshotError(f"{name} header does not match its name or size")
+    if verify:
+        with memoryview(segment) as view:
+            actual = zlib.crc32(view[HEADER_SIZE:])
+        if actual != checksum:
+            raise SnapshotError(f"{name} is damaged: checksum {actual:#010x}, header says {checksum:#010x}")
+    try:
+        toc = json.loads(segment[toc_offset:toc_offset + toc_length])
+        arrays = {}
+        for entry in toc["arrays"]:
+            array = np.ndarray(tuple(entry["shape"]), np.lib.format.descr_to_dtype(entry["dtype"]),
+                               buffer=segment, offset=entry["offset"])
+            arrays[entry["name"]] = array
+        dicts_offset, dicts_length = toc["dicts"]
+        dicts = json.loads(segment[dicts_offset:dicts_offset + dicts_length])
+    except (ValueError, KeyError, TypeError) as error:
+        raise SnapshotError(f"{name} has an unreadable table of contents: {error}") from error
+    return Snapshot(generation=generation, columns=columns_factory(arrays, dicts),
+                    published_at=published_ns / 1e9, nbytes=size)
