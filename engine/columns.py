@@ -1,0 +1,266 @@
+"""Fleet -> Columns: the columnar encoding every rule reads.
+
+A `Columns` is only numpy arrays plus JSON-serialisable dicts, so the snapshot
+layer can put it in shared memory and hand it back as read-only views. Every
+lookup below only reads those arrays and dicts (binary searches over sorted
+heaps and sorted lists): nothing is rebuilt per generation.
+"""
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+
+import numpy as np
+
+from engine.model import Fleet
+
+INT32_MAX = np.iinfo(np.int32).max
+
+FLAG_ENABLED = 1
+FLAG_UP = 2
+FLAG_IN_AZ_AGGREGATE = 4  # in an aggregate whose metadata has an availability_zone key
+
+AVAILABILITY_ZONE_KEY = "availability_zone"
+
+
+class Columns:
+    """The fleet, one row per host in fleet order; see docs/architecture.md for the arrays.
+
+    dicts:
+      resource_classes    sorted class names; index = first axis of the rc_* arrays
+      traits              sorted trait names; index = bit in `traits`
+      aggregates          sorted aggregate ids; index = bit in `aggregates`
+      aggregate_names, aggregate_metadata   parallel to `aggregates`
+    """
+
+    __slots__ = ("arrays", "dicts")
+
+    def __init__(self, arrays: dict[str, np.ndarray], dicts: dict):
+        self.arrays = arrays
+        self.dicts = dicts
+
+    @classmethod
+    def from_parts(cls, arrays: dict[str, np.ndarray], dicts: dict) -> "Columns":
+        return cls(dict(arrays), dicts)
+
+    @property
+    def host_count(self) -> int:
+        return len(self.arrays["num_instances"])
+
+    def host_name(self, row: int) -> str:
+        offsets = self.arrays["host_name_offsets"]
+        return self.arrays["host_name_bytes"][offsets[row]:offsets[row + 1]].tobytes().decode()
+
+    def row_of(self, host_name: str) -> int | None:
+        rows = _search_heap(self.arrays["host_name_offsets"], self.arrays["host_name_bytes"],
+                            self.arrays["host_name_order"], host_name.encode())
+        return int(rows[0]) if len(rows) else None
+
+    def rows_of_instances(self, uuids) -> np.ndarray:
+        """Sorted unique rows of the hosts running any of these instance uuids."""
+        offsets = self.arrays["instance_uuid_offsets"]
+        heap = self.arrays["instance_uuid_bytes"]
+        order = self.arrays["instance_order"]
+        found = [_search_heap(offsets, heap, order, uuid.encode()) for uuid in set(uuids)]
+        if not found:
+            return np.empty(0, dtype=np.int32)
+        instance_indices = np.concatenate(found)
+        return np.unique(self.arrays["instance_row"][instance_indices]).astype(np.int32)
+
+    def instances_of(self, row: int) -> list[str]:
+        offsets = self.arrays["instance_uuid_offsets"]
+        heap = self.arrays["instance_uuid_bytes"]
+        first, last = self.arrays["instance_offsets"][row:row + 2]
+        return [heap[offsets[i]:offsets[i + 1]].tobytes().decode() for i in range(first, last)]
+
+    def resource_class_index(self, name: str) -> int | None:
+        return _index_in_sorted(self.dicts["resource_classes"], name)
+
+    def trait_bit(self, name: str) -> int | None:
+        return _index_in_sorted(self.dicts["traits"], name)
+
+    def aggregate_bit(self, aggregate_id: int) -> int | None:
+        return _index_in_sorted(self.dicts["aggregates"], aggregate_id)
+
+    def has_trait(self, row: int, name: str) -> bool:
+        bit = self.trait_bit(name)
+        return bit is not None and bool(int(self.arrays["traits"][row, bit // 64]) >> (bit % 64) & 1)
+
+    def traits_of(self, row: int) -> list[str]:
+        return [self.dicts["traits"][bit] for bit in _set_bits(self.arrays["traits"][row])]
+
+    def aggregates_of(self, row: int) -> list[int]:
+        return [self.dicts["aggregates"][bit] for bit in _set_bits(self.arrays["aggregates"][row])]
+
+
+def _index_in_sorted(items: list, key) -> int | None:
+    index = bisect_left(items, key)
+    return index if index < len(items) and items[index] == key else None
+
+
+def _set_bits(words: np.ndarray) -> list[int]:
+    bits = np.unpackbits(words.astype("<u8").view(np.uint8), bitorder="little")
+    return np.flatnonzero(bits).tolist()
+
+
+def _search_heap(offsets: np.ndarray, heap: np.ndarray, order: np.ndarray, key: bytes) -> np.ndarray:
+    """Indices (into offsets) of every heap entry equal to key; `order` sorts the entries."""
+
+    def entry(position: int) -> bytes:
+        index = order[position]
+        return heap[offsets[index]:offsets[index + 1]].tobytes()
+
+    low, high = 0, len(order)
+    while low < high:
+        middle = (low + high) // 2
+        if entry(middle) < key:
+            low = middle + 1
+        else:
+            high = middle
+    end = low
+    while end < len(order) and entry(end) == key:
+        end += 1
+    return np.asarray(order[low:end], dtype=np.int64)
+
+
+def _heap(strings: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """UTF-8 heap of strings: offsets [len+1], bytes, and the indices sorted by bytes."""
+    joined = "".join(strings)
+    encoded = joined.encode()
+    if len(encoded) == len(joined):  # all ASCII: characters are bytes
+        lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
+        heap_bytes = np.frombuffer(encoded, dtype=np.uint8)
+    else:
+        pieces = [s.encode() for s in strings]
+        lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+        heap_bytes = np.frombuffer(b"".join(pieces), dtype=np.uint8)
+    offsets = np.zeros(len(strings) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    # UTF-8 byte order is code point order, so sorting the str sorts the bytes.
+    order = np.array(sorted(range(len(strings)), key=strings.__getitem__), dtype=np.int32)
+    return offsets, heap_bytes.copy(), order
+
+
+def _bitset(rows: np.ndarray, bits: np.ndarray, row_count: int, bit_count: int) -> np.ndarray:
+    """uint64 [row_count, ceil(bit_count/64) or 1] with bit `bits[i]` set in row `rows[i]`."""
+    words = max(1, math.ceil(bit_count / 64))
+    bitset = np.zeros((row_count, words), dtype=np.uint64)
+    if len(rows):
+        flat = bitset.reshape(-1)
+        cells = rows.astype(np.int64) * words + bits // 64
+        values = np.left_shift(np.uint64(1), (bits % 64).astype(np.uint64))
+        np.bitwise_or.at(flat, cells, values)
+    return bitset
+
+
+def build_columns(fleet: Fleet) -> Columns:
+    hosts = fleet.hosts
+    n = len(hosts)
+    names = [host.name for host in hosts]
+    row_by_name = {name: row for row, name in enumerate(names)}
+
+    # One pass over hosts collecting flat values; everything after is vectorised.
+    flags = np.fromiter(((h.enabled * FLAG_ENABLED) | (h.up * FLAG_UP) for h in hosts),
+                        dtype=np.uint8, count=n)
+    num_instances = np.fromiter((h.num_instances for h in hosts), dtype=np.int64, count=n)
+    num_io_ops = np.fromiter((h.num_io_ops for h in hosts), dtype=np.int64, count=n)
+
+    resource_classes = sorted({rc for h in hosts for rc in h.resources})
+    rc_index = {rc: i for i, rc in enumerate(resource_classes)}
+    inventory_rows, inventory_classes, inventory_values = [], [], []
+    for row, host in enumerate(hosts):
+        for rc, inv in host.resources.items():
+            inventory_rows.append(row)
+            inventory_classes.append(rc_index[rc])
+            inventory_values.append((inv.total, inv.reserved, inv.allocation_ratio, inv.min_unit,
+                                     inv.max_unit, inv.step_size, inv.used))
+    arrays = _resource_arrays(len(resource_classes), n, inventory_rows, inventory_classes,
+                              inventory_values)
+
+    trait_names = sorted({t for h in hosts for t in h.traits})
+    trait_index = {t: i for i, t in enumerate(trait_names)}
+    trait_rows = [row for row, h in enumerate(hosts) for _ in h.traits]
+    trait_bits = [trait_index[t] for h in hosts for t in h.traits]
+    arrays["traits"] = _bitset(np.array(trait_rows, dtype=np.int64),
+                               np.array(trait_bits, dtype=np.int64), n, len(trait_names))
+
+    aggregates = sorted(fleet.aggregates, key=lambda agg: agg.id)
+    member_rows, member_bits = [], []
+    for bit, aggregate in enumerate(aggregates):
+        rows = [row_by_name[name] for name in aggregate.hosts if name in row_by_name]
+        member_rows.extend(rows)
+        member_bits.extend([bit] * len(rows))
+        if AVAILABILITY_ZONE_KEY in aggregate.metadata and rows:
+            flags[rows] |= FLAG_IN_AZ_AGGREGATE
+    arrays["aggregates"] = _bitset(np.array(member_rows, dtype=np.int64),
+                                   np.array(member_bits, dtype=np.int64), n, len(aggregates))
+
+    arrays["flags"] = flags
+    arrays["num_instances"] = np.clip(num_instances, 0, INT32_MAX).astype(np.int32)
+    arrays["num_io_ops"] = np.clip(num_io_ops, 0, INT32_MAX).astype(np.int32)
+    arrays.update(_weigher_inputs(arrays, rc_index))
+
+    arrays["host_name_offsets"], arrays["host_name_bytes"], arrays["host_name_order"] = _heap(names)
+
+    instance_counts = np.fromiter((len(h.instances) for h in hosts), dtype=np.int64, count=n)
+    instance_offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(instance_counts, out=instance_offsets[1:])
+    uuids = [uuid for h in hosts for uuid in h.instances]
+    arrays["instance_offsets"] = instance_offsets
+    (arrays["instance_uuid_offsets"], arrays["instance_uuid_bytes"],
+     arrays["instance_order"]) = _heap(uuids)
+    arrays["instance_row"] = np.repeat(np.arange(n, dtype=np.int32), instance_counts)
+
+    dicts = {
+        "resource_classes": resource_classes,
+        "traits": trait_names,
+        "aggregates": [agg.id for agg in aggregates],
+        "aggregate_names": [agg.name for agg in aggregates],
+        "aggregate_metadata": [dict(agg.metadata) for agg in aggregates],
+    }
+    return Columns(arrays, dicts)
+
+
+def _resource_arrays(class_count: int, n: int, rows: list, classes: list, values: list) -> dict:
+    shape = (class_count, n)
+    total = np.zeros(shape, dtype=np.int64)
+    reserved = np.zeros(shape, dtype=np.int64)
+    ratio = np.zeros(shape, dtype=np.float64)
+    used = np.zeros(shape, dtype=np.int64)
+    min_unit = np.zeros(shape, dtype=np.int32)
+    max_unit = np.zeros(shape, dtype=np.int32)  # 0: no inventory, so any amount > 0 fails
+    step = np.ones(shape, dtype=np.int32)
+    present = np.zeros(shape, dtype=np.uint8)
+    free = np.zeros(shape, dtype=np.int64)
+    if rows:
+        where = (np.array(classes, dtype=np.int64), np.array(rows, dtype=np.int64))
+        table = np.array(values, dtype=np.float64)
+        exact = np.array([v[:2] + v[3:] for v in values], dtype=np.int64)  # ints without float rounding
+        total[where], reserved[where] = exact[:, 0], exact[:, 1]
+        min_unit[where] = np.clip(exact[:, 2], -INT32_MAX, INT32_MAX)
+        max_unit[where] = np.clip(exact[:, 3], -INT32_MAX, INT32_MAX)
+        step[where] = np.clip(exact[:, 4], -INT32_MAX, INT32_MAX)
+        used[where] = exact[:, 5]
+        ratio[where] = table[:, 2]
+        present[where] = 1
+        # used + amount <= capacity with integer used and amount is amount <= floor(capacity) - used.
+        capacity = np.floor((exact[:, 0] - exact[:, 1]) * table[:, 2])
+        free[where] = capacity.astype(np.int64) - exact[:, 5]
+    return {"rc_free": free, "rc_min_unit": min_unit, "rc_max_unit": max_unit, "rc_step": step,
+            "rc_total": total, "rc_reserved": reserved, "rc_used": used, "rc_ratio": ratio,
+            "rc_present": present}
+
+
+def _weigher_inputs(arrays: dict, rc_index: dict) -> dict:
+    """Nova HostState's free_ram_mb, free_disk_mb and free vCPUs; 0 without the inventory."""
+    n = arrays["rc_free"].shape[1]
+
+    def cold(name: str, rc: str) -> np.ndarray:
+        index = rc_index.get(rc)
+        return arrays[name][index].astype(np.float64) if index is not None else np.zeros(n)
+
+    return {
+        "w_free_ram_mb": cold("rc_total", "MEMORY_MB") - cold("rc_used", "MEMORY_MB"),
+        "w_free_disk_mb": (cold("rc_total", "DISK_GB") - cold("rc_used", "DISK_GB")) * 1024.0,
+        "w_free_vcpus": cold("rc_total", "VCPU") * cold("rc_ratio", "VCPU") - cold("rc_used", "VCPU"),
+    }

@@ -1,0 +1,30 @@
+"""Nova's ComputeFilter: the host's compute service is enabled and up."""
+from __future__ import annotations
+
+from engine import _fastfilters
+from engine.columns import FLAG_ENABLED
+from engine.rules.base import Active, Rule
+from engine.verdict import Rejection
+
+SERVICE_DISABLED = "SERVICE_DISABLED"
+SERVICE_DOWN = "SERVICE_DOWN"
+
+
+class ComputeFilter(Rule):
+    name = "ComputeFilter"
+
+    def compile(self, request, columns, profile) -> list[Active]:
+        return [Active(self, self.name, True)]
+
+    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
+        return _fastfilters.scan_compute_filter(columns.arrays["flags"], fail_bits, bit, start, stop)
+
+    def explain(self, active, columns, row, placed) -> Rejection:
+        # Nova looks at disabled first and only then asks whether the service is up.
+        if not columns.arrays["flags"][row] & FLAG_ENABLED:
+            return Rejection(active.name, SERVICE_DISABLED, "the compute service is disabled")
+        return Rejection(active.name, SERVICE_DOWN,
+                         "the compute service has not been heard from in a while")
+
+    def reference(self, active_name, host, fleet, request, profile, placed) -> bool:
+        return host.enabled and host.up

@@ -1,0 +1,17 @@
+# IoOpsFilter and NumInstancesFilter (engine/rules/count_limit.py): value + placed < limit.
+
+cdef inline bint below_limit(int64_t value, int64_t placed, int64_t limit) noexcept nogil:
+    return value + placed < limit
+
+
+def scan_count_below(const int32_t[::1] values, int64_t limit, uint64_t[::1] fail_bits, int bit,
+                     Py_ssize_t start, Py_ssize_t stop, int64_t placed):
+    cdef uint64_t mask = (<uint64_t>1) << bit
+    cdef uint64_t refused = 0, fails
+    cdef Py_ssize_t row
+    with nogil:
+        for row in range(start, stop):
+            fails = not below_limit(values[row], placed, limit)
+            fail_bits[row] |= mask * fails
+            refused += fails
+    return refused

@@ -1,0 +1,33 @@
+"""Nova's DifferentHostFilter: with a different_host hint, the host runs none of those instances."""
+from __future__ import annotations
+
+from engine import _fastfilters
+from engine.rules.base import Active, Rule
+from engine.rules.host_rows import listed
+from engine.rules.same_host import InstanceHintParams
+from engine.verdict import Rejection
+
+RUNS_DIFFERENT_HOST_INSTANCE = "RUNS_DIFFERENT_HOST_INSTANCE"
+
+
+class DifferentHostFilter(Rule):
+    name = "DifferentHostFilter"
+
+    def compile(self, request, columns, profile) -> list[Active]:
+        uuids = frozenset(request.scheduler_hints.different_host)
+        if not uuids:
+            return [Active(self, self.name, None)]
+        return [Active(self, self.name, InstanceHintParams(uuids, columns.rows_of_instances(uuids)))]
+
+    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
+        if active.params is None:
+            return 0
+        return _fastfilters.scan_listed_rows(active.params.rows, fail_bits, bit, start, stop)
+
+    def explain(self, active, columns, row, placed) -> Rejection:
+        here = active.params.uuids & set(columns.instances_of(row))
+        return Rejection(active.name, RUNS_DIFFERENT_HOST_INSTANCE,
+                         f"the host runs different_host instances: {listed(here)}")
+
+    def reference(self, active_name, host, fleet, request, profile, placed) -> bool:
+        return not set(request.scheduler_hints.different_host) & set(host.instances)

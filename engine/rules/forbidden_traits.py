@@ -1,0 +1,35 @@
+"""Placement's forbidden traits, flavor `trait:NAME=forbidden` extra specs included."""
+from __future__ import annotations
+
+from engine import _fastfilters
+from engine.rules.base import Active, Rule
+from engine.rules.host_rows import listed
+from engine.rules.required_traits import TraitParams, compile_trait_mask
+from engine.verdict import Rejection
+
+HAS_FORBIDDEN_TRAIT = "HAS_FORBIDDEN_TRAIT"
+
+
+class ForbiddenTraits(Rule):
+    name = "ForbiddenTraits"
+
+    def compile(self, request, columns, profile) -> list[Active]:
+        _, forbidden = request.traits_from_extra_specs()
+        return [compile_trait_mask(self, forbidden, columns)]
+
+    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
+        params: TraitParams | None = active.params
+        if params is None:
+            return 0
+        # A forbidden trait no host has forbids nothing: only the known ones are in the mask.
+        return _fastfilters.scan_forbidden_traits(columns.arrays["traits"], params.mask,
+                                                  fail_bits, bit, start, stop)
+
+    def explain(self, active, columns, row, placed) -> Rejection:
+        present = active.params.traits & set(columns.traits_of(row))
+        return Rejection(active.name, HAS_FORBIDDEN_TRAIT,
+                         f"the host has forbidden traits: {listed(present)}")
+
+    def reference(self, active_name, host, fleet, request, profile, placed) -> bool:
+        _, forbidden = request.traits_from_extra_specs()
+        return not forbidden & host.traits

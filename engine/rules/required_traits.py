@@ -1,0 +1,60 @@
+"""Placement's required traits, flavor `trait:NAME=required` extra specs included."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine import _fastfilters
+from engine.rules.base import Active, Rule
+from engine.rules.host_rows import listed, refuse_range
+from engine.verdict import Rejection
+
+MISSING_REQUIRED_TRAIT = "MISSING_REQUIRED_TRAIT"
+
+
+@dataclass(frozen=True, eq=False)
+class TraitParams:
+    traits: frozenset[str]
+    mask: np.ndarray  # uint64 words over columns' trait bits
+    unknown: frozenset[str]  # traits no host in the fleet has
+
+
+def compile_trait_mask(rule: Rule, traits: frozenset[str], columns) -> Active:
+    if not traits:
+        return Active(rule, rule.name, None)
+    mask = np.zeros(columns.arrays["traits"].shape[1], dtype=np.uint64)
+    unknown = set()
+    for trait in traits:
+        bit = columns.trait_bit(trait)
+        if bit is None:
+            unknown.add(trait)
+        else:
+            mask[bit // 64] |= np.uint64(1 << (bit % 64))
+    return Active(rule, rule.name, TraitParams(traits, mask, frozenset(unknown)))
+
+
+class RequiredTraits(Rule):
+    name = "RequiredTraits"
+
+    def compile(self, request, columns, profile) -> list[Active]:
+        required, _ = request.traits_from_extra_specs()
+        return [compile_trait_mask(self, required, columns)]
+
+    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
+        params: TraitParams | None = active.params
+        if params is None:
+            return 0
+        if params.unknown:
+            return refuse_range(fail_bits, bit, start, stop)
+        return _fastfilters.scan_required_traits(columns.arrays["traits"], params.mask,
+                                                 fail_bits, bit, start, stop)
+
+    def explain(self, active, columns, row, placed) -> Rejection:
+        missing = active.params.traits - set(columns.traits_of(row))
+        return Rejection(active.name, MISSING_REQUIRED_TRAIT,
+                         f"the host lacks required traits: {listed(missing)}")
+
+    def reference(self, active_name, host, fleet, request, profile, placed) -> bool:
+        required, _ = request.traits_from_extra_specs()
+        return required <= host.traits

@@ -1,0 +1,42 @@
+"""Nova's SameHostFilter: with a same_host hint, the host runs at least one of those instances."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine import _fastfilters
+from engine.rules.base import Active, Rule
+from engine.rules.host_rows import listed
+from engine.verdict import Rejection
+
+NOT_WITH_SAME_HOST_INSTANCES = "NOT_WITH_SAME_HOST_INSTANCES"
+
+
+@dataclass(frozen=True, eq=False)
+class InstanceHintParams:
+    uuids: frozenset[str]
+    rows: np.ndarray  # sorted rows of the hosts running any of them
+
+
+class SameHostFilter(Rule):
+    name = "SameHostFilter"
+
+    def compile(self, request, columns, profile) -> list[Active]:
+        uuids = frozenset(request.scheduler_hints.same_host)
+        if not uuids:
+            return [Active(self, self.name, None)]
+        return [Active(self, self.name, InstanceHintParams(uuids, columns.rows_of_instances(uuids)))]
+
+    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
+        if active.params is None:
+            return 0
+        return _fastfilters.scan_only_rows(active.params.rows, fail_bits, bit, start, stop)
+
+    def explain(self, active, columns, row, placed) -> Rejection:
+        return Rejection(active.name, NOT_WITH_SAME_HOST_INSTANCES,
+                         f"the host runs none of the same_host instances: {listed(active.params.uuids)}")
+
+    def reference(self, active_name, host, fleet, request, profile, placed) -> bool:
+        uuids = set(request.scheduler_hints.same_host)
+        return not uuids or bool(uuids & set(host.instances))

@@ -1,0 +1,190 @@
+"""Random fleets and requests (hypothesis strategies), and conformance cases as engine values.
+
+`scenarios()` draws (fleet, request, profile) triples small enough to check host by host but
+varied enough to engage every rule: missing inventories, more than 64 traits (two bitset
+words), zoned and unzoned aggregates, shared instance uuids, moves, server groups.
+`fleet_from_case`, `request_from_case` and `profile_from_case` translate one case of
+/work/shared/conformance/*.jsonl.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from hypothesis import strategies as st
+
+from engine.config import Profile
+from engine.model import (MAX_UNIT_DEFAULT, Aggregate, Fleet, Flavor, GroupPolicy, Host, Image,
+                          Inventory, Operation, Request, SchedulerHints, ServerGroup)
+
+CONFORMANCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+
+RESOURCE_CLASSES = ("VCPU", "MEMORY_MB", "DISK_GB", "CUSTOM_GPU")
+NAMED_TRAITS = ("HW_CPU_X86_AVX2", "COMPUTE_SAME_HOST_COLD_MIGRATE", "CUSTOM_SSD")
+# Enough traits that a fleet can need two 64-bit words per host.
+TRAITS = NAMED_TRAITS + tuple(f"CUSTOM_T{i}" for i in range(70))
+UNKNOWN_TRAIT = "CUSTOM_NO_HOST_HAS_THIS"
+INSTANCE_UUIDS = tuple(f"{i:08x}-0000-4000-8000-000000000000" for i in range(10))
+ZONES = ("nova", "az1", "az2")
+ZONE_METADATA = ("az1", "az2", "nova", "az1, az2", " az2 ,nova", "")
+
+host_names = st.text(alphabet="abhé-0123", min_size=1, max_size=5)
+
+
+@st.composite
+def inventories(draw) -> Inventory:
+    total = draw(st.integers(0, 64))
+    return Inventory(
+        total=total,
+        reserved=draw(st.integers(0, 8)),
+        allocation_ratio=draw(st.sampled_from((0.5, 1.0, 1.5, 4.0, 16.0))),
+        min_unit=draw(st.integers(1, 3)),
+        max_unit=draw(st.one_of(st.just(MAX_UNIT_DEFAULT), st.integers(1, 64))),
+        step_size=draw(st.sampled_from((1, 1, 2, 3))),
+        used=draw(st.integers(0, 80)),
+    )
+
+
+@st.composite
+def hosts(draw, name: str) -> Host:
+    return Host(
+        name=name,
+        enabled=draw(st.booleans()),
+        up=draw(st.booleans()),
+        resources=draw(st.dictionaries(st.sampled_from(RESOURCE_CLASSES), inventories(), max_size=4)),
+        traits=frozenset(draw(st.lists(st.sampled_from(TRAITS), max_size=6))),
+        num_instances=draw(st.integers(0, 12)),
+        num_io_ops=draw(st.integers(0, 10)),
+        instances=tuple(draw(st.lists(st.sampled_from(INSTANCE_UUIDS), max_size=4))),
+    )
+
+
+@st.composite
+def fleets(draw, max_hosts: int = 12) -> Fleet:
+    names = draw(st.lists(host_names, min_size=1, max_size=max_hosts, unique=True))
+    fleet_hosts = tuple(draw(hosts(name)) for name in names)
+    ids = draw(st.lists(st.integers(1, 200), max_size=5, unique=True))
+    aggregates = []
+    for aggregate_id in ids:
+        members = draw(st.lists(st.sampled_from(names + ["not-a-host"]), max_size=len(names) + 1))
+        metadata = draw(st.one_of(st.just({}),
+                                  st.builds(lambda zone: {"availability_zone": zone},
+                                            st.sampled_from(ZONE_METADATA))))
+        aggregates.append(Aggregate(aggregate_id, f"agg{aggregate_id}", frozenset(members), metadata))
+    return Fleet(fleet_hosts, tuple(aggregates))
+
+
+@st.composite
+def requests(draw, fleet: Fleet) -> Request:
+    names = [host.name for host in fleet.hosts]
+    aggregate_ids = [agg.id for agg in fleet.aggregates] + [999]
+    uuids = st.lists(st.sampled_from(INSTANCE_UUIDS + ("ffffffff-not-on-any-host",)), max_size=3)
+    traits = st.sampled_from(TRAITS[:6] + (UNKNOWN_TRAIT,))
+    trait_specs = draw(st.dictionaries(traits.map(lambda t: f"trait:{t}"),
+                                       st.sampled_from(("required", "forbidden", "other")),
+                                       max_size=2))
+    group = draw(st.one_of(st.none(), st.builds(
+        ServerGroup,
+        policy=st.sampled_from(list(GroupPolicy)),
+        members=uuids.map(tuple),
+        hosts=st.lists(st.sampled_from(names + ["not-a-host"]), max_size=3).map(tuple),
+        max_server_per_host=st.integers(1, 3))))
+    operation = draw(st.sampled_from(list(Operation)))
+    return Request(
+        operation=operation,
+        resources=draw(st.dictionaries(st.sampled_from(RESOURCE_CLASSES + ("CUSTOM_NONE",)),
+                                       st.integers(0, 40), max_size=4)),
+        required_traits=frozenset(draw(st.lists(traits, max_size=2))),
+        forbidden_traits=frozenset(draw(st.lists(traits, max_size=2))),
+        member_of=tuple(frozenset(s) for s in draw(st.lists(
+            st.lists(st.sampled_from(aggregate_ids), min_size=1, max_size=3), max_size=2))),
+        availability_zone=draw(st.sampled_from(("",) + ZONES + ("az3",))),
+        flavor=Flavor("m1", trait_specs),
+        instance_uuid=draw(st.sampled_from(("",) + INSTANCE_UUIDS[:4])),
+        scheduler_hints=SchedulerHints(same_host=tuple(draw(uuids)),
+                                       different_host=tuple(draw(uuids))),
+        server_group=group,
+        source_host=draw(st.sampled_from(names)) if operation.is_move else "",
+    )
+
+
+profiles = st.builds(Profile, max_io_ops_per_host=st.integers(0, 10),
+                     max_instances_per_host=st.integers(0, 12),
+                     allow_resize_to_same_host=st.booleans())
+
+
+@st.composite
+def scenarios(draw, max_hosts: int = 12) -> tuple[Fleet, Request, Profile]:
+    fleet = draw(fleets(max_hosts))
+    return fleet, draw(requests(fleet)), draw(profiles)
+
+
+# --- conformance cases -----------------------------------------------------------------
+
+def fleet_from_case(case: dict) -> Fleet:
+    hosts_ = tuple(Host(
+        name=h["name"],
+        enabled=h.get("enabled", True),
+        up=h.get("up", True),
+        resources={rc: Inventory(**inv) for rc, inv in h.get("resources", {}).items()},
+        traits=frozenset(h.get("traits", ())),
+        host_ip=h.get("host_ip", ""),
+        hypervisor_type=h.get("hypervisor_type", ""),
+        hypervisor_version=h.get("hypervisor_version"),
+        supported_instances=tuple(tuple(s) for s in h.get("supported_instances", ())),
+        stats=dict(h.get("stats", {})),
+        num_instances=h.get("num_instances", 0),
+        num_io_ops=h.get("num_io_ops", 0),
+        instances=tuple(h.get("instances", ())),
+        metrics=dict(h.get("metrics", {})),
+        failed_builds=h.get("failed_builds", 0),
+    ) for h in case["hosts"])
+    aggregates = tuple(Aggregate(a["id"], a.get("name", ""), frozenset(a.get("hosts", ())),
+                                 dict(a.get("metadata", {}))) for a in case.get("aggregates", ()))
+    return Fleet(hosts_, aggregates)
+
+
+def _hint_list(value) -> tuple[str, ...]:
+    """Nova hints are a uuid or a list of them."""
+    if not value:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def request_from_case(case: dict) -> Request:
+    r = case["request"]
+    hints = r.get("scheduler_hints", {})
+    group = r.get("server_group")
+    image = r.get("image")
+    return Request(
+        operation=Operation(r.get("operation", "boot")),
+        resources=dict(r.get("resources", {})),
+        required_traits=frozenset(r.get("required_traits", ())),
+        forbidden_traits=frozenset(r.get("forbidden_traits", ())),
+        member_of=tuple(frozenset(ids) for ids in r.get("member_of", ())),
+        availability_zone=r.get("availability_zone") or "",
+        flavor=Flavor(r.get("flavor", {}).get("name", ""), dict(r.get("flavor", {}).get("extra_specs", {}))),
+        image=Image(image.get("id", ""), dict(image.get("properties", {}))) if image else None,
+        project_id=r.get("project_id", ""),
+        instance_uuid=r.get("instance_uuid") or "",
+        scheduler_hints=SchedulerHints(
+            same_host=_hint_list(hints.get("same_host")),
+            different_host=_hint_list(hints.get("different_host")),
+            build_near_host_ip=hints.get("build_near_host_ip", ""),
+            cidr=hints.get("cidr") or "/24",
+            query=hints.get("query", "")),
+        server_group=ServerGroup(
+            policy=GroupPolicy(group.get("policy") or ""),
+            members=tuple(group.get("members", ())),
+            hosts=tuple(group.get("hosts", ())),
+            max_server_per_host=(group.get("rules") or {}).get("max_server_per_host", 1),
+        ) if group else None,
+        source_host=r.get("source_host", ""),
+    )
+
+
+def profile_from_case(case: dict) -> Profile:
+    fields = {f.name for f in dataclasses.fields(Profile)}
+    config = case.get("config", {})
+    known = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k in fields}
+    return Profile(**known, extra={k: v for k, v in config.items() if k not in fields})
