@@ -1,0 +1,172 @@
+"""Every rule's compiled kernel against its plain-Python reference, on random fleets."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.columns import Columns, build_columns
+from engine.config import Profile
+from engine.model import Fleet, Host, Inventory, Operation, Request
+from engine.rules import RULES, rule_names
+from engine.rules import move_source, resource
+from fleetgen import fleets, scenarios
+
+BIT = 7  # a bit other than 0 so a kernel that ignores `bit` is caught
+OTHER_BITS = np.uint64(0b101)  # set beforehand: a scan must only OR its own bit in
+UPPER_SNAKE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def as_snapshot(columns: Columns) -> Columns:
+    """The columns as a snapshot reader sees them: read-only arrays, dicts through JSON."""
+    arrays = {}
+    for name, array in columns.arrays.items():
+        view = array.copy()
+        view.flags.writeable = False
+        arrays[name] = view
+    return Columns.from_parts(arrays, json.loads(json.dumps(columns.dicts)))
+
+
+def scan(rule, active, columns, start, stop, placed) -> tuple[np.ndarray, int]:
+    fail_bits = np.full(columns.host_count, OTHER_BITS, dtype=np.uint64)
+    refused = rule.scan(active, columns, fail_bits, BIT, start, stop, placed)
+    assert (fail_bits & OTHER_BITS == OTHER_BITS).all()
+    return fail_bits >> np.uint64(BIT) & np.uint64(1) == 1, refused
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), st.data())
+def test_kernel_equals_reference_and_explains_every_refusal(scenario, data):
+    fleet, request, profile = scenario
+    columns = as_snapshot(build_columns(fleet))
+    n = columns.host_count
+    start = data.draw(st.integers(0, n), label="start")
+    stop = data.draw(st.integers(start, n), label="stop")
+    for rule in RULES.values():
+        for active in rule.compile(request, columns, profile):
+            for placed in (0, 1, 2):
+                refused_rows, refused = scan(rule, active, columns, 0, n, placed)
+                expected = [not rule.reference(active.name, host, fleet, request, profile, placed)
+                            for host in fleet.hosts]
+                assert refused_rows.tolist() == expected, (active.name, placed)
+                assert refused == sum(expected)
+
+                partial, partial_count = scan(rule, active, columns, start, stop, placed)
+                assert partial[start:stop].tolist() == expected[start:stop]
+                assert not partial[:start].any() and not partial[stop:].any()
+                assert partial_count == sum(expected[start:stop])
+
+                for row in range(n):
+                    one, count = scan(rule, active, columns, row, row + 1, placed)
+                    assert one.tolist() == [r == row and expected[row] for r in range(n)]
+                    assert count == expected[row]
+                    if expected[row]:
+                        rejection = rule.explain(active, columns, row, placed)
+                        assert rejection.rule == active.name
+                        assert UPPER_SNAKE.match(rejection.reason)
+                        assert rejection.message
+
+
+@settings(max_examples=60, deadline=None)
+@given(fleets(max_hosts=20))
+def test_lookups(fleet):
+    columns = as_snapshot(build_columns(fleet))
+    assert columns.host_count == len(fleet.hosts)
+    for row, host in enumerate(fleet.hosts):
+        assert columns.row_of(host.name) == row
+        assert columns.host_name(row) == host.name
+        assert columns.instances_of(row) == list(host.instances)
+        assert set(columns.traits_of(row)) == host.traits
+        assert set(columns.aggregates_of(row)) == {agg.id for agg in fleet.aggregates_of(host.name)}
+        for trait in host.traits:
+            assert columns.has_trait(row, trait)
+    assert columns.row_of("no such host") is None
+    for uuid in {u for h in fleet.hosts for u in h.instances} | {"absent"}:
+        expected = [row for row, host in enumerate(fleet.hosts) if uuid in host.instances]
+        assert columns.rows_of_instances([uuid]).tolist() == expected
+    for rc in {rc for h in fleet.hosts for rc in h.resources}:
+        assert columns.dicts["resource_classes"][columns.resource_class_index(rc)] == rc
+    assert columns.resource_class_index("CUSTOM_ABSENT") is None
+    for agg in fleet.aggregates:
+        assert columns.dicts["aggregates"][columns.aggregate_bit(agg.id)] == agg.id
+    assert columns.aggregate_bit(10**6) is None
+
+
+def test_rule_names_in_order():
+    assert rule_names()[0] == "resource"
+    assert set(rule_names()) >= {"RequiredTraits", "ForbiddenTraits", "MemberOf", "AvailabilityZone",
+                                 "ComputeFilter", "ServerGroupAffinityFilter",
+                                 "ServerGroupAntiAffinityFilter", "SameHostFilter",
+                                 "DifferentHostFilter", "IoOpsFilter", "NumInstancesFilter",
+                                 "MoveSource"}
+
+
+def refusal(fleet, request, profile, rule_name, host_row=0, placed=0):
+    columns = build_columns(fleet)
+    rule = RULES[rule_name]
+    [active] = [a for a in rule.compile(request, columns, profile)]
+    refused, _ = scan(rule, active, columns, 0, columns.host_count, placed)
+    return rule.explain(active, columns, host_row, placed) if refused[host_row] else None
+
+
+def memory_host(**inventory) -> Fleet:
+    return Fleet((Host("h0", resources={"MEMORY_MB": Inventory(**inventory)}),))
+
+
+def test_resource_message_has_the_numbers():
+    fleet = memory_host(total=65536, reserved=512, allocation_ratio=1.5, used=96880)
+    rejection = refusal(fleet, Request(resources={"MEMORY_MB": 8192}), Profile(), "resource")
+    assert rejection.reason == resource.INSUFFICIENT_CAPACITY
+    assert rejection.message == ("MEMORY_MB: requested 8192, free 656 of capacity 97536 "
+                                 "(65536-512 x 1.5), used 96880")
+    assert rejection.numbers == {"requested": 8192, "free": 656, "capacity": 97536, "used": 96880,
+                                 "total": 65536, "reserved": 512, "allocation_ratio": 1.5}
+
+
+@pytest.mark.parametrize("inventory, amount, reason", [
+    (dict(total=100, used=100), 1, resource.INSUFFICIENT_CAPACITY),
+    (dict(total=100, used=99), 1, None),  # filling to exactly capacity is allowed
+    (dict(total=100, min_unit=4), 2, resource.BELOW_MIN_UNIT),
+    (dict(total=100, max_unit=8), 16, resource.ABOVE_MAX_UNIT),
+    (dict(total=100, step_size=4), 6, resource.NOT_A_STEP_MULTIPLE),
+])
+def test_resource_reasons(inventory, amount, reason):
+    rejection = refusal(memory_host(**inventory), Request(resources={"MEMORY_MB": amount}),
+                        Profile(), "resource")
+    assert (rejection and rejection.reason) == reason
+
+
+def test_resource_without_inventory_and_placed_instances():
+    fleet = Fleet((Host("h0", resources={"VCPU": Inventory(total=4)}),))
+    rejection = refusal(fleet, Request(resources={"MEMORY_MB": 1}), Profile(), "resource")
+    assert rejection.reason == resource.NO_INVENTORY
+    request = Request(resources={"VCPU": 2})
+    assert refusal(fleet, request, Profile(), "resource", placed=1) is None
+    rejection = refusal(fleet, request, Profile(), "resource", placed=2)
+    assert rejection.numbers["free"] == 0 and "after 2 placed" in rejection.message
+
+
+@pytest.mark.parametrize("operation, allow_resize, source_trait, refused", [
+    (Operation.LIVE_MIGRATE, True, True, True),
+    (Operation.EVACUATE, False, False, True),
+    (Operation.RESIZE, False, False, True),
+    (Operation.RESIZE, True, False, False),
+    (Operation.COLD_MIGRATE, True, False, True),
+    (Operation.COLD_MIGRATE, False, True, False),
+    (Operation.BOOT, False, False, False),
+])
+def test_move_source(operation, allow_resize, source_trait, refused):
+    traits = frozenset({move_source.SAME_HOST_COLD_MIGRATE_TRAIT}) if source_trait else frozenset()
+    fleet = Fleet((Host("src", traits=traits), Host("other")))
+    request = Request(operation=operation, source_host="src" if operation.is_move else "")
+    profile = Profile(allow_resize_to_same_host=allow_resize)
+    rejection = refusal(fleet, request, profile, "MoveSource")
+    assert bool(rejection) == refused
+    if rejection:
+        assert rejection.reason == move_source.DESTINATION_IS_SOURCE
+        assert operation.value in rejection.message and "src" in rejection.message
+    assert refusal(fleet, request, profile, "MoveSource", host_row=1) is None
