@@ -1,0 +1,193 @@
+"""The state owner's fleet: each change publishes a generation; a refused change changes nothing."""
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+
+import numpy as np
+import pytest
+
+from engine.model import Aggregate, Fleet, Host, InvalidField, Inventory
+from engine.snapshot import SHM_DIR, SnapshotReader, SnapshotWriter
+from engine.state import FleetState, HostUsage
+
+
+class StandInColumns:
+    def __init__(self, arrays: dict, dicts: dict):
+        self.arrays = arrays
+        self.dicts = dicts
+
+
+def encode_fleet(fleet: Fleet) -> StandInColumns:
+    """A tiny builder: enough of the fleet in the snapshot to check what was published."""
+    return StandInColumns(
+        {"vcpu_used": np.array([host.resources["VCPU"].used if "VCPU" in host.resources else -1
+                                for host in fleet.hosts], dtype=np.int64)},
+        {"hosts": [host.name for host in fleet.hosts],
+         "aggregates": {str(aggregate.id): sorted(aggregate.hosts) for aggregate in fleet.aggregates}},
+    )
+
+
+def host(name: str, vcpu_used: int = 0, **changes) -> Host:
+    return Host(name=name, resources={"VCPU": Inventory(total=16, allocation_ratio=4.0, used=vcpu_used),
+                                      "MEMORY_MB": Inventory(total=65536, reserved=512)}, **changes)
+
+
+FLEET = Fleet(
+    hosts=(host("compute-1"), host("compute-2", 4), host("compute-3")),
+    aggregates=(Aggregate(id=1, name="az1", hosts=frozenset({"compute-1", "compute-2"}),
+                          metadata={"availability_zone": "az1"}),
+                Aggregate(id=2, name="ssd", hosts=frozenset({"compute-2"}))),
+)
+
+
+@pytest.fixture
+def prefix():
+    name = f"pcstate-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    yield name
+    for entry in os.listdir(SHM_DIR):
+        if entry.startswith(name + "."):
+            os.unlink(os.path.join(SHM_DIR, entry))
+
+
+@pytest.fixture
+def writer(prefix):
+    with SnapshotWriter(prefix, StandInColumns) as snapshot_writer:
+        yield snapshot_writer
+
+
+@pytest.fixture
+def state(writer):
+    fleet_state = FleetState(writer, build_columns=encode_fleet)
+    fleet_state.replace(FLEET)
+    return fleet_state
+
+
+@pytest.fixture
+def reader(prefix):
+    return SnapshotReader(prefix, StandInColumns)
+
+
+def published(reader) -> dict:
+    snapshot = reader.current()
+    return {"generation": snapshot.generation, **snapshot.columns.dicts,
+            "vcpu_used": snapshot.columns.arrays["vcpu_used"].tolist()}
+
+
+def test_status_before_and_after_the_first_publish(writer):
+    fleet_state = FleetState(writer, build_columns=encode_fleet)
+    before = fleet_state.status()
+    assert (before.generation, before.host_count, before.aggregate_count, before.snapshot_bytes) == (0, 0, 0, 0)
+    assert fleet_state.replace(FLEET) == 1
+    after = fleet_state.status()
+    assert (after.generation, after.host_count, after.aggregate_count) == (1, 3, 2)
+    assert 0 <= after.age_seconds < 5
+    assert after.snapshot_bytes == writer.current.nbytes > 0
+
+
+def test_replace_publishes_the_fleet(state, reader):
+    assert published(reader) == {"generation": 1, "hosts": ["compute-1", "compute-2", "compute-3"],
+                                 "aggregates": {"1": ["compute-1", "compute-2"], "2": ["compute-2"]},
+                                 "vcpu_used": [0, 4, 0]}
+    assert state.fleet() == FLEET
+
+
+def test_upsert_hosts_replaces_in_place_and_appends_new_ones(state, reader):
+    assert state.upsert_hosts([host("compute-4", 1), host("compute-2", 9)]) == 2
+    view = published(reader)
+    assert view["hosts"] == ["compute-1", "compute-2", "compute-3", "compute-4"]
+    assert view["vcpu_used"] == [0, 9, 0, 1]
+
+
+def test_remove_hosts_also_leaves_their_aggregates(state, reader):
+    assert state.remove_hosts(["compute-2"]) == 2
+    view = published(reader)
+    assert view["hosts"] == ["compute-1", "compute-3"]
+    assert view["aggregates"] == {"1": ["compute-1"], "2": []}
+
+
+def test_upsert_and_remove_aggregates(state, reader):
+    state.upsert_aggregates([Aggregate(id=2, name="ssd", hosts=frozenset({"compute-3"})),
+                             Aggregate(id=7, name="gpu", hosts=frozenset({"compute-1"}))])
+    assert published(reader)["aggregates"] == {"1": ["compute-1", "compute-2"], "2": ["compute-3"], "7": ["compute-1"]}
+    assert state.remove_aggregates([1, 7]) == 3
+    assert published(reader)["aggregates"] == {"2": ["compute-3"]}
+
+
+def test_update_usage_replaces_only_what_it_names(state, reader):
+    generation = state.update_usage([
+        HostUsage(name="compute-3", used={"VCPU": 12}, num_instances=3, instances=("a", "b", "c")),
+        HostUsage(name="compute-2", num_io_ops=2),
+    ])
+    assert generation == 2
+    assert published(reader)["vcpu_used"] == [0, 4, 12]
+    hosts = {h.name: h for h in state.fleet().hosts}
+    assert hosts["compute-3"].instances == ("a", "b", "c") and hosts["compute-3"].num_instances == 3
+    assert hosts["compute-3"].resources["MEMORY_MB"] == FLEET.hosts[2].resources["MEMORY_MB"]
+    assert (hosts["compute-2"].num_io_ops, hosts["compute-2"].resources) == (2, FLEET.hosts[1].resources)
+
+
+def unchanged_after(state, reader, change, error_type, match):
+    before_fleet, before_view = state.fleet(), published(reader)
+    with pytest.raises(error_type, match=match):
+        change()
+    assert state.fleet() == before_fleet
+    assert published(reader) == before_view
+    assert state.status().generation == before_view["generation"]
+
+
+@pytest.mark.parametrize("change, error_type, match", [
+    (lambda s: s.remove_hosts(["compute-1", "compute-9"]), KeyError, "compute-9"),
+    (lambda s: s.remove_aggregates([2, 99]), KeyError, "99"),
+    (lambda s: s.update_usage([HostUsage(name="compute-1", used={"VCPU": 2}), HostUsage(name="ghost")]),
+     KeyError, "ghost"),
+    (lambda s: s.update_usage([HostUsage(name="compute-1", used={"VCPU": 2}),
+                               HostUsage(name="compute-2", used={"DISK_GB": 5})]),
+     InvalidField, r"usages\[1\].used.DISK_GB: host 'compute-2' has no DISK_GB inventory"),
+    (lambda s: s.update_usage([HostUsage(name="compute-1", used={"VCPU": -1})]), InvalidField, "non-negative"),
+    (lambda s: s.update_usage([HostUsage(name="compute-1", num_instances=-2)]), InvalidField, "num_instances"),
+    (lambda s: s.upsert_hosts([host("compute-5"), Host(name="compute-6", resources={"VCPU": Inventory(total=-1)})]),
+     InvalidField, r"hosts\[1\].resources.VCPU.total"),
+    (lambda s: s.upsert_hosts([host("compute-5"), host("compute-5")]), InvalidField, "duplicate host name"),
+    (lambda s: s.upsert_aggregates([Aggregate(id=3, hosts=frozenset({"compute-9"}))]), InvalidField, "compute-9"),
+    (lambda s: s.upsert_aggregates([Aggregate(id=0)]), InvalidField, "id"),
+    (lambda s: s.replace(Fleet(hosts=(host("a"), host("a")))), InvalidField, "duplicate host name 'a'"),
+])
+def test_refused_changes_leave_the_fleet_and_generation_untouched(state, reader, change, error_type, match):
+    unchanged_after(state, reader, lambda: change(state), error_type, match)
+
+
+def test_a_builder_failure_leaves_the_fleet_untouched(writer, reader):
+    def fragile_builder(fleet: Fleet):
+        if len(fleet.hosts) > 3:
+            raise RuntimeError("builder broke")
+        return encode_fleet(fleet)
+
+    fleet_state = FleetState(writer, build_columns=fragile_builder)
+    fleet_state.replace(FLEET)
+    unchanged_after(fleet_state, reader, lambda: fleet_state.upsert_hosts([host("compute-4")]),
+                    RuntimeError, "builder broke")
+
+
+def test_concurrent_changes_are_serialised(state, reader):
+    def bump(name: str) -> None:
+        for used in range(1, 11):
+            state.update_usage([HostUsage(name=name, used={"VCPU": used})])
+
+    threads = [threading.Thread(target=bump, args=(name,)) for name in ("compute-1", "compute-3")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    view = published(reader)
+    assert view["generation"] == 21
+    assert view["vcpu_used"] == [10, 4, 10]
+
+
+def test_default_builder_publishes_engine_columns(prefix):
+    pytest.importorskip("engine.columns")
+    with SnapshotWriter(prefix) as engine_writer:
+        FleetState(engine_writer).replace(FLEET)
+        columns = SnapshotReader(prefix).current().columns
+        assert [columns.host_name(row) for row in range(3)] == ["compute-1", "compute-2", "compute-3"]
