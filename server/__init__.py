@@ -1,0 +1,1 @@
+"""gRPC onto the engine: processes, servicers, errors, health, reflection, metrics; cli.py is the `placecheck` command."""

@@ -1,0 +1,250 @@
+"""The `placecheck` command: serve, check, select, load, status.
+
+Exit codes: 0 success (check: every host allowed; select: every instance
+placed), 1 a refusal (check: a host refused; select: nothing fits),
+2 a usage, file or RPC error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
+OPERATIONS = ("boot", "live_migrate", "cold_migrate", "resize", "evacuate", "unshelve")
+DEFAULT_TIMEOUT_S = 10.0
+
+
+def _serve(args) -> int:
+    from server.supervisor import ServeOptions, serve
+
+    metrics_host, _, metrics_port = args.metrics_port.rpartition(":")
+    if not metrics_port.isdigit():
+        raise SystemExit(f"placecheck serve: --metrics-port must be PORT or HOST:PORT, got {args.metrics_port!r}")
+    return serve(ServeOptions(
+        listen=args.listen, state_listen=args.state_listen,
+        metrics_port=int(metrics_port), metrics_host=metrics_host or "127.0.0.1",
+        workers=args.workers, config_path=args.config, fleet_path=args.fleet,
+        demo_hosts=args.demo_hosts, demo_seed=args.demo_seed, grace_s=args.grace,
+        log_level=args.log_level))
+
+
+def _placement_request(args):
+    """The request from --request-json (if any) with the flags given on top."""
+    from placecheck.v1 import placement_pb2
+
+    if args.request_json:
+        from engine.fleetfile import request_from_json
+        from server.convert import request_to_proto
+
+        with open(args.request_json) as file:
+            message = request_to_proto(request_from_json(json.load(file)))
+    else:
+        message = placement_pb2.PlacementRequest()
+    for resource_class, amount in (("VCPU", args.vcpus), ("MEMORY_MB", args.ram_mb), ("DISK_GB", args.disk_gb)):
+        if amount is not None:
+            message.resources[resource_class] = amount
+    for resource_class, amount in args.resource:
+        message.resources[resource_class] = amount
+    if args.operation:
+        message.operation = placement_pb2.Operation.Value(f"OPERATION_{args.operation.upper()}")
+    for field in ("source_host", "instance_uuid", "profile"):
+        if getattr(args, field):
+            setattr(message, field, getattr(args, field))
+    if args.az:
+        message.availability_zone = args.az
+    message.required_traits.extend(args.required_trait)
+    message.forbidden_traits.extend(args.forbidden_trait)
+    if getattr(args, "num_instances", None) is not None:
+        message.num_instances = args.num_instances
+    return message
+
+
+def _footer(response) -> str:
+    return (f"snapshot generation {response.generation}, profile {response.profile}, "
+            f"config {response.config_revision}, decision {response.decision_id}")
+
+
+def _print_json(response) -> None:
+    from google.protobuf import json_format
+
+    print(json_format.MessageToJson(response, preserving_proto_field_name=True))
+
+
+def _check(args) -> int:
+    from placecheck import PlacementClient
+
+    with PlacementClient(args.target, channels=1) as client:
+        response = client.check_destination(_placement_request(args), args.host, timeout=args.timeout)
+    refused = [v for v in response.verdicts if not v.allowed]
+    if args.json:
+        _print_json(response)
+    else:
+        for verdict in response.verdicts:
+            if verdict.allowed:
+                print(f"{verdict.host}: allowed ({len(verdict.rules_evaluated)} rules passed)")
+                continue
+            count = len(verdict.rejections)
+            print(f"{verdict.host}: refused by {count} rule{'s' if count != 1 else ''}")
+            for rejection in verdict.rejections:
+                print(f"  {rejection.rule} [{rejection.reason}]: {rejection.message}")
+        print(_footer(response))
+    return EXIT_REFUSED if refused else EXIT_OK
+
+
+def _weighed(weighed) -> str:
+    parts = ", ".join(f"{s.weigher} {s.contribution:+.4f}" for s in weighed.weighers)
+    return f"{weighed.host} weight {weighed.weight:.4f}" + (f" ({parts})" if parts else "")
+
+
+def _select(args) -> int:
+    from placecheck import PlacementClient
+
+    with PlacementClient(args.target, channels=1) as client:
+        response = client.select_destinations(_placement_request(args), max_alternates=args.max_alternates,
+                                              timeout=args.timeout)
+    if args.json:
+        _print_json(response)
+    else:
+        for number, placement in enumerate(response.placements, 1):
+            print(f"instance {number}: {_weighed(placement.selected)}")
+            for alternate in placement.alternates:
+                print(f"  alternate: {_weighed(alternate)}")
+        summary = response.summary
+        if response.placements:
+            print(f"{summary.hosts_passed}/{summary.hosts_evaluated} hosts fit")
+        else:
+            print(f"no placement for {summary.instances_requested} instance(s): {summary.message}")
+        print(_footer(response))
+    return EXIT_OK if response.placements else EXIT_REFUSED
+
+
+def _load(args) -> int:
+    from engine.fleetfile import load_fleet
+    from placecheck import StateClient
+    from server.convert import fleet_to_proto
+
+    fleet = load_fleet(args.fleet)
+    with StateClient(args.state) as client:
+        generation = client.replace_fleet(fleet_to_proto(fleet), timeout=args.timeout)
+    print(f"published generation {generation}: {len(fleet.hosts)} hosts, {len(fleet.aggregates)} aggregates")
+    return EXIT_OK
+
+
+def _status(args) -> int:
+    from placecheck import StateClient
+
+    with StateClient(args.state) as client:
+        status = client.status(timeout=args.timeout)
+    if args.json:
+        _print_json(status)
+    else:
+        print(f"generation {status.generation}: {status.host_count} hosts, {status.aggregate_count} aggregates, "
+              f"published {status.age_seconds:.1f}s ago, {status.snapshot_bytes} bytes")
+    return EXIT_OK
+
+
+def _resource(text: str) -> tuple[str, int]:
+    resource_class, separator, amount = text.partition("=")
+    if not separator or not resource_class:
+        raise argparse.ArgumentTypeError(f"expected CLASS=N, got {text!r}")
+    try:
+        return resource_class, int(amount)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"amount of {resource_class} must be an integer, got {amount!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from placecheck import DEFAULT_DECISION_TARGET, DEFAULT_STATE_TARGET
+    from server.supervisor import ServeOptions
+
+    defaults = ServeOptions()
+    parser = argparse.ArgumentParser(prog="placecheck", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the sidecar")
+    serve.add_argument("--config", help="TOML file of named profiles (default: built-in profile)")
+    serve.add_argument("--fleet", help="JSON fleet file to load at start (default: a generated demo fleet)")
+    serve.add_argument("--listen", default=defaults.listen, help="decision address HOST:PORT (%(default)s)")
+    serve.add_argument("--state-listen", default=defaults.state_listen,
+                       help="fleet-state address, unix:PATH or HOST:PORT (%(default)s)")
+    serve.add_argument("--metrics-port", default=str(defaults.metrics_port),
+                       help="Prometheus endpoint PORT or HOST:PORT on loopback by default; 0 disables (%(default)s)")
+    serve.add_argument("--workers", type=int, default=defaults.workers, help="decision processes (%(default)s)")
+    serve.add_argument("--demo-hosts", type=int, default=defaults.demo_hosts, help="demo fleet size (%(default)s)")
+    serve.add_argument("--demo-seed", type=int, default=defaults.demo_seed, help="demo fleet seed (%(default)s)")
+    serve.add_argument("--grace", type=float, default=defaults.grace_s,
+                       help="seconds in-flight calls may take to finish at shutdown (%(default)s)")
+    serve.add_argument("--log-level", default=defaults.log_level,
+                       choices=("debug", "info", "warning", "error"), help="(%(default)s)")
+    serve.set_defaults(handler=_serve)
+
+    def decision_command(name: str, help_text: str):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--target", default=DEFAULT_DECISION_TARGET, help="decision address (%(default)s)")
+        command.add_argument("--request-json", help="a request in the fleet file's request shape; flags add to it")
+        command.add_argument("--vcpus", type=int, help="VCPU requested")
+        command.add_argument("--ram-mb", type=int, help="MEMORY_MB requested")
+        command.add_argument("--disk-gb", type=int, help="DISK_GB requested")
+        command.add_argument("--resource", type=_resource, action="append", default=[], metavar="CLASS=N",
+                             help="any resource class requested (repeatable)")
+        command.add_argument("--operation", choices=OPERATIONS, help="default: boot")
+        command.add_argument("--source-host", help="current host (moves)")
+        command.add_argument("--instance-uuid", help="instance being moved")
+        command.add_argument("--az", help="availability zone requested")
+        command.add_argument("--required-trait", action="append", default=[], metavar="TRAIT")
+        command.add_argument("--forbidden-trait", action="append", default=[], metavar="TRAIT")
+        command.add_argument("--profile", help="configuration profile (default: the sidecar's default)")
+        command.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds (%(default)s)")
+        command.add_argument("--json", action="store_true", help="print the response as JSON")
+        return command
+
+    check = decision_command("check", "may the workload go to these hosts? every reason if not")
+    check.add_argument("--host", action="append", required=True, help="candidate host (repeatable)")
+    check.set_defaults(handler=_check)
+
+    select = decision_command("select", "rank hosts for the workload")
+    select.add_argument("--num-instances", type=int, help="instances to place (default 1)")
+    select.add_argument("--max-alternates", type=int, help="alternates per instance (default: the profile's)")
+    select.set_defaults(handler=_select)
+
+    load = commands.add_parser("load", help="replace the sidecar's fleet with a fleet file")
+    load.add_argument("fleet", metavar="FLEET.json")
+    load.add_argument("--state", default=DEFAULT_STATE_TARGET, help="state address (%(default)s)")
+    load.add_argument("--timeout", type=float, default=60.0, help="seconds (%(default)s)")
+    load.set_defaults(handler=_load)
+
+    status = commands.add_parser("status", help="the snapshot's generation, size and age")
+    status.add_argument("--state", default=DEFAULT_STATE_TARGET, help="state address (%(default)s)")
+    status.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds (%(default)s)")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(handler=_status)
+    return parser
+
+
+def _report_rpc_error(error) -> None:
+    from placecheck import bad_request_violations
+
+    print(f"placecheck: {error.code().name}: {error.details()}", file=sys.stderr)
+    for field, description in bad_request_violations(error):
+        print(f"  {field}: {description}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import grpc
+
+    from engine.model import InvalidField
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except grpc.RpcError as error:
+        _report_rpc_error(error)
+    except (OSError, ValueError) as error:  # unreadable or invalid files (InvalidField is a ValueError)
+        detail = f"{error.field}: {error.description}" if isinstance(error, InvalidField) else str(error)
+        print(f"placecheck: {detail}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

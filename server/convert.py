@@ -1,0 +1,359 @@
+"""Proto messages <-> engine.model values, both ways.
+
+Everything a caller sends is validated here, before it reaches the engine:
+a bad value raises engine.model.InvalidField naming the proto field path
+(e.g. "request.resources[VCPU]"), which the servicers turn into
+INVALID_ARGUMENT with a BadRequest field violation.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+
+from engine.model import (
+    MAX_UNIT_DEFAULT,
+    Aggregate,
+    Fleet,
+    Flavor,
+    GroupPolicy,
+    Host,
+    Image,
+    InvalidField,
+    Inventory,
+    Operation,
+    Request,
+    SchedulerHints,
+    ServerGroup,
+)
+from engine.verdict import CheckResult, SelectResult, WeighedHost
+from placecheck.v1 import fleet_pb2, placement_pb2
+
+# Placement's resource class syntax: standard classes and CUSTOM_* share it.
+RESOURCE_CLASS_PATTERN = re.compile(r"^[A-Z0-9_]+$")
+
+OPERATION_FROM_PROTO = {
+    placement_pb2.OPERATION_UNSPECIFIED: Operation.BOOT,
+    placement_pb2.OPERATION_BOOT: Operation.BOOT,
+    placement_pb2.OPERATION_LIVE_MIGRATE: Operation.LIVE_MIGRATE,
+    placement_pb2.OPERATION_COLD_MIGRATE: Operation.COLD_MIGRATE,
+    placement_pb2.OPERATION_RESIZE: Operation.RESIZE,
+    placement_pb2.OPERATION_EVACUATE: Operation.EVACUATE,
+    placement_pb2.OPERATION_UNSHELVE: Operation.UNSHELVE,
+}
+OPERATION_TO_PROTO = {op: value for value, op in OPERATION_FROM_PROTO.items()
+                      if value != placement_pb2.OPERATION_UNSPECIFIED}
+
+GROUP_POLICY_FROM_PROTO = {
+    placement_pb2.SERVER_GROUP_POLICY_UNSPECIFIED: GroupPolicy.NONE,
+    placement_pb2.SERVER_GROUP_POLICY_AFFINITY: GroupPolicy.AFFINITY,
+    placement_pb2.SERVER_GROUP_POLICY_ANTI_AFFINITY: GroupPolicy.ANTI_AFFINITY,
+    placement_pb2.SERVER_GROUP_POLICY_SOFT_AFFINITY: GroupPolicy.SOFT_AFFINITY,
+    placement_pb2.SERVER_GROUP_POLICY_SOFT_ANTI_AFFINITY: GroupPolicy.SOFT_ANTI_AFFINITY,
+}
+GROUP_POLICY_TO_PROTO = {policy: value for value, policy in GROUP_POLICY_FROM_PROTO.items()}
+
+
+def _require(condition: bool, field_path: str, description: str) -> None:
+    if not condition:
+        raise InvalidField(field_path, description)
+
+
+def _non_negative(value: int, field_path: str) -> int:
+    _require(value >= 0, field_path, "must be >= 0")
+    return value
+
+
+def _names(values, field_path: str) -> tuple[str, ...]:
+    for index, value in enumerate(values):
+        _require(bool(value), f"{field_path}[{index}]", "must not be empty")
+    return tuple(values)
+
+
+# ---------------------------------------------------------------- fleet, inbound
+
+def inventory_from_proto(msg: fleet_pb2.Inventory, path: str) -> Inventory:
+    ratio = msg.allocation_ratio if msg.HasField("allocation_ratio") else 1.0
+    _require(math.isfinite(ratio) and ratio > 0, f"{path}.allocation_ratio", "must be > 0")
+    min_unit = msg.min_unit if msg.HasField("min_unit") else 1
+    max_unit = msg.max_unit if msg.HasField("max_unit") else MAX_UNIT_DEFAULT
+    step_size = msg.step_size if msg.HasField("step_size") else 1
+    # min_unit > max_unit is accepted: Placement then refuses every amount, which the rule reports.
+    _require(min_unit >= 1, f"{path}.min_unit", "must be >= 1")
+    _require(max_unit >= 1, f"{path}.max_unit", "must be >= 1")
+    _require(step_size >= 1, f"{path}.step_size", "must be >= 1")
+    return Inventory(
+        total=_non_negative(msg.total, f"{path}.total"),
+        reserved=_non_negative(msg.reserved, f"{path}.reserved"),
+        allocation_ratio=ratio,
+        min_unit=min_unit,
+        max_unit=max_unit,
+        step_size=step_size,
+        used=_non_negative(msg.used, f"{path}.used"),
+    )
+
+
+def host_from_proto(msg: fleet_pb2.Host, path: str) -> Host:
+    _require(bool(msg.name), f"{path}.name", "must not be empty")
+    resources = {}
+    for rc, inventory in msg.resources.items():
+        rc_path = f"{path}.resources[{rc}]"
+        _require(bool(RESOURCE_CLASS_PATTERN.match(rc)), rc_path, "resource class must match [A-Z0-9_]+")
+        resources[rc] = inventory_from_proto(inventory, rc_path)
+    for metric, value in msg.metrics.items():
+        _require(math.isfinite(value), f"{path}.metrics[{metric}]", "must be a finite number")
+    return Host(
+        name=msg.name,
+        enabled=msg.enabled if msg.HasField("enabled") else True,
+        up=msg.up if msg.HasField("up") else True,
+        resources=resources,
+        traits=frozenset(_names(msg.traits, f"{path}.traits")),
+        host_ip=msg.host_ip,
+        hypervisor_type=msg.hypervisor_type,
+        hypervisor_version=msg.hypervisor_version if msg.HasField("hypervisor_version") else None,
+        supported_instances=tuple((s.architecture, s.hypervisor_type, s.vm_mode)
+                                  for s in msg.supported_instances),
+        stats=dict(msg.stats),
+        num_instances=_non_negative(msg.num_instances, f"{path}.num_instances"),
+        num_io_ops=_non_negative(msg.num_io_ops, f"{path}.num_io_ops"),
+        instances=_names(msg.instances, f"{path}.instances"),
+        metrics=dict(msg.metrics),
+        failed_builds=_non_negative(msg.failed_builds, f"{path}.failed_builds"),
+    )
+
+
+def hosts_from_proto(messages, path: str) -> tuple[Host, ...]:
+    hosts, seen = [], set()
+    for index, msg in enumerate(messages):
+        host = host_from_proto(msg, f"{path}[{index}]")
+        _require(host.name not in seen, f"{path}[{index}].name", f"duplicate host name {host.name!r}")
+        seen.add(host.name)
+        hosts.append(host)
+    return tuple(hosts)
+
+
+def aggregate_from_proto(msg: fleet_pb2.Aggregate, path: str) -> Aggregate:
+    _require(msg.id > 0, f"{path}.id", "must be > 0")
+    return Aggregate(id=msg.id, name=msg.name,
+                     hosts=frozenset(_names(msg.hosts, f"{path}.hosts")),
+                     metadata=dict(msg.metadata))
+
+
+def aggregates_from_proto(messages, path: str) -> tuple[Aggregate, ...]:
+    aggregates, seen = [], set()
+    for index, msg in enumerate(messages):
+        aggregate = aggregate_from_proto(msg, f"{path}[{index}]")
+        _require(aggregate.id not in seen, f"{path}[{index}].id", f"duplicate aggregate id {aggregate.id}")
+        seen.add(aggregate.id)
+        aggregates.append(aggregate)
+    return tuple(aggregates)
+
+
+def fleet_from_proto(msg: fleet_pb2.Fleet, path: str = "fleet") -> Fleet:
+    return Fleet(hosts=hosts_from_proto(msg.hosts, f"{path}.hosts"),
+                 aggregates=aggregates_from_proto(msg.aggregates, f"{path}.aggregates"))
+
+
+def names_from_proto(names, path: str) -> list[str]:
+    """Host names to remove: at least one, none empty, none twice."""
+    _require(len(names) > 0, path, "at least one name is required")
+    seen = set()
+    for index, name in enumerate(_names(names, path)):
+        _require(name not in seen, f"{path}[{index}]", f"{name!r} is named twice")
+        seen.add(name)
+    return list(names)
+
+
+def aggregate_ids_from_proto(ids, path: str) -> list[int]:
+    _require(len(ids) > 0, path, "at least one id is required")
+    for index, aggregate_id in enumerate(ids):
+        _require(aggregate_id > 0, f"{path}[{index}]", "must be > 0")
+    return list(ids)
+
+
+# ---------------------------------------------------------------- fleet, outbound
+
+def inventory_to_proto(inventory: Inventory) -> fleet_pb2.Inventory:
+    return fleet_pb2.Inventory(
+        total=inventory.total, reserved=inventory.reserved,
+        allocation_ratio=inventory.allocation_ratio, min_unit=inventory.min_unit,
+        max_unit=inventory.max_unit, step_size=inventory.step_size, used=inventory.used)
+
+
+def host_to_proto(host: Host) -> fleet_pb2.Host:
+    msg = fleet_pb2.Host(
+        name=host.name, enabled=host.enabled, up=host.up,
+        resources={rc: inventory_to_proto(inv) for rc, inv in host.resources.items()},
+        traits=sorted(host.traits), host_ip=host.host_ip, hypervisor_type=host.hypervisor_type,
+        supported_instances=[fleet_pb2.SupportedInstance(architecture=arch, hypervisor_type=hv, vm_mode=mode)
+                             for arch, hv, mode in host.supported_instances],
+        stats=host.stats, num_instances=host.num_instances, num_io_ops=host.num_io_ops,
+        instances=host.instances, metrics=host.metrics, failed_builds=host.failed_builds)
+    if host.hypervisor_version is not None:
+        msg.hypervisor_version = host.hypervisor_version
+    return msg
+
+
+def aggregate_to_proto(aggregate: Aggregate) -> fleet_pb2.Aggregate:
+    return fleet_pb2.Aggregate(id=aggregate.id, name=aggregate.name,
+                               hosts=sorted(aggregate.hosts), metadata=aggregate.metadata)
+
+
+def fleet_to_proto(fleet: Fleet) -> fleet_pb2.Fleet:
+    return fleet_pb2.Fleet(hosts=[host_to_proto(h) for h in fleet.hosts],
+                           aggregates=[aggregate_to_proto(a) for a in fleet.aggregates])
+
+
+# ---------------------------------------------------------------- request, inbound
+
+def _scheduler_hints_from_proto(msg: placement_pb2.SchedulerHints, path: str) -> SchedulerHints:
+    if msg.build_near_host_ip:
+        try:
+            ipaddress.ip_address(msg.build_near_host_ip)
+        except ValueError:
+            raise InvalidField(f"{path}.build_near_host_ip", "must be an IPv4 or IPv6 address") from None
+    cidr = msg.cidr or SchedulerHints.cidr
+    prefix = cidr[1:]
+    _require(cidr.startswith("/") and prefix.isdigit() and int(prefix) <= 128,
+             f"{path}.cidr", 'must be a prefix length such as "/24"')
+    if msg.query:
+        try:
+            json.loads(msg.query)
+        except ValueError as error:
+            raise InvalidField(f"{path}.query", f"must be a JSON query: {error}") from None
+    return SchedulerHints(same_host=_names(msg.same_host, f"{path}.same_host"),
+                          different_host=_names(msg.different_host, f"{path}.different_host"),
+                          build_near_host_ip=msg.build_near_host_ip, cidr=cidr, query=msg.query)
+
+
+def _server_group_from_proto(msg: placement_pb2.ServerGroup, path: str) -> ServerGroup:
+    policy = GROUP_POLICY_FROM_PROTO.get(msg.policy)
+    _require(policy is not None, f"{path}.policy", f"unknown value {msg.policy}")
+    max_per_host = msg.max_server_per_host if msg.HasField("max_server_per_host") else 1
+    _require(max_per_host >= 1, f"{path}.max_server_per_host", "must be >= 1")
+    return ServerGroup(policy=policy, members=_names(msg.members, f"{path}.members"),
+                       hosts=_names(msg.hosts, f"{path}.hosts"), max_server_per_host=max_per_host)
+
+
+def request_from_proto(msg: placement_pb2.PlacementRequest, path: str = "request") -> Request:
+    operation = OPERATION_FROM_PROTO.get(msg.operation)
+    _require(operation is not None, f"{path}.operation", f"unknown value {msg.operation}")
+    if operation.is_move:
+        operation_name = placement_pb2.Operation.Name(msg.operation)
+        _require(bool(msg.source_host), f"{path}.source_host", f"required for {operation_name}")
+        _require(bool(msg.instance_uuid), f"{path}.instance_uuid", f"required for {operation_name}")
+    resources = {}
+    for rc, amount in msg.resources.items():
+        rc_path = f"{path}.resources[{rc}]"
+        _require(bool(RESOURCE_CLASS_PATTERN.match(rc)), rc_path, "resource class must match [A-Z0-9_]+")
+        resources[rc] = _non_negative(amount, rc_path)
+    member_of = []
+    for index, aggregate_set in enumerate(msg.member_of):
+        set_path = f"{path}.member_of[{index}].aggregate_ids"
+        _require(len(aggregate_set.aggregate_ids) > 0, set_path, "must name at least one aggregate")
+        for id_index, aggregate_id in enumerate(aggregate_set.aggregate_ids):
+            _require(aggregate_id > 0, f"{set_path}[{id_index}]", "must be > 0")
+        member_of.append(frozenset(aggregate_set.aggregate_ids))
+    _non_negative(msg.num_instances, f"{path}.num_instances")
+    return Request(
+        operation=operation,
+        resources=resources,
+        required_traits=frozenset(_names(msg.required_traits, f"{path}.required_traits")),
+        forbidden_traits=frozenset(_names(msg.forbidden_traits, f"{path}.forbidden_traits")),
+        member_of=tuple(member_of),
+        availability_zone=msg.availability_zone,
+        flavor=Flavor(name=msg.flavor.name, extra_specs=dict(msg.flavor.extra_specs)),
+        image=Image(id=msg.image.id, properties=dict(msg.image.properties)) if msg.HasField("image") else None,
+        project_id=msg.project_id,
+        instance_uuid=msg.instance_uuid,
+        scheduler_hints=_scheduler_hints_from_proto(msg.scheduler_hints, f"{path}.scheduler_hints"),
+        server_group=(_server_group_from_proto(msg.server_group, f"{path}.server_group")
+                      if msg.HasField("server_group") else None),
+        source_host=msg.source_host,
+        num_instances=msg.num_instances or 1,
+        profile=msg.profile,
+    )
+
+
+def check_hosts_from_proto(msg: placement_pb2.CheckDestinationRequest) -> list[str]:
+    _require(len(msg.hosts) > 0, "hosts", "at least one host is required")
+    return list(_names(msg.hosts, "hosts"))
+
+
+def max_alternates_from_proto(msg: placement_pb2.SelectDestinationsRequest) -> int | None:
+    """The request's max_alternates; None (unset) lets the profile's max_attempts decide."""
+    if msg.HasField("max_alternates"):
+        return _non_negative(msg.max_alternates, "max_alternates")
+    return None
+
+
+# ---------------------------------------------------------------- request, outbound (the CLI)
+
+def request_to_proto(request: Request) -> placement_pb2.PlacementRequest:
+    hints = request.scheduler_hints
+    msg = placement_pb2.PlacementRequest(
+        operation=OPERATION_TO_PROTO[request.operation],
+        resources=request.resources,
+        required_traits=sorted(request.required_traits),
+        forbidden_traits=sorted(request.forbidden_traits),
+        member_of=[placement_pb2.AggregateSet(aggregate_ids=sorted(ids)) for ids in request.member_of],
+        availability_zone=request.availability_zone,
+        flavor=placement_pb2.Flavor(name=request.flavor.name, extra_specs=request.flavor.extra_specs),
+        project_id=request.project_id,
+        instance_uuid=request.instance_uuid,
+        scheduler_hints=placement_pb2.SchedulerHints(
+            same_host=hints.same_host, different_host=hints.different_host,
+            build_near_host_ip=hints.build_near_host_ip, cidr=hints.cidr, query=hints.query),
+        source_host=request.source_host,
+        num_instances=request.num_instances,
+        profile=request.profile,
+    )
+    if request.image is not None:
+        msg.image.CopyFrom(placement_pb2.Image(id=request.image.id, properties=request.image.properties))
+    if request.server_group is not None:
+        group = request.server_group
+        msg.server_group.CopyFrom(placement_pb2.ServerGroup(
+            policy=GROUP_POLICY_TO_PROTO[group.policy], members=group.members, hosts=group.hosts,
+            max_server_per_host=group.max_server_per_host))
+    return msg
+
+
+# ---------------------------------------------------------------- results, outbound
+
+def _weighed_host_to_proto(weighed: WeighedHost) -> placement_pb2.WeighedHost:
+    return placement_pb2.WeighedHost(
+        host=weighed.host, weight=weighed.weight,
+        weighers=[placement_pb2.WeigherScore(weigher=s.weigher, raw=s.raw, normalized=s.normalized,
+                                             multiplier=s.multiplier, contribution=s.contribution)
+                  for s in weighed.weighers])
+
+
+def check_response(result: CheckResult, *, generation: int, decision_id: str,
+                   config_revision: str) -> placement_pb2.CheckDestinationResponse:
+    return placement_pb2.CheckDestinationResponse(
+        verdicts=[placement_pb2.HostVerdict(
+            host=verdict.host, allowed=verdict.allowed, rules_evaluated=verdict.rules_evaluated,
+            rejections=[placement_pb2.Rejection(rule=r.rule, reason=r.reason, message=r.message,
+                                                numbers=placement_pb2.RejectionNumbers(**r.numbers))
+                        for r in verdict.rejections])
+            for verdict in result.verdicts],
+        generation=generation, decision_id=decision_id, profile=result.profile,
+        config_revision=config_revision)
+
+
+def select_response(result: SelectResult, *, generation: int, decision_id: str,
+                    config_revision: str) -> placement_pb2.SelectDestinationsResponse:
+    summary = result.summary
+    return placement_pb2.SelectDestinationsResponse(
+        placements=[placement_pb2.InstancePlacement(
+            selected=_weighed_host_to_proto(p.selected),
+            alternates=[_weighed_host_to_proto(a) for a in p.alternates])
+            for p in result.placements],
+        summary=placement_pb2.FilterSummary(
+            hosts_evaluated=summary.hosts_evaluated, hosts_passed=summary.hosts_passed,
+            eliminations=[placement_pb2.RuleElimination(rule=rule, hosts=n) for rule, n in summary.eliminations],
+            message=summary.message, instances_requested=summary.instances_requested,
+            instances_placed=summary.instances_placed),
+        generation=generation, decision_id=decision_id, profile=result.profile,
+        config_revision=config_revision)

@@ -1,0 +1,90 @@
+"""Exceptions -> gRPC statuses with google.rpc error details (AIP-193).
+
+`rpc_status_for(error)` gives the status and the outcome label the metrics use.
+Anything it does not know is INTERNAL, with the traceback logged here and
+nothing of it sent to the caller.
+"""
+from __future__ import annotations
+
+import logging
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from engine.model import InvalidField
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "placecheck.dev"
+# How long a caller should wait before retrying while no snapshot is loaded yet.
+NO_SNAPSHOT_RETRY_DELAY_S = 0.1
+
+
+class SnapshotUnavailable(Exception):
+    """No fleet snapshot has been published yet."""
+
+
+class GenerationNotReached(Exception):
+    """The snapshot did not reach the caller's min_generation before the deadline."""
+
+    def __init__(self, wanted: int, current: int):
+        super().__init__(f"snapshot generation {current} has not reached min_generation {wanted}")
+        self.wanted = wanted
+        self.current = current
+
+
+class NotFound(Exception):
+    """A named thing (a host, an aggregate) is not in the fleet."""
+
+    def __init__(self, resource_type: str, name: str, field_path: str = ""):
+        super().__init__(f"{resource_type} {name!r} is not in the fleet")
+        self.resource_type = resource_type
+        self.name = name
+        self.field_path = field_path
+
+
+def _pack(*details) -> list[any_pb2.Any]:
+    packed = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)
+        packed.append(holder)
+    return packed
+
+
+def _status(code: int, message: str, *details) -> grpc.Status:
+    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=_pack(*details)))
+
+
+def rpc_status_for(error: BaseException) -> tuple[str, grpc.Status]:
+    """(outcome label, status) for an exception raised while answering a call."""
+    if isinstance(error, InvalidField):
+        return "invalid_argument", _status(
+            code_pb2.INVALID_ARGUMENT, str(error),
+            error_details_pb2.BadRequest(field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.description)]))
+    if isinstance(error, NotFound):
+        metadata = {"field": error.field_path} if error.field_path else {}
+        return "not_found", _status(
+            code_pb2.NOT_FOUND, str(error),
+            error_details_pb2.ResourceInfo(resource_type=error.resource_type, resource_name=error.name,
+                                           description=str(error)),
+            error_details_pb2.ErrorInfo(reason=f"{error.resource_type.upper()}_NOT_FOUND",
+                                        domain=ERROR_DOMAIN, metadata=metadata))
+    if isinstance(error, SnapshotUnavailable):
+        return "unavailable", _status(
+            code_pb2.UNAVAILABLE, "no fleet snapshot has been published yet",
+            error_details_pb2.ErrorInfo(reason="NO_SNAPSHOT", domain=ERROR_DOMAIN),
+            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
+                nanos=int(NO_SNAPSHOT_RETRY_DELAY_S * 1e9))))
+    if isinstance(error, GenerationNotReached):
+        return "failed_precondition", _status(
+            code_pb2.FAILED_PRECONDITION, str(error),
+            error_details_pb2.PreconditionFailure(violations=[error_details_pb2.PreconditionFailure.Violation(
+                type="SNAPSHOT_STALE", subject="min_generation", description=str(error))]),
+            error_details_pb2.ErrorInfo(reason="SNAPSHOT_STALE", domain=ERROR_DOMAIN, metadata={
+                "snapshotGeneration": str(error.current), "minGeneration": str(error.wanted)}))
+    log.error("internal error answering a call", exc_info=error)
+    return "internal", _status(code_pb2.INTERNAL, "internal error; see the sidecar's log")

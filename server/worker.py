@@ -1,0 +1,197 @@
+"""A decision worker: one process serving placecheck.v1.PlacementCheck.
+
+Every worker binds the same decision address with SO_REUSEPORT (the kernel
+spreads connections across them), reads the fleet through a SnapshotReader,
+and serves grpc.health.v1 (NOT_SERVING until the first snapshot is attached,
+and again from the moment it is told to stop) and server reflection.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from engine import decide
+from engine.config import Config, default_config, load_config
+from engine.snapshot import Snapshot, SnapshotReader
+from placecheck.v1 import placement_pb2, placement_pb2_grpc
+from server import convert
+from server.errors import GenerationNotReached, NotFound, SnapshotUnavailable, rpc_status_for
+from server.metrics import DecisionMetrics, mark_worker_dead
+
+log = logging.getLogger(__name__)
+
+PLACEMENT_SERVICE = placement_pb2.DESCRIPTOR.services_by_name["PlacementCheck"].full_name
+# A call with min_generation but no deadline waits at most this long.
+MAX_GENERATION_WAIT_S = 10.0
+# Answer FAILED_PRECONDITION this much before the caller's deadline, so the caller sees it.
+DEADLINE_MARGIN_S = 0.05
+# Between announcing NOT_SERVING and refusing new calls, so health pollers see the change.
+NOT_SERVING_NOTICE_S = 0.25
+# How often a worker waiting for its first snapshot checks whether it should stop instead.
+ATTACH_POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    index: int
+    listen: str
+    snapshot_prefix: str
+    config_path: str | None
+    threads: int
+    grace_s: float
+    log_level: str
+
+
+def configure_logging(level: str, role: str) -> None:
+    logging.basicConfig(level=level.upper(),
+                        format=f"%(asctime)s {role}[%(process)d] %(levelname)s %(name)s: %(message)s")
+
+
+class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
+    """Both decision RPCs: convert, pick the snapshot, decide, convert back, count."""
+
+    def __init__(self, reader: SnapshotReader, config: Config, metrics: DecisionMetrics):
+        self._reader = reader
+        self._config = config
+        self._metrics = metrics
+
+    def CheckDestination(self, message: placement_pb2.CheckDestinationRequest, context):
+        def decide_check():
+            request = convert.request_from_proto(message.request)
+            hosts = convert.check_hosts_from_proto(message)
+            profile = self._config.profile(request.profile)
+            snapshot = self._snapshot(message.min_generation, context)
+            try:
+                result = decide.check_destination(snapshot.columns, request, profile, hosts)
+            except decide.UnknownHost as error:
+                raise NotFound("host", error.host, f"hosts[{hosts.index(error.host)}]") from error
+            response = convert.check_response(result, generation=snapshot.generation,
+                                              decision_id=uuid.uuid4().hex,
+                                              config_revision=self._config.revision)
+            rejections: dict[str, int] = {}
+            for verdict in result.verdicts:
+                for rejection in verdict.rejections:
+                    rejections[rejection.rule] = rejections.get(rejection.rule, 0) + 1
+            outcome = "allowed" if all(v.allowed for v in result.verdicts) else "refused"
+            return response, outcome, rejections
+
+        return self._answer("CheckDestination", context, decide_check)
+
+    def SelectDestinations(self, message: placement_pb2.SelectDestinationsRequest, context):
+        def decide_select():
+            request = convert.request_from_proto(message.request)
+            profile = self._config.profile(request.profile)
+            max_alternates = convert.max_alternates_from_proto(message)
+            snapshot = self._snapshot(message.min_generation, context)
+            decision_id = message.decision_id or uuid.uuid4().hex
+            result = decide.select_destinations(snapshot.columns, request, profile, decision_id, max_alternates)
+            response = convert.select_response(result, generation=snapshot.generation, decision_id=decision_id,
+                                               config_revision=self._config.revision)
+            outcome = "placed" if result.placements else "no_fit"
+            return response, outcome, dict(result.summary.eliminations)
+
+        return self._answer("SelectDestinations", context, decide_select)
+
+    def _answer(self, rpc: str, context, decide_call):
+        started = time.perf_counter()
+        try:
+            response, outcome, rejections = decide_call()
+        except Exception as error:  # every failure becomes a status; none may end the worker
+            outcome, status = rpc_status_for(error)
+            self._metrics.record(rpc, outcome, time.perf_counter() - started, {})
+            context.abort_with_status(status)
+        self._metrics.record(rpc, outcome, time.perf_counter() - started, rejections)
+        return response
+
+    def _snapshot(self, min_generation: int, context) -> Snapshot:
+        snapshot = self._reader.current()
+        if min_generation and (snapshot is None or snapshot.generation < min_generation):
+            remaining = context.time_remaining()
+            if remaining is None:
+                wait_s = MAX_GENERATION_WAIT_S
+            else:
+                wait_s = max(0.0, remaining - min(DEADLINE_MARGIN_S, remaining / 5))
+            snapshot = self._reader.wait_for(min_generation, wait_s) or self._reader.current()
+            if snapshot is None or snapshot.generation < min_generation:
+                raise GenerationNotReached(min_generation, snapshot.generation if snapshot else 0)
+        if snapshot is None:
+            raise SnapshotUnavailable()
+        return snapshot
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, stopping: threading.Event):
+        self.settings = settings
+        self.stopping = stopping
+        self.reader = SnapshotReader(settings.snapshot_prefix)
+        config = load_config(settings.config_path) if settings.config_path else default_config()
+        self.health = health.HealthServicer()
+        for service in ("", PLACEMENT_SERVICE):
+            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=settings.threads,
+                                                     thread_name_prefix="decision"),
+                                  options=[("grpc.so_reuseport", 1)])
+        placement_pb2_grpc.add_PlacementCheckServicer_to_server(
+            PlacementServicer(self.reader, config, DecisionMetrics()), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (PLACEMENT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        if self.server.add_insecure_port(settings.listen) == 0:
+            raise OSError(f"cannot bind the decision address {settings.listen}")
+
+    def serve(self) -> None:
+        self.server.start()
+        threading.Thread(target=self._attach_first_snapshot, name="attach", daemon=True).start()
+        threading.Thread(target=self._stop_with_parent, name="parent-watch", daemon=True).start()
+        log.info("worker %d serving %s", self.settings.index, self.settings.listen)
+        self.stopping.wait()
+        self.health.enter_graceful_shutdown()
+        time.sleep(NOT_SERVING_NOTICE_S)
+        self.server.stop(self.settings.grace_s).wait()
+        log.info("worker %d stopped", self.settings.index)
+
+    def _attach_first_snapshot(self) -> None:
+        while not self.stopping.is_set():
+            snapshot = self.reader.wait_for(1, ATTACH_POLL_S)
+            if snapshot is not None:
+                log.info("worker %d attached snapshot generation %d", self.settings.index, snapshot.generation)
+                for service in ("", PLACEMENT_SERVICE):
+                    self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+                return
+
+    def _stop_with_parent(self) -> None:
+        """A worker whose supervisor is gone must not keep holding the port."""
+        multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
+        if not self.stopping.is_set():
+            log.warning("worker %d: supervisor gone, stopping", self.settings.index)
+            self.stopping.set()
+
+
+def run(settings: WorkerSettings) -> None:
+    """Process entry point (multiprocessing "spawn")."""
+    configure_logging(settings.log_level, f"worker{settings.index}")
+    stopping = threading.Event()
+
+    def request_stop(signum, _frame):
+        log.info("worker %d: %s, draining", settings.index, signal.Signals(signum).name)
+        stopping.set()
+
+    # Before anything else, so a stop requested during startup still ends cleanly.
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        Worker(settings, stopping).serve()
+    finally:
+        mark_worker_dead(os.getpid())

@@ -1,0 +1,159 @@
+"""Start the real sidecar (`python -m server.cli serve`) for tests.
+
+    with start_sidecar(workers=2, demo_hosts=2000) as sidecar:
+        PlacementClient(sidecar.decision_target) ...
+
+It runs on free loopback ports and a unix socket in its own temp directory,
+which is also the sidecar's TMPDIR (so tests can see the metrics directory it
+makes there), and is stopped with SIGTERM, asserting a clean exit.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from placecheck import wait_until_serving
+
+REPO = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _as_file(value, directory: Path, name: str) -> str:
+    """A path as given, or a dict written to `directory/name` as JSON (fleets)."""
+    if isinstance(value, dict):
+        path = directory / name
+        path.write_text(json.dumps(value))
+        return str(path)
+    return str(value)
+
+
+class Sidecar:
+    def __init__(self, process: subprocess.Popen, workdir: tempfile.TemporaryDirectory,
+                 decision_target: str, state_target: str, metrics_url: str | None, log_path: Path):
+        self.process = process
+        self._workdir = workdir
+        self.tmpdir = Path(workdir.name)
+        self.decision_target = decision_target
+        self.state_target = state_target
+        self.metrics_url = metrics_url
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        """The supervisor's spawned decision workers (not multiprocessing's resource tracker)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == self.process.pid and b"spawn_main" in cmdline:
+                pids.append(int(entry.name))
+        return sorted(pids)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM, wait, and assert a clean exit; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"sidecar did not stop within {timeout}s:\n{self.log()[-4000:]}")
+        code = self.process.returncode
+        assert code == 0, f"sidecar exited with {code}:\n{self.log()[-4000:]}"
+        return code
+
+    def close(self) -> None:
+        """Stop if still running (killing when it will not stop) and remove the temp directory."""
+        try:
+            if self.process.poll() is None:
+                self.stop()
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self._workdir.cleanup()
+
+    def __enter__(self) -> Sidecar:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def start_sidecar(*, config=None, fleet=None, workers: int = 2, demo_hosts: int | None = None,
+                  metrics: bool = True, extra_args: tuple[str, ...] = ()) -> Sidecar:
+    """Run the sidecar and wait until its decision port reports SERVING.
+
+    `config` is a TOML file path; `fleet` a fleet file path or a fleet-file dict;
+    `demo_hosts` the demo fleet's size when no fleet is given (None: the sidecar's default).
+    """
+    workdir = tempfile.TemporaryDirectory(prefix="placecheck-test-")
+    directory = Path(workdir.name)
+    decision_target = f"127.0.0.1:{free_port()}"
+    state_target = f"unix:{directory / 'state.sock'}"
+    metrics_port = free_port() if metrics else 0
+    command = [sys.executable, "-m", "server.cli", "serve", "--listen", decision_target,
+               "--state-listen", state_target, "--metrics-port", str(metrics_port),
+               "--workers", str(workers), *extra_args]
+    if config is not None:
+        command += ["--config", str(config)]
+    if fleet is not None:
+        command += ["--fleet", _as_file(fleet, directory, "fleet.json")]
+    if demo_hosts is not None:
+        command += ["--demo-hosts", str(demo_hosts)]
+    log_path = directory / "sidecar.log"
+    env = {**os.environ, "TMPDIR": str(directory)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    sidecar = Sidecar(process, workdir, decision_target, state_target,
+                      f"http://127.0.0.1:{metrics_port}/metrics" if metrics else None, log_path)
+    try:
+        _wait_serving(sidecar)
+    except BaseException:
+        sidecar.process.kill()
+        sidecar.process.wait()
+        log = sidecar.log()
+        workdir.cleanup()
+        raise RuntimeError(f"sidecar did not start:\n{log[-4000:]}") from None
+    return sidecar
+
+
+def _wait_serving(sidecar: Sidecar) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        if sidecar.process.poll() is not None:
+            raise RuntimeError(f"exited with {sidecar.process.returncode}")
+        try:
+            wait_until_serving(sidecar.decision_target, timeout=min(1.0, deadline - time.monotonic()))
+            return
+        except TimeoutError:
+            if time.monotonic() >= deadline:
+                raise
