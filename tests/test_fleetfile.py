@@ -185,3 +185,11 @@ def test_validate_fleet_applies_to_model_values():
     with pytest.raises(InvalidField) as raised:
         validate_fleet(fleet.__class__(hosts=fleet.hosts + (broken_host,)))
     assert raised.value.field == "hosts[2].resources.DISK_GB.used"
+
+
+def test_the_documented_example_loads():
+    text = (Path(__file__).parent.parent / "docs" / "fleet-file.md").read_text()
+    example = text.split("```json", 1)[1].split("```", 1)[0]
+    fleet = fleet_from_json(json.loads(example))
+    assert fleet.hosts[0].resources["MEMORY_MB"].reserved == 512
+    assert fleet.aggregates[0].metadata == {"availability_zone": "az1"}
