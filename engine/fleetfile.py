@@ -3,8 +3,10 @@
 The shapes are those of the conformance cases' `hosts`, `aggregates` and
 `request`. Every value that cannot be accepted raises InvalidField with the
 dotted path of the value, e.g. "hosts[3].resources.VCPU.total". The value rules
-on model objects (validate_host, validate_aggregate, validate_fleet) are public
-so that the state owner applies the same rules to fleets that never were JSON.
+on model objects (validate_host, validate_aggregate, validate_fleet) are those of
+the proto contract, public so that the state owner applies them to fleets that
+never were JSON. A file, written by hand, is held to a few more rules
+(_check_file_rules) that catch typos.
 """
 from __future__ import annotations
 
@@ -125,7 +127,28 @@ def fleet_from_json(obj: Any) -> Fleet:
                        for index, item in enumerate(_list(document.get("aggregates", []), "aggregates")))
     fleet = Fleet(hosts=hosts, aggregates=aggregates)
     validate_fleet(fleet)
+    _check_file_rules(fleet)
     return fleet
+
+
+def _check_file_rules(fleet: Fleet) -> None:
+    """Stricter than the gRPC API: units that admit no amount, unknown members, bad addresses."""
+    names = set()
+    for index, host in enumerate(fleet.hosts):
+        names.add(host.name)
+        for resource_class, inventory in host.resources.items():
+            if inventory.min_unit > inventory.max_unit:
+                raise InvalidField(f"hosts[{index}].resources.{resource_class}.min_unit",
+                                   f"must not exceed max_unit ({inventory.max_unit})")
+        if host.host_ip:
+            try:
+                ipaddress.ip_address(host.host_ip)
+            except ValueError:
+                raise InvalidField(f"hosts[{index}].host_ip", "must be an IPv4 or IPv6 address") from None
+    for index, aggregate in enumerate(fleet.aggregates):
+        unknown = sorted(aggregate.hosts - names)
+        if unknown:
+            raise InvalidField(f"aggregates[{index}].hosts", f"no host named {unknown[0]!r} in the fleet")
 
 
 def _inventory_from_json(obj: Any, path: str) -> Inventory:
@@ -196,19 +219,15 @@ def _aggregate_from_json(obj: Any, path: str) -> Aggregate:
 
 
 def validate_inventory(inventory: Inventory, path: str) -> None:
-    """Placement's inventory rules."""
+    """Placement's inventory rules; min_unit > max_unit is allowed here (nothing then fits)."""
     for name in ("total", "reserved", "used"):
         if not 0 <= getattr(inventory, name) <= INT64_MAX:
             raise InvalidField(_join(path, name), "must be a non-negative integer")
     for name in ("min_unit", "max_unit", "step_size"):
         if not 1 <= getattr(inventory, name) <= INT64_MAX:
             raise InvalidField(_join(path, name), "must be an integer >= 1")
-    if inventory.reserved > inventory.total:
-        raise InvalidField(_join(path, "reserved"), f"must not exceed total ({inventory.total})")
     if not (math.isfinite(inventory.allocation_ratio) and inventory.allocation_ratio > 0):
         raise InvalidField(_join(path, "allocation_ratio"), "must be a finite number > 0")
-    if inventory.min_unit > inventory.max_unit:
-        raise InvalidField(_join(path, "min_unit"), f"must not exceed max_unit ({inventory.max_unit})")
 
 
 def validate_host(host: Host, path: str) -> None:
@@ -223,20 +242,15 @@ def validate_host(host: Host, path: str) -> None:
             raise InvalidField(_join(path, name), "must be a non-negative integer")
     if host.hypervisor_version is not None and host.hypervisor_version < 0:
         raise InvalidField(_join(path, "hypervisor_version"), "must be a non-negative integer")
-    if host.host_ip:
-        try:
-            ipaddress.ip_address(host.host_ip)
-        except ValueError:
-            raise InvalidField(_join(path, "host_ip"), "must be an IPv4 or IPv6 address") from None
 
 
-def validate_aggregate(aggregate: Aggregate, path: str, host_names) -> None:
-    """The value rules of one aggregate; every member must be one of `host_names`."""
+def validate_aggregate(aggregate: Aggregate, path: str) -> None:
+    """The value rules of one aggregate; members are names, matched to hosts as they come and go."""
     if aggregate.id < 1:
         raise InvalidField(_join(path, "id"), "must be an integer >= 1")
-    for member in sorted(aggregate.hosts):
-        if member not in host_names:
-            raise InvalidField(_join(path, "hosts"), f"no host named {member!r} in the fleet")
+    for member in aggregate.hosts:
+        if not member:
+            raise InvalidField(_join(path, "hosts"), "host names must not be empty")
 
 
 def validate_fleet(fleet: Fleet) -> None:
@@ -249,7 +263,7 @@ def validate_fleet(fleet: Fleet) -> None:
         names.add(host.name)
     ids: set[int] = set()
     for index, aggregate in enumerate(fleet.aggregates):
-        validate_aggregate(aggregate, f"aggregates[{index}]", names)
+        validate_aggregate(aggregate, f"aggregates[{index}]")
         if aggregate.id in ids:
             raise InvalidField(f"aggregates[{index}].id", f"duplicate aggregate id {aggregate.id}")
         ids.add(aggregate.id)

@@ -95,12 +95,12 @@ class FleetState:
             return self._publish(new_hosts, new_aggregates)
 
     def upsert_aggregates(self, aggregates: Iterable[Aggregate]) -> int:
-        """Add or replace aggregates by id; every member must already be a host of the fleet."""
+        """Add or replace aggregates by id; a member named before its host arrives joins when it does."""
         aggregates = list(aggregates)
         with self._lock:
             seen: set[int] = set()
             for index, aggregate in enumerate(aggregates):
-                validate_aggregate(aggregate, f"aggregates[{index}]", self._hosts)
+                validate_aggregate(aggregate, f"aggregates[{index}]")
                 if aggregate.id in seen:
                     raise InvalidField(f"aggregates[{index}].id", f"duplicate aggregate id {aggregate.id}")
                 seen.add(aggregate.id)

@@ -115,6 +115,14 @@ def test_upsert_and_remove_aggregates(state, reader):
     assert published(reader)["aggregates"] == {"2": ["compute-3"]}
 
 
+def test_an_aggregate_may_name_a_host_before_it_arrives(state, reader):
+    state.upsert_aggregates([Aggregate(id=5, hosts=frozenset({"compute-4"}))])
+    state.upsert_hosts([host("compute-4")])
+    state.remove_hosts(["compute-4"])
+    assert state.fleet().aggregates[-1].hosts == frozenset()
+    assert published(reader)["aggregates"]["5"] == []
+
+
 def test_update_usage_replaces_only_what_it_names(state, reader):
     generation = state.update_usage([
         HostUsage(name="compute-3", used={"VCPU": 12}, num_instances=3, instances=("a", "b", "c")),
@@ -150,7 +158,7 @@ def unchanged_after(state, reader, change, error_type, match):
     (lambda s: s.upsert_hosts([host("compute-5"), Host(name="compute-6", resources={"VCPU": Inventory(total=-1)})]),
      InvalidField, r"hosts\[1\].resources.VCPU.total"),
     (lambda s: s.upsert_hosts([host("compute-5"), host("compute-5")]), InvalidField, "duplicate host name"),
-    (lambda s: s.upsert_aggregates([Aggregate(id=3, hosts=frozenset({"compute-9"}))]), InvalidField, "compute-9"),
+    (lambda s: s.upsert_aggregates([Aggregate(id=3), Aggregate(id=3)]), InvalidField, "duplicate aggregate id 3"),
     (lambda s: s.upsert_aggregates([Aggregate(id=0)]), InvalidField, "id"),
     (lambda s: s.replace(Fleet(hosts=(host("a"), host("a")))), InvalidField, "duplicate host name 'a'"),
 ])
