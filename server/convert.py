@@ -27,8 +27,9 @@ from engine.model import (
     SchedulerHints,
     ServerGroup,
 )
+from engine.state import HostUsage
 from engine.verdict import CheckResult, SelectResult, WeighedHost
-from placecheck.v1 import fleet_pb2, placement_pb2
+from placecheck.v1 import fleet_pb2, placement_pb2, state_pb2
 
 # Placement's resource class syntax: standard classes and CUSTOM_* share it.
 RESOURCE_CLASS_PATTERN = re.compile(r"^[A-Z0-9_]+$")
@@ -170,6 +171,24 @@ def aggregate_ids_from_proto(ids, path: str) -> list[int]:
     for index, aggregate_id in enumerate(ids):
         _require(aggregate_id > 0, f"{path}[{index}]", "must be > 0")
     return list(ids)
+
+
+def host_usage_from_proto(msg: state_pb2.HostUsage, path: str) -> HostUsage:
+    _require(bool(msg.name), f"{path}.name", "must not be empty")
+    for rc, used in msg.used.items():
+        _require(bool(RESOURCE_CLASS_PATTERN.match(rc)), f"{path}.used[{rc}]", "resource class must match [A-Z0-9_]+")
+        _non_negative(used, f"{path}.used[{rc}]")
+    for count in ("num_instances", "num_io_ops"):
+        if msg.HasField(count):
+            _non_negative(getattr(msg, count), f"{path}.{count}")
+    instances = _names(msg.instances.uuids, f"{path}.instances.uuids") if msg.HasField("instances") else None
+    return HostUsage(
+        name=msg.name,
+        used=dict(msg.used),
+        num_instances=msg.num_instances if msg.HasField("num_instances") else None,
+        num_io_ops=msg.num_io_ops if msg.HasField("num_io_ops") else None,
+        instances=instances,
+    )
 
 
 # ---------------------------------------------------------------- fleet, outbound

@@ -38,8 +38,8 @@ class GenerationNotReached(Exception):
 class NotFound(Exception):
     """A named thing (a host, an aggregate) is not in the fleet."""
 
-    def __init__(self, resource_type: str, name: str, field_path: str = ""):
-        super().__init__(f"{resource_type} {name!r} is not in the fleet")
+    def __init__(self, resource_type: str, name: str, field_path: str = "", message: str = ""):
+        super().__init__(message or f"{resource_type} {name!r} is not in the fleet")
         self.resource_type = resource_type
         self.name = name
         self.field_path = field_path

@@ -1,15 +1,12 @@
 """The state owner's gRPC face: placecheck.v1.FleetState over engine.state.FleetState.
 
-Mutations run one at a time (each publishes a generation before it returns);
-every message is converted and validated in full before the fleet is touched,
-so a rejected call changes nothing.
+FleetState serialises the mutations (each publishes a generation before it
+returns); every message is converted and validated in full before the fleet
+is touched, so a rejected call changes nothing.
 """
 from __future__ import annotations
 
-import threading
-
-from engine.model import InvalidField
-from engine.state import FleetState, HostUsage
+from engine.state import FleetState
 from placecheck.v1 import state_pb2, state_pb2_grpc
 from server import convert
 from server.errors import NotFound, rpc_status_for
@@ -17,44 +14,17 @@ from server.errors import NotFound, rpc_status_for
 STATE_SERVICE = state_pb2.DESCRIPTOR.services_by_name["FleetState"].full_name
 
 
-def host_usage_from_proto(msg: state_pb2.HostUsage, path: str) -> HostUsage:
-    if not msg.name:
-        raise InvalidField(f"{path}.name", "must not be empty")
-    for rc, used in msg.used.items():
-        if not convert.RESOURCE_CLASS_PATTERN.match(rc):
-            raise InvalidField(f"{path}.used[{rc}]", "resource class must match [A-Z0-9_]+")
-        if used < 0:
-            raise InvalidField(f"{path}.used[{rc}]", "must be >= 0")
-    for count in ("num_instances", "num_io_ops"):
-        if msg.HasField(count) and getattr(msg, count) < 0:
-            raise InvalidField(f"{path}.{count}", "must be >= 0")
-    instances = None
-    if msg.HasField("instances"):
-        for index, uuid in enumerate(msg.instances.uuids):
-            if not uuid:
-                raise InvalidField(f"{path}.instances.uuids[{index}]", "must not be empty")
-        instances = tuple(msg.instances.uuids)
-    return HostUsage(
-        name=msg.name,
-        used=dict(msg.used),
-        num_instances=msg.num_instances if msg.HasField("num_instances") else None,
-        num_io_ops=msg.num_io_ops if msg.HasField("num_io_ops") else None,
-        instances=instances,
-    )
-
-
 class FleetStateServicer(state_pb2_grpc.FleetStateServicer):
     def __init__(self, state: FleetState):
         self._state = state
-        self._mutation_lock = threading.Lock()
 
     def _mutate(self, context, resource_type: str, change):
-        """Run `change()` -> generation under the lock; KeyError is an unknown `resource_type`."""
+        """Run `change()` -> generation; a KeyError names an unknown `resource_type`."""
         try:
-            with self._mutation_lock:
-                generation = change()
+            generation = change()
         except KeyError as error:
-            _, status = rpc_status_for(NotFound(resource_type, str(error.args[0]) if error.args else ""))
+            message = str(error.args[0]) if error.args else f"unknown {resource_type}"
+            _, status = rpc_status_for(NotFound(resource_type, "", message=message))
             context.abort_with_status(status)
         except Exception as error:
             _, status = rpc_status_for(error)
@@ -95,7 +65,7 @@ class FleetStateServicer(state_pb2_grpc.FleetStateServicer):
         return state_pb2.RemoveAggregatesResponse(generation=generation)
 
     def UpdateUsage(self, request, context):
-        usages = self._validated(context, lambda: [host_usage_from_proto(usage, f"usages[{index}]")
+        usages = self._validated(context, lambda: [convert.host_usage_from_proto(usage, f"usages[{index}]")
                                                    for index, usage in enumerate(request.usages)])
         generation = self._mutate(context, "host", lambda: self._state.update_usage(usages))
         return state_pb2.UpdateUsageResponse(generation=generation)
