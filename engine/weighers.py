@@ -101,15 +101,19 @@ class Ranking:
     bounds: np.ndarray  # float64 [weighers, 2]: each weigher's normalisation (low, high)
 
 
-def rank(columns, plan: WeighPlan, fail_bits: np.ndarray, placed: np.ndarray | None, k: int) -> Ranking:
+def rank(columns, plan: WeighPlan, fail_bits: np.ndarray, placed: np.ndarray | None, k: int,
+         scratch: np.ndarray | None = None) -> Ranking:
     """The best k passing rows, with `placed[row]` instances of this request already consumed
-    on each row (None: none yet). Ties keep row order."""
+    on each row (None: none yet). Ties keep row order. `scratch` (float64, one per row) can be
+    reused across calls of one request."""
+    if scratch is None:
+        scratch = np.empty(len(fail_bits), dtype=np.float64)
     top_rows = np.empty(k, dtype=np.int64)
     top_weights = np.empty(k, dtype=np.float64)
     bounds = np.empty((len(plan.weighers), 2), dtype=np.float64)
     passing, found = _fastfilters.weigh_top_k(
         fail_bits, [columns.arrays[w.column] for w in plan.weighers], placed,
-        plan.changes_per_instance, plan.multipliers, plan.clamp_at_zero, bounds, top_rows, top_weights)
+        plan.changes_per_instance, plan.multipliers, plan.clamp_at_zero, bounds, scratch, top_rows, top_weights)
     return Ranking(top_rows[:found], top_weights[:found], passing, bounds)
 
 
