@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from itertools import chain
 
 import numpy as np
 
@@ -21,6 +22,10 @@ FLAG_UP = 2
 FLAG_IN_AZ_AGGREGATE = 4  # in an aggregate whose metadata has an availability_zone key
 
 AVAILABILITY_ZONE_KEY = "availability_zone"
+
+# Columns of rc_unit_bounds
+LARGEST_MIN_UNIT, SMALLEST_MAX_UNIT, SMALLEST_STEP, LARGEST_STEP = range(4)
+UNIT_BOUND_COUNT = 4
 
 
 class Columns:
@@ -129,16 +134,20 @@ def _heap(strings: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     encoded = joined.encode()
     if len(encoded) == len(joined):  # all ASCII: characters are bytes
         lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
-        heap_bytes = np.frombuffer(encoded, dtype=np.uint8)
     else:
         pieces = [s.encode() for s in strings]
         lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-        heap_bytes = np.frombuffer(b"".join(pieces), dtype=np.uint8)
+        encoded = b"".join(pieces)
+    heap_bytes = np.frombuffer(encoded, dtype=np.uint8).copy()
     offsets = np.zeros(len(strings) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    # UTF-8 byte order is code point order, so sorting the str sorts the bytes.
-    order = np.array(sorted(range(len(strings)), key=strings.__getitem__), dtype=np.int32)
-    return offsets, heap_bytes.copy(), order
+    if len(strings) and lengths.min() == lengths.max() > 0:
+        # Equal lengths (uuids): numpy sorts the fixed-width byte strings much faster.
+        order = np.argsort(heap_bytes.view(f"S{lengths[0]}"), kind="stable")
+    else:
+        # UTF-8 byte order is code point order, so sorting the str sorts the bytes.
+        order = sorted(range(len(strings)), key=strings.__getitem__)
+    return offsets, heap_bytes, np.asarray(order, dtype=np.int32)
 
 
 def _bitset(rows: np.ndarray, bits: np.ndarray, row_count: int, bit_count: int) -> np.ndarray:
@@ -167,15 +176,16 @@ def build_columns(fleet: Fleet) -> Columns:
 
     resource_classes = sorted({rc for h in hosts for rc in h.resources})
     rc_index = {rc: i for i, rc in enumerate(resource_classes)}
-    inventory_rows, inventory_classes, inventory_values = [], [], []
+    inventory_rows, inventory_classes, inventory_ints, inventory_ratios = [], [], [], []
     for row, host in enumerate(hosts):
         for rc, inv in host.resources.items():
             inventory_rows.append(row)
             inventory_classes.append(rc_index[rc])
-            inventory_values.append((inv.total, inv.reserved, inv.allocation_ratio, inv.min_unit,
-                                     inv.max_unit, inv.step_size, inv.used))
+            inventory_ints.extend((inv.total, inv.reserved, inv.min_unit, inv.max_unit,
+                                   inv.step_size, inv.used))
+            inventory_ratios.append(inv.allocation_ratio)
     arrays = _resource_arrays(len(resource_classes), n, inventory_rows, inventory_classes,
-                              inventory_values)
+                              inventory_ints, inventory_ratios)
 
     trait_names = sorted({t for h in hosts for t in h.traits})
     trait_index = {t: i for i, t in enumerate(trait_names)}
@@ -205,7 +215,7 @@ def build_columns(fleet: Fleet) -> Columns:
     instance_counts = np.fromiter((len(h.instances) for h in hosts), dtype=np.int64, count=n)
     instance_offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(instance_counts, out=instance_offsets[1:])
-    uuids = [uuid for h in hosts for uuid in h.instances]
+    uuids = list(chain.from_iterable(h.instances for h in hosts))
     arrays["instance_offsets"] = instance_offsets
     (arrays["instance_uuid_offsets"], arrays["instance_uuid_bytes"],
      arrays["instance_order"]) = _heap(uuids)
@@ -221,7 +231,8 @@ def build_columns(fleet: Fleet) -> Columns:
     return Columns(arrays, dicts)
 
 
-def _resource_arrays(class_count: int, n: int, rows: list, classes: list, values: list) -> dict:
+def _resource_arrays(class_count: int, n: int, rows: list, classes: list, ints: list,
+                     ratios: list) -> dict:
     shape = (class_count, n)
     total = np.zeros(shape, dtype=np.int64)
     reserved = np.zeros(shape, dtype=np.int64)
@@ -234,21 +245,32 @@ def _resource_arrays(class_count: int, n: int, rows: list, classes: list, values
     free = np.zeros(shape, dtype=np.int64)
     if rows:
         where = (np.array(classes, dtype=np.int64), np.array(rows, dtype=np.int64))
-        table = np.array(values, dtype=np.float64)
-        exact = np.array([v[:2] + v[3:] for v in values], dtype=np.int64)  # ints without float rounding
-        total[where], reserved[where] = exact[:, 0], exact[:, 1]
-        min_unit[where] = np.clip(exact[:, 2], -INT32_MAX, INT32_MAX)
-        max_unit[where] = np.clip(exact[:, 3], -INT32_MAX, INT32_MAX)
-        step[where] = np.clip(exact[:, 4], -INT32_MAX, INT32_MAX)
-        used[where] = exact[:, 5]
-        ratio[where] = table[:, 2]
+        values = np.array(ints, dtype=np.int64).reshape(-1, 6)
+        total[where], reserved[where], used[where] = values[:, 0], values[:, 1], values[:, 5]
+        units = np.clip(values[:, 2:5], -INT32_MAX, INT32_MAX)
+        min_unit[where], max_unit[where], step[where] = units[:, 0], units[:, 1], units[:, 2]
+        ratio[where] = ratios
         present[where] = 1
         # used + amount <= capacity with integer used and amount is amount <= floor(capacity) - used.
-        capacity = np.floor((exact[:, 0] - exact[:, 1]) * table[:, 2])
-        free[where] = capacity.astype(np.int64) - exact[:, 5]
+        capacity = np.floor((values[:, 0] - values[:, 1]) * ratio[where])
+        free[where] = capacity.astype(np.int64) - values[:, 5]
     return {"rc_free": free, "rc_min_unit": min_unit, "rc_max_unit": max_unit, "rc_step": step,
             "rc_total": total, "rc_reserved": reserved, "rc_used": used, "rc_ratio": ratio,
-            "rc_present": present}
+            "rc_present": present, "rc_unit_bounds": _unit_bounds(present, min_unit, max_unit, step)}
+
+
+def _unit_bounds(present, min_unit, max_unit, step) -> np.ndarray:
+    """Per class over the hosts with inventory: largest min_unit, smallest max_unit, smallest and
+    largest step_size. An amount inside them passes every host's unit rules, so the kernel
+    need not read the unit columns."""
+    bounds = np.zeros((present.shape[0], UNIT_BOUND_COUNT), dtype=np.int64)
+    has = present.astype(bool)
+    for index in range(present.shape[0]):
+        if has[index].any():
+            steps = step[index][has[index]]
+            bounds[index] = (min_unit[index][has[index]].max(), max_unit[index][has[index]].min(),
+                             steps.min(), steps.max())
+    return bounds
 
 
 def _weigher_inputs(arrays: dict, rc_index: dict) -> dict:

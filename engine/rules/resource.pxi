@@ -1,10 +1,15 @@
 # Placement's capacity rule for one resource class (engine/rules/resource.py).
 
-cdef inline bint resource_fits(int64_t free, int32_t min_unit, int32_t max_unit, int32_t step,
-                               int64_t amount, int64_t needed) noexcept nogil:
-    # `needed` is the amount times the instances this request puts here; step 1 skips the division.
-    return ((min_unit <= amount) & (amount <= max_unit) & (needed <= free)
+cdef inline bint units_allow(int32_t min_unit, int32_t max_unit, int32_t step,
+                             int64_t amount) noexcept nogil:
+    # Step 1 skips the division.
+    return ((min_unit <= amount) & (amount <= max_unit)
             & (step == 1 or (step > 0 and amount % step == 0)))
+
+
+cdef inline bint has_room(int64_t free, int64_t needed) noexcept nogil:
+    # `needed` is the amount times the instances this request puts here.
+    return needed <= free
 
 
 def scan_resource(const int64_t[::1] free, const int32_t[::1] min_unit,
@@ -17,8 +22,23 @@ def scan_resource(const int64_t[::1] free, const int32_t[::1] min_unit,
     cdef Py_ssize_t row
     with nogil:
         for row in range(start, stop):
-            fails = not resource_fits(free[row], min_unit[row], max_unit[row], step[row],
-                                      amount, needed)
+            fails = not (units_allow(min_unit[row], max_unit[row], step[row], amount)
+                         & has_room(free[row], needed))
+            fail_bits[row] |= mask * fails
+            refused += fails
+    return refused
+
+
+def scan_resource_capacity(const int64_t[::1] free, int64_t amount, uint64_t[::1] fail_bits,
+                           int bit, Py_ssize_t start, Py_ssize_t stop, int64_t placed):
+    """scan_resource when every host's unit rules are known to allow the amount."""
+    cdef uint64_t mask = (<uint64_t>1) << bit
+    cdef int64_t needed = (placed + 1) * amount
+    cdef uint64_t refused = 0, fails
+    cdef Py_ssize_t row
+    with nogil:
+        for row in range(start, stop):
+            fails = not has_room(free[row], needed)
             fail_bits[row] |= mask * fails
             refused += fails
     return refused

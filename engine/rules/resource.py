@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine import _fastfilters
+from engine.columns import LARGEST_MIN_UNIT, LARGEST_STEP, SMALLEST_MAX_UNIT, SMALLEST_STEP
 from engine.rules.base import Active, Rule
 from engine.rules.host_rows import refuse_range
 from engine.verdict import Rejection
@@ -22,6 +23,15 @@ class ResourceParams:
     resource_class: str
     index: int | None  # None: no host in the fleet has this class
     amount: int
+    units_fit_everywhere: bool  # every host's min_unit, max_unit and step_size allow the amount
+
+
+def _units_fit_everywhere(columns, index: int | None, amount: int) -> bool:
+    if index is None:
+        return False
+    bounds = columns.arrays["rc_unit_bounds"][index]
+    return bool(bounds[LARGEST_MIN_UNIT] <= amount <= bounds[SMALLEST_MAX_UNIT]
+                and bounds[SMALLEST_STEP] == bounds[LARGEST_STEP] == 1)
 
 
 def _number(value: float) -> str:
@@ -32,14 +42,23 @@ class Resource(Rule):
     name = "resource"
 
     def compile(self, request, columns, profile) -> list[Active]:
-        return [Active(self, PREFIX + rc, ResourceParams(rc, columns.resource_class_index(rc), amount))
-                for rc, amount in sorted(request.resources.items()) if amount > 0]
+        actives = []
+        for rc, amount in sorted(request.resources.items()):
+            if amount > 0:
+                index = columns.resource_class_index(rc)
+                params = ResourceParams(rc, index, amount, _units_fit_everywhere(columns, index, amount))
+                actives.append(Active(self, PREFIX + rc, params))
+        return actives
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
         params: ResourceParams = active.params
         if params.index is None:
             return refuse_range(fail_bits, bit, start, stop)
         arrays, index = columns.arrays, params.index
+        if params.units_fit_everywhere:
+            # Hosts without inventory have rc_free 0, so the capacity test alone refuses them.
+            return _fastfilters.scan_resource_capacity(arrays["rc_free"][index], params.amount,
+                                                       fail_bits, bit, start, stop, placed)
         return _fastfilters.scan_resource(
             arrays["rc_free"][index], arrays["rc_min_unit"][index], arrays["rc_max_unit"][index],
             arrays["rc_step"][index], params.amount, fail_bits, bit, start, stop, placed)
