@@ -15,6 +15,9 @@ from engine.model import Fleet, Host, Inventory, Operation, Request
 from engine.rules import RULES, rule_names
 from engine.rules import move_source, resource
 from fleetgen import fleets, scenarios
+from placecheck.v1 import placement_pb2
+
+NUMBER_FIELDS = {field.name for field in placement_pb2.RejectionNumbers.DESCRIPTOR.fields}
 
 BIT = 7  # a bit other than 0 so a kernel that ignores `bit` is caught
 OTHER_BITS = np.uint64(0b101)  # set beforehand: a scan must only OR its own bit in
@@ -69,6 +72,7 @@ def test_kernel_equals_reference_and_explains_every_refusal(scenario, data):
                         assert rejection.rule == active.name
                         assert UPPER_SNAKE.match(rejection.reason)
                         assert rejection.message
+                        assert set(rejection.numbers) <= NUMBER_FIELDS
 
 
 @settings(max_examples=60, deadline=None)
@@ -170,3 +174,15 @@ def test_move_source(operation, allow_resize, source_trait, refused):
         assert rejection.reason == move_source.DESTINATION_IS_SOURCE
         assert operation.value in rejection.message and "src" in rejection.message
     assert refusal(fleet, request, profile, "MoveSource", host_row=1) is None
+
+
+def test_empty_fleet():
+    columns = as_snapshot(build_columns(Fleet()))
+    assert columns.host_count == 0 and columns.row_of("h0") is None
+    assert columns.rows_of_instances(["x"]).tolist() == []
+    request = Request(resources={"VCPU": 1}, required_traits=frozenset({"X"}), member_of=(frozenset({1}),),
+                      availability_zone="az1")
+    fail_bits = np.zeros(0, dtype=np.uint64)
+    for rule in RULES.values():
+        for active in rule.compile(request, columns, Profile()):
+            assert rule.scan(active, columns, fail_bits, BIT, 0, 0, 0) == 0
