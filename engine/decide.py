@@ -1,0 +1,189 @@
+"""The decision path both RPCs share: compile every enabled rule once per request,
+scan rows into per-row failure bits, explain refusals, weigh and pick.
+
+Python work here is per rule and per pick; every loop over hosts runs in the
+kernel (engine/_fastfilters).
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+
+from engine.config import Profile
+from engine.model import GroupPolicy, InvalidField, Request
+from engine.rules.base import Active
+from engine.verdict import CheckResult, FilterSummary, HostVerdict, InstancePlacement, SelectResult
+from engine.weighers import Ranking, WeighPlan, plan_weighing, rank, score
+
+MAX_ACTIVE_RULES = 64  # one bit each in a uint64 per row
+AFFINITY_RULE = "ServerGroupAffinityFilter"
+
+
+class UnknownHost(LookupError):
+    """A host named in a request is not in the fleet."""
+
+    def __init__(self, name: str):
+        super().__init__(f"host {name!r} is not in the fleet")
+        self.host = name
+
+
+def compile_rules(columns, request: Request, profile: Profile) -> list[Active]:
+    """Every enabled rule compiled for the request, in the profile's order."""
+    from engine.rules import RULES
+
+    actives: list[Active] = []
+    for name in profile.enabled_filters:
+        try:
+            rule = RULES[name]
+        except KeyError:
+            raise ValueError(f"profile {profile.name!r} enables unknown rule {name!r}") from None
+        actives.extend(rule.compile(request, columns, profile))
+    if len(actives) > MAX_ACTIVE_RULES:
+        raise InvalidField("request", f"engages {len(actives)} rules; at most {MAX_ACTIVE_RULES}")
+    return actives
+
+
+def _scan(actives: list[Active], columns, fail_bits: np.ndarray, start: int, stop: int,
+          placed: int) -> list[int]:
+    """Scan [start, stop) with every active rule; how many rows each refused."""
+    return [active.rule.scan(active, columns, fail_bits, bit, start, stop, placed)
+            if active.params is not None else 0
+            for bit, active in enumerate(actives)]
+
+
+def check_destination(columns, request: Request, profile: Profile, hosts: list[str]) -> CheckResult:
+    """For each named host, every rule that refuses it (with its numbers), or none."""
+    rows = []
+    for name in hosts:
+        row = columns.row_of(name)
+        if row is None:
+            raise UnknownHost(name)
+        rows.append(row)
+    actives = compile_rules(columns, request, profile)
+    evaluated = tuple(active.name for active in actives)
+    fail_bits = np.zeros(columns.host_count, dtype=np.uint64)
+    verdicts = []
+    for name, row in zip(hosts, rows):
+        fail_bits[row] = 0  # a host named twice is checked afresh
+        _scan(actives, columns, fail_bits, row, row + 1, 0)
+        refused = int(fail_bits[row])
+        rejections = tuple(active.rule.explain(active, columns, row, 0)
+                           for bit, active in enumerate(actives) if refused >> bit & 1)
+        verdicts.append(HostVerdict(name, rejections, evaluated))
+    return CheckResult(tuple(verdicts), profile.name)
+
+
+@dataclasses.dataclass
+class _Selection:
+    """One SelectDestinations request in progress: the rows' failure bits and what it placed."""
+
+    columns: object
+    request: Request
+    profile: Profile
+    actives: list[Active]
+    fail_bits: np.ndarray
+    plan: WeighPlan
+    placed: np.ndarray | None = None  # instances placed per row, once a second instance needs it
+    picked_rows: list[int] = dataclasses.field(default_factory=list)
+
+    def rank(self, k: int) -> Ranking:
+        return rank(self.columns, self.plan, self.fail_bits, self.placed, k)
+
+    def placed_on(self, row: int) -> int:
+        return int(self.placed[row]) if self.placed is not None else 0
+
+    def consume(self, row: int) -> None:
+        """Nova's consume_from_request on the picked host, then its rows' verdicts again."""
+        if self.placed is None:
+            self.placed = np.zeros(self.columns.host_count, dtype=np.int32)
+        self.placed[row] += 1
+        self.fail_bits[row] = 0
+        _scan(self.actives, self.columns, self.fail_bits, row, row + 1, int(self.placed[row]))
+        self.picked_rows.append(row)
+        self._follow_affinity(row)
+
+    def _follow_affinity(self, row: int) -> None:
+        # Nova adds each pick to the group's hosts; only the affinity filter reads them, and
+        # only the first pick into an empty group changes its verdicts: from then on every
+        # instance must land on that host.
+        group = self.request.server_group
+        if group is None or group.policy is not GroupPolicy.AFFINITY or group.hosts \
+                or len(self.picked_rows) != 1:
+            return
+        for bit, active in enumerate(self.actives):
+            if active.name != AFFINITY_RULE:
+                continue
+            host = self.columns.host_name(row)
+            joined = dataclasses.replace(self.request, server_group=dataclasses.replace(group, hosts=(host,)))
+            (self.actives[bit],) = active.rule.compile(joined, self.columns, self.profile)
+            rejoined = self.actives[bit]
+            self.fail_bits &= ~np.uint64(1 << bit)
+            if rejoined.params is not None:
+                rejoined.rule.scan(rejoined, self.columns, self.fail_bits, bit, 0, self.columns.host_count, 0)
+
+
+def select_destinations(columns, request: Request, profile: Profile, decision_id: str,
+                        max_alternates: int | None) -> SelectResult:
+    """Ranked hosts with alternates for each of the request's instances, all or none;
+    the summary says how many hosts each rule eliminated. Randomness (host_subset_size)
+    is seeded from decision_id, so a decision replays from its id."""
+    instances = max(request.num_instances, 1)
+    alternates = profile.max_attempts - 1 if max_alternates is None else max_alternates
+    if alternates < 0:
+        raise InvalidField("max_alternates", f"must be >= 0, got {alternates}")
+    actives = compile_rules(columns, request, profile)
+    n = columns.host_count
+    fail_bits = np.zeros(n, dtype=np.uint64)
+    eliminated = _scan(actives, columns, fail_bits, 0, n, 0)
+    hosts_passed = n - int(np.count_nonzero(fail_bits))
+
+    def summary(placed: int) -> FilterSummary:
+        counts = sorted(((active.name, count) for active, count in zip(actives, eliminated)),
+                        key=lambda rule_count: -rule_count[1])  # stable: ties in rule order
+        return FilterSummary(n, hosts_passed, tuple(counts), instances, placed)
+
+    if hosts_passed == 0:
+        return SelectResult((), summary(0), profile.name)
+    selection = _Selection(columns, request, profile, actives, fail_bits, plan_weighing(profile, request))
+    subset_size = profile.host_subset_size
+    rng = random.Random(decision_id)
+    selected = []
+    alternates_of_single = ()
+    for _ in range(instances):
+        # One instance: the alternates come from this same ranking, as in Nova.
+        k = max(subset_size, 1 + alternates) if instances == 1 else subset_size
+        ranking = selection.rank(k)
+        if len(ranking.rows) == 0:
+            return SelectResult((), summary(0), profile.name)  # all or nothing, as Nova
+        position = rng.randrange(min(subset_size, len(ranking.rows)))
+        row = int(ranking.rows[position])
+        selected.append(score(columns, selection.plan, ranking, position, selection.placed_on(row)))
+        if instances == 1:
+            alternates_of_single = tuple(score(columns, selection.plan, ranking, other, 0)
+                                         for other in range(len(ranking.rows)) if other != position)
+        selection.consume(row)
+    if instances == 1:
+        shared_alternates = alternates_of_single[:alternates]
+    else:
+        shared_alternates = _alternates_after_all_picks(selection, rng, subset_size, alternates)
+    placements = tuple(InstancePlacement(host, shared_alternates) for host in selected)
+    return SelectResult(placements, summary(instances), profile.name)
+
+
+def _alternates_after_all_picks(selection: _Selection, rng: random.Random, subset_size: int,
+                                alternates: int) -> tuple:
+    """Nova re-filters and re-weighs once every instance is consumed, puts a random one of the
+    best host_subset_size first, and offers the hosts not chosen for any instance."""
+    if alternates == 0:
+        return ()
+    picked = set(selection.picked_rows)
+    ranking = selection.rank(max(subset_size, alternates + len(picked)))
+    if len(ranking.rows) == 0:
+        return ()
+    front = rng.randrange(min(subset_size, len(ranking.rows)))
+    order = [front] + [position for position in range(len(ranking.rows)) if position != front]
+    offered = [position for position in order if int(ranking.rows[position]) not in picked]
+    return tuple(score(selection.columns, selection.plan, ranking, position, 0)
+                 for position in offered[:alternates])

@@ -1,0 +1,188 @@
+"""The decision path: CheckDestination's every-reason verdicts and SelectDestinations'
+ranking, alternates, multi-instance consumption, all-or-nothing, replay and summary."""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from engine.columns import build_columns
+from engine.config import default_config
+from engine.decide import UnknownHost, check_destination, select_destinations
+from engine.model import Fleet, GroupPolicy, Host, Inventory, Request, ServerGroup
+from tests.fleetgen import scenarios
+
+PROFILE = default_config().profile("")
+
+
+def host(name, ram_free=8192, vcpus=16, enabled=True, num_io_ops=0, ram_total=16384, **fields) -> Host:
+    return Host(name, enabled=enabled, num_io_ops=num_io_ops, resources={
+        "MEMORY_MB": Inventory(total=ram_total, used=ram_total - ram_free),
+        "VCPU": Inventory(total=vcpus),
+        "DISK_GB": Inventory(total=100)}, **fields)
+
+
+def columns_of(*hosts):
+    return build_columns(Fleet(tuple(hosts)))
+
+
+SMALL = Request(resources={"MEMORY_MB": 1024, "VCPU": 1, "DISK_GB": 1})
+
+
+def selected_hosts(result):
+    return [placement.selected.host for placement in result.placements]
+
+
+# --- CheckDestination ------------------------------------------------------------------------
+
+def test_check_lists_every_refusing_rule_with_numbers():
+    columns = columns_of(host("busy", ram_free=512, enabled=False, num_io_ops=9), host("fine"))
+    result = check_destination(columns, SMALL, PROFILE, ["busy", "fine"])
+    busy, fine = result.verdicts
+    assert [r.rule for r in busy.rejections] == ["resource:MEMORY_MB", "ComputeFilter", "IoOpsFilter"]
+    memory = busy.rejections[0]
+    assert memory.numbers["requested"] == 1024 and memory.numbers["free"] == 512
+    assert busy.rejections[2].numbers == {"actual": 9, "limit": 8}
+    assert not busy.allowed and fine.allowed and fine.rejections == ()
+    # Every active rule, in the profile's order, whether it refused or not.
+    assert busy.rules_evaluated == fine.rules_evaluated
+    assert busy.rules_evaluated[:3] == ("resource:DISK_GB", "resource:MEMORY_MB", "resource:VCPU")
+    assert "ComputeFilter" in busy.rules_evaluated and result.profile == PROFILE.name
+
+
+def test_check_keeps_request_order_and_repeats():
+    columns = columns_of(host("a"), host("b", ram_free=0))
+    verdicts = check_destination(columns, SMALL, PROFILE, ["b", "a", "b"]).verdicts
+    assert [(v.host, v.allowed) for v in verdicts] == [("b", False), ("a", True), ("b", False)]
+
+
+def test_check_unknown_host_is_an_error():
+    with pytest.raises(UnknownHost) as raised:
+        check_destination(columns_of(host("a")), SMALL, PROFILE, ["a", "nope"])
+    assert raised.value.host == "nope"
+
+
+# --- SelectDestinations: ranking and alternates ----------------------------------------------
+
+RANKED = [host(f"h{i}", ram_free=free) for i, free in enumerate([2048, 8192, 4096, 6144, 1024])]
+RAM_ONLY = dataclasses.replace(PROFILE, cpu_weight_multiplier=0.0, disk_weight_multiplier=0.0,
+                               io_ops_weight_multiplier=0.0)
+
+
+def test_select_takes_the_best_host_and_the_next_best_as_alternates():
+    result = select_destinations(columns_of(*RANKED), SMALL, RAM_ONLY, "d1", None)
+    (placement,) = result.placements
+    assert placement.selected.host == "h1"
+    assert placement.selected.weight == 1.0
+    # max_attempts 3 -> 2 alternates, best first.
+    assert [alt.host for alt in placement.alternates] == ["h3", "h2"]
+    ram = next(s for s in placement.selected.weighers if s.weigher == "RAMWeigher")
+    assert (ram.raw, ram.normalized, ram.multiplier) == (8192.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("max_alternates, expected", [(0, []), (10, ["h3", "h2", "h0", "h4"])])
+def test_max_alternates_bounds_the_alternates(max_alternates, expected):
+    result = select_destinations(columns_of(*RANKED), SMALL, RAM_ONLY, "d1", max_alternates)
+    assert [alt.host for alt in result.placements[0].alternates] == expected
+
+
+def test_several_instances_consume_their_host_and_reweigh():
+    # 4096 MB each: h1 (8192 free) first; then h3 (6144) is best; then h1 and h2 tie at 4096
+    # and h1 comes first in the fleet. h0 (2048) and h4 never fit, h3 no longer does.
+    request = dataclasses.replace(SMALL, resources={"MEMORY_MB": 4096}, num_instances=3)
+    result = select_destinations(columns_of(*RANKED), request, RAM_ONLY, "d1", None)
+    assert selected_hosts(result) == ["h1", "h3", "h1"]
+    # Weights after consumption are normalised over the consumed values.
+    assert result.placements[1].selected.weight == 1.0
+    first_ram = next(s for s in result.placements[2].selected.weighers if s.weigher == "RAMWeigher")
+    assert first_ram.raw == 4096.0
+    # Alternates: hosts that still fit and were chosen for no instance, the same for every instance.
+    alternates = [[alt.host for alt in p.alternates] for p in result.placements]
+    assert alternates == [["h2"]] * 3
+    assert result.summary.instances_placed == 3 and result.summary.instances_requested == 3
+
+
+def test_all_or_nothing_when_fewer_hosts_fit_than_instances():
+    # Room for one 4096 MB instance on each of two hosts, three requested.
+    fleet = columns_of(host("a", ram_free=4096), host("b", ram_free=5000), host("c", ram_free=1000))
+    request = dataclasses.replace(SMALL, resources={"MEMORY_MB": 4096}, num_instances=3)
+    result = select_destinations(fleet, request, PROFILE, "d1", None)
+    assert result.placements == ()
+    assert (result.summary.hosts_passed, result.summary.instances_placed) == (2, 0)
+    assert result.summary.eliminations[0] == ("resource:MEMORY_MB", 1)
+
+
+def test_anti_affinity_spreads_instances():
+    group = ServerGroup(GroupPolicy.ANTI_AFFINITY, members=("i1", "i2", "i3"))
+    request = dataclasses.replace(SMALL, num_instances=3, server_group=group, instance_uuid="i1")
+    result = select_destinations(columns_of(*RANKED), request, RAM_ONLY, "d1", None)
+    assert selected_hosts(result) == ["h1", "h3", "h2"]
+    too_many = dataclasses.replace(request, num_instances=6)
+    assert select_destinations(columns_of(*RANKED), too_many, RAM_ONLY, "d1", None).placements == ()
+
+
+def test_affinity_keeps_later_instances_on_the_first_pick():
+    group = ServerGroup(GroupPolicy.AFFINITY, members=("i1", "i2", "i3"))
+    request = dataclasses.replace(SMALL, num_instances=3, server_group=group)
+    result = select_destinations(columns_of(*RANKED), request, RAM_ONLY, "d1", None)
+    assert selected_hosts(result) == ["h1", "h1", "h1"]
+    # When the first host cannot take them all, nothing is placed (Nova would not move on).
+    crowded = dataclasses.replace(request, resources={"MEMORY_MB": 4096})
+    assert select_destinations(columns_of(*RANKED), crowded, RAM_ONLY, "d1", None).placements == ()
+
+
+def test_no_host_fits_summarises_eliminations_most_first():
+    fleet = columns_of(host("a", ram_free=0), host("b", ram_free=0, enabled=False), host("c", enabled=False))
+    result = select_destinations(fleet, SMALL, PROFILE, "d1", None)
+    assert result.placements == ()
+    summary = result.summary
+    assert summary.eliminations[:2] == (("resource:MEMORY_MB", 2), ("ComputeFilter", 2))
+    assert summary.message == "0/3 hosts fit: 2 resource:MEMORY_MB, 2 ComputeFilter"
+
+
+# --- randomness: host_subset_size and replay --------------------------------------------------
+
+def test_same_decision_id_replays_and_subset_varies_across_ids():
+    fleet = columns_of(*(host(f"h{i:02d}", ram_free=8000 + i) for i in range(20)))
+    profile = dataclasses.replace(RAM_ONLY, host_subset_size=5)
+    request = dataclasses.replace(SMALL, num_instances=2)
+    first = select_destinations(fleet, request, profile, "replay-me", None)
+    assert select_destinations(fleet, request, profile, "replay-me", None) == first
+    picks = {selected_hosts(select_destinations(fleet, request, profile, f"id-{i}", None))[0]
+             for i in range(30)}
+    # Only the best five can be chosen, and more than one of them is.
+    assert picks <= {"h19", "h18", "h17", "h16", "h15"} and len(picks) > 1
+
+
+def test_subset_size_one_is_deterministic_across_ids():
+    fleet = columns_of(*RANKED)
+    picks = {selected_hosts(select_destinations(fleet, SMALL, RAM_ONLY, f"id-{i}", None))[0]
+             for i in range(10)}
+    assert picks == {"h1"}
+
+
+# --- summary == per-rule refusals -------------------------------------------------------------
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_summary_counts_equal_each_rules_refusals(scenario):
+    fleet, request, profile = scenario
+    columns = build_columns(fleet)
+    names = [h.name for h in fleet.hosts]
+    verdicts = check_destination(columns, request, profile, names).verdicts
+    refusals = Counter(rejection.rule for verdict in verdicts for rejection in verdict.rejections)
+    result = select_destinations(columns, request, profile, "summary", None)
+    summary = result.summary
+    assert summary.hosts_evaluated == len(names)
+    assert summary.hosts_passed == sum(verdict.allowed for verdict in verdicts)
+    assert dict(summary.eliminations) == {rule: refusals[rule] for rule in verdicts[0].rules_evaluated}
+    counts = [count for _, count in summary.eliminations]
+    assert counts == sorted(counts, reverse=True)
+    allowed = {verdict.host for verdict in verdicts if verdict.allowed}
+    if result.placements:
+        assert selected_hosts(result)[0] in allowed
+        assert all(alt.host in allowed for alt in result.placements[0].alternates)
+    elif max(request.num_instances, 1) == 1:
+        assert not allowed
