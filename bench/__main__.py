@@ -1,0 +1,141 @@
+"""`make bench`: every figure against a baseline measured in the same run.
+
+    python -m bench [--quick] [--output PATH]
+
+Prints one table (and writes it, with the machine, to bench/results.md unless
+--quick). --quick runs every section on small sizes, for the smoke test; it runs
+the Nova comparison only when bench/.venv-nova is already installed.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import bandwidth, grpc_e2e, inprocess, kernel, nova_compare, scaling, snapshot
+from bench.timing import Figure, machine_description, render_table
+
+RESULTS = Path(__file__).resolve().parent / "results.md"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    kernel_hosts: tuple[int, ...]
+    nova_hosts: int
+    nova_repeats: int
+    install_nova: bool
+    select_hosts: int  # one of kernel_hosts: the kernel's scan there is the in-process baseline
+    server_hosts: int
+    min_seconds: float  # per timed figure in process
+    reference_seconds: float
+    e2e_seconds: float
+    scaling_seconds: float
+    propagation_repeats: int
+    publish_repeats: int
+    copy_bytes: int
+
+
+FULL = Sizes(kernel_hosts=(1_000, 10_000, 100_000), nova_hosts=10_000, nova_repeats=3, install_nova=True,
+             select_hosts=100_000, server_hosts=100_000, min_seconds=0.5, reference_seconds=2.0,
+             e2e_seconds=6.0, scaling_seconds=5.0, propagation_repeats=5, publish_repeats=5,
+             copy_bytes=256 << 20)
+QUICK = Sizes(kernel_hosts=(1_000, 2_000), nova_hosts=1_000, nova_repeats=1, install_nova=False,
+              select_hosts=2_000, server_hosts=2_000, min_seconds=0.05, reference_seconds=0.1,
+              e2e_seconds=0.6, scaling_seconds=1.0, propagation_repeats=2, publish_repeats=2,
+              copy_bytes=16 << 20)
+
+
+def progress(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def run(sizes: Sizes) -> list[Figure]:
+    # Server sections import tests' sidecar helper: the real `placecheck serve` on free ports.
+    from tests.sidecar import start_sidecar
+
+    figures: list[Figure] = []
+    progress(f"1 kernel vs reference at {', '.join(f'{n:,}' for n in sizes.kernel_hosts)} hosts")
+    kernel_runs = [kernel.measure(hosts, sizes.min_seconds, sizes.reference_seconds)
+                   for hosts in sizes.kernel_hosts]
+    figures += kernel.figures(kernel_runs)
+    largest = max(kernel_runs, key=lambda run_: run_.hosts)
+
+    python = nova_compare.nova_python(install=sizes.install_nova)
+    if python is None:
+        progress("2 Nova: skipped, bench/.venv-nova is not installed (make bench installs it)")
+    else:
+        progress(f"2 Nova's filters and weighers at {sizes.nova_hosts:,} hosts")
+        figures += nova_compare.figures(
+            nova_compare.measure(python, sizes.nova_hosts, sizes.nova_repeats, sizes.min_seconds))
+
+    progress(f"3 SelectDestinations in process at {sizes.select_hosts:,} hosts")
+    chain_seconds = next(run_.chain_seconds for run_ in kernel_runs if run_.hosts == sizes.select_hosts)
+    figures += inprocess.figures(inprocess.measure(sizes.select_hosts, sizes.min_seconds),
+                                 sizes.select_hosts, chain_seconds)
+
+    progress("7 bandwidth (measured now: the servers below would share the memory bus)")
+    copy_traffic = bandwidth.copy_bandwidth(sizes.copy_bytes, runs=5)
+    bandwidth_figures = bandwidth.figures(bandwidth.columns_read(largest.hosts), largest.hosts,
+                                          largest.chain_seconds, copy_traffic)
+    publish_seconds, segment_bytes = snapshot.measure_publish(sizes.server_hosts, sizes.publish_repeats)
+
+    loads, propagations = {}, []
+    for workers in (1, 2):
+        progress(f"starting the sidecar: {workers} worker(s), {sizes.server_hosts:,} demo hosts")
+        with start_sidecar(workers=workers, demo_hosts=sizes.server_hosts, metrics=False) as sidecar:
+            worker_pids = sidecar.worker_pids()
+            if workers == 1:
+                progress("4 gRPC end to end against the echo server")
+                figures += grpc_e2e.figures(
+                    grpc_e2e.measure(sidecar.decision_target, sizes.server_hosts, sizes.e2e_seconds),
+                    sizes.server_hosts)
+            progress(f"5 closed-loop load, {workers} worker(s)")
+            loads[workers] = scaling.measure(sidecar.decision_target, worker_pids, sizes.server_hosts,
+                                             sizes.scaling_seconds)
+            progress(f"6 snapshot propagation and memory, {workers} worker(s)")
+            propagations.append(snapshot.measure_propagation(
+                sidecar.decision_target, sidecar.state_target, sidecar.pid, worker_pids, sizes.server_hosts,
+                sizes.propagation_repeats))
+    figures += scaling.figures(loads[1], loads[2])
+    figures += snapshot.figures(publish_seconds, segment_bytes, sizes.server_hosts, copy_traffic, propagations)
+    figures += bandwidth_figures
+    return figures
+
+
+def report(figures: list[Figure], quick: bool, elapsed: float) -> str:
+    met = sum(figure.met is True for figure in figures)
+    targets = sum(figure.met is not None for figure in figures)
+    return "\n".join([
+        "# placecheck benchmark" + (" (--quick)" if quick else ""),
+        "",
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} on {machine_description()}; "
+        f"`make bench` took {elapsed:.0f} s. Every baseline was measured in the same run.",
+        "",
+        render_table(figures),
+        "",
+        f"{met} of {targets} targets met.",
+        "",
+    ])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--output", type=Path, help=f"write the table here (default: {RESULTS}, none with --quick)")
+    args = parser.parse_args()
+    started = time.monotonic()
+    text = report(run(QUICK if args.quick else FULL), args.quick, time.monotonic() - started)
+    print(text)
+    output = args.output or (None if args.quick else RESULTS)
+    if output is not None:
+        output.write_text(text)
+        progress(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Section 5: calls/s with 1 and with 2 workers under closed-loop load, and the
+workers' CPU seconds per call from /proc/<pid>/stat.
+
+Several client processes each send CheckDestination back to back over their own
+connection (SO_REUSEPORT spreads connections over the workers). The clients send
+the request pre-serialized and take the reply as bytes, so that their own CPU,
+which shares this machine with the workers, stays small.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from bench import workload
+from bench.grpc_e2e import check_host
+from bench.timing import Figure, cpu_seconds, format_ratio, format_seconds
+from placecheck.v1 import placement_pb2
+from server.convert import request_to_proto
+
+CHECK_METHOD = "/placecheck.v1.PlacementCheck/CheckDestination"
+CLIENT_PROCESSES = 4
+WARMUP_S = 2.0  # spawned clients import grpc and connect in this time
+CPU_PER_CALL_TOLERANCE = 0.10
+THROUGHPUT_TARGET = 1.4
+
+
+def _closed_loop_client(target: str, message: bytes, start_at: float, stop_at: float,
+                        results: multiprocessing.Queue) -> None:
+    """Call back to back until stop_at; report the calls completed in [start_at, stop_at]."""
+    counted = 0
+    with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        check = channel.unary_unary(CHECK_METHOD)
+        while (now := time.time()) < stop_at:
+            check(message)
+            counted += now >= start_at
+    results.put(counted)
+
+
+@dataclass(frozen=True)
+class Load:
+    workers: int
+    calls: int
+    seconds: float
+    worker_cpu_seconds: float
+
+    @property
+    def calls_per_second(self) -> float:
+        return self.calls / self.seconds
+
+    @property
+    def cpu_per_call(self) -> float:
+        return self.worker_cpu_seconds / self.calls
+
+
+def measure(decision_target: str, worker_pids: list[int], hosts: int, seconds: float) -> Load:
+    request = request_to_proto(workload.request(workload.fleet(hosts)))
+    message = placement_pb2.CheckDestinationRequest(request=request, hosts=[check_host(hosts)]).SerializeToString()
+    context = multiprocessing.get_context("spawn")  # no gRPC state crosses a fork
+    results = context.Queue()
+    start_at = time.time() + WARMUP_S
+    stop_at = start_at + seconds
+    clients = [context.Process(target=_closed_loop_client,
+                               args=(decision_target, message, start_at, stop_at, results))
+               for _ in range(CLIENT_PROCESSES)]
+    for client in clients:
+        client.start()
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu_before = sum(cpu_seconds(pid) for pid in worker_pids)
+    measured_from = time.time()
+    time.sleep(max(0.0, stop_at - time.time()))
+    cpu_after = sum(cpu_seconds(pid) for pid in worker_pids)
+    measured_to = time.time()
+    calls = sum(results.get(timeout=30) for _ in clients)
+    for client in clients:
+        client.join()
+    return Load(len(worker_pids), calls, measured_to - measured_from, cpu_after - cpu_before)
+
+
+def figures(one: Load, two: Load) -> list[Figure]:
+    speedup = two.calls_per_second / one.calls_per_second
+    cpu_change = two.cpu_per_call / one.cpu_per_call - 1
+    return [
+        Figure("5 scaling", f"CheckDestination calls/s, 2 workers, {CLIENT_PROCESSES} closed-loop clients",
+               f"{two.calls_per_second:,.0f} calls/s", "1 worker", f"{one.calls_per_second:,.0f} calls/s",
+               f"{format_ratio(speedup)} of 1 worker", f">= {THROUGHPUT_TARGET:g}x", speedup >= THROUGHPUT_TARGET),
+        Figure("5 scaling", "workers' CPU per call, 2 workers", format_seconds(two.cpu_per_call),
+               "1 worker", format_seconds(one.cpu_per_call), f"{format_ratio(1 + cpu_change)} of 1 worker",
+               f"within {CPU_PER_CALL_TOLERANCE:.0%}", abs(cpu_change) <= CPU_PER_CALL_TOLERANCE),
+    ]

@@ -1,0 +1,141 @@
+"""Shared measurement helpers: repeated timing, percentiles, per-process CPU and
+memory from /proc, and the figure table every section reports into."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def sample_calls(call: Callable[[], object], *, min_seconds: float, min_calls: int,
+                 max_calls: int = 1_000_000) -> list[float]:
+    """Seconds per call of `call`, one sample per call, until both minimums are met."""
+    samples = []
+    started = time.perf_counter()
+    while len(samples) < max_calls:
+        before = time.perf_counter_ns()
+        call()
+        samples.append((time.perf_counter_ns() - before) * 1e-9)
+        if len(samples) >= min_calls and time.perf_counter() - started >= min_seconds:
+            break
+    return samples
+
+
+def best_of(call: Callable[[], object], *, runs: int, min_seconds: float) -> float:
+    """Seconds per call: `call` repeated in batches, the fastest batch's mean.
+
+    For sub-microsecond to millisecond work where timer overhead and one-off
+    noise (a page fault, a preemption) would swamp single-call samples."""
+    batch = 1
+    while True:
+        started = time.perf_counter()
+        for _ in range(batch):
+            call()
+        if time.perf_counter() - started >= min_seconds / runs or batch >= 1 << 20:
+            break
+        batch *= 2
+    fastest = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        for _ in range(batch):
+            call()
+        fastest = min(fastest, (time.perf_counter() - started) / batch)
+    return fastest
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (fraction in [0, 1]) of a non-empty sample list."""
+    ordered = sorted(samples)
+    rank = min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def median(samples: list[float]) -> float:
+    return percentile(samples, 0.5)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (/proc/<pid>/stat utime, stime)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name may hold spaces; fields resume after its closing parenthesis.
+    fields = stat[stat.rindex(")") + 2:].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / CLOCK_TICKS
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size: private pages plus each shared page divided by its sharers."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no Pss line in /proc/{pid}/smaps_rollup")
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of a process, from /proc/<pid>/task/*/children."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children.extend(int(child) for child in (task / "children").read_text().split())
+    return sorted(children)
+
+
+def machine_description() -> str:
+    model = platform.processor() or "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure against its baseline measured in the same run.
+
+    `ratio` says which way it divides ("1,234x faster", "1.15x echo");
+    `met` is None when the figure has no target."""
+
+    section: str
+    name: str
+    value: str
+    baseline_name: str
+    baseline: str
+    ratio: str
+    target: str
+    met: bool | None
+    note: str = ""
+
+
+def format_seconds(seconds: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if abs(seconds) >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def format_bytes(count: float) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(count) >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count:.0f} B"
+
+
+def format_ratio(ratio: float) -> str:
+    return f"{ratio:,.0f}x" if ratio >= 100 else f"{ratio:.3g}x"
+
+
+def render_table(figures: list[Figure]) -> str:
+    """The figures as one Markdown table."""
+    header = "| section | figure | value | baseline | baseline value | ratio | target | met |"
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
+    for figure in figures:
+        met = {True: "met", False: "**missed**", None: "-"}[figure.met]
+        name = f"{figure.name} ({figure.note})" if figure.note else figure.name
+        lines.append(f"| {figure.section} | {name} | {figure.value} | {figure.baseline_name} | "
+                     f"{figure.baseline} | {figure.ratio} | {figure.target} | {met} |")
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""The fleet and the request every section measures.
+
+The fleet is the seeded demo fleet, the same one `placecheck serve --demo-hosts N`
+loads. The request is a boot derived from that fleet (its commonest trait, zone,
+aggregates, some of its instances), so that it engages every rule a boot can
+engage and still leaves hosts to pick from.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import random
+from collections import Counter
+
+from engine.columns import Columns, build_columns
+from engine.config import Profile, default_config
+from engine.demo import demo_fleet
+from engine.model import Fleet, Flavor, GroupPolicy, Image, Request, SchedulerHints, ServerGroup
+from server.supervisor import ServeOptions
+
+DEMO_SEED = ServeOptions().demo_seed  # the fleet the sidecar serves with --demo-hosts
+REQUEST_SEED = 4
+FLAVOR = Flavor(name="m1.medium")
+FLAVOR_RESOURCES = {"VCPU": 2, "MEMORY_MB": 4096, "DISK_GB": 40}
+GROUP_MEMBERS_PER_1000_HOSTS = 10
+DIFFERENT_HOST_INSTANCES = 5
+
+
+@functools.cache
+def fleet(hosts: int) -> Fleet:
+    return demo_fleet(hosts, DEMO_SEED)
+
+
+@functools.cache
+def columns(hosts: int) -> Columns:
+    return build_columns(fleet(hosts))
+
+
+def profile() -> Profile:
+    """The sidecar's default profile: every implemented rule, Nova's defaults."""
+    return default_config().profile("")
+
+
+def _host_count_by_zone(fleet_: Fleet) -> Counter:
+    zones = Counter()
+    for aggregate in fleet_.aggregates:
+        zone = aggregate.metadata.get("availability_zone")
+        if zone:
+            zones[zone] += len(aggregate.hosts)
+    return zones
+
+
+def request(fleet_: Fleet, num_instances: int = 1) -> Request:
+    rng = random.Random(REQUEST_SEED)
+    traits = Counter(trait for host in fleet_.hosts for trait in host.traits)
+    ranked_traits = [trait for trait, _ in traits.most_common()]
+    zones = _host_count_by_zone(fleet_)
+    # Every aggregate without a zone, so member_of narrows the fleet without emptying it.
+    plain_aggregates = frozenset(a.id for a in fleet_.aggregates if "availability_zone" not in a.metadata)
+    instances = [uuid for host in fleet_.hosts for uuid in host.instances]
+    members = rng.sample(instances, min(len(instances), len(fleet_.hosts) * GROUP_MEMBERS_PER_1000_HOSTS // 1000))
+    architectures = Counter(entry[0] for host in fleet_.hosts for entry in host.supported_instances)
+    return Request(
+        resources={rc: amount for rc, amount in FLAVOR_RESOURCES.items()
+                   if any(rc in host.resources for host in fleet_.hosts[:100])},
+        required_traits=frozenset(ranked_traits[:1]),
+        forbidden_traits=frozenset(ranked_traits[-1:]) if len(ranked_traits) > 1 else frozenset(),
+        member_of=(plain_aggregates,) if plain_aggregates else (),
+        availability_zone=zones.most_common(1)[0][0] if zones else "",
+        flavor=FLAVOR,
+        image=Image(id="bench-image", properties={"hw_architecture": architectures.most_common(1)[0][0]}
+                    if architectures else {}),
+        project_id="bench-project",
+        scheduler_hints=SchedulerHints(
+            different_host=tuple(rng.sample(instances, min(len(instances), DIFFERENT_HOST_INSTANCES)))),
+        server_group=ServerGroup(policy=GroupPolicy.ANTI_AFFINITY, members=tuple(members)),
+        num_instances=num_instances,
+    )
+
