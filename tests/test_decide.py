@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from engine.columns import build_columns
-from engine.config import default_config
+from engine.config import ConfigError, Profile, default_config, load_config
 from engine.decide import UnknownHost, check_destination, select_destinations
-from engine.model import Fleet, GroupPolicy, Host, Inventory, Request, ServerGroup
+from engine.model import Fleet, GroupPolicy, Host, InvalidField, Inventory, Request, ServerGroup
+from engine.rules import RULES
 from tests.fleetgen import scenarios
 
 PROFILE = default_config().profile("")
@@ -186,3 +188,53 @@ def test_summary_counts_equal_each_rules_refusals(scenario):
         assert all(alt.host in allowed for alt in result.placements[0].alternates)
     elif max(request.num_instances, 1) == 1:
         assert not allowed
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+ETC_CONFIG = Path(__file__).resolve().parents[1] / "etc" / "placecheck.toml"
+
+
+def test_documented_config_loads_and_profiles_resolve():
+    config = load_config(ETC_CONFIG)
+    assert config.profile("") is config.profile("default")
+    assert config.profile("pack").ram_weight_multiplier == -1.0
+    assert config.profile("pack").max_io_ops_per_host == 8  # Nova's default where left out
+    assert set(config.profile("default").enabled_filters) == set(RULES)
+    with pytest.raises(InvalidField) as raised:
+        config.profile("missing")
+    assert raised.value.field == "request.profile"
+
+
+@pytest.mark.parametrize("body, key", [
+    ('[profiles.default]\nram_weight_multipler = 1.0\n', "profiles.default.ram_weight_multipler"),
+    ('[profiles.default]\nenabled_filters = ["RamFilter"]\n', "profiles.default.enabled_filters"),
+    ('[profiles.default]\nhost_subset_size = 0\n', "profiles.default.host_subset_size"),
+    ('[profiles.default]\nmax_attempts = "3"\n', "profiles.default.max_attempts"),
+    ('default_profile = "other"\n[profiles.default]\n', "default_profile"),
+    ('[profiles.default]\nram_weight_multiplier = \n', ""),
+])
+def test_config_errors_name_file_and_key(tmp_path, body, key):
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert (raised.value.source, raised.value.key) == (str(path), key)
+
+
+def test_revision_follows_content(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[profiles.default]\nmax_attempts = 3\n")
+    first = load_config(path).revision
+    path.write_text("[profiles.default]\nmax_attempts = 4\n")
+    assert load_config(path).revision != first and len(first) == 12
+
+
+def test_profile_from_options_keeps_unknown_options_aside():
+    profile = Profile.from_options("case-1", {"max_io_ops_per_host": 2, "isolated_hosts": ["a"],
+                                              "soft_affinity_weight_multiplier": 3.0})
+    assert (profile.max_io_ops_per_host, profile.isolated_hosts) == (2, ("a",))
+    assert profile.extra == {"soft_affinity_weight_multiplier": 3.0}
+    assert profile.enabled_filters == tuple(RULES)
+    with pytest.raises(ConfigError):
+        Profile.from_options("case-2", {"max_io_ops_per_host": "eight"})
