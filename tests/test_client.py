@@ -15,6 +15,7 @@ from placecheck.v1 import fleet_pb2, placement_pb2, placement_pb2_grpc, state_pb
 from sidecar import start_sidecar
 
 RPC_TIMEOUT_SECONDS = 10.0
+STARTUP_DEMO_HOSTS = 10  # every test replaces the fleet first
 
 
 def small_host(name: str, *, memory_used: int = 0, instances: tuple[str, ...] = ()) -> fleet_pb2.Host:
@@ -32,7 +33,7 @@ def small_request(memory_mb: int = 4096) -> placement_pb2.PlacementRequest:
 @pytest.fixture(scope="module")
 def client_sidecar():
     """A sidecar of this module's own: these tests replace its fleet, which the session's must keep."""
-    with start_sidecar(workers=2) as running:
+    with start_sidecar(workers=2, demo_hosts=STARTUP_DEMO_HOSTS) as running:
         yield running
 
 
