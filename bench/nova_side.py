@@ -115,14 +115,15 @@ def request_spec(request: dict) -> objects.RequestSpec:
         flavor=objects.Flavor(name=flavor.get("name", ""), memory_mb=resources.get("MEMORY_MB", 0),
                               vcpus=resources.get("VCPU", 0), root_gb=resources.get("DISK_GB", 0),
                               ephemeral_gb=0, swap=0, extra_specs=dict(flavor.get("extra_specs", {}))),
-        project_id=request.get("project_id") or None,
-        instance_uuid=request.get("instance_uuid") or None,
-        availability_zone=request.get("availability_zone") or None,
         num_instances=request.get("num_instances") or 1,
         scheduler_hints={key: value if isinstance(value, list) else [value]
                          for key, value in request.get("scheduler_hints", {}).items() if value},
         instance_group=None, image=None, requested_destination=None,
         ignore_hosts=None, force_hosts=None, force_nodes=None)
+    # Unset rather than empty, as Nova leaves them when the request has none.
+    for field in ("project_id", "instance_uuid", "availability_zone"):
+        if request.get(field):
+            setattr(spec, field, request[field])
     image = request.get("image")
     if image is not None:
         spec.image = objects.ImageMeta.from_dict({"id": image.get("id", ""),

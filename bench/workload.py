@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import random
+import uuid
 from collections import Counter
 
 from engine.columns import Columns, build_columns
@@ -22,7 +23,7 @@ DEMO_SEED = ServeOptions().demo_seed  # the fleet the sidecar serves with --demo
 REQUEST_SEED = 4
 FLAVOR = Flavor(name="m1.medium")
 FLAVOR_RESOURCES = {"VCPU": 2, "MEMORY_MB": 4096, "DISK_GB": 40}
-GROUP_MEMBERS_PER_1000_HOSTS = 10
+GROUP_MEMBERS = 10  # Nova's default [quota] server_group_members
 DIFFERENT_HOST_INSTANCES = 5
 
 
@@ -58,7 +59,7 @@ def request(fleet_: Fleet, num_instances: int = 1) -> Request:
     # Every aggregate without a zone, so member_of narrows the fleet without emptying it.
     plain_aggregates = frozenset(a.id for a in fleet_.aggregates if "availability_zone" not in a.metadata)
     instances = [uuid for host in fleet_.hosts for uuid in host.instances]
-    members = rng.sample(instances, min(len(instances), len(fleet_.hosts) * GROUP_MEMBERS_PER_1000_HOSTS // 1000))
+    members = rng.sample(instances, min(len(instances), GROUP_MEMBERS))
     architectures = Counter(entry[0] for host in fleet_.hosts for entry in host.supported_instances)
     return Request(
         resources={rc: amount for rc, amount in FLAVOR_RESOURCES.items()
@@ -71,6 +72,7 @@ def request(fleet_: Fleet, num_instances: int = 1) -> Request:
         image=Image(id="bench-image", properties={"hw_architecture": architectures.most_common(1)[0][0]}
                     if architectures else {}),
         project_id="bench-project",
+        instance_uuid=str(uuid.UUID(int=rng.getrandbits(128), version=4)),  # Nova gives every boot one
         scheduler_hints=SchedulerHints(
             different_host=tuple(rng.sample(instances, min(len(instances), DIFFERENT_HOST_INSTANCES)))),
         server_group=ServerGroup(policy=GroupPolicy.ANTI_AFFINITY, members=tuple(members)),
