@@ -22,3 +22,58 @@ include "rules/count_limit.pxi"
 include "rules/host_rows.pxi"
 include "rules/server_group_anti_affinity.pxi"
 include "weigh.pxi"
+
+
+# --- Hash index over a string heap (engine/columns.py: instance uuids) -----------------
+# Open addressing with linear probing; a slot holds an entry index or -1. The hash is
+# fixed (not Python's per-process hash) because every process reads the same table.
+
+from libc.string cimport memcmp, memcpy
+
+cdef inline uint64_t heap_hash(const uint8_t* data, Py_ssize_t length) noexcept nogil:
+    cdef uint64_t h = 0x9E3779B97F4A7C15ULL ^ <uint64_t>length, word
+    cdef Py_ssize_t i = 0
+    while i + 8 <= length:
+        memcpy(&word, data + i, 8)
+        h = (h ^ word) * 0xFF51AFD7ED558CCDULL
+        h ^= h >> 32
+        i += 8
+    while i < length:
+        h = (h ^ data[i]) * 0x100000001B3ULL
+        i += 1
+    h ^= h >> 33
+    h *= 0xC4CEB9FE1A85EC53ULL
+    h ^= h >> 33
+    return h
+
+
+def build_heap_index(const int64_t[::1] offsets, const uint8_t[::1] heap, int32_t[::1] slots):
+    """Fill `slots` (a power-of-two length, all -1, more slots than entries) with every entry."""
+    cdef uint64_t mask = slots.shape[0] - 1
+    cdef uint64_t slot
+    cdef Py_ssize_t entry, entries = offsets.shape[0] - 1
+    cdef const uint8_t* base = &heap[0] if heap.shape[0] else NULL
+    with nogil:
+        for entry in range(entries):
+            slot = heap_hash(base + offsets[entry], offsets[entry + 1] - offsets[entry]) & mask
+            while slots[slot] != -1:
+                slot = (slot + 1) & mask
+            slots[slot] = <int32_t>entry
+
+
+def find_in_heap_index(const int64_t[::1] offsets, const uint8_t[::1] heap,
+                       const int32_t[::1] slots, const uint8_t[::1] key):
+    """Every entry index whose bytes equal key."""
+    cdef uint64_t mask = slots.shape[0] - 1
+    cdef Py_ssize_t length = key.shape[0], entry
+    cdef const uint8_t* key_bytes = &key[0] if length else NULL
+    cdef const uint8_t* base = &heap[0] if heap.shape[0] else NULL
+    cdef uint64_t slot = heap_hash(key_bytes, length) & mask
+    found = []
+    while slots[slot] != -1:
+        entry = slots[slot]
+        if (offsets[entry + 1] - offsets[entry] == length
+                and (length == 0 or memcmp(base + offsets[entry], key_bytes, length) == 0)):
+            found.append(entry)
+        slot = (slot + 1) & mask
+    return found

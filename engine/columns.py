@@ -2,8 +2,9 @@
 
 A `Columns` is only numpy arrays plus JSON-serialisable dicts, so the snapshot
 layer can put it in shared memory and hand it back as read-only views. Every
-lookup below only reads those arrays and dicts (binary searches over sorted
-heaps and sorted lists): nothing is rebuilt per generation.
+lookup below only reads those arrays and dicts (binary search over the sorted
+host names, a hash index over instance uuids, bisection of sorted lists): nothing
+is rebuilt per generation.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from itertools import chain
 
 import numpy as np
 
+from engine import _fastfilters
 from engine.model import Fleet
 
 INT32_MAX = np.iinfo(np.int32).max
@@ -65,12 +67,11 @@ class Columns:
         """Sorted unique rows of the hosts running any of these instance uuids."""
         offsets = self.arrays["instance_uuid_offsets"]
         heap = self.arrays["instance_uuid_bytes"]
-        order = self.arrays["instance_order"]
-        found = [_search_heap(offsets, heap, order, uuid.encode()) for uuid in set(uuids)]
-        if not found:
-            return np.empty(0, dtype=np.int32)
-        instance_indices = np.concatenate(found)
-        return np.unique(self.arrays["instance_row"][instance_indices]).astype(np.int32)
+        slots = self.arrays["instance_slots"]
+        instance_indices = [index for uuid in set(uuids)
+                            for index in _fastfilters.find_in_heap_index(offsets, heap, slots, uuid.encode())]
+        rows = self.arrays["instance_row"][np.array(instance_indices, dtype=np.int64)]
+        return np.unique(rows).astype(np.int32)
 
     def instances_of(self, row: int) -> list[str]:
         offsets = self.arrays["instance_uuid_offsets"]
@@ -109,7 +110,8 @@ def _set_bits(words: np.ndarray) -> list[int]:
 
 
 def _search_heap(offsets: np.ndarray, heap: np.ndarray, order: np.ndarray, key: bytes) -> np.ndarray:
-    """Indices (into offsets) of every heap entry equal to key; `order` sorts the entries."""
+    """Indices (into offsets) of every heap entry equal to key, by binary search; `order`
+    sorts the entries."""
 
     def entry(position: int) -> bytes:
         index = order[position]
@@ -128,8 +130,8 @@ def _search_heap(offsets: np.ndarray, heap: np.ndarray, order: np.ndarray, key: 
     return np.asarray(order[low:end], dtype=np.int64)
 
 
-def _heap(strings: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """UTF-8 heap of strings: offsets [len+1], bytes, and the indices sorted by bytes."""
+def _heap(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 heap of strings: offsets [len+1] and the bytes."""
     joined = "".join(strings)
     encoded = joined.encode()
     if len(encoded) == len(joined):  # all ASCII: characters are bytes
@@ -138,16 +140,22 @@ def _heap(strings: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         pieces = [s.encode() for s in strings]
         lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
         encoded = b"".join(pieces)
-    heap_bytes = np.frombuffer(encoded, dtype=np.uint8).copy()
     offsets = np.zeros(len(strings) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    if len(strings) and lengths.min() == lengths.max() > 0:
-        # Equal lengths (uuids): numpy sorts the fixed-width byte strings much faster.
-        order = np.argsort(heap_bytes.view(f"S{lengths[0]}"), kind="stable")
-    else:
-        # UTF-8 byte order is code point order, so sorting the str sorts the bytes.
-        order = sorted(range(len(strings)), key=strings.__getitem__)
-    return offsets, heap_bytes, np.asarray(order, dtype=np.int32)
+    return offsets, np.frombuffer(encoded, dtype=np.uint8)  # read-only, like a snapshot view
+
+
+def _sorted_order(strings: list[str]) -> np.ndarray:
+    # UTF-8 byte order is code point order, so sorting the str sorts the heap's bytes.
+    return np.array(sorted(range(len(strings)), key=strings.__getitem__), dtype=np.int32)
+
+
+def _hash_index(offsets: np.ndarray, heap: np.ndarray) -> np.ndarray:
+    """Open-addressing slots over the heap's entries (load <= 3/4); -1 is empty."""
+    entries = len(offsets) - 1
+    slots = np.full(1 << (entries * 4 // 3 + 1).bit_length(), -1, dtype=np.int32)
+    _fastfilters.build_heap_index(offsets, heap, slots)
+    return slots
 
 
 def _bitset(rows: np.ndarray, bits: np.ndarray, row_count: int, bit_count: int) -> np.ndarray:
@@ -210,15 +218,17 @@ def build_columns(fleet: Fleet) -> Columns:
     arrays["num_io_ops"] = np.clip(num_io_ops, 0, INT32_MAX).astype(np.int32)
     arrays.update(_weigher_inputs(arrays, rc_index))
 
-    arrays["host_name_offsets"], arrays["host_name_bytes"], arrays["host_name_order"] = _heap(names)
+    arrays["host_name_offsets"], arrays["host_name_bytes"] = _heap(names)
+    arrays["host_name_order"] = _sorted_order(names)
 
     instance_counts = np.fromiter((len(h.instances) for h in hosts), dtype=np.int64, count=n)
     instance_offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(instance_counts, out=instance_offsets[1:])
     uuids = list(chain.from_iterable(h.instances for h in hosts))
     arrays["instance_offsets"] = instance_offsets
-    (arrays["instance_uuid_offsets"], arrays["instance_uuid_bytes"],
-     arrays["instance_order"]) = _heap(uuids)
+    arrays["instance_uuid_offsets"], arrays["instance_uuid_bytes"] = _heap(uuids)
+    # Millions of uuids: a hash index builds in O(M) where sorting them would take seconds.
+    arrays["instance_slots"] = _hash_index(arrays["instance_uuid_offsets"], arrays["instance_uuid_bytes"])
     arrays["instance_row"] = np.repeat(np.arange(n, dtype=np.int32), instance_counts)
 
     dicts = {

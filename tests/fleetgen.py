@@ -24,7 +24,8 @@ NAMED_TRAITS = ("HW_CPU_X86_AVX2", "COMPUTE_SAME_HOST_COLD_MIGRATE", "CUSTOM_SSD
 # Enough traits that a fleet can need two 64-bit words per host.
 TRAITS = NAMED_TRAITS + tuple(f"CUSTOM_T{i}" for i in range(70))
 UNKNOWN_TRAIT = "CUSTOM_NO_HOST_HAS_THIS"
-INSTANCE_UUIDS = tuple(f"{i:08x}-0000-4000-8000-000000000000" for i in range(10))
+# Mostly uuids; two odd ids keep the heap honest about lengths and UTF-8.
+INSTANCE_UUIDS = tuple(f"{i:08x}-0000-4000-8000-000000000000" for i in range(8)) + ("i", "inst-é")
 ZONES = ("nova", "az1", "az2")
 ZONE_METADATA = ("az1", "az2", "nova", "az1, az2", " az2 ,nova", "")
 
