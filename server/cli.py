@@ -20,7 +20,9 @@ def _serve(args) -> int:
 
     metrics_host, _, metrics_port = args.metrics_port.rpartition(":")
     if not metrics_port.isdigit():
-        raise SystemExit(f"placecheck serve: --metrics-port must be PORT or HOST:PORT, got {args.metrics_port!r}")
+        print(f"placecheck serve: --metrics-port must be PORT or HOST:PORT, got {args.metrics_port!r}",
+              file=sys.stderr)
+        return EXIT_ERROR
     return serve(ServeOptions(
         listen=args.listen, state_listen=args.state_listen,
         metrics_port=int(metrics_port), metrics_host=metrics_host or "127.0.0.1",

@@ -22,10 +22,18 @@ import socket
 import stat
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from engine.config import ConfigError, default_config, load_config
 from engine.snapshot import SnapshotWriter
+from engine.state import FleetState
+from placecheck.v1 import state_pb2_grpc
+from server.owner import STATE_SERVICE, FleetStateServicer
 from server.metrics import MULTIPROC_DIR_ENV, SnapshotFigures, mark_worker_dead, serve_metrics
 from server.worker import NOT_SERVING_NOTICE_S, WorkerSettings, configure_logging, run as run_worker
 
@@ -189,7 +197,7 @@ class Supervisor:
             self._start_worker(index)
 
         # gRPC objects only from here on: the workers are already running.
-        state_server, state = self._serve_state(writer, cleanup)
+        state = self._serve_state(writer, cleanup)
         if options.metrics_port:
             http_server = serve_metrics(options.metrics_host, options.metrics_port, lambda: _figures(state))
             cleanup.callback(http_server.shutdown)
@@ -202,17 +210,7 @@ class Supervisor:
         log.info("published generation %d: %d hosts, %d aggregates",
                  generation, len(fleet.hosts), len(fleet.aggregates))
 
-    def _serve_state(self, writer: SnapshotWriter, cleanup: contextlib.ExitStack):
-        from concurrent.futures import ThreadPoolExecutor
-
-        import grpc
-        from grpc_health.v1 import health, health_pb2_grpc
-        from grpc_reflection.v1alpha import reflection
-
-        from engine.state import FleetState
-        from placecheck.v1 import state_pb2_grpc
-        from server.owner import STATE_SERVICE, FleetStateServicer
-
+    def _serve_state(self, writer: SnapshotWriter, cleanup: contextlib.ExitStack) -> FleetState:
         socket_path = remove_stale_socket(self.options.state_listen)
         state = FleetState(writer)
         server = grpc.server(ThreadPoolExecutor(max_workers=4, thread_name_prefix="state"))
@@ -227,7 +225,7 @@ class Supervisor:
             cleanup.callback(_unlink_if_present, socket_path)
         cleanup.callback(lambda: server.stop(self.options.grace_s).wait())
         cleanup.callback(health_servicer.enter_graceful_shutdown)
-        return server, state
+        return state
 
     def _start_worker(self, index: int) -> None:
         process = self.context.Process(target=run_worker, args=(self.worker_settings[index],),
@@ -279,7 +277,7 @@ class Supervisor:
                 log.warning("worker pid %d exited with %s", process.pid, process.exitcode)
 
 
-def _figures(state) -> SnapshotFigures | None:
+def _figures(state: FleetState) -> SnapshotFigures | None:
     status = state.status()
     if not status.generation:
         return None

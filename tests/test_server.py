@@ -389,3 +389,55 @@ def test_a_worker_is_not_serving_and_unavailable_until_the_first_snapshot(tmp_pa
             worker.terminate()
             worker.join(TIMEOUT_S)
         assert worker.exitcode == 0
+
+
+def test_a_second_sidecar_on_a_taken_decision_port_refuses_to_start(sidecar):
+    with pytest.raises(RuntimeError, match="cannot listen on 127.0.0.1"):
+        start_sidecar(workers=1, demo_hosts=10, metrics=False, extra_args=("--listen", sidecar.decision_target))
+
+
+# ---------------------------------------------------------------- the server's pieces, without a process
+
+def test_a_stale_state_socket_is_removed_and_a_live_one_refused(tmp_path):
+    import socket
+
+    from server.supervisor import StartupError, remove_stale_socket
+
+    path = str(tmp_path / "state.sock")
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(path)  # closed without unlinking: nobody listens
+    assert remove_stale_socket(f"unix:{path}") == path and not os.path.exists(path)
+    with socket.socket(socket.AF_UNIX) as live:
+        live.bind(path)
+        live.listen()
+        with pytest.raises(StartupError, match="in use"):
+            remove_stale_socket(f"unix:{path}")
+
+
+def test_fleets_and_requests_survive_the_round_trip_through_proto():
+    from engine.fleetfile import request_from_json
+    from server import convert
+
+    fleet = demo_fleet(50, 3)
+    assert convert.fleet_from_proto(convert.fleet_to_proto(fleet)) == fleet
+    request = request_from_json({
+        "operation": "resize", "source_host": "h1", "instance_uuid": "u1", "resources": {"VCPU": 2},
+        "required_traits": ["A"], "forbidden_traits": ["B"], "member_of": [[1, 2]], "availability_zone": "az1",
+        "flavor": {"name": "m1", "extra_specs": {"trait:C": "required"}}, "image": {"id": "i", "properties": {}},
+        "scheduler_hints": {"same_host": ["u2"], "build_near_host_ip": "10.0.0.1", "cidr": "/16"},
+        "server_group": {"policy": "anti-affinity", "members": ["u3"], "hosts": ["h2"],
+                         "rules": {"max_server_per_host": 2}},
+        "num_instances": 3, "profile": "p"})
+    assert convert.request_from_proto(convert.request_to_proto(request)) == request
+
+
+def test_an_unexpected_error_is_internal_with_its_traceback_logged_not_sent(caplog):
+    from server.errors import rpc_status_for
+
+    try:
+        raise RuntimeError("secret detail")
+    except RuntimeError as error:
+        outcome, status = rpc_status_for(error)
+    assert (outcome, status.code) == ("internal", grpc.StatusCode.INTERNAL)
+    assert "secret detail" not in status.details
+    assert "Traceback" in caplog.text and "secret detail" in caplog.text
