@@ -188,9 +188,10 @@ def run(settings: WorkerSettings) -> None:
         log.info("worker %d: %s, draining", settings.index, signal.Signals(signum).name)
         stopping.set()
 
-    # Before anything else, so a stop requested during startup still ends cleanly.
+    # Before anything else, so a stop requested during startup still ends cleanly. Ctrl-C reaches
+    # the whole process group: the supervisor relays it as SIGTERM, so it cannot race a restart.
     signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         Worker(settings, stopping).serve()
     finally:
