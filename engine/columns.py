@@ -59,9 +59,8 @@ class Columns:
         return self.arrays["host_name_bytes"][offsets[row]:offsets[row + 1]].tobytes().decode()
 
     def row_of(self, host_name: str) -> int | None:
-        rows = _search_heap(self.arrays["host_name_offsets"], self.arrays["host_name_bytes"],
-                            self.arrays["host_name_order"], host_name.encode())
-        return int(rows[0]) if len(rows) else None
+        return _search_sorted_heap(self.arrays["host_name_offsets"], self.arrays["host_name_bytes"],
+                                   self.arrays["host_name_order"], host_name.encode())
 
     def rows_of_instances(self, uuids) -> np.ndarray:
         """Sorted unique rows of the hosts running any of these instance uuids."""
@@ -109,9 +108,9 @@ def _set_bits(words: np.ndarray) -> list[int]:
     return np.flatnonzero(bits).tolist()
 
 
-def _search_heap(offsets: np.ndarray, heap: np.ndarray, order: np.ndarray, key: bytes) -> np.ndarray:
-    """Indices (into offsets) of every heap entry equal to key, by binary search; `order`
-    sorts the entries."""
+def _search_sorted_heap(offsets: np.ndarray, heap: np.ndarray, order: np.ndarray,
+                        key: bytes) -> int | None:
+    """Binary search: the index of a heap entry equal to key; `order` sorts the entries."""
 
     def entry(position: int) -> bytes:
         index = order[position]
@@ -124,10 +123,7 @@ def _search_heap(offsets: np.ndarray, heap: np.ndarray, order: np.ndarray, key: 
             low = middle + 1
         else:
             high = middle
-    end = low
-    while end < len(order) and entry(end) == key:
-        end += 1
-    return np.asarray(order[low:end], dtype=np.int64)
+    return int(order[low]) if low < len(order) and entry(low) == key else None
 
 
 def _heap(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
