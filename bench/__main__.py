@@ -79,7 +79,7 @@ def run(sizes: Sizes) -> list[Figure]:
     progress("7 bandwidth (measured now: the servers below would share the memory bus)")
     copy_traffic = bandwidth.copy_bandwidth(sizes.copy_bytes, runs=5)
     bandwidth_figures = bandwidth.figures(bandwidth.columns_read(largest.hosts), largest.hosts,
-                                          largest.chain_seconds, copy_traffic)
+                                          len(largest.actives), largest.chain_seconds, copy_traffic)
     publish_seconds, segment_bytes = snapshot.measure_publish(sizes.server_hosts, sizes.publish_repeats)
 
     loads, propagations = {}, []

@@ -90,7 +90,10 @@ def machine_description() -> str:
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
             break
-    return f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
+    l3 = Path("/sys/devices/system/cpu/cpu0/cache/index3/size")
+    cache = f", L3 {l3.read_text().strip()}" if l3.exists() else ""
+    return (f"{model}, {os.cpu_count()} cores{cache}, Linux {platform.release()}, "
+            f"Python {platform.python_version()}")
 
 
 @dataclass(frozen=True)
