@@ -77,3 +77,42 @@ def find_in_heap_index(const int64_t[::1] offsets, const uint8_t[::1] heap,
             found.append(entry)
         slot = (slot + 1) & mask
     return found
+
+
+# --- String heaps (engine/columns.py) ---------------------------------------------------
+
+cimport numpy as cnp
+import numpy as np
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
+
+
+def pack_string_groups(groups):
+    """Groups of str (e.g. each host's instance uuids) as one UTF-8 heap, without building an
+    intermediate list or joined string: (group_offsets [groups+1], offsets [strings+1], bytes).
+    Group g holds strings group_offsets[g] .. group_offsets[g+1] - 1."""
+    cdef Py_ssize_t size, strings = 0, total = 0, group_index = 0, string_index = 0
+    cdef const char* text
+    for group in groups:
+        for item in group:
+            PyUnicode_AsUTF8AndSize(item, &size)
+            strings += 1
+            total += size
+    group_offsets_array = np.zeros(len(groups) + 1, dtype=np.int64)
+    offsets_array = np.zeros(strings + 1, dtype=np.int64)
+    heap_array = np.empty(total, dtype=np.uint8)
+    cdef int64_t[::1] group_offsets = group_offsets_array
+    cdef int64_t[::1] offsets = offsets_array
+    cdef char* heap = <char*>cnp.PyArray_DATA(heap_array)
+    for group in groups:
+        for item in group:
+            text = PyUnicode_AsUTF8AndSize(item, &size)
+            if string_index >= strings or offsets[string_index] + size > total:
+                raise RuntimeError("the groups changed while packing")
+            memcpy(heap + offsets[string_index], text, size)
+            offsets[string_index + 1] = offsets[string_index] + size
+            string_index += 1
+        group_index += 1
+        group_offsets[group_index] = string_index
+    return group_offsets_array, offsets_array, heap_array

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from itertools import chain
 
 import numpy as np
 
@@ -126,19 +125,10 @@ def _search_sorted_heap(offsets: np.ndarray, heap: np.ndarray, order: np.ndarray
     return int(order[low]) if low < len(order) and entry(low) == key else None
 
 
-def _heap(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _heap(strings) -> tuple[np.ndarray, np.ndarray]:
     """UTF-8 heap of strings: offsets [len+1] and the bytes."""
-    joined = "".join(strings)
-    encoded = joined.encode()
-    if len(encoded) == len(joined):  # all ASCII: characters are bytes
-        lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
-    else:
-        pieces = [s.encode() for s in strings]
-        lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-        encoded = b"".join(pieces)
-    offsets = np.zeros(len(strings) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return offsets, np.frombuffer(encoded, dtype=np.uint8)  # read-only, like a snapshot view
+    _, offsets, heap_bytes = _fastfilters.pack_string_groups((strings,))
+    return offsets, heap_bytes
 
 
 def _sorted_order(strings: list[str]) -> np.ndarray:
@@ -217,15 +207,14 @@ def build_columns(fleet: Fleet) -> Columns:
     arrays["host_name_offsets"], arrays["host_name_bytes"] = _heap(names)
     arrays["host_name_order"] = _sorted_order(names)
 
-    instance_counts = np.fromiter((len(h.instances) for h in hosts), dtype=np.int64, count=n)
-    instance_offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(instance_counts, out=instance_offsets[1:])
-    uuids = list(chain.from_iterable(h.instances for h in hosts))
+    # One heap of every host's instance uuids, in row order.
+    instance_offsets, uuid_offsets, uuid_bytes = _fastfilters.pack_string_groups(
+        [h.instances for h in hosts])
     arrays["instance_offsets"] = instance_offsets
-    arrays["instance_uuid_offsets"], arrays["instance_uuid_bytes"] = _heap(uuids)
+    arrays["instance_uuid_offsets"], arrays["instance_uuid_bytes"] = uuid_offsets, uuid_bytes
     # Millions of uuids: a hash index builds in O(M) where sorting them would take seconds.
-    arrays["instance_slots"] = _hash_index(arrays["instance_uuid_offsets"], arrays["instance_uuid_bytes"])
-    arrays["instance_row"] = np.repeat(np.arange(n, dtype=np.int32), instance_counts)
+    arrays["instance_slots"] = _hash_index(uuid_offsets, uuid_bytes)
+    arrays["instance_row"] = np.repeat(np.arange(n, dtype=np.int32), np.diff(instance_offsets))
 
     dicts = {
         "resource_classes": resource_classes,
@@ -239,6 +228,8 @@ def build_columns(fleet: Fleet) -> Columns:
 
 def _resource_arrays(class_count: int, n: int, rows: list, classes: list, ints: list,
                      ratios: list) -> dict:
+    """rc_* arrays from flat lists: one row, class and ratio per inventory, and its
+    total, reserved, min_unit, max_unit, step_size, used in `ints`."""
     shape = (class_count, n)
     total = np.zeros(shape, dtype=np.int64)
     reserved = np.zeros(shape, dtype=np.int64)
