@@ -12,7 +12,7 @@ PYX := engine/_fastfilters.pyx $(wildcard engine/*.pxi engine/rules/*.pxi)
 
 all: build
 
-$(VENV)/.installed: pyproject.toml requirements.txt
+$(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
@@ -26,7 +26,7 @@ $(STUBS)/.generated: $(VENV)/.installed $(PROTOS)
 
 proto: $(STUBS)/.generated
 
-$(VENV)/.built: $(STUBS)/.generated $(PYX) setup.py
+$(VENV)/.built: $(STUBS)/.generated $(PYX) setup.py pyproject.toml
 	$(PY) setup.py -q build_ext --inplace
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@

@@ -9,6 +9,7 @@ the Nova comparison only when bench/.venv-nova is already installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import sys
 import time
@@ -82,23 +83,26 @@ def run(sizes: Sizes) -> list[Figure]:
                                           len(largest.actives), largest.chain_seconds, copy_traffic)
     publish_seconds, segment_bytes = snapshot.measure_publish(sizes.server_hosts, sizes.publish_repeats)
 
-    loads, propagations = {}, []
-    for workers in (1, 2):
-        progress(f"starting the sidecar: {workers} worker(s), {sizes.server_hosts:,} demo hosts")
-        with start_sidecar(workers=workers, demo_hosts=sizes.server_hosts, metrics=False) as sidecar:
-            worker_pids = sidecar.worker_pids()
-            if workers == 1:
-                progress("4 gRPC end to end against the echo server")
-                figures += grpc_e2e.figures(
-                    grpc_e2e.measure(sidecar.decision_target, sizes.server_hosts, sizes.e2e_seconds),
-                    sizes.server_hosts)
-            progress(f"5 closed-loop load, {workers} worker(s)")
-            loads[workers] = scaling.measure(sidecar.decision_target, worker_pids, sizes.server_hosts,
-                                             sizes.scaling_seconds)
-            progress(f"6 snapshot propagation and memory, {workers} worker(s)")
-            propagations.append(snapshot.measure_propagation(
-                sidecar.decision_target, sidecar.state_target, sidecar.pid, worker_pids, sizes.server_hosts,
-                sizes.propagation_repeats))
+    with contextlib.ExitStack() as running:
+        sidecars = {}
+        for workers in (1, 2):
+            progress(f"starting the sidecar: {workers} worker(s), {sizes.server_hosts:,} demo hosts")
+            sidecars[workers] = running.enter_context(
+                start_sidecar(workers=workers, demo_hosts=sizes.server_hosts, metrics=False))
+        worker_pids = {workers: sidecar.worker_pids() for workers, sidecar in sidecars.items()}
+        progress("4 gRPC end to end against the echo server, 1 worker")
+        figures += grpc_e2e.figures(
+            grpc_e2e.measure(sidecars[1].decision_target, sizes.server_hosts, sizes.e2e_seconds),
+            sizes.server_hosts)
+        progress("5 closed-loop load, 1 and 2 workers in turn")
+        loads = scaling.measure({workers: (sidecar.decision_target, worker_pids[workers])
+                                 for workers, sidecar in sidecars.items()}, sizes.server_hosts,
+                                sizes.scaling_seconds)
+        progress("6 snapshot propagation and memory, 1 and 2 workers")
+        propagations = [snapshot.measure_propagation(sidecar.decision_target, sidecar.state_target, sidecar.pid,
+                                                     worker_pids[workers], sizes.server_hosts,
+                                                     sizes.propagation_repeats)
+                        for workers, sidecar in sidecars.items()]
     figures += scaling.figures(loads[1], loads[2])
     figures += snapshot.figures(publish_seconds, segment_bytes, sizes.server_hosts, copy_traffic, propagations)
     figures += bandwidth_figures

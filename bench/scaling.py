@@ -23,6 +23,7 @@ from server.convert import request_to_proto
 CHECK_METHOD = "/placecheck.v1.PlacementCheck/CheckDestination"
 CLIENT_PROCESSES = 4
 WARMUP_S = 2.0  # spawned clients import grpc and connect in this time
+BLOCKS = 3  # alternating blocks per sidecar
 CPU_PER_CALL_TOLERANCE = 0.10
 THROUGHPUT_TARGET = 1.4
 
@@ -54,10 +55,12 @@ class Load:
     def cpu_per_call(self) -> float:
         return self.worker_cpu_seconds / self.calls
 
+    def __add__(self, other: "Load") -> "Load":
+        return Load(self.workers, self.calls + other.calls, self.seconds + other.seconds,
+                    self.worker_cpu_seconds + other.worker_cpu_seconds)
 
-def measure(decision_target: str, worker_pids: list[int], hosts: int, seconds: float) -> Load:
-    request = request_to_proto(workload.request(workload.fleet(hosts)))
-    message = placement_pb2.CheckDestinationRequest(request=request, hosts=[check_host(hosts)]).SerializeToString()
+
+def _load_block(decision_target: str, worker_pids: list[int], message: bytes, seconds: float) -> Load:
     context = multiprocessing.get_context("spawn")  # no gRPC state crosses a fork
     results = context.Queue()
     start_at = time.time() + WARMUP_S
@@ -77,6 +80,19 @@ def measure(decision_target: str, worker_pids: list[int], hosts: int, seconds: f
     for client in clients:
         client.join()
     return Load(len(worker_pids), calls, measured_to - measured_from, cpu_after - cpu_before)
+
+
+def measure(sidecars: dict[int, tuple[str, list[int]]], hosts: int, seconds: float) -> dict[int, Load]:
+    """Load per sidecar (workers -> (decision target, worker pids)), `seconds` each, measured in
+    alternating blocks so that other load on the machine weighs on every sidecar alike."""
+    request = request_to_proto(workload.request(workload.fleet(hosts)))
+    message = placement_pb2.CheckDestinationRequest(request=request, hosts=[check_host(hosts)]).SerializeToString()
+    loads: dict[int, Load] = {}
+    for _ in range(BLOCKS):
+        for workers, (target, worker_pids) in sidecars.items():
+            block = _load_block(target, worker_pids, message, seconds / BLOCKS)
+            loads[workers] = loads[workers] + block if workers in loads else block
+    return loads
 
 
 def figures(one: Load, two: Load) -> list[Figure]:
