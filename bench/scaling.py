@@ -22,8 +22,7 @@ from server.convert import request_to_proto
 
 CHECK_METHOD = "/placecheck.v1.PlacementCheck/CheckDestination"
 CLIENT_PROCESSES = 4
-WARMUP_S = 2.0  # spawned clients import grpc and connect in this time
-BLOCKS = 3  # alternating blocks per sidecar
+WARMUP_S = 1.0  # spawned clients import grpc and connect in this time
 CPU_PER_CALL_TOLERANCE = 0.10
 THROUGHPUT_TARGET = 1.4
 
@@ -82,15 +81,16 @@ def _load_block(decision_target: str, worker_pids: list[int], message: bytes, se
     return Load(len(worker_pids), calls, measured_to - measured_from, cpu_after - cpu_before)
 
 
-def measure(sidecars: dict[int, tuple[str, list[int]]], hosts: int, seconds: float) -> dict[int, Load]:
+def measure(sidecars: dict[int, tuple[str, list[int]]], hosts: int, seconds: float,
+            blocks: int) -> dict[int, Load]:
     """Load per sidecar (workers -> (decision target, worker pids)), `seconds` each, measured in
     alternating blocks so that other load on the machine weighs on every sidecar alike."""
     request = request_to_proto(workload.request(workload.fleet(hosts)))
     message = placement_pb2.CheckDestinationRequest(request=request, hosts=[check_host(hosts)]).SerializeToString()
     loads: dict[int, Load] = {}
-    for _ in range(BLOCKS):
+    for _ in range(blocks):
         for workers, (target, worker_pids) in sidecars.items():
-            block = _load_block(target, worker_pids, message, seconds / BLOCKS)
+            block = _load_block(target, worker_pids, message, seconds / blocks)
             loads[workers] = loads[workers] + block if workers in loads else block
     return loads
 
