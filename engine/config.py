@@ -53,15 +53,27 @@ class Profile:
     # AggregateImagePropertiesIsolation: only image properties under this namespace ("" = all).
     aggregate_image_properties_isolation_namespace: str = ""
     aggregate_image_properties_isolation_separator: str = "."
+    # ImagePropertiesFilter: architecture assumed for images without hw_architecture ("" = none).
+    image_properties_default_architecture: str = ""
     # Nova's [metrics] weight_setting: "name=ratio" entries (MetricsFilter needs these names).
     metrics_weight_setting: tuple[str, ...] = ()
+    # Nova's [metrics] required and weight_of_unavailable: without `required`, a host lacking a
+    # metric weighs weight_of_unavailable instead of failing the weighing.
+    metrics_required: bool = True
+    metrics_weight_of_unavailable: float = -10000.0
     # Weighers: multiplier per weigher; Nova's defaults.
     ram_weight_multiplier: float = 1.0
     cpu_weight_multiplier: float = 1.0
     disk_weight_multiplier: float = 1.0
     io_ops_weight_multiplier: float = -1.0
     num_instances_weight_multiplier: float = 0.0
+    hypervisor_version_weight_multiplier: float = 1.0
+    soft_affinity_weight_multiplier: float = 1.0
+    soft_anti_affinity_weight_multiplier: float = 1.0
+    build_failure_weight_multiplier: float = 1000000.0
+    metrics_weight_multiplier: float = 1.0  # Nova's [metrics] weight_multiplier
     host_subset_size: int = 1
+    shuffle_best_same_weighed_hosts: bool = False
     max_attempts: int = 3
     extra: dict = field(default_factory=dict)
 
@@ -90,6 +102,8 @@ _OPTION_MINIMUMS: dict[str, int] = {
     "max_instances_per_host": 1,
     "host_subset_size": 1,
     "max_attempts": 1,
+    "soft_affinity_weight_multiplier": 0,
+    "soft_anti_affinity_weight_multiplier": 0,
 }
 
 
