@@ -19,7 +19,7 @@ import grpc
 
 from bench import workload
 from bench.grpc_e2e import check_host
-from bench.timing import Figure, format_bytes, format_ratio, format_seconds, median, pss_bytes
+from bench.timing import Figure, format_bytes, format_ratio, format_seconds, median, private_bytes, pss_bytes
 from engine.snapshot import SnapshotWriter
 from placecheck import StateClient
 from placecheck.v1 import placement_pb2, placement_pb2_grpc, state_pb2
@@ -86,6 +86,7 @@ class Propagation:
     fan_out_seconds: list[float]  # the same calls with every worker already on the generation
     snapshot_bytes: int
     worker_pss: list[int]
+    worker_private: list[int]
     supervisor_pss: int
 
     @property
@@ -136,7 +137,8 @@ def measure_propagation(decision_target: str, state_target: str, supervisor_pid:
         for channel in channels:
             channel.close()
     return Propagation(len(worker_pids), len(channels), updated, propagated, fanned_out, snapshot_bytes,
-                       [pss_bytes(pid) for pid in worker_pids], pss_bytes(supervisor_pid))
+                       [pss_bytes(pid) for pid in worker_pids], [private_bytes(pid) for pid in worker_pids],
+                       pss_bytes(supervisor_pid))
 
 
 def figures(publish_seconds: list[float], segment_bytes: int, hosts: int, copy_traffic: float,
@@ -160,7 +162,8 @@ def figures(publish_seconds: list[float], segment_bytes: int, hosts: int, copy_t
             "6 snapshot", f"{run.workers} worker{'s' if run.workers > 1 else ''}: PSS, supervisor + workers",
             format_bytes(run.total_pss), "snapshot segment", format_bytes(run.snapshot_bytes),
             f"{format_ratio(run.total_pss / run.snapshot_bytes)} the snapshot", "-", None,
-            "workers " + ", ".join(format_bytes(pss) for pss in run.worker_pss)
+            "workers " + ", ".join(f"{format_bytes(pss)} (private {format_bytes(private)})"
+                                   for pss, private in zip(run.worker_pss, run.worker_private))
             + f"; supervisor {format_bytes(run.supervisor_pss)}"))
     by_workers = {run.workers: run for run in propagations}
     if 1 in by_workers and 2 in by_workers:

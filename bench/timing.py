@@ -68,12 +68,24 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / CLOCK_TICKS
 
 
+def _smaps_rollup(pid: int) -> dict[str, int]:
+    """/proc/<pid>/smaps_rollup's sizes, in bytes, by field name."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value, *_ = line.split()
+        fields[name.rstrip(":")] = int(value) * 1024
+    return fields
+
+
 def pss_bytes(pid: int) -> int:
     """Proportional set size: private pages plus each shared page divided by its sharers."""
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no Pss line in /proc/{pid}/smaps_rollup")
+    return _smaps_rollup(pid)["Pss"]
+
+
+def private_bytes(pid: int) -> int:
+    """Pages only this process maps (USS): what the machine saves if it exits."""
+    fields = _smaps_rollup(pid)
+    return fields["Private_Clean"] + fields["Private_Dirty"]
 
 
 def child_pids(pid: int) -> list[int]:
