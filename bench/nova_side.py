@@ -35,20 +35,18 @@ from nova.scheduler import weights as nova_weights  # noqa: E402
 DOWN_FOR = datetime.timedelta(days=1)
 
 
-def apply_config(config: dict) -> list[str]:
-    """Set Nova options from the payload; returns the keys Nova has no option for."""
-    ignored = []
+def apply_config(config: dict) -> None:
+    """Set Nova options from the payload; keys Nova has no option for are placecheck's own."""
     for key, value in config.items():
+        if value is None or value == "":
+            continue  # placecheck's "unset": Nova's default (None) stays
         if key == "metrics_weight_setting":
             CONF.set_override("weight_setting", value, group="metrics")
         elif key in CONF.filter_scheduler:
             CONF.set_override(key, value, group="filter_scheduler")
-        else:
-            ignored.append(key)
     # A missing metric weighs [metrics] weight_of_unavailable instead of raising, as the
     # conformance data's weigher cases do.
     CONF.set_override("required", False, group="metrics")
-    return ignored
 
 
 def host_state(host: dict, aggregates: list, now: datetime.datetime) -> host_manager.HostState:
@@ -139,7 +137,7 @@ def request_spec(request: dict) -> objects.RequestSpec:
 def main() -> None:
     with open(sys.argv[1], encoding="utf-8") as source:
         payload = json.load(source)
-    ignored = apply_config(payload.get("config", {}))
+    apply_config(payload.get("config", {}))
     filter_classes = {cls.__name__: cls for cls in nova_filters.HostFilterHandler().get_all_classes()}
     weigher_classes = {cls.__name__: cls for cls in nova_weights.HostWeightHandler().get_all_classes()}
     # Rules Nova has no filter class for (Placement's, placecheck's own) are left out and reported.
@@ -163,7 +161,6 @@ def main() -> None:
         "passed": [state.host for state in passed],
         "ranked": [[weighed.obj.host, weighed.weight] for weighed in ranked[:payload.get("ranked", 10)]],
         "filters_run": filters_run,
-        "ignored_options": ignored,
         "nova_version": nova_version(),
     }, sys.stdout)
 
