@@ -33,7 +33,7 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; `source` is the file, `key` the dotted option path."""
 
     def __init__(self, source: str, key: str, description: str):
-        super().__init__(f"{source}: {key}: {description}")
+        super().__init__(f"{source}: {key}: {description}" if key else f"{source}: {description}")
         self.source = source
         self.key = key
         self.description = description
@@ -140,11 +140,20 @@ def default_config() -> Config:
 
 
 def load_config(path: str | Path) -> Config:
-    source = str(path)
+    return config_from_bytes(read_config_file(path), str(path))
+
+
+def read_config_file(path: str | Path) -> bytes:
     try:
-        content = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as error:
-        raise ConfigError(source, "", f"cannot read: {error.strerror}") from None
+        raise ConfigError(str(path), "", f"cannot read: {error.strerror}") from None
+
+
+def config_from_bytes(content: bytes, source: str) -> Config:
+    """A Config from a file's content, named `source` in errors; the revision hashes the content.
+
+    Lets a reloader validate exactly the bytes it then hands on, however the file changes meanwhile."""
     try:
         document = tomllib.loads(content.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:

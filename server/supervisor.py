@@ -8,6 +8,11 @@ Order matters (perf.md §1.3-1.4, grpc's examples/python/multiprocessing):
   4. load the fleet and publish generation 1 (workers turn SERVING on it);
   5. restart any worker that dies, until SIGTERM/SIGINT; then drain the
      workers, stop serving, and remove every segment, socket and file made here.
+
+SIGHUP reloads the --config file: the supervisor validates it, keeps the accepted
+bytes in a private copy (the file the workers read, so a restarted worker starts
+on the last accepted configuration whatever the operator's file says by then)
+and forwards SIGHUP to every worker. A refused file changes nothing anywhere.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from engine.config import ConfigError, default_config, load_config
+from engine.config import Config, ConfigError, config_from_bytes, default_config, read_config_file
 from engine.snapshot import SnapshotWriter
 from engine.state import FleetState
 from placecheck.v1 import state_pb2_grpc
@@ -140,17 +145,28 @@ class Supervisor:
         self.started_at = [0.0] * options.workers
         self.restart_delay = [0.0] * options.workers
         self.stopping = False
+        self.reload_requested = False
+        self.config: Config | None = None
+        self.accepted_config_path: str | None = None  # the workers' copy of the last accepted file
         self._wake_read, self._wake_write = os.pipe()
 
     def request_stop(self, signum, _frame) -> None:
         self.stopping = True
         os.write(self._wake_write, b"x")  # wake the supervise loop now
 
+    def request_reload(self, signum, _frame) -> None:
+        self.reload_requested = True
+        os.write(self._wake_write, b"x")
+
     def run(self) -> int:
         options = self.options
         config_path = options.config_path
+        signal.signal(signal.SIGHUP, self.request_reload)  # first: SIGHUP's default action ends the process
         try:
-            load_config(config_path) if config_path else default_config()
+            if config_path:
+                self.config, config_content = self._read_config()
+            else:
+                self.config, config_content = default_config(), None
         except ConfigError as error:
             log.error("%s", error)
             return 2
@@ -161,7 +177,7 @@ class Supervisor:
             cleanup.callback(os.close, self._wake_read)
             cleanup.callback(os.close, self._wake_write)
             try:
-                self._start(cleanup)
+                self._start(cleanup, config_content)
             except (StartupError, ConfigError, OSError, ValueError) as error:
                 log.error("cannot start: %s", error)
                 return 2
@@ -172,7 +188,7 @@ class Supervisor:
         log.info("stopped")
         return 0
 
-    def _start(self, cleanup: contextlib.ExitStack) -> None:
+    def _start(self, cleanup: contextlib.ExitStack, config_content: bytes | None) -> None:
         options = self.options
         host, port = split_host_port(options.listen)
         reserved = reserve_port(host, port)
@@ -187,9 +203,16 @@ class Supervisor:
         writer = SnapshotWriter(f"placecheck-{os.getpid()}")
         cleanup.callback(writer.close)
 
+        if config_content is not None:
+            config_dir = tempfile.mkdtemp(prefix="placecheck-config-")
+            cleanup.callback(shutil.rmtree, config_dir, ignore_errors=True)
+            self.accepted_config_path = os.path.join(config_dir, "accepted.toml")
+            self._accept_config(config_content)
+        log.info("config %s, revision %s", options.config_path or "built-in", self.config.revision)
+
         self.worker_settings = [
             WorkerSettings(index=index, listen=decision_address, snapshot_prefix=writer.prefix,
-                           config_path=options.config_path, threads=options.threads_per_worker,
+                           config_path=self.accepted_config_path, threads=options.threads_per_worker,
                            grace_s=options.grace_s, log_level=options.log_level)
             for index in range(options.workers)]
         cleanup.callback(self._stop_workers)
@@ -227,10 +250,56 @@ class Supervisor:
         cleanup.callback(health_servicer.enter_graceful_shutdown)
         return state
 
+    def _read_config(self) -> tuple[Config, bytes]:
+        """The --config file's Config and the very bytes it was made from."""
+        content = read_config_file(self.options.config_path)
+        return config_from_bytes(content, self.options.config_path), content
+
+    def _accept_config(self, content: bytes) -> None:
+        """Replace the workers' copy atomically: a worker reads the old file or the new, never half."""
+        staging = self.accepted_config_path + ".new"
+        with open(staging, "wb") as file:
+            file.write(content)
+        os.replace(staging, self.accepted_config_path)
+
+    def _reload(self) -> None:
+        path = self.options.config_path
+        if not path:
+            log.info("SIGHUP: started without --config, nothing to reload")
+            return
+        try:
+            config, content = self._read_config()
+        except ConfigError as error:
+            log.error("config reload refused, keeping revision %s: %s", self.config.revision, error)
+            return
+        if config.revision == self.config.revision:
+            log.info("SIGHUP: %s unchanged, still revision %s", path, config.revision)
+            return
+        try:
+            self._accept_config(content)
+        except OSError as error:
+            log.error("config reload refused, keeping revision %s: cannot write %s: %s",
+                      self.config.revision, self.accepted_config_path, error.strerror)
+            return
+        previous, self.config = self.config, config
+        for process in self.workers:
+            if process is not None and process.exitcode is None:
+                # One that exits meanwhile is restarted on the copy just written.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGHUP)
+        log.info("config %s reloaded: revision %s -> %s, profiles %s (default %s)", path, previous.revision,
+                 config.revision, ", ".join(sorted(config.profiles)), config.default_profile)
+
     def _start_worker(self, index: int) -> None:
         process = self.context.Process(target=run_worker, args=(self.worker_settings[index],),
                                        name=f"placecheck-worker-{index}")
-        process.start()
+        # The child inherits the blocked SIGHUP and unblocks it once its handler is in place, so a
+        # reload forwarded while it starts up waits for it instead of killing it.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.workers[index] = process
         self.started_at[index] = time.monotonic()
         log.info("worker %d started, pid %d", index, process.pid)
@@ -238,6 +307,9 @@ class Supervisor:
     def _supervise(self) -> None:
         restart_at: dict[int, float] = {}
         while not self.stopping:
+            if self.reload_requested:
+                self.reload_requested = False
+                self._reload()
             now = time.monotonic()
             for index, process in enumerate(self.workers):
                 if index in restart_at:

@@ -4,6 +4,10 @@ Every worker binds the same decision address with SO_REUSEPORT (the kernel
 spreads connections across them), reads the fleet through a SnapshotReader,
 and serves grpc.health.v1 (NOT_SERVING until the first snapshot is attached,
 and again from the moment it is told to stop) and server reflection.
+
+On SIGHUP it reloads its configuration file (the supervisor's validated copy of
+the operator's file) and swaps its Config whole: a call reads the Config once,
+so it finishes on the configuration it started with.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from engine import decide
-from engine.config import Config, default_config, load_config
+from engine.config import Config, ConfigError, default_config, load_config
 from engine.snapshot import Snapshot, SnapshotReader
 from placecheck.v1 import placement_pb2, placement_pb2_grpc
 from server import convert
@@ -48,7 +52,7 @@ class WorkerSettings:
     index: int
     listen: str
     snapshot_prefix: str
-    config_path: str | None
+    config_path: str | None  # read at start and again on every SIGHUP
     threads: int
     grace_s: float
     log_level: str
@@ -60,18 +64,22 @@ def configure_logging(level: str, role: str) -> None:
 
 
 class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
-    """Both decision RPCs: convert, pick the snapshot, decide, convert back, count."""
+    """Both decision RPCs: convert, pick the snapshot, decide, convert back, count.
+
+    `config` is replaced whole on reload; each call reads it once, so its profile
+    and the revision its response names come from the same configuration."""
 
     def __init__(self, reader: SnapshotReader, config: Config, metrics: DecisionMetrics):
         self._reader = reader
-        self._config = config
+        self.config = config
         self._metrics = metrics
 
     def CheckDestination(self, message: placement_pb2.CheckDestinationRequest, context):
         def decide_check():
+            config = self.config
             request = convert.request_from_proto(message.request)
             hosts = convert.check_hosts_from_proto(message)
-            profile = self._config.profile(request.profile)
+            profile = config.profile(request.profile)
             snapshot = self._snapshot(message.min_generation, context)
             try:
                 result = decide.check_destination(snapshot.columns, request, profile, hosts)
@@ -79,7 +87,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
                 raise NotFound("host", error.host, f"hosts[{hosts.index(error.host)}]") from error
             response = convert.check_response(result, generation=snapshot.generation,
                                               decision_id=uuid.uuid4().hex,
-                                              config_revision=self._config.revision)
+                                              config_revision=config.revision)
             rejections: dict[str, int] = {}
             for verdict in result.verdicts:
                 for rejection in verdict.rejections:
@@ -91,14 +99,15 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
 
     def SelectDestinations(self, message: placement_pb2.SelectDestinationsRequest, context):
         def decide_select():
+            config = self.config
             request = convert.request_from_proto(message.request)
-            profile = self._config.profile(request.profile)
+            profile = config.profile(request.profile)
             max_alternates = convert.max_alternates_from_proto(message)
             snapshot = self._snapshot(message.min_generation, context)
             decision_id = message.decision_id or uuid.uuid4().hex
             result = decide.select_destinations(snapshot.columns, request, profile, decision_id, max_alternates)
             response = convert.select_response(result, generation=snapshot.generation, decision_id=decision_id,
-                                               config_revision=self._config.revision)
+                                               config_revision=config.revision)
             outcome = "placed" if result.placements else "no_fit"
             return response, outcome, dict(result.summary.eliminations)
 
@@ -132,9 +141,10 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, stopping: threading.Event):
+    def __init__(self, settings: WorkerSettings, stopping: threading.Event, reload_requested: threading.Event):
         self.settings = settings
         self.stopping = stopping
+        self.reload_requested = reload_requested
         self.reader = SnapshotReader(settings.snapshot_prefix)
         config = load_config(settings.config_path) if settings.config_path else default_config()
         self.health = health.HealthServicer()
@@ -143,8 +153,8 @@ class Worker:
         self.server = grpc.server(ThreadPoolExecutor(max_workers=settings.threads,
                                                      thread_name_prefix="decision"),
                                   options=[("grpc.so_reuseport", 1)])
-        placement_pb2_grpc.add_PlacementCheckServicer_to_server(
-            PlacementServicer(self.reader, config, DecisionMetrics()), self.server)
+        self.placement = PlacementServicer(self.reader, config, DecisionMetrics())
+        placement_pb2_grpc.add_PlacementCheckServicer_to_server(self.placement, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (PLACEMENT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
@@ -155,7 +165,10 @@ class Worker:
         self.server.start()
         threading.Thread(target=self._attach_first_snapshot, name="attach", daemon=True).start()
         threading.Thread(target=self._stop_with_parent, name="parent-watch", daemon=True).start()
-        log.info("worker %d serving %s", self.settings.index, self.settings.listen)
+        if self.settings.config_path:
+            threading.Thread(target=self._reload_when_asked, name="reload", daemon=True).start()
+        log.info("worker %d serving %s on config revision %s", self.settings.index, self.settings.listen,
+                 self.placement.config.revision)
         self.stopping.wait()
         self.health.enter_graceful_shutdown()
         time.sleep(NOT_SERVING_NOTICE_S)
@@ -171,6 +184,21 @@ class Worker:
                     self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
                 return
 
+    def _reload_when_asked(self) -> None:
+        while True:
+            self.reload_requested.wait()
+            # Cleared before reading: a SIGHUP from here on reads the file again.
+            self.reload_requested.clear()
+            try:
+                config = load_config(self.settings.config_path)
+            except ConfigError as error:  # the supervisor validated it; keep answering regardless
+                log.error("worker %d: reload refused, still on config revision %s: %s",
+                          self.settings.index, self.placement.config.revision, error)
+                continue
+            if config.revision != self.placement.config.revision:
+                self.placement.config = config
+                log.info("worker %d now on config revision %s", self.settings.index, config.revision)
+
     def _stop_with_parent(self) -> None:
         """A worker whose supervisor is gone must not keep holding the port."""
         multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
@@ -183,6 +211,7 @@ def run(settings: WorkerSettings) -> None:
     """Process entry point (multiprocessing "spawn")."""
     configure_logging(settings.log_level, f"worker{settings.index}")
     stopping = threading.Event()
+    reload_requested = threading.Event()
 
     def request_stop(signum, _frame):
         log.info("worker %d: %s, draining", settings.index, signal.Signals(signum).name)
@@ -192,7 +221,11 @@ def run(settings: WorkerSettings) -> None:
     # the whole process group: the supervisor relays it as SIGTERM, so it cannot race a restart.
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: reload_requested.set())
+    # The supervisor starts workers with SIGHUP blocked, so one sent before the handler above
+    # existed waited instead of killing the process; the configuration is read after this point.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     try:
-        Worker(settings, stopping).serve()
+        Worker(settings, stopping, reload_requested).serve()
     finally:
         mark_worker_dead(os.getpid())
