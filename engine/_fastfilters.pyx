@@ -11,6 +11,7 @@ cdef enum:
     FLAG_ENABLED = 1
     FLAG_UP = 2
     FLAG_IN_AZ_AGGREGATE = 4
+    FLAG_HOST_IPV4 = 8
 
 include "rules/resource.pxi"
 include "rules/required_traits.pxi"
@@ -19,6 +20,7 @@ include "rules/member_of.pxi"
 include "rules/availability_zone.pxi"
 include "rules/compute_filter.pxi"
 include "rules/count_limit.pxi"
+include "rules/value_table.pxi"
 include "rules/host_rows.pxi"
 include "rules/server_group_anti_affinity.pxi"
 include "weigh.pxi"

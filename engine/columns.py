@@ -9,7 +9,10 @@ is rebuilt per generation.
 from __future__ import annotations
 
 import math
+import socket
 from bisect import bisect_left
+from collections import defaultdict
+from itertools import chain
 
 import numpy as np
 
@@ -21,6 +24,7 @@ INT32_MAX = np.iinfo(np.int32).max
 FLAG_ENABLED = 1
 FLAG_UP = 2
 FLAG_IN_AZ_AGGREGATE = 4  # in an aggregate whose metadata has an availability_zone key
+FLAG_HOST_IPV4 = 8  # host_ip parses as IPv4; host_ipv4 holds it
 
 AVAILABILITY_ZONE_KEY = "availability_zone"
 
@@ -37,6 +41,15 @@ class Columns:
       traits              sorted trait names; index = bit in `traits`
       aggregates          sorted aggregate ids; index = bit in `aggregates`
       aggregate_names, aggregate_metadata   parallel to `aggregates`
+      aggregate_sets      per aggregate_set_id: the aggregate bits of that distinct membership
+      host_profiles       per host_profile_id: {"hypervisor_type", "hypervisor_version" (None when
+                          unknown), "supported_instances" ([arch, hv_type, vm_mode] lists), "stats"}
+      host_ips            sorted distinct host_ip strings ("" included); index = host_ip_id
+      metric_sets         per metric_set_id: the sorted metric names a host reports
+      metric_names        sorted names of every metric; index = first axis of metric_values
+
+    Rules on string-valued host attributes evaluate their predicate once per distinct value
+    (the *_id columns index these dicts) and broadcast the verdicts over hosts in the kernel.
     """
 
     __slots__ = ("arrays", "dicts")
@@ -95,6 +108,24 @@ class Columns:
 
     def aggregates_of(self, row: int) -> list[int]:
         return [self.dicts["aggregates"][bit] for bit in _set_bits(self.arrays["aggregates"][row])]
+
+    def aggregate_metadata_of_set(self, set_id: int) -> list[dict[str, str]]:
+        """The metadata of each aggregate in one distinct membership (aggregate_set_id)."""
+        return [self.dicts["aggregate_metadata"][bit] for bit in self.dicts["aggregate_sets"][set_id]]
+
+    def aggregate_metadata_by_set(self, set_id: int) -> dict[str, set[str]]:
+        """Nova's aggregate_metadata_get_by_host for the hosts of one aggregate_set_id."""
+        return aggregate_metadata_get_by_host(self.aggregate_metadata_of_set(set_id))
+
+
+def aggregate_metadata_get_by_host(metadatas) -> dict[str, set[str]]:
+    """Nova's scheduler.filters.utils.aggregate_metadata_get_by_host over the metadata dicts of a
+    host's aggregates: every key, each value comma-split and stripped, united over aggregates."""
+    merged = defaultdict(set)
+    for metadata in metadatas:
+        for key, value in metadata.items():
+            merged[key].update(part.strip() for part in value.split(","))
+    return dict(merged)
 
 
 def _index_in_sorted(items: list, key) -> int | None:
@@ -198,6 +229,16 @@ def build_columns(fleet: Fleet) -> Columns:
             flags[rows] |= FLAG_IN_AZ_AGGREGATE
     arrays["aggregates"] = _bitset(np.array(member_rows, dtype=np.int64),
                                    np.array(member_bits, dtype=np.int64), n, len(aggregates))
+    aggregate_sets, arrays["aggregate_set_id"] = _distinct_rows(arrays["aggregates"])
+
+    arrays["host_profile_id"], host_profiles = _host_profiles(hosts)
+    arrays["hypervisor_version"] = np.fromiter((h.hypervisor_version or 0 for h in hosts),
+                                               dtype=np.int64, count=n)
+    arrays["failed_builds"] = np.clip(np.fromiter((h.failed_builds for h in hosts), dtype=np.int64,
+                                                  count=n), 0, INT32_MAX).astype(np.int32)
+    arrays["host_ip_id"], host_ips, arrays["host_ipv4"], ipv4_rows = _host_ips(hosts)
+    flags[ipv4_rows] |= FLAG_HOST_IPV4
+    arrays["metric_set_id"], metric_sets, metric_names, arrays["metric_values"] = _metrics(hosts)
 
     arrays["flags"] = flags
     arrays["num_instances"] = np.clip(num_instances, 0, INT32_MAX).astype(np.int32)
@@ -222,8 +263,87 @@ def build_columns(fleet: Fleet) -> Columns:
         "aggregates": [agg.id for agg in aggregates],
         "aggregate_names": [agg.name for agg in aggregates],
         "aggregate_metadata": [dict(agg.metadata) for agg in aggregates],
+        "aggregate_sets": aggregate_sets,
+        "host_profiles": host_profiles,
+        "host_ips": host_ips,
+        "metric_sets": metric_sets,
+        "metric_names": metric_names,
     }
     return Columns(arrays, dicts)
+
+
+def _distinct_rows(bitset: np.ndarray) -> tuple[list[list[int]], np.ndarray]:
+    """The distinct rows of a bitset, each as its list of set bits, and each row's index among them."""
+    distinct, inverse = np.unique(bitset, axis=0, return_inverse=True)
+    return [_set_bits(words) for words in distinct], inverse.reshape(-1).astype(np.int32)
+
+
+def _dictionary_encode(keys) -> tuple[np.ndarray, list]:
+    """Each key's id (int32, first-seen order) and the distinct keys."""
+    keys = list(keys)
+    ids = dict.fromkeys(keys)  # C loops (fromkeys, map) rather than a Python one per key
+    for index, key in enumerate(ids):
+        ids[key] = index
+    return np.fromiter(map(ids.__getitem__, keys), dtype=np.int32, count=len(keys)), list(ids)
+
+
+def _host_profiles(hosts) -> tuple[np.ndarray, list[dict]]:
+    profile_ids, distinct = _dictionary_encode(
+        (h.hypervisor_type, h.hypervisor_version, h.supported_instances, tuple(h.stats.items()))
+        for h in hosts)
+    return profile_ids, [{"hypervisor_type": hv_type, "hypervisor_version": version,
+                          "supported_instances": [list(entry) for entry in supported],
+                          "stats": dict(stats)}
+                         for hv_type, version, supported, stats in distinct]
+
+
+def _host_ips(hosts) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """host_ip_id (into the sorted distinct host_ip strings), host_ipv4 and the rows that have one."""
+    first_seen_ids, distinct = _dictionary_encode(h.host_ip for h in hosts)
+    order = sorted(range(len(distinct)), key=distinct.__getitem__)
+    sorted_ips = [distinct[index] for index in order]
+    rank = np.empty(len(distinct), dtype=np.int32)
+    rank[order] = np.arange(len(distinct), dtype=np.int32)
+    host_ip_ids = rank[first_seen_ids]
+    packed = [_packed_ipv4(ip) for ip in sorted_ips]
+    is_ipv4_by_id = np.fromiter((address is not None for address in packed), dtype=bool, count=len(packed))
+    ipv4_by_id = np.zeros(len(packed), dtype=np.uint32)
+    ipv4_by_id[is_ipv4_by_id] = np.frombuffer(b"".join(address for address in packed if address),
+                                              dtype=">u4")
+    return host_ip_ids, sorted_ips, ipv4_by_id[host_ip_ids], np.flatnonzero(is_ipv4_by_id[host_ip_ids])
+
+
+def _packed_ipv4(ip: str) -> bytes | None:
+    try:
+        # inet_pton, unlike inet_aton, takes only the dotted quad that ipaddress accepts.
+        return socket.inet_pton(socket.AF_INET, ip)
+    except OSError:
+        return None
+
+
+def _metrics(hosts) -> tuple[np.ndarray, list[list[str]], list[str], np.ndarray]:
+    """metric_set_id, the distinct sorted name lists, every metric name, metric_values [M, n]."""
+    n = len(hosts)
+    # Hosts are grouped by their metrics' names in dict order; each group is sorted once.
+    key_ids, keys = _dictionary_encode(tuple(h.metrics) for h in hosts)
+    names = sorted({name for key in keys for name in key})
+    name_index = {name: index for index, name in enumerate(names)}
+    set_ids, metric_sets = _dictionary_encode(tuple(sorted(key)) for key in keys)
+    values = np.full((len(names), n), np.nan)
+    lengths = np.array([len(key) for key in keys], dtype=np.int64)
+    width = int(lengths.max()) if len(keys) else 0
+    if width:
+        name_of_position = np.zeros((len(keys), width), dtype=np.int64)
+        for key_id, key in enumerate(keys):
+            name_of_position[key_id, :len(key)] = [name_index[name] for name in key]
+        per_host = lengths[key_ids]
+        rows = np.repeat(np.arange(n), per_host)
+        positions = np.arange(len(rows)) - np.repeat(np.cumsum(per_host) - per_host, per_host)
+        flat = np.fromiter(chain.from_iterable(h.metrics.values() for h in hosts),
+                           dtype=np.float64, count=len(rows))
+        values[name_of_position[key_ids[rows], positions], rows] = flat
+    host_set_ids = set_ids[key_ids] if n else np.zeros(0, dtype=np.int32)
+    return host_set_ids, [list(names_) for names_ in metric_sets], names, values
 
 
 def _resource_arrays(class_count: int, n: int, rows: list, classes: list, ints: list,

@@ -2,7 +2,8 @@
 
 `scenarios()` draws (fleet, request, profile) triples small enough to check host by host but
 varied enough to engage every rule: missing inventories, more than 64 traits (two bitset
-words), zoned and unzoned aggregates, shared instance uuids, moves, server groups.
+words), zoned and unzoned aggregates, shared instance uuids, moves, server groups, aggregate
+metadata (tenants, flavors, limits, extra specs), host profiles, IPv4/IPv6 addresses, metrics.
 `fleet_from_case`, `request_from_case` and `profile_from_case` translate one case of
 /work/shared/conformance/*.jsonl.
 """
@@ -28,6 +29,27 @@ UNKNOWN_TRAIT = "CUSTOM_NO_HOST_HAS_THIS"
 INSTANCE_UUIDS = tuple(f"{i:08x}-0000-4000-8000-000000000000" for i in range(8)) + ("i", "inst-é")
 ZONES = ("nova", "az1", "az2")
 ZONE_METADATA = ("az1", "az2", "nova", "az1, az2", " az2 ,nova", "")
+HOST_IPS = ("", "10.0.0.1", "10.0.0.77", "10.0.1.5", "192.168.1.1", "fe80::1", "::ffff:10.0.0.1")
+HYPERVISORS = (("QEMU", 6002000), ("QEMU", None), ("xen", 4011000), ("", None))
+SUPPORTED_INSTANCES = (("x86_64", "qemu", "hvm"), ("aarch64", "qemu", "hvm"), ("i686", "xen", "xen"))
+STATS = {"cpu_vendor": ("Intel", "AMD"), "hardware_profile": ("dense", "gpu", "")}
+METRICS = ("cpu.percent", "cpu.frequency", "mem.free")
+PROJECTS = ("p1", "p2", "p3", "")
+FLAVOR_NAMES = ("m1.small", "m1.large", "gpu.xl")
+IMAGE_PROPERTIES = {"os_distro": ("ubuntu", "rhel"), "hw_architecture": ("x86_64", "aarch64")}
+# Aggregate metadata for the aggregate rules: tenants, flavors, limits (some not integers),
+# extra-spec and image-property keys, comma lists with spaces.
+AGGREGATE_METADATA = {
+    "filter_tenant_id": ("p1", "p1, p2", "p3"),
+    "filter_tenant_id_2": ("p2", ""),
+    "instance_type": ("m1.small", "m1.large, gpu.xl", "m1.small,gpu.xl"),
+    "max_io_ops_per_host": ("0", "2", "8", " 3 ", "nan", "2,3"),
+    "max_instances_per_host": ("1", "4", "50", "x"),
+    "ssd": ("true", "false"),
+    "cpus": ("4", "16", "8,32", "abc"),
+    "os_distro": ("ubuntu", "rhel, ubuntu"),
+    "hw_architecture": ("x86_64", "aarch64"),
+}
 
 host_names = st.text(alphabet="abhé-0123", min_size=1, max_size=5)
 
@@ -48,6 +70,7 @@ def inventories(draw) -> Inventory:
 
 @st.composite
 def hosts(draw, name: str) -> Host:
+    hypervisor = draw(st.sampled_from(HYPERVISORS))
     return Host(
         name=name,
         enabled=draw(st.booleans()),
@@ -57,6 +80,16 @@ def hosts(draw, name: str) -> Host:
         num_instances=draw(st.integers(0, 12)),
         num_io_ops=draw(st.integers(0, 10)),
         instances=tuple(draw(st.lists(st.sampled_from(INSTANCE_UUIDS), max_size=4))),
+        host_ip=draw(st.sampled_from(HOST_IPS)),
+        hypervisor_type=hypervisor[0],
+        hypervisor_version=hypervisor[1],
+        supported_instances=tuple(draw(st.lists(st.sampled_from(SUPPORTED_INSTANCES), max_size=2,
+                                                unique=True))),
+        stats=draw(st.dictionaries(st.sampled_from(tuple(STATS)),
+                                   st.sampled_from(sum(STATS.values(), ())), max_size=2)),
+        metrics=draw(st.dictionaries(st.sampled_from(METRICS), st.floats(0, 100, allow_nan=False),
+                                     max_size=3)),
+        failed_builds=draw(st.integers(0, 3)),
     )
 
 
@@ -71,6 +104,8 @@ def fleets(draw, max_hosts: int = 12) -> Fleet:
         metadata = draw(st.one_of(st.just({}),
                                   st.builds(lambda zone: {"availability_zone": zone},
                                             st.sampled_from(ZONE_METADATA))))
+        for key in draw(st.lists(st.sampled_from(tuple(AGGREGATE_METADATA)), max_size=3, unique=True)):
+            metadata = metadata | {key: draw(st.sampled_from(AGGREGATE_METADATA[key]))}
         aggregates.append(Aggregate(aggregate_id, f"agg{aggregate_id}", frozenset(members), metadata))
     return Fleet(fleet_hosts, tuple(aggregates))
 
@@ -91,6 +126,15 @@ def requests(draw, fleet: Fleet) -> Request:
         hosts=st.lists(st.sampled_from(names + ["not-a-host"]), max_size=3).map(tuple),
         max_server_per_host=st.integers(1, 3))))
     operation = draw(st.sampled_from(list(Operation)))
+    aggregate_specs = draw(st.dictionaries(
+        st.sampled_from(("ssd", "cpus", "aggregate_instance_extra_specs:ssd", "aggregate_instance_extra_specs:cpus",
+                         "hw:cpu_policy", "absent_key")),
+        st.sampled_from(("true", "false", "s== true", "<or> false <or> true", ">= 8", "<in> 1", "= 16",
+                         "dedicated")), max_size=2))
+    image = draw(st.one_of(st.none(), st.builds(
+        Image, id=st.just("img"),
+        properties=st.dictionaries(st.sampled_from(tuple(IMAGE_PROPERTIES) + ("ssd",)),
+                                   st.sampled_from(sum(IMAGE_PROPERTIES.values(), ("true",))), max_size=2))))
     return Request(
         operation=operation,
         resources=draw(st.dictionaries(st.sampled_from(RESOURCE_CLASSES + ("CUSTOM_NONE",)),
@@ -100,7 +144,9 @@ def requests(draw, fleet: Fleet) -> Request:
         member_of=tuple(frozenset(s) for s in draw(st.lists(
             st.lists(st.sampled_from(aggregate_ids), min_size=1, max_size=3), max_size=2))),
         availability_zone=draw(st.sampled_from(("",) + ZONES + ("az3",))),
-        flavor=Flavor("m1", trait_specs),
+        flavor=Flavor(draw(st.sampled_from(FLAVOR_NAMES)), trait_specs | aggregate_specs),
+        image=image,
+        project_id=draw(st.sampled_from(PROJECTS)),
         instance_uuid=draw(st.sampled_from(("",) + INSTANCE_UUIDS[:4])),
         scheduler_hints=SchedulerHints(same_host=tuple(draw(uuids)),
                                        different_host=tuple(draw(uuids))),
@@ -111,7 +157,9 @@ def requests(draw, fleet: Fleet) -> Request:
 
 profiles = st.builds(Profile, max_io_ops_per_host=st.integers(0, 10),
                      max_instances_per_host=st.integers(0, 12),
-                     allow_resize_to_same_host=st.booleans())
+                     allow_resize_to_same_host=st.booleans(),
+                     aggregate_image_properties_isolation_namespace=st.sampled_from(("", "hw", "os")),
+                     aggregate_image_properties_isolation_separator=st.sampled_from((".", "_")))
 
 
 @st.composite

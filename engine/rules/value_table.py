@@ -1,0 +1,84 @@
+"""Rules decided per distinct value of a dictionary-encoded host attribute.
+
+A host column such as `aggregate_set_id` or `host_profile_id` numbers each host's value
+among the fleet's distinct values. A rule built on it writes only its predicate on one
+value: compile evaluates it once per distinct value (Python work per request and value,
+never per host) and the kernel broadcasts the verdicts over hosts through the ids.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from engine import _fastfilters
+from engine.rules.base import Active, Rule
+
+
+@dataclass(frozen=True, eq=False)
+class ValueVerdicts:
+    refused_by_value: np.ndarray  # uint8 per distinct value: 1 where the value fails the rule
+
+
+class ValueTableRule(Rule):
+    id_column: ClassVar[str]  # int32 [n]: each host's index into distinct_values(columns)
+
+    def distinct_values(self, columns) -> Sequence:
+        raise NotImplementedError
+
+    def engages(self, request, profile) -> bool:
+        """False when the request cannot refuse any host (then nothing is evaluated)."""
+        return True
+
+    def passes_value(self, value, request, profile, columns) -> bool:
+        raise NotImplementedError
+
+    def compile(self, request, columns, profile) -> list[Active]:
+        if not self.engages(request, profile):
+            return [Active(self, self.name, None)]
+        values = self.distinct_values(columns)
+        refused = np.fromiter((not self.passes_value(value, request, profile, columns) for value in values),
+                              dtype=np.uint8, count=len(values))
+        return [Active(self, self.name, ValueVerdicts(refused) if refused.any() else None)]
+
+    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
+        if active.params is None:
+            return 0
+        return _fastfilters.scan_refused_values(columns.arrays[self.id_column], active.params.refused_by_value,
+                                                fail_bits, bit, start, stop)
+
+    def value_of(self, columns, row: int) -> Any:
+        return self.distinct_values(columns)[int(columns.arrays[self.id_column][row])]
+
+
+@dataclass(frozen=True, eq=False)
+class ValueLimits:
+    limit_by_value: np.ndarray  # int64 per distinct value
+
+
+class ValueLimitRule(Rule):
+    """count + placed < limit, the limit chosen per distinct value of `id_column`."""
+
+    id_column: ClassVar[str]
+    count_column: ClassVar[str]  # int32 [n]
+
+    def distinct_values(self, columns) -> Sequence:
+        raise NotImplementedError
+
+    def limit_of_value(self, value, request, profile) -> int:
+        raise NotImplementedError
+
+    def compile(self, request, columns, profile) -> list[Active]:
+        values = self.distinct_values(columns)
+        limits = np.fromiter((self.limit_of_value(value, request, profile) for value in values),
+                             dtype=np.int64, count=len(values))
+        return [Active(self, self.name, ValueLimits(limits))]
+
+    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
+        return _fastfilters.scan_count_below_value_limit(
+            columns.arrays[self.count_column], columns.arrays[self.id_column],
+            active.params.limit_by_value, fail_bits, bit, start, stop, placed)
+
+    def limit_of_row(self, active, columns, row: int) -> int:
+        return int(active.params.limit_by_value[columns.arrays[self.id_column][row]])

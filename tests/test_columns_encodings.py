@@ -1,0 +1,69 @@
+"""The dictionary encodings of engine/columns.py against the fleet they encode."""
+from __future__ import annotations
+
+import ipaddress
+import math
+
+from hypothesis import given, settings
+
+from engine.columns import FLAG_HOST_IPV4, aggregate_metadata_get_by_host, build_columns
+from engine.model import Aggregate, Fleet, Host
+from fleetgen import fleets
+from test_rules_kernel import as_snapshot
+
+
+@settings(max_examples=80, deadline=None)
+@given(fleets(max_hosts=16))
+def test_encodings_decode_to_each_host(fleet):
+    columns = as_snapshot(build_columns(fleet))
+    arrays, dicts = columns.arrays, columns.dicts
+    metric_names = dicts["metric_names"]
+    assert metric_names == sorted({name for host in fleet.hosts for name in host.metrics})
+    for table in ("aggregate_sets", "host_profiles", "host_ips", "metric_sets"):
+        assert len({repr(value) for value in dicts[table]}) == len(dicts[table]), f"{table} not distinct"
+    for row, host in enumerate(fleet.hosts):
+        aggregates = fleet.aggregates_of(host.name)
+        set_id = arrays["aggregate_set_id"][row]
+        assert {dicts["aggregates"][bit] for bit in dicts["aggregate_sets"][set_id]} == {a.id for a in aggregates}
+        assert columns.aggregate_metadata_by_set(set_id) == aggregate_metadata_get_by_host(
+            a.metadata for a in aggregates)
+
+        profile = dicts["host_profiles"][arrays["host_profile_id"][row]]
+        assert profile == {"hypervisor_type": host.hypervisor_type,
+                           "hypervisor_version": host.hypervisor_version,
+                           "supported_instances": [list(entry) for entry in host.supported_instances],
+                           "stats": host.stats}
+        assert arrays["hypervisor_version"][row] == (host.hypervisor_version or 0)
+        assert arrays["failed_builds"][row] == host.failed_builds
+
+        assert dicts["host_ips"][arrays["host_ip_id"][row]] == host.host_ip
+        try:
+            address = ipaddress.ip_address(host.host_ip)
+        except ValueError:
+            address = None
+        is_ipv4 = isinstance(address, ipaddress.IPv4Address)
+        assert bool(arrays["flags"][row] & FLAG_HOST_IPV4) == is_ipv4
+        assert arrays["host_ipv4"][row] == (int(address) if is_ipv4 else 0)
+
+        assert dicts["metric_sets"][arrays["metric_set_id"][row]] == sorted(host.metrics)
+        for index, name in enumerate(metric_names):
+            value = arrays["metric_values"][index, row]
+            assert value == host.metrics[name] if name in host.metrics else math.isnan(value)
+    assert dicts["host_ips"] == sorted(dicts["host_ips"])
+
+
+def test_aggregate_metadata_is_novas_union_of_comma_lists():
+    fleet = Fleet((Host("a"), Host("b"), Host("c")), (
+        Aggregate(1, hosts=frozenset({"a", "b"}), metadata={"k": "1, 2", "empty": ""}),
+        Aggregate(2, hosts=frozenset({"b"}), metadata={"k": " 3 ,1"})))
+    columns = build_columns(fleet)
+    by_row = [columns.aggregate_metadata_by_set(set_id) for set_id in columns.arrays["aggregate_set_id"]]
+    assert by_row == [{"k": {"1", "2"}, "empty": {""}}, {"k": {"1", "2", "3"}, "empty": {""}}, {}]
+    assert len(columns.dicts["aggregate_sets"]) == 3
+
+
+def test_ipv4_is_only_the_dotted_quad():
+    hosts = tuple(Host(f"h{i}", host_ip=ip) for i, ip in enumerate(("10.0.0.1", "010.0.0.1", "1", "::1", "")))
+    columns = build_columns(Fleet(hosts))
+    assert (columns.arrays["flags"] & FLAG_HOST_IPV4 != 0).tolist() == [True, False, False, False, False]
+    assert columns.arrays["host_ipv4"][0] == 0x0A000001
