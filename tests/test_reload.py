@@ -2,6 +2,7 @@
 take effect, bad files are refused with one log line and change nothing, restarts keep the reload."""
 from __future__ import annotations
 
+import glob
 import os
 import re
 import signal
@@ -54,7 +55,10 @@ def config_path(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reloadable(config_path):
     with start_sidecar(config=config_path, fleet=FLEET, workers=WORKERS, metrics=False) as running:
+        assert len(glob.glob(str(running.tmpdir / "placecheck-config-*" / "accepted.toml"))) == 1
         yield running
+        running.stop()
+        assert not glob.glob(str(running.tmpdir / "placecheck-config-*"))  # the accepted copy goes too
 
 
 @pytest.fixture(scope="module")
