@@ -3,13 +3,23 @@ allocation-candidates query before Nova's filters), then Nova's filters in the o
 its default enabled_filters, then the rest."""
 from __future__ import annotations
 
+from engine.rules.aggregate_image_properties_isolation import AggregateImagePropertiesIsolation
+from engine.rules.aggregate_instance_extra_specs import AggregateInstanceExtraSpecsFilter
+from engine.rules.aggregate_io_ops import AggregateIoOpsFilter
+from engine.rules.aggregate_multitenancy_isolation import AggregateMultiTenancyIsolation
+from engine.rules.aggregate_num_instances import AggregateNumInstancesFilter
+from engine.rules.aggregate_type_affinity import AggregateTypeAffinityFilter
 from engine.rules.availability_zone import AvailabilityZone
 from engine.rules.base import Rule
+from engine.rules.compute_capabilities import ComputeCapabilitiesFilter
 from engine.rules.compute_filter import ComputeFilter
 from engine.rules.different_host import DifferentHostFilter
 from engine.rules.forbidden_traits import ForbiddenTraits
+from engine.rules.image_properties import ImagePropertiesFilter
 from engine.rules.io_ops import IoOpsFilter
+from engine.rules.isolated_hosts import IsolatedHostsFilter
 from engine.rules.member_of import MemberOf
+from engine.rules.metrics_filter import MetricsFilter
 from engine.rules.move_source import MoveSource
 from engine.rules.num_instances import NumInstancesFilter
 from engine.rules.required_traits import RequiredTraits
@@ -17,6 +27,7 @@ from engine.rules.resource import Resource
 from engine.rules.same_host import SameHostFilter
 from engine.rules.server_group_affinity import ServerGroupAffinityFilter
 from engine.rules.server_group_anti_affinity import ServerGroupAntiAffinityFilter
+from engine.rules.simple_cidr_affinity import SimpleCIDRAffinityFilter
 
 RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Resource(),
@@ -26,12 +37,23 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     AvailabilityZone(),
     MoveSource(),
     ComputeFilter(),
+    ComputeCapabilitiesFilter(),
+    ImagePropertiesFilter(),
     ServerGroupAntiAffinityFilter(),
     ServerGroupAffinityFilter(),
     SameHostFilter(),
     DifferentHostFilter(),
+    SimpleCIDRAffinityFilter(),
+    AggregateInstanceExtraSpecsFilter(),
+    AggregateMultiTenancyIsolation(),
+    AggregateImagePropertiesIsolation(),
+    AggregateTypeAffinityFilter(),
     IoOpsFilter(),
+    AggregateIoOpsFilter(),
     NumInstancesFilter(),
+    IsolatedHostsFilter(),
+    MetricsFilter(),
+    AggregateNumInstancesFilter(),
 )}
 
 

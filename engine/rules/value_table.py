@@ -19,6 +19,8 @@ from engine.rules.base import Active, Rule
 @dataclass(frozen=True, eq=False)
 class ValueVerdicts:
     refused_by_value: np.ndarray  # uint8 per distinct value: 1 where the value fails the rule
+    request: Any = None  # what the verdicts were decided for, for explanations
+    profile: Any = None
 
 
 class ValueTableRule(Rule):
@@ -40,7 +42,7 @@ class ValueTableRule(Rule):
         values = self.distinct_values(columns)
         refused = np.fromiter((not self.passes_value(value, request, profile, columns) for value in values),
                               dtype=np.uint8, count=len(values))
-        return [Active(self, self.name, ValueVerdicts(refused) if refused.any() else None)]
+        return [Active(self, self.name, ValueVerdicts(refused, request, profile) if refused.any() else None)]
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
         if active.params is None:

@@ -1,0 +1,31 @@
+"""Nova's AggregateMultiTenancyIsolation: a host in aggregates whose metadata keys start with
+`filter_tenant_id` takes only the projects listed there (united over keys and aggregates)."""
+from __future__ import annotations
+
+from engine.columns import aggregate_metadata_get_by_host
+from engine.rules.aggregate_metadata import AggregateMetadataRule
+from engine.rules.host_rows import listed
+from engine.verdict import Rejection
+
+TENANT_KEY_PREFIX = "filter_tenant_id"
+PROJECT_NOT_IN_AGGREGATE_TENANTS = "PROJECT_NOT_IN_AGGREGATE_TENANTS"
+
+
+def allowed_projects(metadatas) -> set[str]:
+    """Every project listed under a filter_tenant_id* key; empty when the host is unrestricted."""
+    return {project for key, projects in aggregate_metadata_get_by_host(metadatas).items()
+            if key.startswith(TENANT_KEY_PREFIX) for project in projects}
+
+
+class AggregateMultiTenancyIsolation(AggregateMetadataRule):
+    name = "AggregateMultiTenancyIsolation"
+
+    def passes_value(self, metadatas, request, profile, columns) -> bool:
+        projects = allowed_projects(metadatas)
+        return not projects or request.project_id in projects
+
+    def explain(self, active, columns, row, placed) -> Rejection:
+        projects = allowed_projects(self.value_of(columns, row))
+        return Rejection(active.name, PROJECT_NOT_IN_AGGREGATE_TENANTS,
+                         f"project {active.params.request.project_id!r} is not among the host's "
+                         f"aggregate tenants: {listed(projects)}")
