@@ -192,20 +192,41 @@ def test_a_restarted_worker_starts_on_the_last_accepted_configuration(reloadable
     relaxed = use_config(reloadable, placement, config_path, RELAXED)
     # The operator's file turns bad after the reload: the restarted worker must not read it.
     config_path.write_text(BAD_FILES[1].values[0])
-    before = reloadable.worker_pids()
-    os.kill(before[0], signal.SIGKILL)
-    deadline = time.monotonic() + RELOAD_TIMEOUT_S
-    while len(now := reloadable.worker_pids()) < WORKERS or before[0] in now:
-        assert time.monotonic() < deadline, "the killed worker was not restarted"
-        time.sleep(0.05)
-    [restarted] = set(now) - set(before)
+    restarted = kill_a_worker_and_wait_for_its_successor(reloadable)
     [started] = wait_for_log(reloadable, rf"\[{restarted}\] .* serving .* on config revision ", 0)
     assert started.endswith(f"on config revision {relaxed}")
-    wait_until_serving(reloadable.decision_target, timeout=RELOAD_TIMEOUT_S)
-    with PlacementClient(reloadable.decision_target, channels=4 * WORKERS) as spread:
+    assert_every_worker_answers_on(reloadable, relaxed, busy_allowed=True)
+
+
+def test_a_reload_forwarded_while_a_worker_starts_up_reaches_it(reloadable, placement, config_path):
+    use_config(reloadable, placement, config_path, RELAXED)
+    restarted = kill_a_worker_and_wait_for_its_successor(reloadable)
+    # The successor is still starting (importing, well before its SIGHUP handler exists).
+    config_path.write_text(STRICT)
+    strict = load_config(config_path).revision
+    os.kill(reloadable.pid, signal.SIGHUP)
+    wait_for_log(reloadable, rf"\[{restarted}\] .* (serving .* on|now on) config revision {strict}$", 0)
+    assert restarted in reloadable.worker_pids()
+    assert_every_worker_answers_on(reloadable, strict, busy_allowed=False)
+
+
+def kill_a_worker_and_wait_for_its_successor(sidecar) -> int:
+    before = sidecar.worker_pids()
+    os.kill(before[0], signal.SIGKILL)
+    deadline = time.monotonic() + RELOAD_TIMEOUT_S
+    while len(now := sidecar.worker_pids()) < WORKERS or before[0] in now:
+        assert time.monotonic() < deadline, "the killed worker was not restarted"
+        time.sleep(0.005)
+    [successor] = set(now) - set(before)
+    return successor
+
+
+def assert_every_worker_answers_on(sidecar, revision: str, busy_allowed: bool) -> None:
+    wait_until_serving(sidecar.decision_target, timeout=RELOAD_TIMEOUT_S)
+    with PlacementClient(sidecar.decision_target, channels=4 * WORKERS) as spread:
         for _ in range(4 * WORKERS):
             response = spread.check_destination(REQUEST, ["busy"], timeout=TIMEOUT_S)
-            assert (response.config_revision, response.verdicts[0].allowed) == (relaxed, True)
+            assert (response.config_revision, response.verdicts[0].allowed) == (revision, busy_allowed)
 
 
 def test_without_a_config_file_sighup_has_nothing_to_reload(sidecar):
