@@ -76,13 +76,17 @@ class Columns:
 
     def rows_of_instances(self, uuids) -> np.ndarray:
         """Sorted unique rows of the hosts running any of these instance uuids."""
+        return np.unique(self.instance_rows(uuids)).astype(np.int32)
+
+    def instance_rows(self, uuids) -> np.ndarray:
+        """The row of every instance of the fleet whose uuid is among these (each distinct
+        uuid once), so a row appears once per such instance on it: counts per host."""
         offsets = self.arrays["instance_uuid_offsets"]
         heap = self.arrays["instance_uuid_bytes"]
         slots = self.arrays["instance_slots"]
         instance_indices = [index for uuid in set(uuids)
                             for index in _fastfilters.find_in_heap_index(offsets, heap, slots, uuid.encode())]
-        rows = self.arrays["instance_row"][np.array(instance_indices, dtype=np.int64)]
-        return np.unique(rows).astype(np.int32)
+        return self.arrays["instance_row"][np.array(instance_indices, dtype=np.int64)]
 
     def instances_of(self, row: int) -> list[str]:
         offsets = self.arrays["instance_uuid_offsets"]
