@@ -18,6 +18,7 @@ from engine.rules.forbidden_traits import ForbiddenTraits
 from engine.rules.image_properties import ImagePropertiesFilter
 from engine.rules.io_ops import IoOpsFilter
 from engine.rules.isolated_hosts import IsolatedHostsFilter
+from engine.rules.json_filter import JsonFilter
 from engine.rules.member_of import MemberOf
 from engine.rules.metrics_filter import MetricsFilter
 from engine.rules.move_source import MoveSource
@@ -54,6 +55,7 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     IsolatedHostsFilter(),
     MetricsFilter(),
     AggregateNumInstancesFilter(),
+    JsonFilter(),
 )}
 
 
