@@ -22,10 +22,11 @@ TIMEOUT_S = 10.0
 RELOAD_TIMEOUT_S = 15.0
 WORKERS = 2
 
-# IoOpsFilter allows a host while num_io_ops < max_io_ops_per_host.
-STRICT = "[profiles.default]\nmax_io_ops_per_host = 8\n"        # "busy" refused
-RELAXED = "[profiles.default]\nmax_io_ops_per_host = 16\n"      # "busy" allowed
-WITH_TIGHT_PROFILE = STRICT + "\n[profiles.tight]\nmax_io_ops_per_host = 1\n"  # "light" refused in tight
+# IoOpsFilter allows a host while num_io_ops < max_io_ops_per_host; no other rule can refuse.
+RULES = 'enabled_filters = ["resource", "IoOpsFilter"]\n'
+STRICT = f"[profiles.default]\n{RULES}max_io_ops_per_host = 8\n"        # "busy" refused
+RELAXED = f"[profiles.default]\n{RULES}max_io_ops_per_host = 16\n"      # "busy" allowed
+WITH_TIGHT_PROFILE = STRICT + f"\n[profiles.tight]\n{RULES}max_io_ops_per_host = 1\n"  # "light" refused in tight
 
 BAD_FILES = [
     pytest.param("[profiles.default]\nmax_io_ops_per_host = \n", "", "not valid TOML", id="toml-error"),
