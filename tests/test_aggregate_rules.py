@@ -117,10 +117,13 @@ def test_aggregate_type_affinity(metadatas, flavor, passes):
     ([{"os_distro": "rhel"}], {}, "", True),  # absent properties pass
     ([{"os_distro": "rhel"}], {"os_distro": ""}, "", True),  # so do empty ones
     ([{"os_distro": "rhel"}], {"os_distro": "ubuntu"}, "hw", True),  # outside the namespace
-    ([{"hw.arch": "x86_64"}], {"hw.arch": "aarch64"}, "hw", False),
+    ([{"hw_architecture": "x86_64"}], {"hw_architecture": "aarch64"}, "hw", False),
+    ([{"hw_architecture": "x86_64"}], {"architecture": "aarch64"}, "", False),  # legacy name
+    ([{"ssd": "true"}], {"ssd": "false"}, "", True),  # not an ImageMetaProps field: Nova drops it
 ])
 def test_aggregate_image_properties_isolation(metadatas, properties, namespace, passes):
-    profile = Profile(aggregate_image_properties_isolation_namespace=namespace)
+    profile = Profile(aggregate_image_properties_isolation_namespace=namespace,
+                      aggregate_image_properties_isolation_separator="_")
     request = Request(image=Image("img", properties))
     rejection = refusal(host_in_aggregates(*metadatas), request, profile, "AggregateImagePropertiesIsolation")
     assert (rejection is None) == passes
