@@ -174,23 +174,24 @@ cdef inline void json_load(const JsonLoad* load, const int8_t* table_tags,
     out.number = value * load.scale + placed * load.per_placed
 
 
-cdef bint json_passes(const int64_t[:, ::1] code, const JsonValue* constants,
+cdef bint json_passes(const int64_t* code, Py_ssize_t instructions, const JsonValue* constants,
                       const JsonLoad* loads, const int8_t* table_tags,
                       const double* table_numbers, JsonValue* stack, Py_ssize_t row,
                       double placed) noexcept nogil:
+    # code: (opcode, operand, argc) per instruction
     cdef Py_ssize_t pc, top = 0, base
-    cdef int64_t op
-    for pc in range(code.shape[0]):
-        op = code[pc, 0]
-        if op == JSON_CONST:
-            stack[top] = constants[code[pc, 1]]
+    cdef const int64_t* instruction
+    for pc in range(instructions):
+        instruction = code + 3 * pc
+        if instruction[0] == JSON_CONST:
+            stack[top] = constants[instruction[1]]
             top += 1
-        elif op == JSON_LOAD:
-            json_load(&loads[code[pc, 1]], table_tags, table_numbers, row, placed, &stack[top])
+        elif instruction[0] == JSON_LOAD:
+            json_load(&loads[instruction[1]], table_tags, table_numbers, row, placed, &stack[top])
             top += 1
         else:
-            base = top - code[pc, 2]
-            json_apply(<int>op, &stack[base], code[pc, 2], &stack[top])
+            base = top - instruction[2]
+            json_apply(<int>instruction[0], &stack[base], instruction[2], &stack[top])
             stack[base] = stack[top]
             top = base + 1
     # Nova: a list result passes when any element is True.
@@ -259,8 +260,8 @@ def scan_json_query(const int64_t[:, ::1] code, const int8_t[::1] constant_tags,
             loads[index].table_offset = load_table_offsets[index]
         with nogil:
             for row in range(start, stop):
-                fails = not json_passes(code, constants, loads, tags, numbers, stack, row,
-                                        placed_count)
+                fails = not json_passes(&code[0, 0], code.shape[0], constants, loads, tags,
+                                        numbers, stack, row, placed_count)
                 fail_bits[row] |= mask * fails
                 refused += fails
     finally:
