@@ -52,9 +52,9 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     IoOpsFilter(),
     AggregateIoOpsFilter(),
     NumInstancesFilter(),
+    AggregateNumInstancesFilter(),
     IsolatedHostsFilter(),
     MetricsFilter(),
-    AggregateNumInstancesFilter(),
     JsonFilter(),
 )}
 
