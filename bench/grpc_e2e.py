@@ -98,7 +98,7 @@ def check_host(hosts: int) -> str:
 
 
 def measure(decision_target: str, hosts: int, seconds: float) -> list[Comparison]:
-    request = request_to_proto(workload.request(workload.fleet(hosts)))
+    request = request_to_proto(workload.request(hosts))
     check_message = placement_pb2.CheckDestinationRequest(request=request, hosts=[check_host(hosts)])
     select_message = placement_pb2.SelectDestinationsRequest(request=request)
     comparisons = []

@@ -18,7 +18,7 @@ def measure(hosts: int, min_seconds: float) -> dict[int, list[float]]:
     profile = workload.profile()
     samples = {}
     for instances in INSTANCE_COUNTS:
-        request = workload.request(workload.fleet(hosts), instances)
+        request = workload.request(hosts, instances)
         result = select_destinations(columns, request, profile, "bench", None)
         if len(result.placements) != instances:
             raise RuntimeError(f"the bench request placed {len(result.placements)}/{instances}: "

@@ -40,7 +40,7 @@ class KernelRun:
 
 def active_rules(hosts: int) -> list[Active]:
     """The request's compiled rules that scan (a rule the request does not engage passes all)."""
-    request = workload.request(workload.fleet(hosts))
+    request = workload.request(hosts)
     return [active for active in compile_rules(workload.columns(hosts), request, workload.profile())
             if active.params is not None]
 
@@ -53,7 +53,7 @@ def scan_chain(actives: list[Active], columns, fail_bits: np.ndarray) -> None:
 def measure(hosts: int, min_seconds: float, reference_seconds: float) -> KernelRun:
     columns = workload.columns(hosts)
     fleet = workload.fleet(hosts)
-    request = workload.request(fleet)
+    request = workload.request(hosts)
     profile = workload.profile()
     actives = active_rules(hosts)
     fail_bits = np.zeros(hosts, dtype=np.uint64)

@@ -110,7 +110,7 @@ class Comparison:
 def measure(python: Path, hosts: int, repeats: int, min_seconds: float) -> Comparison:
     fleet = workload.fleet(hosts)
     columns = workload.columns(hosts)
-    request = workload.request(fleet)
+    request = workload.request(hosts)
     full_profile = workload.profile()
     nova = run_nova(python, payload(fleet, request, full_profile, repeats))
     # The rules both sides run: those Nova has a filter class for.

@@ -22,20 +22,23 @@ from server.convert import request_to_proto
 
 CHECK_METHOD = "/placecheck.v1.PlacementCheck/CheckDestination"
 CLIENT_PROCESSES = 4
-WARMUP_S = 1.0  # spawned clients import grpc and connect in this time
+WARMUP_S = 0.3
+CLIENT_START_TIMEOUT_S = 60.0
 CPU_PER_CALL_TOLERANCE = 0.10
 THROUGHPUT_TARGET = 1.4
 
 
-def _closed_loop_client(target: str, message: bytes, start_at: float, stop_at: float,
-                        results: multiprocessing.Queue) -> None:
-    """Call back to back until stop_at; report the calls completed in [start_at, stop_at]."""
+def _closed_loop_client(target: str, message: bytes, ready: multiprocessing.Queue, measuring,
+                        stop, results: multiprocessing.Queue) -> None:
+    """Call back to back until `stop`; report how many calls completed while `measuring`."""
     counted = 0
     with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
         check = channel.unary_unary(CHECK_METHOD)
-        while (now := time.time()) < stop_at:
+        check(message)
+        ready.put(True)
+        while not stop.is_set():
             check(message)
-            counted += now >= start_at
+            counted += measuring.is_set()
     results.put(counted)
 
 
@@ -61,21 +64,24 @@ class Load:
 
 def _load_block(decision_target: str, worker_pids: list[int], message: bytes, seconds: float) -> Load:
     context = multiprocessing.get_context("spawn")  # no gRPC state crosses a fork
-    results = context.Queue()
-    start_at = time.time() + WARMUP_S
-    stop_at = start_at + seconds
+    ready, results = context.Queue(), context.Queue()
+    measuring, stop = context.Event(), context.Event()
     clients = [context.Process(target=_closed_loop_client,
-                               args=(decision_target, message, start_at, stop_at, results))
+                               args=(decision_target, message, ready, measuring, stop, results))
                for _ in range(CLIENT_PROCESSES)]
     for client in clients:
         client.start()
-    time.sleep(max(0.0, start_at - time.time()))
+    for _ in clients:
+        ready.get(timeout=CLIENT_START_TIMEOUT_S)
+    time.sleep(WARMUP_S)  # every client connected and calling: let the load settle
     cpu_before = sum(cpu_seconds(pid) for pid in worker_pids)
-    measured_from = time.time()
-    time.sleep(max(0.0, stop_at - time.time()))
+    measuring.set()
+    measured_from = time.perf_counter()
+    time.sleep(seconds)
     cpu_after = sum(cpu_seconds(pid) for pid in worker_pids)
-    measured_to = time.time()
-    calls = sum(results.get(timeout=30) for _ in clients)
+    measured_to = time.perf_counter()
+    stop.set()
+    calls = sum(results.get(timeout=CLIENT_START_TIMEOUT_S) for _ in clients)
     for client in clients:
         client.join()
     return Load(len(worker_pids), calls, measured_to - measured_from, cpu_after - cpu_before)
@@ -85,7 +91,7 @@ def measure(sidecars: dict[int, tuple[str, list[int]]], hosts: int, seconds: flo
             blocks: int) -> dict[int, Load]:
     """Load per sidecar (workers -> (decision target, worker pids)), `seconds` each, measured in
     alternating blocks so that other load on the machine weighs on every sidecar alike."""
-    request = request_to_proto(workload.request(workload.fleet(hosts)))
+    request = request_to_proto(workload.request(hosts))
     message = placement_pb2.CheckDestinationRequest(request=request, hosts=[check_host(hosts)]).SerializeToString()
     loads: dict[int, Load] = {}
     for _ in range(blocks):

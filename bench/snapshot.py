@@ -97,7 +97,7 @@ class Propagation:
 def measure_propagation(decision_target: str, state_target: str, supervisor_pid: int,
                         worker_pids: list[int], hosts: int, repeats: int) -> Propagation:
     fleet = workload.fleet(hosts)
-    request = request_to_proto(workload.request(fleet))
+    request = request_to_proto(workload.request(hosts))
     port = int(decision_target.rsplit(":", 1)[1])
     channels, stubs = [], []
     try:
