@@ -45,8 +45,8 @@ FULL = Sizes(kernel_hosts=(1_000, 10_000, 100_000), nova_hosts=10_000, nova_repe
              e2e_seconds=6.0, scaling_seconds=6.0, scaling_blocks=3, propagation_repeats=5, publish_repeats=5,
              copy_bytes=256 << 20)
 QUICK = Sizes(kernel_hosts=(1_000, 2_000), nova_hosts=1_000, nova_repeats=1, install_nova=False,
-              select_hosts=2_000, server_hosts=2_000, min_seconds=0.05, reference_seconds=0.1,
-              e2e_seconds=0.6, scaling_seconds=1.0, scaling_blocks=1, propagation_repeats=2, publish_repeats=2,
+              select_hosts=2_000, server_hosts=2_000, min_seconds=0.02, reference_seconds=0.1,
+              e2e_seconds=0.6, scaling_seconds=0.5, scaling_blocks=1, propagation_repeats=2, publish_repeats=2,
               copy_bytes=16 << 20)
 
 
