@@ -23,6 +23,7 @@ include "rules/count_limit.pxi"
 include "rules/value_table.pxi"
 include "rules/host_rows.pxi"
 include "rules/server_group_anti_affinity.pxi"
+include "rules/simple_cidr_affinity.pxi"
 include "rules/json_filter.pxi"
 include "weigh.pxi"
 
