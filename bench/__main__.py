@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -110,14 +111,15 @@ def run(sizes: Sizes) -> list[Figure]:
     return figures
 
 
-def report(figures: list[Figure], quick: bool, elapsed: float) -> str:
+def report(figures: list[Figure], quick: bool, elapsed: float, load_before: float, load_after: float) -> str:
     met = sum(figure.met is True for figure in figures)
     targets = sum(figure.met is not None for figure in figures)
     return "\n".join([
         "# placecheck benchmark" + (" (--quick)" if quick else ""),
         "",
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} on {machine_description()}; "
-        f"`make bench` took {elapsed:.0f} s. Every baseline was measured in the same run.",
+        f"`make bench` took {elapsed:.0f} s. Every baseline was measured in the same run. "
+        f"1-minute load average {load_before:.1f} before, {load_after:.1f} after.",
         "",
         render_table(figures),
         "",
@@ -132,8 +134,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--output", type=Path, help=f"write the table here (default: {RESULTS}, none with --quick)")
     args = parser.parse_args()
-    started = time.monotonic()
-    text = report(run(QUICK if args.quick else FULL), args.quick, time.monotonic() - started)
+    started, load_before = time.monotonic(), os.getloadavg()[0]
+    figures = run(QUICK if args.quick else FULL)
+    text = report(figures, args.quick, time.monotonic() - started, load_before, os.getloadavg()[0])
     print(text)
     output = args.output or (None if args.quick else RESULTS)
     if output is not None:
