@@ -79,14 +79,15 @@ class Columns:
         return np.unique(self.instance_rows(uuids)).astype(np.int32)
 
     def instance_rows(self, uuids) -> np.ndarray:
-        """The row of every instance of the fleet whose uuid is among these (each distinct
-        uuid once), so a row appears once per such instance on it: counts per host."""
+        """For each distinct uuid, the rows of the hosts running it: a row appears once per
+        distinct uuid among these that it runs (counts per host, as Nova's set intersection)."""
         offsets = self.arrays["instance_uuid_offsets"]
         heap = self.arrays["instance_uuid_bytes"]
         slots = self.arrays["instance_slots"]
-        instance_indices = [index for uuid in set(uuids)
-                            for index in _fastfilters.find_in_heap_index(offsets, heap, slots, uuid.encode())]
-        return self.arrays["instance_row"][np.array(instance_indices, dtype=np.int64)]
+        rows_per_uuid = [np.unique(self.arrays["instance_row"][np.array(
+            _fastfilters.find_in_heap_index(offsets, heap, slots, uuid.encode()), dtype=np.int64)])
+            for uuid in set(uuids)]
+        return np.concatenate(rows_per_uuid) if rows_per_uuid else np.zeros(0, dtype=np.int32)
 
     def instances_of(self, row: int) -> list[str]:
         offsets = self.arrays["instance_uuid_offsets"]
