@@ -361,3 +361,11 @@ def test_kernels_equal_references(scenario, data):
             assert scan(rule, active, columns, row, row + 1, 0)[1] == 1
             rejection = rule.explain(active, columns, row, 0)
             assert rejection.rule == name and UPPER_SNAKE.match(rejection.reason) and rejection.message
+
+
+def test_an_empty_hypervisor_type_is_unreported():
+    # The API carries an unknown hypervisor_type as "": Nova's None, so stats are read instead.
+    request = with_specs({"capabilities:hypervisor_type": "s!= Xen"})
+    assert not passes("ComputeCapabilitiesFilter", capability_host(hypervisor_type=""), request)
+    assert passes("ComputeCapabilitiesFilter", capability_host({"hypervisor_type": "QEMU"}, hypervisor_type=""),
+                  request)

@@ -142,6 +142,8 @@ def profile_failure(spec: CapabilitySpec, host_profile: dict, attribute_value=No
         return None, None
     if attribute_value is None and spec.attribute in PROFILE_ATTRIBUTES:
         attribute_value = host_profile[spec.attribute]
+        if attribute_value == "":  # hypervisor_type never reported: the API's strings have no None
+            attribute_value = None
     return failure(spec, stats.get(spec.attribute) if attribute_value is None else attribute_value)
 
 
