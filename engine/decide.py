@@ -14,8 +14,8 @@ import numpy as np
 from engine.config import Profile
 from engine.model import GroupPolicy, InvalidField, Request
 from engine.rules.base import Active
-from engine.verdict import CheckResult, FilterSummary, HostVerdict, InstancePlacement, SelectResult
-from engine.weighers import Ranking, WeighPlan, plan_weighing, rank, score
+from engine.verdict import CheckResult, FilterSummary, HostVerdict, InstancePlacement, SelectResult, WeighedHost
+from engine.weighers import WeighPlan, plan_weighing, rank, score, start_weighing
 
 MAX_ACTIVE_RULES = 64  # one bit each in a uint64 per row
 AFFINITY_RULE = "ServerGroupAffinityFilter"
@@ -77,7 +77,8 @@ def check_destination(columns, request: Request, profile: Profile, hosts: list[s
 
 @dataclasses.dataclass
 class _Selection:
-    """One SelectDestinations request in progress: the rows' failure bits and what it placed."""
+    """One SelectDestinations request in progress: the rows' failure bits and their weighing
+    (which counts the instances placed on each row)."""
 
     columns: object
     request: Request
@@ -85,22 +86,41 @@ class _Selection:
     actives: list[Active]
     fail_bits: np.ndarray
     plan: WeighPlan
-    placed: np.ndarray | None = None  # instances placed per row, once a second instance needs it
+    rng: random.Random
+    weighing: object = None
     picked_rows: list[int] = dataclasses.field(default_factory=list)
 
-    def rank(self, k: int) -> Ranking:
-        return rank(self.columns, self.plan, self.fail_bits, self.placed, k)
+    def __post_init__(self):
+        self.weighing = start_weighing(self.plan, self.fail_bits)
 
     def placed_on(self, row: int) -> int:
-        return int(self.placed[row]) if self.placed is not None else 0
+        placed = self.weighing.placed
+        return int(placed[row]) if placed is not None else 0
+
+    def sorted_hosts(self, k: int) -> list[tuple[int, WeighedHost]]:
+        """The first k hosts of Nova's _get_sorted_hosts: best weight first, the hosts tied at
+        the top shuffled when shuffle_best_same_weighed_hosts, then a random one of the first
+        host_subset_size moved to the front; each with its row."""
+        ranking = rank(self.columns, self.plan, self.weighing, k)
+        ranked = [(int(row), float(weight)) for row, weight in zip(ranking.rows, ranking.weights)]
+        if not ranked:
+            return []
+        if self.profile.shuffle_best_same_weighed_hosts:
+            tied = self.weighing.tied_at_top()
+            # The first k of a random order of the tied hosts: a partial shuffle.
+            shuffled = [(int(tied[index]), ranked[0][1])
+                        for index in self.rng.sample(range(len(tied)), min(len(tied), k))]
+            ranked = shuffled + ranked[len(tied):]
+        chosen = self.rng.randrange(min(self.profile.host_subset_size, len(ranked)))
+        ranked.insert(0, ranked.pop(chosen))
+        return [(row, score(self.columns, self.plan, ranking, row, weight, self.placed_on(row)))
+                for row, weight in ranked]
 
     def consume(self, row: int) -> None:
-        """Nova's consume_from_request on the picked host, then its rows' verdicts again."""
-        if self.placed is None:
-            self.placed = np.zeros(self.columns.host_count, dtype=np.int32)
-        self.placed[row] += 1
+        """Nova's consume_from_request on the picked host, then its row's verdicts again."""
         self.fail_bits[row] = 0
-        _scan(self.actives, self.columns, self.fail_bits, row, row + 1, int(self.placed[row]))
+        _scan(self.actives, self.columns, self.fail_bits, row, row + 1, self.placed_on(row) + 1)
+        self.weighing.consume(row)
         self.picked_rows.append(row)
         self._follow_affinity(row)
 
@@ -122,13 +142,15 @@ class _Selection:
             self.fail_bits &= ~np.uint64(1 << bit)
             if rejoined.params is not None:
                 rejoined.rule.scan(rejoined, self.columns, self.fail_bits, bit, 0, self.columns.host_count, 0)
+            self.weighing.refresh()
 
 
 def select_destinations(columns, request: Request, profile: Profile, decision_id: str,
                         max_alternates: int | None) -> SelectResult:
     """Ranked hosts with alternates for each of the request's instances, all or none;
-    the summary says how many hosts each rule eliminated. Randomness (host_subset_size)
-    is seeded from decision_id, so a decision replays from its id."""
+    the summary says how many hosts each rule eliminated. Randomness (host_subset_size,
+    shuffle_best_same_weighed_hosts) is seeded from decision_id, so a decision replays
+    from its id."""
     instances = max(request.num_instances, 1)
     alternates = profile.max_attempts - 1 if max_alternates is None else max_alternates
     if alternates < 0:
@@ -146,44 +168,33 @@ def select_destinations(columns, request: Request, profile: Profile, decision_id
 
     if hosts_passed == 0:
         return SelectResult((), summary(0), profile.name)
-    selection = _Selection(columns, request, profile, actives, fail_bits, plan_weighing(profile, request))
+    selection = _Selection(columns, request, profile, actives, fail_bits, plan_weighing(columns, profile, request),
+                           random.Random(decision_id))
     subset_size = profile.host_subset_size
-    rng = random.Random(decision_id)
     selected = []
     alternates_of_single = ()
     for _ in range(instances):
         # One instance: the alternates come from this same ranking, as in Nova.
-        k = max(subset_size, 1 + alternates) if instances == 1 else subset_size
-        ranking = selection.rank(k)
-        if len(ranking.rows) == 0:
+        hosts = selection.sorted_hosts(max(subset_size, 1 + alternates) if instances == 1 else subset_size)
+        if not hosts:
             return SelectResult((), summary(0), profile.name)  # all or nothing, as Nova
-        position = rng.randrange(min(subset_size, len(ranking.rows)))
-        row = int(ranking.rows[position])
-        selected.append(score(columns, selection.plan, ranking, position, selection.placed_on(row)))
-        if instances == 1:
-            alternates_of_single = tuple(score(columns, selection.plan, ranking, other, 0)
-                                         for other in range(len(ranking.rows)) if other != position)
+        row, host = hosts[0]
+        selected.append(host)
+        alternates_of_single = tuple(weighed for _, weighed in hosts[1:1 + alternates])
         selection.consume(row)
     if instances == 1:
-        shared_alternates = alternates_of_single[:alternates]
+        shared_alternates = alternates_of_single
     else:
-        shared_alternates = _alternates_after_all_picks(selection, rng, subset_size, alternates)
+        shared_alternates = _alternates_after_all_picks(selection, subset_size, alternates)
     placements = tuple(InstancePlacement(host, shared_alternates) for host in selected)
     return SelectResult(placements, summary(instances), profile.name)
 
 
-def _alternates_after_all_picks(selection: _Selection, rng: random.Random, subset_size: int,
-                                alternates: int) -> tuple:
-    """Nova re-filters and re-weighs once every instance is consumed, puts a random one of the
-    best host_subset_size first, and offers the hosts not chosen for any instance."""
+def _alternates_after_all_picks(selection: _Selection, subset_size: int, alternates: int) -> tuple:
+    """Nova re-filters and re-weighs once every instance is consumed, sorts as for a pick, and
+    offers the hosts not chosen for any instance."""
     if alternates == 0:
         return ()
     picked = set(selection.picked_rows)
-    ranking = selection.rank(max(subset_size, alternates + len(picked)))
-    if len(ranking.rows) == 0:
-        return ()
-    front = rng.randrange(min(subset_size, len(ranking.rows)))
-    order = [front] + [position for position in range(len(ranking.rows)) if position != front]
-    offered = [position for position in order if int(ranking.rows[position]) not in picked]
-    return tuple(score(selection.columns, selection.plan, ranking, position, 0)
-                 for position in offered[:alternates])
+    hosts = selection.sorted_hosts(max(subset_size, alternates + len(picked)))
+    return tuple(weighed for row, weighed in hosts if row not in picked)[:alternates]

@@ -1,212 +1,402 @@
-# Nova's weighing (nova/weights.py get_weighed_objects) over the rows that pass
-# every rule, with a top-k selection instead of a full sort.
+# Nova's weighing (nova/weights.py get_weighed_objects) over the rows that pass every
+# rule, with a top-k selection instead of a full sort.
 # Included by engine/_fastfilters.pyx; engine/weighers.py is the Python side.
 #
-# Three passes, weigher by weigher, so that the hot loops are branch-free and the
-# compiler can vectorise them (a fused single pass with branches measured ~5x slower):
-#   bounds   each weigher's normalisation bounds over the passing rows
-#   weights  weights[row] += multiplier * normalised, for every row (failing rows too)
-#   top k    a threshold scan: insertion is rare once k rows are held
+# A `Weighing` lives for one request:
+#   refresh   the passing rows (fail_bits == 0) compacted, in row order, into an index list
+#             (branch-free); then every weigher's normalisation bounds over them, then each
+#             passing row's weight: only passing rows are read, and typically few pass
+#   consume   one instance placed on a row whose fail bits the caller has rescanned: only
+#             that row changes, so a weigher's bounds are recomputed only when the row held
+#             them, and the other rows' weights only when some bound moved
+#   top       a threshold scan over the weights: insertion is rare once k rows are held
+# Weights are summed in Nova's order and with Nova's arithmetic,
+# multiplier * ((value - low) / (high - low)), so equal weights tie exactly as in Nova.
 
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, NAN, trunc
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.string cimport memmove
 
-ctypedef fused weigher_value:
-    double
-    int32_t
+import numpy as np
 
 
 cdef enum:
     WEIGH_MAX_WEIGHERS = 16
 
+# How a weigher's raw values are stored; ZEROS is 0 for every row (before any pick).
+cdef enum:
+    COLUMN_ZEROS = 0
+    COLUMN_DOUBLE = 1
+    COLUMN_INT32 = 2
+    COLUMN_INT64 = 3
 
-cdef inline double _raw_value(const weigher_value* column, const int32_t* placed, double change,
-                              double floor, Py_ssize_t row) noexcept nogil:
-    # The column plus this request's earlier picks on the row, clamped at `floor`.
-    cdef double value = <double>column[row]
+
+cdef struct WeigherColumn:
+    int kind
+    const void* values
+    double change  # added to the raw value per instance of the request placed on the row
+    double floor  # Nova's minval: 0 for the weighers that clamp, else -inf
+
+
+cdef inline double _raw(const WeigherColumn* column, const int32_t* placed, Py_ssize_t row) noexcept nogil:
+    # The row's value after this request's picks on it, clamped as Python's max(value, floor)
+    # (a NaN stays NaN: it marks a missing metric that must be reported).
+    cdef double value = 0.0
+    if column.kind == COLUMN_DOUBLE:
+        value = (<const double*>column.values)[row]
+    elif column.kind == COLUMN_INT32:
+        value = (<const int32_t*>column.values)[row]
+    elif column.kind == COLUMN_INT64:
+        value = <double>(<const int64_t*>column.values)[row]
     if placed != NULL:
-        value = value + placed[row] * change
-    return value if value > floor else floor
+        value = value + placed[row] * column.change
+    return column.floor if value < column.floor else value
 
 
-cdef inline double _pushed(const weigher_value* column, const uint64_t* fail_bits,
-                           const int32_t* placed, double change, double floor, Py_ssize_t row,
-                           double direction) noexcept nogil:
-    # A failing row's value moves 1e300 in `direction`, out of the bound's reach: arithmetic
-    # rather than a branch, as the pass/fail pattern is random and would mispredict.
-    return _raw_value(column, placed, change, floor, row) + direction * ((fail_bits[row] != 0) * 1e300)
-
-
-cdef void _weigher_bounds(const weigher_value* column, const uint64_t* fail_bits,
-                          const int32_t* placed, double change, double floor, Py_ssize_t n,
-                          double* low, double* high) noexcept nogil:
-    # Four independent min/max chains, in registers: one chain is bound by minsd latency.
-    cdef double low0 = INFINITY, low1 = INFINITY, low2 = INFINITY, low3 = INFINITY
-    cdef double high0 = -INFINITY, high1 = -INFINITY, high2 = -INFINITY, high3 = -INFINITY
-    cdef double a, b, c, d
-    cdef Py_ssize_t row = 0
-    while row + 4 <= n:
-        a = _pushed(column, fail_bits, placed, change, floor, row, 1.0)
-        b = _pushed(column, fail_bits, placed, change, floor, row + 1, 1.0)
-        c = _pushed(column, fail_bits, placed, change, floor, row + 2, 1.0)
-        d = _pushed(column, fail_bits, placed, change, floor, row + 3, 1.0)
-        low0 = a if a < low0 else low0
-        low1 = b if b < low1 else low1
-        low2 = c if c < low2 else low2
-        low3 = d if d < low3 else low3
-        a = _pushed(column, fail_bits, placed, change, floor, row, -1.0)
-        b = _pushed(column, fail_bits, placed, change, floor, row + 1, -1.0)
-        c = _pushed(column, fail_bits, placed, change, floor, row + 2, -1.0)
-        d = _pushed(column, fail_bits, placed, change, floor, row + 3, -1.0)
-        high0 = a if a > high0 else high0
-        high1 = b if b > high1 else high1
-        high2 = c if c > high2 else high2
-        high3 = d if d > high3 else high3
-        row += 4
-    while row < n:
-        a = _pushed(column, fail_bits, placed, change, floor, row, 1.0)
-        low0 = a if a < low0 else low0
-        a = _pushed(column, fail_bits, placed, change, floor, row, -1.0)
-        high0 = a if a > high0 else high0
-        row += 1
-    low0 = low0 if low0 < low1 else low1
-    low2 = low2 if low2 < low3 else low3
-    high0 = high0 if high0 > high1 else high1
-    high2 = high2 if high2 > high3 else high3
-    low[0] = low0 if low0 < low2 else low2
-    high[0] = high0 if high0 > high2 else high2
-
-
-cdef void _add_weigher(const weigher_value* column, const int32_t* placed, double change,
-                       double floor, double low, double span, double multiplier, bint first,
-                       Py_ssize_t n, double* weights) noexcept nogil:
-    # Nova: weight starts at 0.0 and adds multiplier * (value - low) / span per weigher.
-    cdef Py_ssize_t row
-    if first:
-        for row in range(n):
-            weights[row] = 0.0
+cdef Py_ssize_t _compact_passing(const uint64_t* fail, Py_ssize_t n, int32_t* rows) noexcept nogil:
+    # Branch-free: always write the row, advance only when it passes.
+    cdef Py_ssize_t row, count = 0
     for row in range(n):
-        weights[row] = weights[row] + multiplier * (
-            (_raw_value(column, placed, change, floor, row) - low) / span)
+        rows[count] = <int32_t>row
+        count += fail[row] == 0
+    return count
 
 
-cdef Py_ssize_t _top_k(const double* weights, const uint64_t* fail_bits, Py_ssize_t n,
-                       int64_t* top_rows, double* top_weights, Py_ssize_t k) noexcept nogil:
-    # Ties keep row order: a row only moves ahead of strictly smaller weights.
-    cdef Py_ssize_t row, slot, found = 0
-    cdef double weight, threshold = -INFINITY
-    if k == 0:
-        return 0
-    for row in range(n):
-        weight = weights[row]
-        if found == k and weight <= threshold:
-            continue
-        if fail_bits[row] != 0:
-            continue
-        slot = found if found < k else k - 1
-        while slot > 0 and top_weights[slot - 1] < weight:
-            top_weights[slot] = top_weights[slot - 1]
-            top_rows[slot] = top_rows[slot - 1]
-            slot -= 1
-        top_weights[slot] = weight
-        top_rows[slot] = row
-        if found < k:
-            found += 1
-        threshold = top_weights[k - 1]
-    return found
+cdef class Weighing:
+    """One request's weighing of one snapshot's rows.
+
+    Weigher w's raw value of a row is columns[w][row] (float64, int32 or int64; None: 0)
+    plus placed[row] * changes[w], clamped below at 0 where clamp_at_zero[w] (Nova's
+    minval = 0; those normalise over [0, max], the others over [min, max]). Its multiplier
+    for a row is multipliers[set_ids[row], w] (set_ids None: multipliers[0, w] for every
+    row). A row's weight is the sum over weighers, in order, of multiplier * normalised;
+    all-equal values normalise to 0, and with at most one passing row every weight is 0.
+    A NaN raw value on a passing row is reported by `missing_row` (a required metric the
+    host lacks), never weighed."""
+
+    cdef object _keep  # the arrays the pointers below point into
+    cdef const uint64_t* _fail
+    cdef Py_ssize_t _n, _weighers, _passing
+    cdef WeigherColumn _columns[WEIGH_MAX_WEIGHERS]
+    cdef const double* _multipliers
+    cdef Py_ssize_t _multiplier_sets
+    cdef const int32_t* _set_ids
+    cdef bint _contributes[WEIGH_MAX_WEIGHERS]
+    cdef double _low[WEIGH_MAX_WEIGHERS]
+    cdef double _high[WEIGH_MAX_WEIGHERS]
+    cdef Py_ssize_t _missing_row
+    cdef int32_t[::1] _rows  # the passing rows, ascending; the first _passing are valid
+    cdef double[::1] _weights  # parallel to _rows
+    cdef readonly object placed  # int32 per row: instances of this request placed there; None before any
+
+    def __init__(self, const uint64_t[::1] fail_bits, list columns, const double[::1] changes,
+                 const uint8_t[::1] clamp_at_zero, const double[:, ::1] multipliers, set_ids):
+        cdef Py_ssize_t n = fail_bits.shape[0], w
+        cdef Py_ssize_t count = len(columns)
+        if count > WEIGH_MAX_WEIGHERS:
+            raise ValueError(f"at most {WEIGH_MAX_WEIGHERS} weighers")
+        if changes.shape[0] != count or clamp_at_zero.shape[0] != count or multipliers.shape[1] != count \
+                or multipliers.shape[0] < 1:
+            raise ValueError("one change, clamp flag and multiplier column per weigher, at least one multiplier row")
+        keep = [fail_bits.base, multipliers.base]
+        cdef const int32_t[::1] set_view
+        self._set_ids = NULL
+        if set_ids is not None:
+            set_view = set_ids
+            if set_view.shape[0] != n:
+                raise ValueError("set_ids must have one entry per row")
+            if n and (np.min(set_ids) < 0 or np.max(set_ids) >= multipliers.shape[0]):
+                raise ValueError("every set id must index a multiplier row")
+            keep.append(set_ids)
+            self._set_ids = &set_view[0] if n else NULL
+        elif multipliers.shape[0] != 1:
+            raise ValueError("one multiplier row unless set_ids says which row each host takes")
+        cdef const double[::1] double_view
+        cdef const int32_t[::1] int32_view
+        cdef const int64_t[::1] int64_view
+        for w in range(count):
+            column = columns[w]
+            self._columns[w].kind = COLUMN_ZEROS
+            self._columns[w].values = NULL
+            self._columns[w].change = changes[w]
+            self._columns[w].floor = 0.0 if clamp_at_zero[w] else -INFINITY
+            if column is None:
+                continue
+            if column.shape[0] != n:
+                raise ValueError("every weigher column must have one value per row")
+            keep.append(column)
+            if n == 0:
+                continue
+            if column.dtype == np.float64:
+                double_view = column
+                self._columns[w].kind, self._columns[w].values = COLUMN_DOUBLE, &double_view[0]
+            elif column.dtype == np.int32:
+                int32_view = column
+                self._columns[w].kind, self._columns[w].values = COLUMN_INT32, &int32_view[0]
+            elif column.dtype == np.int64:
+                int64_view = column
+                self._columns[w].kind, self._columns[w].values = COLUMN_INT64, &int64_view[0]
+            else:
+                raise ValueError(f"weigher column of dtype {column.dtype}: float64, int32 or int64 only")
+        self._keep = keep
+        self._fail = &fail_bits[0] if n else NULL
+        self._multipliers = &multipliers[0, 0]
+        self._multiplier_sets = multipliers.shape[0]
+        self._n = n
+        self._weighers = count
+        self._rows = np.empty(max(n, 1), dtype=np.int32)
+        self._weights = np.empty(max(n, 1), dtype=np.float64)
+        self.placed = None
+        self.refresh()
+
+    @property
+    def passing(self) -> int:
+        return self._passing
+
+    @property
+    def missing_row(self) -> int:
+        """The first passing row with a NaN raw value when at least two rows pass (and are
+        therefore weighed), else -1."""
+        return self._missing_row
+
+    @property
+    def bounds(self):
+        """Each weigher's normalisation (low, high) over the passing rows."""
+        return [(self._low[w], self._high[w]) for w in range(self._weighers)]
+
+    cdef inline const int32_t* _placed_rows(self):
+        cdef int32_t[::1] view
+        if self.placed is None:
+            return NULL
+        view = self.placed
+        return &view[0]
+
+    cdef inline double _multiplier(self, Py_ssize_t row, Py_ssize_t w) noexcept nogil:
+        if self._set_ids == NULL:
+            return self._multipliers[w]
+        return self._multipliers[self._set_ids[row] * self._weighers + w]
+
+    def refresh(self):
+        """Every row's fail bits may have changed: compact, bound and weigh afresh."""
+        cdef const int32_t* placed = self._placed_rows()
+        cdef Py_ssize_t w
+        with nogil:
+            self._passing = _compact_passing(self._fail, self._n, &self._rows[0]) if self._n else 0
+            self._missing_row = -1
+            for w in range(self._weighers):
+                self._bound(w, placed)
+            self._weigh_all(placed)
+
+    cdef void _bound(self, Py_ssize_t w, const int32_t* placed) noexcept nogil:
+        # Four independent min/max chains: one chain is bound by the compare latency.
+        cdef const WeigherColumn* column = &self._columns[w]
+        cdef const int32_t* rows = &self._rows[0]
+        cdef double low0 = INFINITY, low1 = INFINITY, high0 = -INFINITY, high1 = -INFINITY, a, b
+        cdef Py_ssize_t j = 0, count = self._passing, invalid = 0
+        while j + 2 <= count:
+            a = _raw(column, placed, rows[j])
+            b = _raw(column, placed, rows[j + 1])
+            low0 = a if a < low0 else low0
+            low1 = b if b < low1 else low1
+            high0 = a if a > high0 else high0
+            high1 = b if b > high1 else high1
+            invalid += (a != a) + (b != b)
+            j += 2
+        if j < count:
+            a = _raw(column, placed, rows[j])
+            low0 = a if a < low0 else low0
+            high0 = a if a > high0 else high0
+            invalid += a != a
+        low0 = low0 if low0 < low1 else low1
+        high0 = high0 if high0 > high1 else high1
+        if low0 > high0:
+            low0 = high0 = 0.0  # no passing row, or only NaN values
+        if column.floor == 0.0:
+            low0 = 0.0  # minval = 0: the low bound is 0 itself, not the smallest value
+        self._low[w] = low0
+        self._high[w] = high0
+        if invalid and count > 1 and self._missing_row < 0:
+            for j in range(count):
+                a = _raw(column, placed, rows[j])
+                if a != a:
+                    self._missing_row = rows[j]
+                    break
+
+    cdef void _decide_contributions(self) noexcept nogil:
+        # A weigher adds exactly +-0.0 when its values are all equal (normalised to 0) or its
+        # multiplier is 0 on every host, so it is left out; Nova leaves a lone host unweighed.
+        cdef Py_ssize_t w, s
+        cdef Py_ssize_t sets = self._multiplier_sets
+        cdef bint any_multiplier
+        for w in range(self._weighers):
+            any_multiplier = False
+            for s in range(sets):
+                if self._multipliers[s * self._weighers + w] != 0.0:
+                    any_multiplier = True
+                    break
+            self._contributes[w] = self._passing > 1 and any_multiplier and self._low[w] != self._high[w]
+
+    cdef void _weigh_all(self, const int32_t* placed) noexcept nogil:
+        cdef Py_ssize_t j, w, count = self._passing
+        cdef const int32_t* rows = &self._rows[0]
+        cdef double* weights = &self._weights[0]
+        cdef const WeigherColumn* column
+        cdef double low, span, multiplier
+        self._decide_contributions()
+        for j in range(count):
+            weights[j] = 0.0
+        for w in range(self._weighers):
+            if not self._contributes[w]:
+                continue
+            column = &self._columns[w]
+            low = self._low[w]
+            span = self._high[w] - low
+            if self._set_ids == NULL:
+                multiplier = self._multipliers[w]
+                for j in range(count):
+                    weights[j] = weights[j] + multiplier * ((_raw(column, placed, rows[j]) - low) / span)
+            else:
+                for j in range(count):
+                    weights[j] = weights[j] + self._multiplier(rows[j], w) * (
+                        (_raw(column, placed, rows[j]) - low) / span)
+
+    cdef double _weigh_one(self, Py_ssize_t row, const int32_t* placed) noexcept nogil:
+        cdef double weight = 0.0
+        cdef Py_ssize_t w
+        for w in range(self._weighers):
+            if self._contributes[w]:
+                weight = weight + self._multiplier(row, w) * (
+                    (_raw(&self._columns[w], placed, row) - self._low[w]) / (self._high[w] - self._low[w]))
+        return weight
+
+    cdef Py_ssize_t _position(self, Py_ssize_t row) noexcept nogil:
+        # Binary search in the ascending passing rows; -1 when the row does not pass.
+        cdef Py_ssize_t low = 0, high = self._passing, middle
+        while low < high:
+            middle = (low + high) // 2
+            if self._rows[middle] < row:
+                low = middle + 1
+            else:
+                high = middle
+        return low if low < self._passing and self._rows[low] == row else -1
+
+    def consume(self, Py_ssize_t row):
+        """One more instance of the request on `row`, whose fail bits the caller has already
+        rescanned; no other row changed."""
+        if row < 0 or row >= self._n:
+            raise IndexError(f"row {row} out of range")
+        if self.placed is None:
+            self.placed = np.zeros(self._n, dtype=np.int32)
+        cdef int32_t[::1] placed_view = self.placed
+        cdef int32_t* placed = &placed_view[0]
+        cdef double before[WEIGH_MAX_WEIGHERS]
+        cdef double after, low, high
+        cdef Py_ssize_t w, position = self._position(row)
+        cdef Py_ssize_t passing_before = self._passing
+        cdef bint passes = self._fail[row] == 0, moved = False
+        if position < 0:
+            raise ValueError(f"row {row} did not pass: only a ranked row can be consumed")
+        with nogil:
+            for w in range(self._weighers):
+                before[w] = _raw(&self._columns[w], placed, row)
+            placed[row] += 1
+            if not passes:
+                memmove(&self._rows[position], &self._rows[position + 1],
+                        (self._passing - position - 1) * sizeof(int32_t))
+                memmove(&self._weights[position], &self._weights[position + 1],
+                        (self._passing - position - 1) * sizeof(double))
+                self._passing -= 1
+            for w in range(self._weighers):
+                after = _raw(&self._columns[w], placed, row)
+                low, high = self._low[w], self._high[w]
+                if passes and after == before[w]:
+                    continue
+                if before[w] == high or (before[w] == low and self._columns[w].floor != 0.0):
+                    self._bound(w, placed)  # the row may have held the bound alone
+                elif passes:
+                    self._low[w] = after if after < low and self._columns[w].floor != 0.0 else low
+                    self._high[w] = after if after > high else high
+                moved = moved or self._low[w] != low or self._high[w] != high
+            if moved or (passing_before > 1) != (self._passing > 1):
+                self._weigh_all(placed)
+            elif passes:
+                self._weights[position] = self._weigh_one(row, placed)
+
+    def top(self, int64_t[::1] top_rows, double[::1] top_weights):
+        """The best len(top_rows) passing rows, best first, ties in row order, with their
+        weights; returns how many were written."""
+        cdef Py_ssize_t k = top_rows.shape[0], j, slot, found = 0
+        cdef double weight, threshold = -INFINITY
+        cdef const double* weights = &self._weights[0]
+        cdef const int32_t* rows = &self._rows[0]
+        if top_weights.shape[0] != k:
+            raise ValueError("top_rows and top_weights of one length")
+        if k == 0:
+            return 0
+        with nogil:
+            for j in range(self._passing):
+                weight = weights[j]
+                if found == k and weight <= threshold:
+                    continue
+                # Ties keep row order: a row only moves ahead of strictly smaller weights.
+                slot = found if found < k else k - 1
+                while slot > 0 and top_weights[slot - 1] < weight:
+                    top_weights[slot] = top_weights[slot - 1]
+                    top_rows[slot] = top_rows[slot - 1]
+                    slot -= 1
+                top_weights[slot] = weight
+                top_rows[slot] = rows[j]
+                if found < k:
+                    found += 1
+                threshold = top_weights[k - 1]
+        return found
+
+    def tied_at_top(self):
+        """Every passing row whose weight equals the best weight, in row order (int32)."""
+        cdef Py_ssize_t j, count = 0
+        cdef double best = -INFINITY
+        tied = np.empty(self._passing, dtype=np.int32)
+        cdef int32_t[::1] out = tied
+        with nogil:
+            for j in range(self._passing):
+                best = self._weights[j] if self._weights[j] > best else best
+            for j in range(self._passing):
+                out[count] = self._rows[j]
+                count += self._weights[j] == best
+        return tied[:count]
 
 
-def weigh_top_k(const uint64_t[::1] fail_bits, list columns, const int32_t[::1] placed,
-                const double[::1] changes, const double[::1] multipliers,
-                const uint8_t[::1] clamp_at_zero, double[:, ::1] bounds, double[::1] scratch,
-                int64_t[::1] top_rows, double[::1] top_weights):
-    """Weigh every row with fail_bits == 0 and keep the best len(top_rows) of them.
-
-    columns[w] (float64 or int32, one value per row) is weigher w's raw value;
-    placed[row] * changes[w] is added to it (placed None: nothing placed yet). As Nova:
-    raw values of weighers with clamp_at_zero are clamped to >= 0 and normalised
-    over [0, max], the others over [min, max]; all-equal values normalise to 0;
-    weight = sum over weighers, in order, of multiplier * normalised; with at most
-    one passing row every weight is 0. Ties keep row order (stable). `scratch` is
-    a float64 buffer of one value per row, overwritten.
-
-    Writes bounds[w] = (low, high) of the normalisation and the best rows with their
-    weights, best first; returns (passing rows, rows written to top_rows)."""
-    cdef Py_ssize_t n = fail_bits.shape[0]
-    cdef Py_ssize_t weigher_count = len(columns)
-    cdef Py_ssize_t k = top_rows.shape[0]
-    if weigher_count > WEIGH_MAX_WEIGHERS:
-        raise ValueError(f"at most {WEIGH_MAX_WEIGHERS} weighers")
-    if changes.shape[0] != weigher_count or multipliers.shape[0] != weigher_count \
-            or clamp_at_zero.shape[0] != weigher_count or bounds.shape[0] != weigher_count \
-            or bounds.shape[1] != 2 or top_weights.shape[0] != k:
-        raise ValueError("one change, multiplier, clamp flag and bounds row per weigher; "
-                         "top_rows and top_weights of one length")
-    if scratch.shape[0] != n or (placed is not None and placed.shape[0] != n):
-        raise ValueError("scratch and placed must have one entry per row")
-    if n == 0:
-        return 0, 0
-
-    cdef const double* float_columns[WEIGH_MAX_WEIGHERS]
-    cdef const int32_t* int_columns[WEIGH_MAX_WEIGHERS]
-    cdef const double[::1] float_view
-    cdef const int32_t[::1] int_view
-    cdef Py_ssize_t w
-    for w in range(weigher_count):
-        column = columns[w]
-        if column.shape[0] != n:
-            raise ValueError("every weigher column must have one value per row")
-        float_columns[w] = NULL
-        int_columns[w] = NULL
-        if column.dtype.kind == "i" and column.dtype.itemsize == 4:
-            int_view = column
-            int_columns[w] = &int_view[0]
-        else:
-            float_view = column
-            float_columns[w] = &float_view[0]
-
-    cdef const uint64_t* fail = &fail_bits[0]
-    cdef const int32_t* placed_rows = &placed[0] if placed is not None else NULL
-    cdef double* weights = &scratch[0]
-    cdef double floor[WEIGH_MAX_WEIGHERS]
-    cdef double low[WEIGH_MAX_WEIGHERS]
-    cdef double high[WEIGH_MAX_WEIGHERS]
-    cdef Py_ssize_t row, passing = 0, found
-    cdef bint first = True
-
+def metrics_raw(const double[:, ::1] metric_values, const int64_t[::1] metric_indices,
+                const double[::1] ratios, const double[::1] multiplier_of_row_set, set_ids,
+                double unavailable, bint required, double[::1] out):
+    """MetricsWeigher's raw value of every row (nova/scheduler/weights/metrics.py): the sum,
+    in setting order, of metric value * ratio, the value truncated to an integer as Nova's
+    MonitorMetric.value (an IntegerField) holds it. metric_indices[i] is setting i's row of
+    metric_values (NaN: the host lacks it; -1: no host has it). A lacking metric makes the
+    value NaN when `required` (Nova raises ComputeHostMetricNotFound), else `unavailable`
+    if its ratio times the host's multiplier is non-zero, else it is skipped.
+    multiplier_of_row_set[set_ids[row]] is the row's multiplier (set_ids None: index 0)."""
+    cdef Py_ssize_t n = out.shape[0], settings = metric_indices.shape[0], row, i
+    cdef const int32_t[::1] set_view
+    cdef const int32_t* sets = NULL
+    cdef double value, metric, multiplier
+    if ratios.shape[0] != settings:
+        raise ValueError("one ratio per metric setting")
+    if set_ids is not None:
+        set_view = set_ids
+        sets = &set_view[0] if n else NULL
     with nogil:
         for row in range(n):
-            passing += fail[row] == 0
-        for w in range(weigher_count):
-            floor[w] = 0.0 if clamp_at_zero[w] else -INFINITY
-            if float_columns[w] != NULL:
-                _weigher_bounds(float_columns[w], fail, placed_rows, changes[w], floor[w], n,
-                                &low[w], &high[w])
-            else:
-                _weigher_bounds(int_columns[w], fail, placed_rows, changes[w], floor[w], n,
-                                &low[w], &high[w])
-            if clamp_at_zero[w]:
-                low[w] = 0.0  # minval = 0: the low bound is 0 itself, not the smallest value
-            if passing == 0:
-                low[w] = 0.0
-                high[w] = 0.0
-        for w in range(weigher_count):
-            # A zero multiplier adds exactly 0.0, equal bounds normalise to 0, and Nova
-            # leaves a lone host unweighed.
-            if passing <= 1 or multipliers[w] == 0.0 or low[w] == high[w]:
-                continue
-            if float_columns[w] != NULL:
-                _add_weigher(float_columns[w], placed_rows, changes[w], floor[w], low[w],
-                             high[w] - low[w], multipliers[w], first, n, weights)
-            else:
-                _add_weigher(int_columns[w], placed_rows, changes[w], floor[w], low[w],
-                             high[w] - low[w], multipliers[w], first, n, weights)
-            first = False
-        if first:
-            for row in range(n):
-                weights[row] = 0.0
-        found = _top_k(weights, fail, n, &top_rows[0], &top_weights[0], k)
-        for w in range(weigher_count):
-            bounds[w, 0] = low[w]
-            bounds[w, 1] = high[w]
-    return passing, found
+            value = 0.0
+            multiplier = multiplier_of_row_set[sets[row] if sets != NULL else 0]
+            for i in range(settings):
+                metric = metric_values[metric_indices[i], row] if metric_indices[i] >= 0 else NAN
+                if metric == metric:
+                    value = value + trunc(metric) * ratios[i]
+                elif required:
+                    value = NAN
+                    break
+                elif ratios[i] * multiplier != 0.0:
+                    value = unavailable
+                    break
+            out[row] = value

@@ -14,6 +14,7 @@ from engine.config import ConfigError, Profile, default_config, load_config
 from engine.decide import UnknownHost, check_destination, select_destinations
 from engine.model import Fleet, GroupPolicy, Host, InvalidField, Inventory, Request, ServerGroup
 from engine.rules import RULES
+from engine.weighers import MetricNotFound
 from tests.fleetgen import scenarios
 
 PROFILE = default_config().profile("")
@@ -41,7 +42,8 @@ def selected_hosts(result):
 
 def test_check_lists_every_refusing_rule_with_numbers():
     columns = columns_of(host("busy", ram_free=512, enabled=False, num_io_ops=9), host("fine"))
-    result = check_destination(columns, SMALL, PROFILE, ["busy", "fine"])
+    profile = dataclasses.replace(PROFILE, enabled_filters=("resource", "ComputeFilter", "IoOpsFilter"))
+    result = check_destination(columns, SMALL, profile, ["busy", "fine"])
     busy, fine = result.verdicts
     assert [r.rule for r in busy.rejections] == ["resource:MEMORY_MB", "ComputeFilter", "IoOpsFilter"]
     memory = busy.rejections[0]
@@ -51,7 +53,7 @@ def test_check_lists_every_refusing_rule_with_numbers():
     # Every active rule, in the profile's order, whether it refused or not.
     assert busy.rules_evaluated == fine.rules_evaluated
     assert busy.rules_evaluated[:3] == ("resource:DISK_GB", "resource:MEMORY_MB", "resource:VCPU")
-    assert "ComputeFilter" in busy.rules_evaluated and result.profile == PROFILE.name
+    assert "ComputeFilter" in busy.rules_evaluated and result.profile == profile.name
 
 
 def test_check_keeps_request_order_and_repeats():
@@ -144,7 +146,48 @@ def test_no_host_fits_summarises_eliminations_most_first():
     assert summary.message == "0/3 hosts fit: 2 resource:MEMORY_MB, 2 ComputeFilter"
 
 
-# --- randomness: host_subset_size and replay --------------------------------------------------
+def test_soft_anti_affinity_weigher_spreads_the_instances_of_one_request():
+    # Equal hosts: without the weigher every instance would go to the first; each pick is a
+    # new member of the group on its host, so the next instance prefers another host.
+    group = ServerGroup(GroupPolicy.SOFT_ANTI_AFFINITY, members=("i1", "i2", "i3"))
+    request = dataclasses.replace(SMALL, num_instances=3, server_group=group)
+    equal = [host(f"h{i}", ram_total=1 << 30, ram_free=1 << 30) for i in range(3)]
+    profile = dataclasses.replace(RAM_ONLY, ram_weight_multiplier=0.0)
+    assert selected_hosts(select_destinations(columns_of(*equal), request, profile, "d1", None)) == ["h0", "h1", "h2"]
+    off = dataclasses.replace(profile, soft_anti_affinity_weight_multiplier=0.0)
+    assert selected_hosts(select_destinations(columns_of(*equal), request, off, "d1", None)) == ["h0"] * 3
+
+
+def test_a_required_metric_no_weighed_host_reports_fails_the_request():
+    # Without MetricsFilter, which would have refused b before weighing.
+    profile = dataclasses.replace(RAM_ONLY, metrics_weight_setting=("cpu.percent=1",),
+                                  enabled_filters=("resource", "ComputeFilter"))
+    fleet = columns_of(host("a", metrics={"cpu.percent": 3.0}), host("b"))
+    with pytest.raises(MetricNotFound) as raised:
+        select_destinations(fleet, SMALL, profile, "d1", None)
+    assert (raised.value.host, raised.value.metric, raised.value.field) == ("b", "cpu.percent", "request.profile")
+    lenient = dataclasses.replace(profile, metrics_required=False)
+    assert selected_hosts(select_destinations(fleet, SMALL, lenient, "d1", None)) == ["a"]
+
+
+# --- randomness: host_subset_size, shuffle_best_same_weighed_hosts and replay -----------------
+
+def test_shuffle_spreads_picks_over_hosts_tied_at_the_top_only():
+    # Five hosts tie at the best weight, one is behind: with host_subset_size 1 Nova's shuffle
+    # makes any of the five the choice, never the sixth, and the alternates start with the
+    # other tied hosts.
+    fleet = columns_of(*(host(f"t{i}", ram_free=8192) for i in range(5)), host("low", ram_free=1024))
+    profile = dataclasses.replace(RAM_ONLY, shuffle_best_same_weighed_hosts=True)
+    results = [select_destinations(fleet, SMALL, profile, f"id-{i}", 5) for i in range(40)]
+    picks = {selected_hosts(result)[0] for result in results}
+    assert picks == {f"t{i}" for i in range(5)}
+    for result in results:
+        (placement,) = result.placements
+        assert sorted(alt.host for alt in placement.alternates[:4]) == sorted(picks - {placement.selected.host})
+        assert placement.alternates[4].host == "low"
+    unshuffled = {selected_hosts(select_destinations(fleet, SMALL, RAM_ONLY, f"id-{i}", None))[0] for i in range(10)}
+    assert unshuffled == {"t0"}
+
 
 def test_same_decision_id_replays_and_subset_varies_across_ids():
     fleet = columns_of(*(host(f"h{i:02d}", ram_free=8000 + i) for i in range(20)))

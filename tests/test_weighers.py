@@ -11,8 +11,11 @@ from hypothesis import strategies as st
 
 from engine.columns import build_columns
 from engine.config import Profile
-from engine.model import Fleet, Host, Inventory, Request
-from engine.weighers import WEIGHERS, nova_normalize, plan_weighing, rank, reference_weigh, score
+from engine.model import Aggregate, Fleet, GroupPolicy, Host, Inventory, Request, ServerGroup
+from engine.weighers import (WEIGHERS, MetricNotFound, nova_normalize, nova_weight_multiplier,
+                             parse_weight_setting, plan_weighing, rank, reference_weigh, score,
+                             start_weighing)
+from tests.fleetgen import fleets
 
 ONLY = {w.multiplier_option: 0.0 for w in WEIGHERS}  # every multiplier off; tests turn one on
 
@@ -27,14 +30,18 @@ def ram_host(name: str, free_ram_mb: int) -> Host:
                                                         used=1024 - min(free_ram_mb, 0))})
 
 
-def kernel_ranking(hosts, profile, request=Request(), passing=None, placed=None, k=None):
-    """(host, weight) best first, from the kernel over every host (or the passing ones)."""
-    columns = build_columns(Fleet(tuple(hosts)))
+def kernel_ranking(hosts, profile, request=Request(), passing=None, placed=None, k=None, aggregates=()):
+    """(host, weight) best first, from the kernel over every host (or the passing ones), after
+    placed[row] instances of the request were consumed on each row, one by one."""
+    columns = build_columns(Fleet(tuple(hosts), tuple(aggregates)))
     fail_bits = np.array([0 if passing is None or ok else 1 for ok in (passing or [True] * len(hosts))],
                          dtype=np.uint64)
-    placed_rows = None if placed is None else np.array(placed, dtype=np.int32)
-    plan = plan_weighing(profile, request)
-    ranking = rank(columns, plan, fail_bits, placed_rows, len(hosts) if k is None else k)
+    plan = plan_weighing(columns, profile, request)
+    weighing = start_weighing(plan, fail_bits)
+    for row, count in enumerate(placed or ()):
+        for _ in range(count):
+            weighing.consume(row)
+    ranking = rank(columns, plan, weighing, len(hosts) if k is None else k)
     return columns, plan, ranking, [(columns.host_name(int(row)), float(weight))
                                     for row, weight in zip(ranking.rows, ranking.weights)]
 
@@ -112,7 +119,8 @@ def test_a_lone_passing_host_is_unweighed():
     _, plan, ranking, ranked = kernel_ranking(RAM_HOSTS, profile_with(ram_weight_multiplier=1.0),
                                               passing=[False, False, True, False])
     assert ranked == [("host3", 0.0)]
-    assert reference_weigh([RAM_HOSTS[2]], profile_with(ram_weight_multiplier=1.0), Request())[0].weight == 0.0
+    assert reference_weigh([RAM_HOSTS[2]], Fleet(tuple(RAM_HOSTS)), profile_with(ram_weight_multiplier=1.0),
+                           Request())[0].weight == 0.0
 
 
 def test_placed_instances_are_consumed_before_weighing():
@@ -128,7 +136,7 @@ def test_score_reports_each_weigher():
     profile = profile_with(ram_weight_multiplier=2.0, io_ops_weight_multiplier=-1.0)
     hosts = [dataclasses.replace(host, num_io_ops=i) for i, host in enumerate(RAM_HOSTS)]
     columns, plan, ranking, _ = kernel_ranking(hosts, profile)
-    best = score(columns, plan, ranking, 0, 0)
+    best = score(columns, plan, ranking, int(ranking.rows[0]), float(ranking.weights[0]), 0)
     by_name = {s.weigher: s for s in best.weighers}
     assert best.host == "host4"
     assert (by_name["RAMWeigher"].raw, by_name["RAMWeigher"].normalized, by_name["RAMWeigher"].multiplier) == \
@@ -137,9 +145,137 @@ def test_score_reports_each_weigher():
     assert best.weight == pytest.approx(sum(s.contribution for s in best.weighers))
 
 
+# --- the other weighers, as Nova's unit tests ------------------------------------------------
+
+def test_hypervisor_version_weigher_prefers_newer_and_unknown_is_zero():
+    # test_weights_hypervisor_version.py: versions 1, 2, 3 and one unknown (None -> 0).
+    hosts = [Host("host1", hypervisor_version=1000), Host("host2", hypervisor_version=2000),
+             Host("host3", hypervisor_version=3000), Host("unknown")]
+    _, _, _, ranked = kernel_ranking(hosts, profile_with(hypervisor_version_weight_multiplier=1.0))
+    assert ranked == [("host3", 1.0), ("host2", 2 / 3), ("host1", 1 / 3), ("unknown", 0.0)]
+
+
+def test_build_failure_weigher_negates_its_multiplier():
+    # test_weights_compute.py: failed builds 0, 1, 2, 3 with multiplier 1.0 weigh 0, -1/3, ...
+    hosts = [Host(f"host{count}", failed_builds=count) for count in range(4)]
+    _, _, _, ranked = kernel_ranking(hosts, profile_with(build_failure_weight_multiplier=1.0))
+    assert ranked == [("host0", 0.0), ("host1", -1 / 3), ("host2", -2 / 3), ("host3", -1.0)]
+
+
+GROUP_HOSTS = [Host("host1", instances=("m1", "m2", "other")), Host("host2", instances=("m3",)),
+               Host("host3"), Host("host4", instances=("m4", "m5", "m6"))]
+MEMBERS = ("m1", "m2", "m3", "m4", "m5", "m6", "m6", "not-placed-yet")
+
+
+@pytest.mark.parametrize("policy, option, expected", [
+    (GroupPolicy.SOFT_AFFINITY, "soft_affinity_weight_multiplier",
+     [("host4", 2.0), ("host1", 4 / 3), ("host2", 2 / 3), ("host3", 0.0)]),
+    (GroupPolicy.SOFT_ANTI_AFFINITY, "soft_anti_affinity_weight_multiplier",
+     [("host3", 2.0), ("host2", 4 / 3), ("host1", 2 / 3), ("host4", 0.0)]),
+    # Another policy: every host weighs 0.
+    (GroupPolicy.ANTI_AFFINITY, "soft_anti_affinity_weight_multiplier",
+     [("host1", 0.0), ("host2", 0.0), ("host3", 0.0), ("host4", 0.0)]),
+])
+def test_soft_group_weighers_count_members_on_each_host(policy, option, expected):
+    request = Request(server_group=ServerGroup(policy, members=MEMBERS))
+    _, _, _, ranked = kernel_ranking(GROUP_HOSTS, profile_with(**{option: 2.0}), request)
+    assert ranked == expected
+
+
+def test_instances_placed_by_the_request_count_as_group_members():
+    # Nova's multi-create adds each new instance to the group and to its host.
+    request = Request(server_group=ServerGroup(GroupPolicy.SOFT_ANTI_AFFINITY, members=MEMBERS))
+    _, _, _, ranked = kernel_ranking(GROUP_HOSTS, profile_with(soft_anti_affinity_weight_multiplier=1.0),
+                                     request, placed=[0, 0, 3, 0])
+    # host3 now has 3 members, as many as host4: both at the bottom.
+    assert [host for host, _ in ranked] == ["host2", "host1", "host3", "host4"]
+
+
+IDLE, KERNEL, USER = "cpu.idle.time", "cpu.kernel.time", "cpu.user.time"
+METRIC_HOSTS = [Host("host1", metrics={IDLE: 512, KERNEL: 1}), Host("host2", metrics={IDLE: 1024, KERNEL: 2}),
+                Host("host3", metrics={IDLE: 3072, KERNEL: 1}), Host("host4", metrics={IDLE: 8192, KERNEL: 0}),
+                Host("host5", metrics={IDLE: 768, KERNEL: 0, USER: 1}),
+                Host("host6", metrics={IDLE: 2048, KERNEL: 0, USER: 2})]
+
+
+@pytest.mark.parametrize("setting, best", [
+    # test_weights_metrics.py
+    ([f"{IDLE}=1"], "host4"),
+    ([f"{IDLE}=0.0001", f"{KERNEL}=1"], "host2"),
+    ([f"{IDLE}=-2", f"{IDLE}=1"], "host1"),
+    ([f"{IDLE}=-1"], "host1"),
+    ([f"{IDLE}=0.0001", KERNEL], "host4"),
+    ([f"{IDLE}=0.0001", f"{KERNEL} = 2.0t"], "host4"),
+])
+def test_metrics_weigher_as_nova(setting, best):
+    profile = profile_with(metrics_weight_multiplier=1.0, metrics_weight_setting=tuple(setting))
+    _, _, _, ranked = kernel_ranking(METRIC_HOSTS, profile)
+    assert ranked[0] == (best, 1.0)
+
+
+def test_parse_weight_setting_as_nova():
+    assert parse_weight_setting((f"{IDLE}=1", f"{KERNEL}=-2.1")) == ((IDLE, 1.0), (KERNEL, -2.1))
+    assert parse_weight_setting((f"{IDLE}=a1", IDLE, "=5", f"{KERNEL}=-2.1")) == ((KERNEL, -2.1),)
+
+
+def test_a_required_metric_missing_on_a_weighed_host_fails_the_request():
+    profile = profile_with(metrics_weight_multiplier=1.0, metrics_weight_setting=(f"{IDLE}=1", f"{USER}=2"))
+    with pytest.raises(MetricNotFound) as raised:
+        kernel_ranking(METRIC_HOSTS, profile)
+    assert (raised.value.host, raised.value.metric) == ("host1", USER)
+    with pytest.raises(MetricNotFound):
+        reference_weigh(METRIC_HOSTS, Fleet(tuple(METRIC_HOSTS)), profile, Request())
+    # A lone passing host is not weighed, so nothing is missed.
+    _, _, _, ranked = kernel_ranking(METRIC_HOSTS, profile, passing=[True] + [False] * 5)
+    assert ranked == [("host1", 0.0)]
+
+
+def test_a_missing_metric_weighs_unavailable_unless_its_ratio_or_multiplier_is_zero():
+    profile = profile_with(metrics_weight_multiplier=1.0, metrics_required=False,
+                           metrics_weight_setting=(f"{IDLE}=0.0001", f"{USER}=-1"))
+    _, _, _, ranked = kernel_ranking(METRIC_HOSTS, profile)
+    assert ranked[0] == ("host5", 1.0)
+    assert {host for host, weight in ranked if weight == 0.0} == {"host1", "host2", "host3", "host4"}
+    # A zero ratio skips the missing metric: the idle time alone decides.
+    profile = dataclasses.replace(profile, metrics_weight_setting=(f"{IDLE}=1", f"{USER}=0"))
+    _, _, _, ranked = kernel_ranking(METRIC_HOSTS, profile)
+    assert ranked[0] == ("host4", 1.0)
+
+
+def test_metric_values_are_truncated_to_integers_as_novas_monitor_metric():
+    hosts = [Host("a", metrics={IDLE: 0.9}), Host("b", metrics={IDLE: 0.1}), Host("c", metrics={IDLE: 1.5})]
+    profile = profile_with(metrics_weight_multiplier=1.0, metrics_weight_setting=(f"{IDLE}=1",))
+    _, _, _, ranked = kernel_ranking(hosts, profile)
+    assert ranked == [("c", 1.0), ("a", 0.0), ("b", 0.0)]
+
+
+# --- multipliers overridden by aggregate metadata -----------------------------------------
+
+@pytest.mark.parametrize("values, expected", [
+    ((), 1.0), (("2",), 2.0), (("2", "1.5"), 1.5), (("-3", "0.5"), -3.0), (("2", "x"), 1.0),
+])
+def test_weight_multiplier_as_nova(values, expected):
+    # test_weights_metrics.py::test_metrics_weigher_multiplier, scheduler/test_utils.py
+    metadatas = [{"metrics_weight_multiplier": value} for value in values] + [{"other": "7"}]
+    assert nova_weight_multiplier(metadatas, "metrics_weight_multiplier", 1.0) == expected
+
+
+def test_aggregate_metadata_overrides_the_multiplier_per_host():
+    # host1 and host2 pack (multiplier -1 from their aggregates), host3 and host4 spread.
+    aggregates = (Aggregate(1, "pack", frozenset({"host1", "host2"}), {"ram_weight_multiplier": "-1"}),
+                  Aggregate(2, "broken", frozenset({"host4"}), {"ram_weight_multiplier": "not-a-number"}))
+    columns, plan, ranking, ranked = kernel_ranking(RAM_HOSTS, profile_with(ram_weight_multiplier=1.0),
+                                                    aggregates=aggregates)
+    assert ranked == [("host4", 1.0), ("host3", 3072 / 8192), ("host1", -512 / 8192), ("host2", -1024 / 8192)]
+    best = score(columns, plan, ranking, int(ranking.rows[3]), float(ranking.weights[3]), 0)
+    assert next(s for s in best.weighers if s.weigher == "RAMWeigher").multiplier == -1.0
+
+
 # --- kernel == reference -------------------------------------------------------------------
 
 MULTIPLIERS = st.sampled_from([-2.0, -1.0, 0.0, 0.5, 1.0, 2.5])
+MULTIPLIER_METADATA = ("0", "-1", "0.5", "3", "x")
+METRIC_SETTINGS = ("cpu.percent=1", "cpu.frequency=-0.5", "mem.free=0", "absent.metric=2", "bad")
 
 
 @st.composite
@@ -165,15 +301,48 @@ def weighing_cases(draw, ratios):
     request = Request(resources={"MEMORY_MB": draw(st.sampled_from([0, 512, 4096])),
                                  "VCPU": draw(st.integers(0, 4)), "DISK_GB": draw(st.integers(0, 20))})
     k = draw(st.integers(1, count + 2))
-    return hosts, passing, placed, profile, request, k
+    return Fleet(tuple(hosts)), passing, placed, profile, request, k
+
+
+@st.composite
+def full_weighing_cases(draw):
+    """Every weigher: fleetgen's fleets (metrics, failed builds, hypervisor versions, instances,
+    aggregates) with multiplier overrides in aggregate metadata, soft groups, metric settings."""
+    fleet = draw(fleets(max_hosts=10))
+    aggregates = tuple(dataclasses.replace(aggregate, metadata=aggregate.metadata | draw(st.dictionaries(
+        st.sampled_from(sorted({w.multiplier_option for w in WEIGHERS})), st.sampled_from(MULTIPLIER_METADATA),
+        max_size=3))) for aggregate in fleet.aggregates)
+    fleet = Fleet(fleet.hosts, aggregates)
+    count = len(fleet.hosts)
+    passing = draw(st.lists(st.booleans(), min_size=count, max_size=count))
+    placed = draw(st.lists(st.integers(0, 2), min_size=count, max_size=count))
+    members = {uuid for host in fleet.hosts for uuid in host.instances}
+    group = draw(st.one_of(st.none(), st.builds(
+        ServerGroup, policy=st.sampled_from([GroupPolicy.SOFT_AFFINITY, GroupPolicy.SOFT_ANTI_AFFINITY]),
+        members=st.lists(st.sampled_from(sorted(members) + ["elsewhere"]), max_size=6).map(tuple))))
+    profile = dataclasses.replace(
+        Profile(), **{w.multiplier_option: draw(MULTIPLIERS) for w in WEIGHERS},
+        metrics_weight_setting=tuple(draw(st.lists(st.sampled_from(METRIC_SETTINGS), max_size=3))),
+        metrics_required=draw(st.booleans()))
+    request = Request(resources={"MEMORY_MB": draw(st.sampled_from([0, 512])), "VCPU": draw(st.integers(0, 2))},
+                      server_group=group)
+    return fleet, passing, placed, profile, request, draw(st.integers(1, count + 1))
 
 
 def _compare(case, exact_order: bool):
-    hosts, passing, placed, profile, request, k = case
-    columns, plan, ranking, ranked = kernel_ranking(hosts, profile, request, passing, placed, k)
+    fleet, passing, placed, profile, request, k = case
+    hosts = list(fleet.hosts)
     survivors = [host for host, ok in zip(hosts, passing) if ok]
-    expected = reference_weigh(survivors, profile, request,
-                               {host.name: count for host, count in zip(hosts, placed)})
+    placed = [count if ok else 0 for count, ok in zip(placed, passing)]  # only passing rows are picked
+    try:
+        expected = reference_weigh(survivors, fleet, profile, request,
+                                   {host.name: count for host, count in zip(hosts, placed)})
+    except MetricNotFound as missing:
+        with pytest.raises(MetricNotFound) as raised:
+            kernel_ranking(hosts, profile, request, passing, placed, k, fleet.aggregates)
+        assert (raised.value.host, raised.value.metric) == (missing.host, missing.metric)
+        return
+    columns, plan, ranking, ranked = kernel_ranking(hosts, profile, request, passing, placed, k, fleet.aggregates)
     assert ranking.passing == len(survivors)
     assert len(ranked) == min(k, len(survivors))
     reference_weight = {weighed.host: weighed.weight for weighed in expected}
@@ -185,13 +354,11 @@ def _compare(case, exact_order: bool):
         assert all(a[1] >= b[1] for a, b in zip(ranked, ranked[1:]))
         if len(expected) > len(ranked) and ranked:
             assert ranked[-1][1] >= expected[len(ranked)].weight - 1e-9
-    placed_on = {host.name: count for host, count in zip(hosts, placed)}
     reference_scores_of = {weighed.host: weighed.weighers for weighed in expected}
     if len(survivors) > 1:
-        for position, (host, _) in enumerate(ranked):
-            reported = score(columns, plan, ranking, position, placed_on[host])
-            reference_scores = reference_scores_of[host]
-            for mine, theirs in zip(reported.weighers, reference_scores):
+        for row, weight in zip(ranking.rows, ranking.weights):
+            reported = score(columns, plan, ranking, int(row), float(weight), placed[int(row)])
+            for mine, theirs in zip(reported.weighers, reference_scores_of[reported.host], strict=True):
                 assert mine.weigher == theirs.weigher
                 assert mine.raw == pytest.approx(theirs.raw, abs=1e-9)
                 assert mine.normalized == pytest.approx(theirs.normalized, abs=1e-9)
@@ -210,6 +377,40 @@ def test_kernel_matches_reference_within_tolerance(case):
     _compare(case, exact_order=False)
 
 
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(full_weighing_cases())
+def test_every_weigher_with_aggregate_multipliers_matches_reference(case):
+    _compare(case, exact_order=False)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(full_weighing_cases(), st.lists(st.tuples(st.integers(0, 9), st.booleans()), max_size=8))
+def test_consuming_rows_one_by_one_equals_weighing_afresh(case, picks):
+    """The incremental path (bounds recomputed only when the picked row held them, the row
+    dropped when it stops passing) gives bit-for-bit what a full refresh gives."""
+    fleet, passing, _, profile, request, _ = case
+    columns = build_columns(fleet)
+    fail_bits = np.array([0 if ok else 1 for ok in passing], dtype=np.uint64)
+    plan = plan_weighing(columns, profile, request)
+    weighing = start_weighing(plan, fail_bits)
+    if weighing.missing_row >= 0:
+        return
+    n = len(passing)
+    for row, stops_passing in picks:
+        row %= n
+        if fail_bits[row]:
+            continue
+        fail_bits[row] = 1 if stops_passing else 0
+        weighing.consume(row)
+        incremental = rank(columns, plan, weighing, n)
+        bounds = weighing.bounds
+        weighing.refresh()
+        afresh = rank(columns, plan, weighing, n)
+        assert incremental.rows.tolist() == afresh.rows.tolist()
+        assert incremental.weights.tolist() == afresh.weights.tolist()
+        assert bounds == weighing.bounds
+
+
 def test_top_k_does_not_need_a_full_sort_to_be_right_at_scale():
     rng = np.random.default_rng(7)
     n = 20_000
@@ -217,5 +418,5 @@ def test_top_k_does_not_need_a_full_sort_to_be_right_at_scale():
              for i, (ops, count) in enumerate(zip(rng.integers(0, 50, n), rng.integers(0, 30, n)))]
     profile = profile_with(io_ops_weight_multiplier=-1.0, num_instances_weight_multiplier=0.5)
     _, _, _, ranked = kernel_ranking(hosts, profile, k=25)
-    expected = reference_weigh(hosts, profile, Request())[:25]
+    expected = reference_weigh(hosts, Fleet(tuple(hosts)), profile, Request())[:25]
     assert ranked == [(weighed.host, pytest.approx(weighed.weight, abs=1e-12)) for weighed in expected]
