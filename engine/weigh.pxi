@@ -53,13 +53,135 @@ cdef inline double _raw(const WeigherColumn* column, const int32_t* placed, Py_s
     return column.floor if value < column.floor else value
 
 
-cdef Py_ssize_t _compact_passing(const uint64_t* fail, Py_ssize_t n, int32_t* rows) noexcept nogil:
-    # Branch-free: always write the row, advance only when it passes.
+cdef Py_ssize_t _compact_passing(const uint64_t* fail, Py_ssize_t n, int32_t* rows, double* sink) noexcept nogil:
+    # Branch-free: always write the row, advance only when it passes; sink[row] is 1e300 for
+    # a failing row, else 0 (the dense bounds' push).
     cdef Py_ssize_t row, count = 0
+    cdef bint fails
     for row in range(n):
+        fails = fail[row] != 0
         rows[count] = <int32_t>row
-        count += fail[row] == 0
+        count += not fails
+        sink[row] = fails * 1e300
     return count
+
+
+# Dense bounds of a column with nothing placed yet, two doubles at a time (SSE2 is always there
+# on x86-64; gcc does not vectorise a floating-point min/max reduction without -ffast-math).
+# Each value is clamped as max(value, floor) (a NaN stays NaN and is then skipped), pushed
+# sink[row] out of reach, and folded into the bounds.
+cdef extern from *:
+    """
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #define PLACECHECK_BOUNDS_STEP(load) \
+        a = _mm_max_pd(floor2, load); \
+        s = _mm_loadu_pd(sink + j); \
+        low2 = _mm_min_pd(_mm_add_pd(a, s), low2); \
+        high2 = _mm_max_pd(_mm_sub_pd(a, s), high2);
+    #define PLACECHECK_BOUNDS_FUNCTION(name, type, load) \
+    static int name(const type* values, const double* sink, Py_ssize_t n, double floor, \
+                    double* low, double* high) { \
+        __m128d floor2 = _mm_set1_pd(floor), low2 = _mm_set1_pd(*low), high2 = _mm_set1_pd(*high), a, s; \
+        double lows[2], highs[2]; \
+        Py_ssize_t j = 0; \
+        for (; j + 2 <= n; j += 2) { PLACECHECK_BOUNDS_STEP(load) } \
+        _mm_storeu_pd(lows, low2); _mm_storeu_pd(highs, high2); \
+        *low = lows[0] < lows[1] ? lows[0] : lows[1]; \
+        *high = highs[0] > highs[1] ? highs[0] : highs[1]; \
+        return (int)j; \
+    }
+    PLACECHECK_BOUNDS_FUNCTION(placecheck_dense_bounds_double, double, _mm_loadu_pd(values + j))
+    PLACECHECK_BOUNDS_FUNCTION(placecheck_dense_bounds_int32, int32_t,
+                               _mm_cvtepi32_pd(_mm_loadl_epi64((const __m128i*)(values + j))))
+    #else
+    static int placecheck_dense_bounds_double(const double* values, const double* sink, Py_ssize_t n,
+                                              double floor, double* low, double* high) { return 0; }
+    static int placecheck_dense_bounds_int32(const int32_t* values, const double* sink, Py_ssize_t n,
+                                             double floor, double* low, double* high) { return 0; }
+    #endif
+    """
+    # Rows [0, returned) are folded into *low and *high; the caller does the rest.
+    Py_ssize_t placecheck_dense_bounds_double(const double* values, const double* sink, Py_ssize_t n,
+                                              double floor, double* low, double* high) nogil
+    Py_ssize_t placecheck_dense_bounds_int32(const int32_t* values, const double* sink, Py_ssize_t n,
+                                             double floor, double* low, double* high) nogil
+
+
+ctypedef fused column_t:
+    double
+    int32_t
+    int64_t
+
+
+cdef inline double _typed_raw(const column_t* values, double scale, const int32_t* placed, double change,
+                              double floor, Py_ssize_t row) noexcept nogil:
+    cdef double value = <double>values[row] * scale
+    if placed != NULL:
+        value = value + placed[row] * change
+    return floor if value < floor else value
+
+
+cdef void _typed_bounds(const column_t* values, double scale, const int32_t* placed, double change,
+                        double floor, const int32_t* rows, const double* sink, Py_ssize_t count,
+                        double* low, double* high) noexcept nogil:
+    # rows: the `count` passing rows (gathered); NULL: every row of `count`, each value pushed
+    # sink[row] (1e300 for a failing row, else 0) out of the bounds' reach: arithmetic, not a
+    # branch, so the loop vectorises. Two min/max chains: one is bound by the compare latency.
+    # NaN values are skipped (a NaN compares false).
+    cdef double low0 = INFINITY, low1 = INFINITY, high0 = -INFINITY, high1 = -INFINITY, a, b
+    cdef Py_ssize_t j = 0
+    if rows != NULL:
+        while j + 2 <= count:
+            a = _typed_raw(values, scale, placed, change, floor, rows[j])
+            b = _typed_raw(values, scale, placed, change, floor, rows[j + 1])
+            low0 = a if a < low0 else low0
+            low1 = b if b < low1 else low1
+            high0 = a if a > high0 else high0
+            high1 = b if b > high1 else high1
+            j += 2
+        if j < count:
+            a = _typed_raw(values, scale, placed, change, floor, rows[j])
+            low0 = a if a < low0 else low0
+            high0 = a if a > high0 else high0
+    else:
+        if placed == NULL and scale == 1.0:
+            if column_t is double:
+                j = placecheck_dense_bounds_double(values, sink, count, floor, &low0, &high0)
+            elif column_t is int32_t:
+                j = placecheck_dense_bounds_int32(values, sink, count, floor, &low0, &high0)
+        for j in range(j, count):
+            a = _typed_raw(values, scale, placed, change, floor, j)
+            b = a + sink[j]
+            low0 = b if b < low0 else low0
+            b = a - sink[j]
+            high0 = b if b > high0 else high0
+    low[0] = low0 if low0 < low1 else low1
+    high[0] = high0 if high0 > high1 else high1
+
+
+cdef void _typed_add_weights(const column_t* values, double scale, const int32_t* placed, double change,
+                             double floor, const int32_t* rows, Py_ssize_t count, double low, double span,
+                             double multiplier, const double* multipliers, const int32_t* set_ids,
+                             Py_ssize_t stride, double* weights) noexcept nogil:
+    # Nova: weight += multiplier * ((value - low) / span). rows: weights[j] of rows[j];
+    # NULL: weights[row] of every row. set_ids: the row's multiplier is multipliers[set * stride].
+    cdef Py_ssize_t j, row
+    if rows != NULL:
+        for j in range(count):
+            row = rows[j]
+            if set_ids != NULL:
+                multiplier = multipliers[set_ids[row] * stride]
+            weights[j] = weights[j] + multiplier * (
+                (_typed_raw(values, scale, placed, change, floor, row) - low) / span)
+    elif set_ids != NULL:
+        for row in range(count):
+            weights[row] = weights[row] + multipliers[set_ids[row] * stride] * (
+                (_typed_raw(values, scale, placed, change, floor, row) - low) / span)
+    else:
+        for row in range(count):
+            weights[row] = weights[row] + multiplier * (
+                (_typed_raw(values, scale, placed, change, floor, row) - low) / span)
 
 
 cdef class Weighing:
@@ -71,8 +193,8 @@ cdef class Weighing:
     for a row is multipliers[set_ids[row], w] (set_ids None: multipliers[0, w] for every
     row). A row's weight is the sum over weighers, in order, of multiplier * normalised;
     all-equal values normalise to 0, and with at most one passing row every weight is 0.
-    A NaN raw value on a passing row is reported by `missing_row` (a required metric the
-    host lacks), never weighed."""
+    A NaN raw value on a passing row of a weigher with may_be_nan is reported by
+    `missing_row` (a required metric the host lacks), never weighed."""
 
     cdef object _keep  # the arrays the pointers below point into
     cdef const uint64_t* _fail
@@ -85,19 +207,25 @@ cdef class Weighing:
     cdef double _low[WEIGH_MAX_WEIGHERS]
     cdef double _high[WEIGH_MAX_WEIGHERS]
     cdef Py_ssize_t _missing_row
+    cdef bint _dense  # most rows pass: weigh every row in place, vectorised, rather than gather
+    cdef double[::1] _sink  # 1e300 for a failing row, else 0: for the dense bounds
+    cdef bint _may_be_nan[WEIGH_MAX_WEIGHERS]
     cdef int32_t[::1] _rows  # the passing rows, ascending; the first _passing are valid
-    cdef double[::1] _weights  # parallel to _rows
+    cdef double[::1] _weights  # parallel to _rows; when _dense, indexed by row
     cdef readonly object placed  # int32 per row: instances of this request placed there; None before any
 
     def __init__(self, const uint64_t[::1] fail_bits, list columns, const double[::1] changes,
-                 const uint8_t[::1] clamp_at_zero, const double[:, ::1] multipliers, set_ids):
+                 const uint8_t[::1] clamp_at_zero, const uint8_t[::1] may_be_nan,
+                 const double[:, ::1] multipliers, set_ids):
         cdef Py_ssize_t n = fail_bits.shape[0], w
         cdef Py_ssize_t count = len(columns)
         if count > WEIGH_MAX_WEIGHERS:
             raise ValueError(f"at most {WEIGH_MAX_WEIGHERS} weighers")
-        if changes.shape[0] != count or clamp_at_zero.shape[0] != count or multipliers.shape[1] != count \
+        if changes.shape[0] != count or clamp_at_zero.shape[0] != count or may_be_nan.shape[0] != count \
+                or multipliers.shape[1] != count \
                 or multipliers.shape[0] < 1:
-            raise ValueError("one change, clamp flag and multiplier column per weigher, at least one multiplier row")
+            raise ValueError("one change, clamp flag, NaN flag and multiplier column per weigher, "
+                             "at least one multiplier row")
         keep = [fail_bits.base, multipliers.base]
         cdef const int32_t[::1] set_view
         self._set_ids = NULL
@@ -120,6 +248,7 @@ cdef class Weighing:
             self._columns[w].values = NULL
             self._columns[w].change = changes[w]
             self._columns[w].floor = 0.0 if clamp_at_zero[w] else -INFINITY
+            self._may_be_nan[w] = may_be_nan[w]
             if column is None:
                 continue
             if column.shape[0] != n:
@@ -146,6 +275,7 @@ cdef class Weighing:
         self._weighers = count
         self._rows = np.empty(max(n, 1), dtype=np.int32)
         self._weights = np.empty(max(n, 1), dtype=np.float64)
+        self._sink = np.empty(max(n, 1), dtype=np.float64)
         self.placed = None
         self.refresh()
 
@@ -181,45 +311,43 @@ cdef class Weighing:
         cdef const int32_t* placed = self._placed_rows()
         cdef Py_ssize_t w
         with nogil:
-            self._passing = _compact_passing(self._fail, self._n, &self._rows[0]) if self._n else 0
+            self._passing = _compact_passing(self._fail, self._n, &self._rows[0], &self._sink[0]) if self._n else 0
+            self._dense = self._passing * 2 > self._n
             self._missing_row = -1
             for w in range(self._weighers):
                 self._bound(w, placed)
             self._weigh_all(placed)
 
     cdef void _bound(self, Py_ssize_t w, const int32_t* placed) noexcept nogil:
-        # Four independent min/max chains: one chain is bound by the compare latency.
-        cdef const WeigherColumn* column = &self._columns[w]
-        cdef const int32_t* rows = &self._rows[0]
-        cdef double low0 = INFINITY, low1 = INFINITY, high0 = -INFINITY, high1 = -INFINITY, a, b
-        cdef Py_ssize_t j = 0, count = self._passing, invalid = 0
-        while j + 2 <= count:
-            a = _raw(column, placed, rows[j])
-            b = _raw(column, placed, rows[j + 1])
-            low0 = a if a < low0 else low0
-            low1 = b if b < low1 else low1
-            high0 = a if a > high0 else high0
-            high1 = b if b > high1 else high1
-            invalid += (a != a) + (b != b)
-            j += 2
-        if j < count:
-            a = _raw(column, placed, rows[j])
-            low0 = a if a < low0 else low0
-            high0 = a if a > high0 else high0
-            invalid += a != a
-        low0 = low0 if low0 < low1 else low1
-        high0 = high0 if high0 > high1 else high1
-        if low0 > high0:
-            low0 = high0 = 0.0  # no passing row, or only NaN values
+        cdef WeigherColumn column = self._columns[w]
+        cdef const int32_t* rows = NULL if self._dense else &self._rows[0]
+        cdef Py_ssize_t count = self._n if self._dense else self._passing, j
+        cdef double low = INFINITY, high = -INFINITY, scale = 1.0, value
+        if column.kind == COLUMN_ZEROS and placed != NULL and column.change != 0.0:
+            # 0 + placed * change: the placed counts are the column, scaled by the change.
+            column.kind, column.values, scale, placed = COLUMN_INT32, placed, column.change, NULL
+        if column.kind == COLUMN_DOUBLE:
+            _typed_bounds(<const double*>column.values, scale, placed, column.change, column.floor, rows,
+                          &self._sink[0], count, &low, &high)
+        elif column.kind == COLUMN_INT32:
+            _typed_bounds(<const int32_t*>column.values, scale, placed, column.change, column.floor, rows,
+                          &self._sink[0], count, &low, &high)
+        elif column.kind == COLUMN_INT64:
+            _typed_bounds(<const int64_t*>column.values, scale, placed, column.change, column.floor, rows,
+                          &self._sink[0], count, &low, &high)
+        elif self._passing:
+            low = high = column.floor if column.floor > 0.0 else 0.0
+        if low > high:
+            low = high = 0.0  # no passing row, or only NaN values
         if column.floor == 0.0:
-            low0 = 0.0  # minval = 0: the low bound is 0 itself, not the smallest value
-        self._low[w] = low0
-        self._high[w] = high0
-        if invalid and count > 1 and self._missing_row < 0:
-            for j in range(count):
-                a = _raw(column, placed, rows[j])
-                if a != a:
-                    self._missing_row = rows[j]
+            low = 0.0  # minval = 0: the low bound is 0 itself, not the smallest value
+        self._low[w] = low
+        self._high[w] = high
+        if self._may_be_nan[w] and self._passing > 1 and self._missing_row < 0:
+            for j in range(self._passing):
+                value = _raw(&self._columns[w], placed, self._rows[j])
+                if value != value:
+                    self._missing_row = self._rows[j]
                     break
 
     cdef void _decide_contributions(self) noexcept nogil:
@@ -237,28 +365,37 @@ cdef class Weighing:
             self._contributes[w] = self._passing > 1 and any_multiplier and self._low[w] != self._high[w]
 
     cdef void _weigh_all(self, const int32_t* placed) noexcept nogil:
-        cdef Py_ssize_t j, w, count = self._passing
-        cdef const int32_t* rows = &self._rows[0]
+        cdef const int32_t* rows = NULL if self._dense else &self._rows[0]
+        cdef Py_ssize_t j, w, count = self._n if self._dense else self._passing
         cdef double* weights = &self._weights[0]
-        cdef const WeigherColumn* column
-        cdef double low, span, multiplier
+        cdef WeigherColumn column
+        cdef const int32_t* placed_here
+        cdef double low, span, scale
         self._decide_contributions()
         for j in range(count):
             weights[j] = 0.0
         for w in range(self._weighers):
             if not self._contributes[w]:
                 continue
-            column = &self._columns[w]
+            column = self._columns[w]
             low = self._low[w]
             span = self._high[w] - low
-            if self._set_ids == NULL:
-                multiplier = self._multipliers[w]
-                for j in range(count):
-                    weights[j] = weights[j] + multiplier * ((_raw(column, placed, rows[j]) - low) / span)
+            scale = 1.0
+            placed_here = placed
+            if column.kind == COLUMN_ZEROS:  # contributes, so placed * change is the column
+                column.kind, column.values, scale, placed_here = COLUMN_INT32, placed, column.change, NULL
+            if column.kind == COLUMN_DOUBLE:
+                _typed_add_weights(<const double*>column.values, scale, placed_here, column.change, column.floor,
+                                   rows, count, low, span, self._multipliers[w], self._multipliers + w,
+                                   self._set_ids, self._weighers, weights)
+            elif column.kind == COLUMN_INT32:
+                _typed_add_weights(<const int32_t*>column.values, scale, placed_here, column.change, column.floor,
+                                   rows, count, low, span, self._multipliers[w], self._multipliers + w,
+                                   self._set_ids, self._weighers, weights)
             else:
-                for j in range(count):
-                    weights[j] = weights[j] + self._multiplier(rows[j], w) * (
-                        (_raw(column, placed, rows[j]) - low) / span)
+                _typed_add_weights(<const int64_t*>column.values, scale, placed_here, column.change, column.floor,
+                                   rows, count, low, span, self._multipliers[w], self._multipliers + w,
+                                   self._set_ids, self._weighers, weights)
 
     cdef double _weigh_one(self, Py_ssize_t row, const int32_t* placed) noexcept nogil:
         cdef double weight = 0.0
@@ -303,8 +440,11 @@ cdef class Weighing:
             if not passes:
                 memmove(&self._rows[position], &self._rows[position + 1],
                         (self._passing - position - 1) * sizeof(int32_t))
-                memmove(&self._weights[position], &self._weights[position + 1],
-                        (self._passing - position - 1) * sizeof(double))
+                if self._dense:
+                    self._sink[row] = 1e300
+                else:
+                    memmove(&self._weights[position], &self._weights[position + 1],
+                            (self._passing - position - 1) * sizeof(double))
                 self._passing -= 1
             for w in range(self._weighers):
                 after = _raw(&self._columns[w], placed, row)
@@ -320,7 +460,7 @@ cdef class Weighing:
             if moved or (passing_before > 1) != (self._passing > 1):
                 self._weigh_all(placed)
             elif passes:
-                self._weights[position] = self._weigh_one(row, placed)
+                self._weights[row if self._dense else position] = self._weigh_one(row, placed)
 
     def top(self, int64_t[::1] top_rows, double[::1] top_weights):
         """The best len(top_rows) passing rows, best first, ties in row order, with their
@@ -329,13 +469,14 @@ cdef class Weighing:
         cdef double weight, threshold = -INFINITY
         cdef const double* weights = &self._weights[0]
         cdef const int32_t* rows = &self._rows[0]
+        cdef bint dense = self._dense
         if top_weights.shape[0] != k:
             raise ValueError("top_rows and top_weights of one length")
         if k == 0:
             return 0
         with nogil:
             for j in range(self._passing):
-                weight = weights[j]
+                weight = weights[rows[j] if dense else j]
                 if found == k and weight <= threshold:
                     continue
                 # Ties keep row order: a row only moves ahead of strictly smaller weights.
@@ -354,15 +495,16 @@ cdef class Weighing:
     def tied_at_top(self):
         """Every passing row whose weight equals the best weight, in row order (int32)."""
         cdef Py_ssize_t j, count = 0
-        cdef double best = -INFINITY
+        cdef double best = -INFINITY, weight
         tied = np.empty(self._passing, dtype=np.int32)
         cdef int32_t[::1] out = tied
         with nogil:
             for j in range(self._passing):
-                best = self._weights[j] if self._weights[j] > best else best
+                weight = self._weights[self._rows[j] if self._dense else j]
+                best = weight if weight > best else best
             for j in range(self._passing):
                 out[count] = self._rows[j]
-                count += self._weights[j] == best
+                count += self._weights[self._rows[j] if self._dense else j] == best
         return tied[:count]
 
 

@@ -119,6 +119,8 @@ class Weigher:
     # Reference: the raw value of a model host after `placed` instances of the request,
     # given the host's multiplier for this weigher, computed as Nova's weigher does.
     reference_value: Callable[[Host, Request, Profile, int, float], float]
+    # A NaN raw value is a required metric the host lacks (MetricsWeigher).
+    nan_is_missing_metric: bool = False
 
 
 def _column(name: str):
@@ -224,7 +226,7 @@ WEIGHERS: tuple[Weigher, ...] = (
             _column("num_instances"), _one_more,
             lambda host, request, profile, placed, multiplier: float(host.num_instances + placed)),
     Weigher("MetricsWeigher", "metrics_weight_multiplier", False, False,
-            _metrics_column, _no_change, _metrics_value),
+            _metrics_column, _no_change, _metrics_value, nan_is_missing_metric=True),
     Weigher("CPUWeigher", "cpu_weight_multiplier", True, False,
             _column("w_free_vcpus"), lambda request: -float(request.resources.get("VCPU", 0)), _free_vcpus),
     Weigher("BuildFailureWeigher", "build_failure_weight_multiplier", False, True,
@@ -310,8 +312,10 @@ def plan_weighing(columns, profile: Profile, request: Request) -> WeighPlan:
 def start_weighing(plan: WeighPlan, fail_bits: np.ndarray) -> "_fastfilters.Weighing":
     """The kernel's weighing of the rows with fail_bits == 0; it reads fail_bits again on
     refresh() and, for the consumed row, on consume(row)."""
+    may_be_nan = np.array([w.nan_is_missing_metric and column is not None
+                           for w, column in zip(plan.weighers, plan.columns)], dtype=np.uint8)
     return _fastfilters.Weighing(fail_bits, list(plan.columns), plan.changes_per_instance, plan.clamp_at_zero,
-                                 plan.multipliers, plan.set_ids)
+                                 may_be_nan, plan.multipliers, plan.set_ids)
 
 
 @dataclass(frozen=True)
