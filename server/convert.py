@@ -67,9 +67,10 @@ def _non_negative(value: int, field_path: str) -> int:
 
 
 def _names(values, field_path: str) -> tuple[str, ...]:
-    for index, value in enumerate(values):
-        _require(bool(value), f"{field_path}[{index}]", "must not be empty")
-    return tuple(values)
+    names = tuple(values)
+    if not all(names):  # the index of the first empty one only when there is one
+        _require(False, f"{field_path}[{names.index('')}]", "must not be empty")
+    return names
 
 
 # ---------------------------------------------------------------- fleet, inbound
@@ -340,12 +341,14 @@ def request_to_proto(request: Request) -> placement_pb2.PlacementRequest:
 
 # ---------------------------------------------------------------- results, outbound
 
-def _weighed_host_to_proto(weighed: WeighedHost) -> placement_pb2.WeighedHost:
-    return placement_pb2.WeighedHost(
-        host=weighed.host, weight=weighed.weight,
-        weighers=[placement_pb2.WeigherScore(weigher=s.weigher, raw=s.raw, normalized=s.normalized,
-                                             multiplier=s.multiplier, contribution=s.contribution)
-                  for s in weighed.weighers])
+def _fill_weighed_host(target: placement_pb2.WeighedHost, weighed: WeighedHost) -> None:
+    # Built in place with add(): a message passed to a constructor is copied into its parent.
+    target.host = weighed.host
+    target.weight = weighed.weight
+    add_score = target.weighers.add
+    for s in weighed.weighers:
+        add_score(weigher=s.weigher, raw=s.raw, normalized=s.normalized, multiplier=s.multiplier,
+                  contribution=s.contribution)
 
 
 def check_response(result: CheckResult, *, generation: int, decision_id: str,
@@ -364,11 +367,7 @@ def check_response(result: CheckResult, *, generation: int, decision_id: str,
 def select_response(result: SelectResult, *, generation: int, decision_id: str,
                     config_revision: str) -> placement_pb2.SelectDestinationsResponse:
     summary = result.summary
-    return placement_pb2.SelectDestinationsResponse(
-        placements=[placement_pb2.InstancePlacement(
-            selected=_weighed_host_to_proto(p.selected),
-            alternates=[_weighed_host_to_proto(a) for a in p.alternates])
-            for p in result.placements],
+    response = placement_pb2.SelectDestinationsResponse(
         summary=placement_pb2.FilterSummary(
             hosts_evaluated=summary.hosts_evaluated, hosts_passed=summary.hosts_passed,
             eliminations=[placement_pb2.RuleElimination(rule=rule, hosts=n) for rule, n in summary.eliminations],
@@ -376,3 +375,9 @@ def select_response(result: SelectResult, *, generation: int, decision_id: str,
             instances_placed=summary.instances_placed),
         generation=generation, decision_id=decision_id, profile=result.profile,
         config_revision=config_revision)
+    for placement in result.placements:
+        message = response.placements.add()
+        _fill_weighed_host(message.selected, placement.selected)
+        for alternate in placement.alternates:
+            _fill_weighed_host(message.alternates.add(), alternate)
+    return response
