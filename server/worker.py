@@ -15,10 +15,10 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import secrets
 import signal
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -63,6 +63,11 @@ def configure_logging(level: str, role: str) -> None:
                         format=f"%(asctime)s {role}[%(process)d] %(levelname)s %(name)s: %(message)s")
 
 
+def new_decision_id() -> str:
+    """128 random bits as 32 hex digits: uuid4().hex's shape at a quarter of its cost."""
+    return secrets.token_hex(16)
+
+
 class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
     """Both decision RPCs: convert, pick the snapshot, decide, convert back, count.
 
@@ -86,7 +91,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
             except decide.UnknownHost as error:
                 raise NotFound("host", error.host, f"hosts[{hosts.index(error.host)}]") from error
             response = convert.check_response(result, generation=snapshot.generation,
-                                              decision_id=uuid.uuid4().hex,
+                                              decision_id=new_decision_id(),
                                               config_revision=config.revision)
             rejections: dict[str, int] = {}
             for verdict in result.verdicts:
@@ -104,7 +109,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
             profile = config.profile(request.profile)
             max_alternates = convert.max_alternates_from_proto(message)
             snapshot = self._snapshot(message.min_generation, context)
-            decision_id = message.decision_id or uuid.uuid4().hex
+            decision_id = message.decision_id or new_decision_id()
             result = decide.select_destinations(snapshot.columns, request, profile, decision_id, max_alternates)
             response = convert.select_response(result, generation=snapshot.generation, decision_id=decision_id,
                                                config_revision=config.revision)
