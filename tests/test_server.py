@@ -441,3 +441,59 @@ def test_an_unexpected_error_is_internal_with_its_traceback_logged_not_sent(capl
     assert (outcome, status.code) == ("internal", grpc.StatusCode.INTERNAL)
     assert "secret detail" not in status.details
     assert "Traceback" in caplog.text and "secret detail" in caplog.text
+
+
+def test_an_empty_name_among_many_is_named_by_its_index():
+    from engine.model import InvalidField
+    from server import convert
+
+    with pytest.raises(InvalidField) as raised:
+        convert.request_from_proto(small_request(required_traits=["A", "", "B", ""]))
+    assert (raised.value.field, raised.value.description) == ("request.required_traits[1]", "must not be empty")
+    assert convert.request_from_proto(small_request(required_traits=["A", "B"])).required_traits == {"A", "B"}
+
+
+def test_a_select_response_keeps_every_placement_alternate_and_score_in_order():
+    from engine.verdict import FilterSummary, InstancePlacement, SelectResult, WeighedHost, WeigherScore
+    from server import convert
+
+    def weighed(host: str, weight: float) -> WeighedHost:
+        return WeighedHost(host, weight, (WeigherScore("RAMWeigher", 10.0, 0.5, 1.0),
+                                          WeigherScore("CPUWeigher", 2.0, 0.25, 2.0)))
+
+    result = SelectResult(
+        (InstancePlacement(weighed("a", 1.0), (weighed("c", 0.9), weighed("d", 0.8))),
+         InstancePlacement(weighed("b", 0.95), (weighed("c", 0.9), weighed("d", 0.8)))),
+        FilterSummary(10, 4, (("ComputeFilter", 6), ("RequiredTraits", 0)), 2, 2), "default")
+    response = convert.select_response(result, generation=7, decision_id="id", config_revision="rev")
+    assert [(p.selected.host, [a.host for a in p.alternates]) for p in response.placements] == \
+        [("a", ["c", "d"]), ("b", ["c", "d"])]
+    first = response.placements[0].selected
+    assert first.weight == 1.0
+    assert [(s.weigher, s.raw, s.normalized, s.multiplier, s.contribution) for s in first.weighers] == \
+        [("RAMWeigher", 10.0, 0.5, 1.0, 0.5), ("CPUWeigher", 2.0, 0.25, 2.0, 0.5)]
+    assert [(e.rule, e.hosts) for e in response.summary.eliminations] == [("ComputeFilter", 6), ("RequiredTraits", 0)]
+    assert response.summary.message == "4/10 hosts fit: 6 ComputeFilter"
+    assert (response.generation, response.decision_id, response.profile, response.config_revision) == \
+        (7, "id", "default", "rev")
+
+
+def test_decision_metrics_count_every_update_on_bound_children(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    from server.metrics import DecisionMetrics
+
+    metrics = DecisionMetrics()
+    for _ in range(3):
+        metrics.record("CheckDestination", "refused", 0.0002, {"ComputeFilter": 1, "RequiredTraits": 0})
+    metrics.record("CheckDestination", "allowed", 0.002, {})
+    metrics.record("SelectDestinations", "placed", 0.004, {"ComputeFilter": 40})
+
+    def value(metric, *labels):  # this process's value (the supervisor sums every worker's file)
+        return metric.labels(*labels)._value.get()
+
+    assert value(metrics.decisions, "CheckDestination", "refused") == 3
+    assert value(metrics.decisions, "CheckDestination", "allowed") == 1
+    assert value(metrics.rejections, "CheckDestination", "ComputeFilter") == 3
+    assert value(metrics.rejections, "CheckDestination", "RequiredTraits") == 0
+    assert value(metrics.rejections, "SelectDestinations", "ComputeFilter") == 40
+    assert metrics.duration.labels("CheckDestination")._sum.get() == pytest.approx(0.0026)
