@@ -52,11 +52,37 @@ class Columns:
     (the *_id columns index these dicts) and broadcast the verdicts over hosts in the kernel.
     """
 
-    __slots__ = ("arrays", "dicts")
+    __slots__ = ("arrays", "dicts", "_derived")
 
     def __init__(self, arrays: dict[str, np.ndarray], dicts: dict):
         self.arrays = arrays
         self.dicts = dicts
+        self._derived = {}
+
+    def derived(self, name: str, compute):
+        """compute(self), once per Columns: a Columns and its arrays never change (a worker holds
+        one per snapshot generation), so what rules derive from them is computed on first use
+        rather than per request. Two threads may both compute it; either result is the same."""
+        try:
+            return self._derived[name]
+        except KeyError:
+            value = self._derived[name] = compute(self)
+            return value
+
+    def memo(self, name: str, key, compute, limit: int = 256):
+        """compute(), once per (name, key) on this Columns, for request-derived values that repeat
+        across requests (a project, a flavor, an image); at most `limit` keys per name, the oldest
+        dropped first."""
+        table = self.derived(name, lambda _: {})
+        try:
+            return table[key]
+        except KeyError:
+            pass
+        value = compute()
+        if len(table) >= limit:
+            table.pop(next(iter(table), None), None)
+        table[key] = value
+        return value
 
     @classmethod
     def from_parts(cls, arrays: dict[str, np.ndarray], dicts: dict) -> "Columns":
@@ -116,7 +142,12 @@ class Columns:
 
     def aggregate_metadata_of_set(self, set_id: int) -> list[dict[str, str]]:
         """The metadata of each aggregate in one distinct membership (aggregate_set_id)."""
-        return [self.dicts["aggregate_metadata"][bit] for bit in self.dicts["aggregate_sets"][set_id]]
+        return self.aggregate_memberships()[set_id]
+
+    def aggregate_memberships(self) -> list[list[dict[str, str]]]:
+        """Per aggregate_set_id, the metadata dicts of its aggregates (shared: do not modify)."""
+        return self.derived("aggregate_memberships", lambda columns: [
+            [columns.dicts["aggregate_metadata"][bit] for bit in bits] for bits in columns.dicts["aggregate_sets"]])
 
     def aggregate_metadata_by_set(self, set_id: int) -> dict[str, set[str]]:
         """Nova's aggregate_metadata_get_by_host for the hosts of one aggregate_set_id."""
