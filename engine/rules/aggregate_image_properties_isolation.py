@@ -71,6 +71,11 @@ class AggregateImagePropertiesIsolation(AggregateMetadataRule):
     def engages(self, request, profile) -> bool:
         return request.image is not None and any(image_meta_props(request.image.properties).values())
 
+    def verdict_key(self, request, profile) -> tuple:
+        return (frozenset(image_meta_props(request.image.properties).items()),
+                profile.aggregate_image_properties_isolation_namespace,
+                profile.aggregate_image_properties_isolation_separator)
+
     def passes_value(self, metadatas, request, profile, columns) -> bool:
         return first_conflict(metadatas, image_meta_props(request.image.properties), profile) is None
 

@@ -55,6 +55,9 @@ class AggregateInstanceExtraSpecsFilter(AggregateMetadataRule):
     def engages(self, request, profile) -> bool:
         return bool(considered_specs(request.flavor.extra_specs))
 
+    def verdict_key(self, request, profile) -> tuple:
+        return tuple(considered_specs(request.flavor.extra_specs))
+
     def passes_value(self, metadatas, request, profile, columns) -> bool:
         return first_failure(metadatas, request.flavor.extra_specs) is None
 

@@ -16,11 +16,6 @@ AGGREGATE_SET_COLUMN = "aggregate_set_id"
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 
-def aggregate_memberships(columns) -> list[list[dict[str, str]]]:
-    """Per aggregate_set_id, the metadata dicts of its aggregates."""
-    return [columns.aggregate_metadata_of_set(set_id) for set_id in range(len(columns.dicts["aggregate_sets"]))]
-
-
 def host_aggregate_metadata(fleet, host) -> list[dict[str, str]]:
     return [aggregate.metadata for aggregate in fleet.aggregates_of(host.name)]
 
@@ -47,7 +42,7 @@ class AggregateMetadataRule(ValueTableRule):
     id_column = AGGREGATE_SET_COLUMN
 
     def distinct_values(self, columns):
-        return aggregate_memberships(columns)
+        return columns.aggregate_memberships()
 
     def reference(self, active_name, host, fleet, request, profile, placed) -> bool:
         if not self.engages(request, profile):
@@ -65,7 +60,10 @@ class AggregateCountLimitRule(ValueLimitRule):
     reason: ClassVar[str]
 
     def distinct_values(self, columns):
-        return aggregate_memberships(columns)
+        return columns.aggregate_memberships()
+
+    def limit_key(self, request, profile) -> int:
+        return getattr(profile, self.limit_option)
 
     def limit_of_value(self, metadatas, request, profile) -> int:
         limit = aggregate_limit(aggregate_values_from_key(metadatas, self.limit_option))

@@ -20,6 +20,9 @@ def allowed_projects(metadatas) -> set[str]:
 class AggregateMultiTenancyIsolation(AggregateMetadataRule):
     name = "AggregateMultiTenancyIsolation"
 
+    def verdict_key(self, request, profile) -> str:
+        return request.project_id
+
     def passes_value(self, metadatas, request, profile, columns) -> bool:
         projects = allowed_projects(metadatas)
         return not projects or request.project_id in projects

@@ -13,6 +13,9 @@ FLAVOR_NOT_IN_AGGREGATE_TYPES = "FLAVOR_NOT_IN_AGGREGATE_TYPES"
 class AggregateTypeAffinityFilter(AggregateMetadataRule):
     name = "AggregateTypeAffinityFilter"
 
+    def verdict_key(self, request, profile) -> str:
+        return request.flavor.name
+
     def passes_value(self, metadatas, request, profile, columns) -> bool:
         values = aggregate_values_from_key(metadatas, INSTANCE_TYPE_KEY)
         return not values or any(request.flavor.name in [name.strip() for name in value.split(",")]

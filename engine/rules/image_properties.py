@@ -177,6 +177,9 @@ class ImagePropertiesFilter(ValueTableRule):
     def engages(self, request, profile) -> bool:
         return image_wants(request, profile) is not None
 
+    def verdict_key(self, request, profile) -> ImageWants:
+        return image_wants(request, profile)
+
     def passes_value(self, value, request, profile, columns) -> bool:
         return unmet_reason(image_wants(request, profile), value["supported_instances"],
                             value["hypervisor_version"]) is None

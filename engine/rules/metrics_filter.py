@@ -40,6 +40,9 @@ class MetricsFilter(ValueTableRule):
     def engages(self, request, profile) -> bool:
         return bool(required_metrics(profile))
 
+    def verdict_key(self, request, profile) -> frozenset[str]:
+        return required_metrics(profile)
+
     def passes_value(self, value, request, profile, columns) -> bool:
         return required_metrics(profile) <= set(value)
 

@@ -3,12 +3,14 @@
 A host column such as `aggregate_set_id` or `host_profile_id` numbers each host's value
 among the fleet's distinct values. A rule built on it writes only its predicate on one
 value: compile evaluates it once per distinct value (Python work per request and value,
-never per host) and the kernel broadcasts the verdicts over hosts through the ids.
+never per host) and the kernel broadcasts the verdicts over hosts through the ids. A rule
+whose predicate reads only a few repeating request values (verdict_key) decides them once per
+snapshot generation and key (Columns.memo).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Hashable, Sequence
 
 import numpy as np
 
@@ -36,13 +38,28 @@ class ValueTableRule(Rule):
     def passes_value(self, value, request, profile, columns) -> bool:
         raise NotImplementedError
 
+    def verdict_key(self, request, profile) -> Hashable | None:
+        """Everything of the request and profile that passes_value reads, when it is a few values
+        that repeat across requests (a project, a flavor, an image): the verdicts are then
+        decided once per key and snapshot generation. None: decided per request."""
+        return None
+
     def compile(self, request, columns, profile) -> list[Active]:
         if not self.engages(request, profile):
             return [Active(self, self.name, None)]
+        key = self.verdict_key(request, profile)
+        if key is None:
+            refused = self._refused_values(request, columns, profile)
+        else:
+            refused = columns.memo(self.name, key, lambda: self._refused_values(request, columns, profile))
+        return [Active(self, self.name, None if refused is None else ValueVerdicts(refused, request, profile))]
+
+    def _refused_values(self, request, columns, profile) -> np.ndarray | None:
+        """uint8 per distinct value, 1 where it fails; None when none does."""
         values = self.distinct_values(columns)
         refused = np.fromiter((not self.passes_value(value, request, profile, columns) for value in values),
                               dtype=np.uint8, count=len(values))
-        return [Active(self, self.name, ValueVerdicts(refused, request, profile) if refused.any() else None)]
+        return refused if refused.any() else None
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
         if active.params is None:
@@ -71,11 +88,21 @@ class ValueLimitRule(Rule):
     def limit_of_value(self, value, request, profile) -> int:
         raise NotImplementedError
 
+    def limit_key(self, request, profile) -> Hashable | None:
+        """As ValueTableRule.verdict_key, for what limit_of_value reads."""
+        return None
+
     def compile(self, request, columns, profile) -> list[Active]:
+        key = self.limit_key(request, profile)
+        if key is None:
+            return [Active(self, self.name, self._limits(request, columns, profile))]
+        return [Active(self, self.name, columns.memo(self.name, key,
+                                                     lambda: self._limits(request, columns, profile)))]
+
+    def _limits(self, request, columns, profile) -> ValueLimits:
         values = self.distinct_values(columns)
-        limits = np.fromiter((self.limit_of_value(value, request, profile) for value in values),
-                             dtype=np.int64, count=len(values))
-        return [Active(self, self.name, ValueLimits(limits))]
+        return ValueLimits(np.fromiter((self.limit_of_value(value, request, profile) for value in values),
+                                       dtype=np.int64, count=len(values)))
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
         return _fastfilters.scan_count_below_value_limit(
