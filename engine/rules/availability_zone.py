@@ -41,11 +41,15 @@ class AvailabilityZone(Rule):
         zone = request.availability_zone
         if not zone:
             return [Active(self, self.name, None)]
+        return [Active(self, self.name, columns.memo(self.name, zone, lambda: self._params(zone, columns)))]
+
+    @staticmethod
+    def _params(zone: str, columns) -> ZoneParams:
         mask = np.zeros(columns.arrays["aggregates"].shape[1], dtype=np.uint64)
         for bit, metadata in enumerate(columns.dicts["aggregate_metadata"]):
             if zone in (zones_of([metadata]) or ()):
                 mask[bit // 64] |= np.uint64(1 << (bit % 64))
-        return [Active(self, self.name, ZoneParams(zone, mask, zone == DEFAULT_AVAILABILITY_ZONE))]
+        return ZoneParams(zone, mask, zone == DEFAULT_AVAILABILITY_ZONE)
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
         params: ZoneParams | None = active.params

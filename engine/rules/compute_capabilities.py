@@ -265,6 +265,11 @@ class ComputeCapabilitiesFilter(Rule):
         specs = capability_specs(request)
         if not specs:
             return [Active(self, self.name, None)]
+        # Flavors repeat: the tables are decided once per flavor's specs and generation.
+        return [Active(self, self.name, columns.memo(self.name, tuple(specs), lambda: self._params(specs, columns)))]
+
+    @staticmethod
+    def _params(specs: list[CapabilitySpec], columns) -> CapabilityParams | None:
         host_profiles = columns.dicts["host_profiles"]
 
         def refused_by_profile(checked) -> np.ndarray:
@@ -275,8 +280,8 @@ class ComputeCapabilitiesFilter(Rule):
                           for spec in specs if spec.attribute in ROW_ATTRIBUTES)
         profile_refusals = refused_by_profile([spec for spec in specs if spec.attribute not in ROW_ATTRIBUTES])
         if not row_specs and not profile_refusals.any():
-            return [Active(self, self.name, None)]
-        return [Active(self, self.name, CapabilityParams(tuple(specs), profile_refusals, row_specs))]
+            return None
+        return CapabilityParams(tuple(specs), profile_refusals, row_specs)
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
         params: CapabilityParams | None = active.params

@@ -51,8 +51,8 @@ class IsolatedHostsFilter(Rule):
         other_passes = host_passes(False, request, profile)
         if isolated_passes and other_passes:
             return [Active(self, self.name, None)]
-        return [Active(self, self.name, IsolationParams(
-            isolated_passes, image_ref(request) or "", rows_of_hosts(columns, profile.isolated_hosts)))]
+        rows = columns.memo(self.name, profile.isolated_hosts, lambda: rows_of_hosts(columns, profile.isolated_hosts))
+        return [Active(self, self.name, IsolationParams(isolated_passes, image_ref(request) or "", rows))]
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
         if active.params is None:

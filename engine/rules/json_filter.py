@@ -411,6 +411,11 @@ def _load(variable: Variable, columns, request, strings: _StringRanks, dicts: _D
                 numbers=np.array(numbers, dtype=np.float64))
 
 
+def _program(query: str, columns, request) -> JsonProgram | None:
+    tree = compile_query(query)
+    return None if tree is None else build_program(query, tree, columns, request)
+
+
 class _HostIps:
     """host_ips as Nova's values, without copying them: "" is None."""
 
@@ -428,10 +433,12 @@ class JsonFilter(Rule):
 
     def compile(self, request, columns, profile) -> list[Active]:
         query = request.scheduler_hints.query
-        tree = compile_query(query)
-        if tree is None:
+        if not query:
             return [Active(self, self.name, None)]
-        return [Active(self, self.name, build_program(query, tree, columns, request))]
+        # A program reads the query, the columns and only the amounts of _request_change.
+        amounts = tuple(request.resources.get(rc, 0) for rc in ("MEMORY_MB", "DISK_GB", "VCPU"))
+        return [Active(self, self.name, columns.memo(self.name, (query, amounts),
+                                                     lambda: _program(query, columns, request)))]
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
         program: JsonProgram | None = active.params

@@ -33,8 +33,9 @@ class MemberOf(Rule):
     def compile(self, request, columns, profile) -> list[Active]:
         if not request.member_of:
             return [Active(self, self.name, None)]
-        masks = np.stack([aggregate_mask(columns, ids) for ids in request.member_of])
-        return [Active(self, self.name, MemberOfParams(tuple(request.member_of), masks))]
+        sets = tuple(request.member_of)
+        return [Active(self, self.name, columns.memo(self.name, sets, lambda: MemberOfParams(
+            sets, np.stack([aggregate_mask(columns, ids) for ids in sets]))))]
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
         params: MemberOfParams | None = active.params

@@ -23,6 +23,10 @@ class TraitParams:
 def compile_trait_mask(rule: Rule, traits: frozenset[str], columns) -> Active:
     if not traits:
         return Active(rule, rule.name, None)
+    return Active(rule, rule.name, columns.memo("traits", traits, lambda: _trait_params(traits, columns)))
+
+
+def _trait_params(traits: frozenset[str], columns) -> TraitParams:
     mask = np.zeros(columns.arrays["traits"].shape[1], dtype=np.uint64)
     unknown = set()
     for trait in traits:
@@ -31,7 +35,7 @@ def compile_trait_mask(rule: Rule, traits: frozenset[str], columns) -> Active:
             unknown.add(trait)
         else:
             mask[bit // 64] |= np.uint64(1 << (bit % 64))
-    return Active(rule, rule.name, TraitParams(traits, mask, frozenset(unknown)))
+    return TraitParams(traits, mask, frozenset(unknown))
 
 
 class RequiredTraits(Rule):

@@ -42,13 +42,17 @@ class Resource(Rule):
     name = "resource"
 
     def compile(self, request, columns, profile) -> list[Active]:
+        # Flavors repeat: their actives are compiled once per generation.
+        requested = tuple(sorted((rc, amount) for rc, amount in request.resources.items() if amount > 0))
+        return list(columns.memo(self.name, requested, lambda: self._actives(requested, columns)))
+
+    def _actives(self, requested: tuple[tuple[str, int], ...], columns) -> tuple[Active, ...]:
         actives = []
-        for rc, amount in sorted(request.resources.items()):
-            if amount > 0:
-                index = columns.resource_class_index(rc)
-                params = ResourceParams(rc, index, amount, _units_fit_everywhere(columns, index, amount))
-                actives.append(Active(self, PREFIX + rc, params))
-        return actives
+        for rc, amount in requested:
+            index = columns.resource_class_index(rc)
+            params = ResourceParams(rc, index, amount, _units_fit_everywhere(columns, index, amount))
+            actives.append(Active(self, PREFIX + rc, params))
+        return tuple(actives)
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
         params: ResourceParams = active.params

@@ -31,10 +31,8 @@ class ServerGroupAntiAffinityFilter(Rule):
         group = request.server_group
         if group is None or group.policy is not GroupPolicy.ANTI_AFFINITY:
             return [Active(self, self.name, None)]
-        # One row array per distinct member, so each member counts once per host.
-        rows_per_member = [columns.rows_of_instances([uuid]) for uuid in set(group.members)]
-        all_rows = np.concatenate(rows_per_member or [np.empty(0, dtype=np.int32)])
-        member_rows, member_counts = np.unique(all_rows, return_counts=True)
+        # A row once per distinct member it runs, so each member counts once per host.
+        member_rows, member_counts = np.unique(columns.instance_rows(group.members), return_counts=True)
         exempt_rows = (columns.rows_of_instances([request.instance_uuid])
                        if request.instance_uuid else np.empty(0, dtype=np.int32))
         return [Active(self, self.name, AntiAffinityParams(

@@ -59,11 +59,13 @@ class SimpleCIDRAffinityFilter(Rule):
     name = "SimpleCIDRAffinityFilter"
 
     def compile(self, request, columns, profile) -> list[Active]:
-        network = affinity_network(request)
-        if network is None:
-            return [Active(self, self.name, None)]
         hints = request.scheduler_hints
-        return [Active(self, self.name, NetworkParams(network, hints.build_near_host_ip + hints.cidr))]
+        if not hints.build_near_host_ip:
+            return [Active(self, self.name, None)]
+        # Parsing the network costs more than the rest of the rule: once per hint and generation.
+        hint = hints.build_near_host_ip + hints.cidr
+        return [Active(self, self.name, columns.memo(self.name, hint,
+                                                     lambda: NetworkParams(affinity_network(request), hint)))]
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
         if active.params is None:
