@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import threading
 
 import numpy as np
 
@@ -19,6 +20,19 @@ from engine.weighers import WeighPlan, plan_weighing, rank, score, start_weighin
 
 MAX_ACTIVE_RULES = 64  # one bit each in a uint64 per row
 AFFINITY_RULE = "ServerGroupAffinityFilter"
+
+
+_per_thread = threading.local()
+
+
+def _row_scratch(host_count: int) -> np.ndarray:
+    """This thread's fail_bits for one-row scans. A check resets and reads only the rows it
+    scans, so the array is never cleared as a whole (allocating one per check costs more
+    than the check)."""
+    fail_bits = getattr(_per_thread, "fail_bits", None)
+    if fail_bits is None or len(fail_bits) != host_count:
+        fail_bits = _per_thread.fail_bits = np.zeros(host_count, dtype=np.uint64)
+    return fail_bits
 
 
 class UnknownHost(LookupError):
@@ -63,7 +77,7 @@ def check_destination(columns, request: Request, profile: Profile, hosts: list[s
         rows.append(row)
     actives = compile_rules(columns, request, profile)
     evaluated = tuple(active.name for active in actives)
-    fail_bits = np.zeros(columns.host_count, dtype=np.uint64)
+    fail_bits = _row_scratch(columns.host_count)
     verdicts = []
     for name, row in zip(hosts, rows):
         fail_bits[row] = 0  # a host named twice is checked afresh

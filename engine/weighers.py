@@ -276,8 +276,13 @@ class WeighPlan:
 
 def _multipliers(columns, profile: Profile) -> tuple[np.ndarray, np.ndarray | None]:
     """Each weigher's multiplier per distinct aggregate membership, when some aggregate's
-    metadata overrides one; else one row of the profile's values."""
-    configured = [getattr(profile, weigher.multiplier_option) for weigher in WEIGHERS]
+    metadata overrides one; else one row of the profile's values. Once per profile values
+    and snapshot generation (shared: read only)."""
+    configured = tuple(getattr(profile, weigher.multiplier_option) for weigher in WEIGHERS)
+    return columns.memo("weigher_multipliers", configured, lambda: _multiplier_table(columns, configured))
+
+
+def _multiplier_table(columns, configured: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray | None]:
     overridden = set()
     for metadata in columns.dicts["aggregate_metadata"]:
         overridden.update(MULTIPLIER_OPTIONS.intersection(metadata))
