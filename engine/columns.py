@@ -3,21 +3,23 @@
 A `Columns` is only numpy arrays plus JSON-serialisable dicts, so the snapshot
 layer can put it in shared memory and hand it back as read-only views. Every
 lookup below only reads those arrays and dicts (binary search over the sorted
-host names, a hash index over instance uuids, bisection of sorted lists): nothing
+host names, hash indexes over instance uuids, bisection of sorted lists): nothing
 is rebuilt per generation.
 """
 from __future__ import annotations
 
 import math
 import socket
+import uuid
 from bisect import bisect_left
 from collections import defaultdict
 from itertools import chain
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from engine import _fastfilters
-from engine.model import Fleet
+from engine.model import Fleet, Host
 
 INT32_MAX = np.iinfo(np.int32).max
 
@@ -107,19 +109,43 @@ class Columns:
     def instance_rows(self, uuids) -> np.ndarray:
         """For each distinct uuid, the rows of the hosts running it: a row appears once per
         distinct uuid among these that it runs (counts per host, as Nova's set intersection)."""
-        offsets = self.arrays["instance_uuid_offsets"]
-        heap = self.arrays["instance_uuid_bytes"]
-        slots = self.arrays["instance_slots"]
-        rows_per_uuid = [np.unique(self.arrays["instance_row"][np.array(
-            _fastfilters.find_in_heap_index(offsets, heap, slots, uuid.encode()), dtype=np.int64)])
-            for uuid in set(uuids)]
+        rows_per_uuid = [np.unique(np.searchsorted(self.arrays["instance_offsets"], self._instance_entries(instance),
+                                                   side="right") - 1).astype(np.int32)
+                         for instance in set(uuids)]
         return np.concatenate(rows_per_uuid) if rows_per_uuid else np.zeros(0, dtype=np.int32)
 
     def instances_of(self, row: int) -> list[str]:
-        offsets = self.arrays["instance_uuid_offsets"]
-        heap = self.arrays["instance_uuid_bytes"]
         first, last = self.arrays["instance_offsets"][row:row + 2]
-        return [heap[offsets[i]:offsets[i + 1]].tobytes().decode() for i in range(first, last)]
+        other_entries = self.arrays["instance_other_entries"]
+        other_offsets, other_bytes = self.arrays["instance_other_offsets"], self.arrays["instance_other_bytes"]
+        instances = []
+        for entry in range(first, last):
+            other = bisect_left(other_entries, entry)
+            if other < len(other_entries) and other_entries[other] == entry:
+                instances.append(other_bytes[other_offsets[other]:other_offsets[other + 1]].tobytes().decode())
+            else:
+                instances.append(str(uuid.UUID(bytes=self.arrays["instance_uuids"][entry].tobytes())))
+        return instances
+
+    def _instance_entries(self, instance: str) -> np.ndarray:
+        """Every instance entry (row-order index) equal to this id."""
+        raw = _canonical_uuid_bytes(instance)
+        if raw is None:
+            found = _fastfilters.find_in_heap_index(
+                self.arrays["instance_other_offsets"], self.arrays["instance_other_bytes"],
+                self.arrays["instance_other_slots"], instance.encode())
+            return self.arrays["instance_other_entries"][np.array(found, dtype=np.int64)].astype(np.int64)
+        key = np.frombuffer(raw, dtype="<u8")
+        words = self.arrays["instance_uuids"].view("<u8")
+        slots = self.arrays["instance_slots"]
+        mask = len(slots) - 1
+        slot = int(_uuid_hash(key.reshape(1, 2))[0]) & mask
+        found = []
+        while (entry := int(slots[slot])) != -1:
+            if words[entry, 0] == key[0] and words[entry, 1] == key[1]:
+                found.append(entry)
+            slot = (slot + 1) & mask
+        return np.array(found, dtype=np.int64)
 
     def resource_class_index(self, name: str) -> int | None:
         return _index_in_sorted(self.dicts["resource_classes"], name)
@@ -205,8 +231,7 @@ def _sorted_order(strings: list[str]) -> np.ndarray:
 
 def _hash_index(offsets: np.ndarray, heap: np.ndarray) -> np.ndarray:
     """Open-addressing slots over the heap's entries (load <= 3/4); -1 is empty."""
-    entries = len(offsets) - 1
-    slots = np.full(1 << (entries * 4 // 3 + 1).bit_length(), -1, dtype=np.int32)
+    slots = np.full(_slot_count(len(offsets) - 1), -1, dtype=np.int32)
     _fastfilters.build_heap_index(offsets, heap, slots)
     return slots
 
@@ -284,14 +309,7 @@ def build_columns(fleet: Fleet) -> Columns:
     arrays["host_name_offsets"], arrays["host_name_bytes"] = _heap(names)
     arrays["host_name_order"] = _sorted_order(names)
 
-    # One heap of every host's instance uuids, in row order.
-    instance_offsets, uuid_offsets, uuid_bytes = _fastfilters.pack_string_groups(
-        [h.instances for h in hosts])
-    arrays["instance_offsets"] = instance_offsets
-    arrays["instance_uuid_offsets"], arrays["instance_uuid_bytes"] = uuid_offsets, uuid_bytes
-    # Millions of uuids: a hash index builds in O(M) where sorting them would take seconds.
-    arrays["instance_slots"] = _hash_index(uuid_offsets, uuid_bytes)
-    arrays["instance_row"] = np.repeat(np.arange(n, dtype=np.int32), np.diff(instance_offsets))
+    arrays.update(_instance_arrays(hosts))
 
     dicts = {
         "resource_classes": resource_classes,
@@ -306,6 +324,134 @@ def build_columns(fleet: Fleet) -> Columns:
         "metric_names": metric_names,
     }
     return Columns(arrays, dicts)
+
+
+# Canonical uuids (lowercase, hyphenated: what str(uuid.UUID(...)) gives) are stored as their 16 raw
+# bytes, fixed-width; any other instance id goes to a small fallback heap.
+UUID_TEXT_LENGTH = 36
+_UUID_HYPHENS = [8, 13, 18, 23]
+_UUID_HEX_DIGITS = [i for i in range(UUID_TEXT_LENGTH) if i not in _UUID_HYPHENS]
+_NOT_HEX = 255
+_HEX_VALUE = np.full(256, _NOT_HEX, dtype=np.uint8)
+_HEX_VALUE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
+_PARSE_CHUNK = 1 << 16  # uuids parsed per numpy pass, to bound the temporaries
+
+
+def _canonical_uuid_bytes(instance: str) -> bytes | None:
+    try:
+        parsed = uuid.UUID(instance)
+    except ValueError:
+        return None
+    return parsed.bytes if str(parsed) == instance else None
+
+
+def _uuid_hash(words: np.ndarray) -> np.ndarray:
+    """A fixed 64-bit mix of each uuid's two little-endian words (every process reads the same table)."""
+    with np.errstate(over="ignore"):
+        mixed = words[:, 0] * np.uint64(0x9E3779B97F4A7C15) ^ words[:, 1] * np.uint64(0xC2B2AE3D27D4EB4F)
+        mixed ^= mixed >> np.uint64(31)
+        mixed *= np.uint64(0xFF51AFD7ED558CCD)
+        mixed ^= mixed >> np.uint64(33)
+    return mixed
+
+
+def _slot_count(entries: int) -> int:
+    """A power of two for a load of at most 3/4."""
+    return 1 << (entries * 4 // 3 + 1).bit_length()
+
+
+def _uuid_index(words: np.ndarray, entries: np.ndarray) -> np.ndarray:
+    """Open-addressing slots (linear probing, -1 empty) over the uuids `words[entries]`, filled a
+    probe step at a time for every pending entry at once: in each round an entry takes its slot if
+    it is empty and no other entry claimed it in the same round, else moves on to the next slot."""
+    slots = np.full(_slot_count(len(entries)), -1, dtype=np.int32)
+    mask = np.int64(len(slots) - 1)
+    pending = entries.astype(np.int32)
+    position = _uuid_hash(words[entries]).astype(np.int64) & mask
+    while len(pending):
+        free = slots[position] == -1
+        slots[position[free]] = pending[free]  # of several claims on one slot, the last one stays
+        placed = np.zeros(len(pending), dtype=bool)
+        placed[free] = slots[position[free]] == pending[free]
+        pending, position = pending[~placed], (position[~placed] + 1) & mask
+    return slots
+
+
+def _parse_canonical_uuids(offsets: np.ndarray, heap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every heap entry: whether it is a canonical uuid, and its 16 raw bytes (zeros if not)."""
+    lengths = np.diff(offsets)
+    raw = np.zeros((len(lengths), 16), dtype=np.uint8)
+    canonical = np.zeros(len(lengths), dtype=bool)
+    every_entry_uuid_long = bool((lengths == UUID_TEXT_LENGTH).all())
+    candidates = np.flatnonzero(lengths == UUID_TEXT_LENGTH)
+    for start in range(0, len(candidates), _PARSE_CHUNK):
+        chunk = candidates[start:start + _PARSE_CHUNK]
+        if every_entry_uuid_long:  # the common case: the heap is a [M, 36] block
+            text = heap.reshape(-1, UUID_TEXT_LENGTH)[chunk[0]:chunk[-1] + 1]
+        else:
+            text = heap[offsets[chunk][:, None] + np.arange(UUID_TEXT_LENGTH)]
+        nibbles = _HEX_VALUE[text[:, _UUID_HEX_DIGITS]]
+        canonical[chunk] = ((text[:, _UUID_HYPHENS] == ord("-")).all(axis=1)
+                            & (nibbles != _NOT_HEX).all(axis=1))
+        raw[chunk] = nibbles[:, 0::2] << 4 | nibbles[:, 1::2]
+    raw[~canonical] = 0
+    return canonical, raw
+
+
+def _instance_arrays(hosts) -> dict[str, np.ndarray]:
+    """Every host's instance ids in row order: canonical uuids as raw bytes with a hash index,
+    the others in a fallback heap with its own; see docs/architecture.md."""
+    instance_offsets, heap_offsets, heap = _fastfilters.pack_string_groups([h.instances for h in hosts])
+    canonical, raw = _parse_canonical_uuids(heap_offsets, heap)
+    words = raw.view("<u8")
+    other_entries = np.flatnonzero(~canonical).astype(np.int32)
+    other_lengths = np.diff(heap_offsets)[other_entries]
+    other_offsets = np.zeros(len(other_entries) + 1, dtype=np.int64)
+    np.cumsum(other_lengths, out=other_offsets[1:])
+    other_bytes = heap[np.repeat(heap_offsets[other_entries] - other_offsets[:-1], other_lengths)
+                       + np.arange(other_offsets[-1])]
+    return {
+        "instance_offsets": instance_offsets,
+        "instance_uuids": raw,
+        "instance_slots": _uuid_index(words, np.flatnonzero(canonical)),
+        "instance_other_entries": other_entries,
+        "instance_other_offsets": other_offsets,
+        "instance_other_bytes": other_bytes,
+        "instance_other_slots": _hash_index(other_offsets, other_bytes),
+    }
+
+
+def columns_with_usage(previous: Columns, hosts: Sequence[Host], rows: Iterable[int],
+                       instances_changed: bool) -> Columns:
+    """build_columns of a fleet that differs from `previous`'s only in the usage (used, num_instances,
+    num_io_ops, instances) of the hosts at `rows`; `hosts` is the new fleet's, in row order.
+
+    Only the arrays derived from usage are copied and patched; every other array, and the dicts,
+    are `previous`'s own (read-only views of its segment: publishing copies them into the next).
+    The instance section is rebuilt only when some instance list changed."""
+    arrays = dict(previous.arrays)
+    rc_index = {rc: index for index, rc in enumerate(previous.dicts["resource_classes"])}
+    rows = sorted(set(rows))
+    cell_classes, cell_rows, cell_used = [], [], []
+    for row in rows:
+        for rc, inventory in hosts[row].resources.items():
+            cell_classes.append(rc_index[rc])
+            cell_rows.append(row)
+            cell_used.append(inventory.used)
+    where = (np.array(cell_classes, dtype=np.int64), np.array(cell_rows, dtype=np.int64))
+    used = np.array(cell_used, dtype=np.int64)
+    arrays["rc_used"], arrays["rc_free"] = arrays["rc_used"].copy(), arrays["rc_free"].copy()
+    arrays["rc_used"][where] = used
+    arrays["rc_free"][where] = _free(arrays["rc_total"][where], arrays["rc_reserved"][where],
+                                     arrays["rc_ratio"][where], used)
+    for name in ("num_instances", "num_io_ops"):
+        arrays[name] = arrays[name].copy()
+        arrays[name][rows] = np.clip(np.array([getattr(hosts[row], name) for row in rows], dtype=np.int64),
+                                     0, INT32_MAX)
+    arrays.update(_weigher_inputs(arrays, rc_index))
+    if instances_changed:
+        arrays.update(_instance_arrays(hosts))
+    return Columns(arrays, previous.dicts)
 
 
 def _distinct_rows(bitset: np.ndarray) -> tuple[list[list[int]], np.ndarray]:
@@ -404,12 +550,15 @@ def _resource_arrays(class_count: int, n: int, rows: list, classes: list, ints: 
         min_unit[where], max_unit[where], step[where] = units[:, 0], units[:, 1], units[:, 2]
         ratio[where] = ratios
         present[where] = 1
-        # used + amount <= capacity with integer used and amount is amount <= floor(capacity) - used.
-        capacity = np.floor((values[:, 0] - values[:, 1]) * ratio[where])
-        free[where] = capacity.astype(np.int64) - values[:, 5]
+        free[where] = _free(values[:, 0], values[:, 1], ratio[where], values[:, 5])
     return {"rc_free": free, "rc_min_unit": min_unit, "rc_max_unit": max_unit, "rc_step": step,
             "rc_total": total, "rc_reserved": reserved, "rc_used": used, "rc_ratio": ratio,
             "rc_present": present, "rc_unit_bounds": _unit_bounds(present, min_unit, max_unit, step)}
+
+
+def _free(total: np.ndarray, reserved: np.ndarray, ratio: np.ndarray, used: np.ndarray) -> np.ndarray:
+    # used + amount <= capacity with integer used and amount is amount <= floor(capacity) - used.
+    return np.floor((total - reserved) * ratio).astype(np.int64) - used
 
 
 def _unit_bounds(present, min_unit, max_unit, step) -> np.ndarray:
