@@ -36,9 +36,10 @@ class FleetStatus:
     snapshot_bytes: int
 
 
-def _default_build_columns(fleet: Fleet):
-    from engine.columns import build_columns  # lazily, so the state owner can be tested with any builder
-    return build_columns(fleet)
+BuildColumns = Callable[[Fleet], object]
+# (previous columns, the new fleet's hosts in row order, rows whose usage changed, whether any
+# instance list changed) -> the new fleet's columns; see engine.columns.columns_with_usage.
+ColumnsWithUsage = Callable[[object, tuple[Host, ...], list[int], bool], object]
 
 
 def _unknown(kind: str, missing: list) -> KeyError:
@@ -48,9 +49,16 @@ def _unknown(kind: str, missing: list) -> KeyError:
 class FleetState:
     """Hosts by name in fleet order and aggregates by id; thread-safe."""
 
-    def __init__(self, writer: SnapshotWriter, build_columns: Callable[[Fleet], object] = _default_build_columns):
+    def __init__(self, writer: SnapshotWriter, build_columns: BuildColumns | None = None,
+                 columns_with_usage: ColumnsWithUsage | None = None):
+        """build_columns defaults to engine.columns' builder, with its usage patcher; any other
+        builder rebuilds on usage updates too unless given its own `columns_with_usage`."""
+        if build_columns is None:
+            from engine import columns  # lazily, so the state owner can be tested with any builder
+            build_columns, columns_with_usage = columns.build_columns, columns.columns_with_usage
         self._writer = writer
         self._build_columns = build_columns
+        self._columns_with_usage = columns_with_usage
         self._lock = threading.Lock()
         self._hosts: dict[str, Host] = {}
         self._aggregates: dict[int, Aggregate] = {}
@@ -130,7 +138,7 @@ class FleetState:
                 changed[usage.name] = _with_usage(host, usage, f"usages[{index}]")
             new_hosts = dict(self._hosts)
             new_hosts.update(changed)
-            return self._publish(new_hosts, self._aggregates)
+            return self._publish(new_hosts, self._aggregates, lambda fleet: self._columns_after_usage(fleet, changed))
 
     def status(self) -> FleetStatus:
         with self._lock:
@@ -143,12 +151,24 @@ class FleetState:
                 snapshot_bytes=0 if snapshot is None else snapshot.nbytes,
             )
 
-    def _publish(self, hosts: dict[str, Host], aggregates: dict[int, Aggregate]) -> int:
+    def _publish(self, hosts: dict[str, Host], aggregates: dict[int, Aggregate],
+                 build_columns: BuildColumns | None = None) -> int:
         """Build and publish the new fleet; adopt it only once it is published. Caller holds the lock."""
         fleet = Fleet(hosts=tuple(hosts.values()), aggregates=tuple(aggregates.values()))
-        snapshot = self._writer.publish(self._build_columns(fleet))
+        snapshot = self._writer.publish((build_columns or self._build_columns)(fleet))
         self._hosts, self._aggregates = hosts, aggregates
         return snapshot.generation
+
+
+    def _columns_after_usage(self, fleet: Fleet, changed: dict[str, Host]):
+        """The current generation's columns patched for the changed hosts' usage, when the builder
+        can patch; a usage update is the frequent one, and only a handful of arrays derive from it."""
+        current = self._writer.current
+        if self._columns_with_usage is None or current is None:
+            return self._build_columns(fleet)
+        rows = [current.columns.row_of(name) for name in changed]
+        instances_changed = any(host.instances != self._hosts[name].instances for name, host in changed.items())
+        return self._columns_with_usage(current.columns, fleet.hosts, rows, instances_changed)
 
 
 def _with_usage(host: Host, usage: HostUsage, path: str) -> Host:

@@ -7,10 +7,14 @@ import uuid
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from engine.columns import build_columns
 from engine.model import Aggregate, Fleet, Host, InvalidField, Inventory
 from engine.snapshot import SHM_DIR, SnapshotReader, SnapshotWriter
 from engine.state import FleetState, HostUsage
+from fleetgen import INSTANCE_UUIDS, fleets
 
 
 class StandInColumns:
@@ -199,3 +203,42 @@ def test_default_builder_publishes_engine_columns(prefix):
         FleetState(engine_writer).replace(FLEET)
         columns = SnapshotReader(prefix).current().columns
         assert [columns.host_name(row) for row in range(3)] == ["compute-1", "compute-2", "compute-3"]
+
+
+@st.composite
+def fleets_and_usage_updates(draw):
+    fleet = draw(fleets(max_hosts=10))
+    updates = []
+    for _ in range(draw(st.integers(1, 3))):
+        usages = []
+        for host_ in draw(st.lists(st.sampled_from(fleet.hosts), min_size=1, max_size=4)):
+            classes = draw(st.lists(st.sampled_from(sorted(host_.resources)), unique=True)) if host_.resources else []
+            counts = st.none() | st.integers(0, 2**40)
+            usages.append(HostUsage(
+                name=host_.name, used={rc: draw(st.integers(0, 2**40)) for rc in classes},
+                num_instances=draw(counts), num_io_ops=draw(counts),
+                instances=draw(st.none() | st.lists(st.sampled_from(INSTANCE_UUIDS + (str(uuid.uuid4()),)),
+                                                    max_size=4).map(tuple))))
+        updates.append(usages)
+    return fleet, updates
+
+
+def assert_same_columns(patched, rebuilt) -> None:
+    assert patched.arrays.keys() == rebuilt.arrays.keys()
+    for name, array in rebuilt.arrays.items():
+        assert patched.arrays[name].dtype == array.dtype, name
+        np.testing.assert_array_equal(patched.arrays[name], array, err_msg=name)
+    assert patched.dicts == rebuilt.dicts
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fleets_and_usage_updates())
+def test_usage_updates_patch_the_columns_a_rebuild_would_give(prefix, fleet_and_updates):
+    """The engine's builder patches usage into the published columns; the result is the rebuild's."""
+    fleet, updates = fleet_and_updates
+    with SnapshotWriter(f"{prefix}-{uuid.uuid4().hex[:8]}") as engine_writer:
+        fleet_state = FleetState(engine_writer)
+        fleet_state.replace(fleet)
+        for usages in updates:
+            fleet_state.update_usage(usages)
+            assert_same_columns(engine_writer.current.columns, build_columns(fleet_state.fleet()))
