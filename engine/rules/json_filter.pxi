@@ -1,5 +1,5 @@
 # JsonFilter (engine/rules/json_filter.py): a query compiled once per request into postfix
-# bytecode, run here for every row. Each instruction is (opcode, operand, argc):
+# bytecode, run here over blocks of rows. Each instruction is (opcode, operand, argc):
 #   CONST k      push constants[k]
 #   LOAD k       push the row's value of variable k: a typed column (times a scale, plus
 #                `placed` times this request's change to it) or, for string and dict
@@ -11,6 +11,7 @@
 
 from libc.stdint cimport int8_t
 from libc.stdlib cimport malloc, free
+from libc.string cimport memset
 
 cdef extern from *:
     int __builtin_ctzll(unsigned long long) nogil
@@ -152,52 +153,210 @@ cdef inline void json_apply(int op, const JsonValue* args, Py_ssize_t argc,
     out.number = result and compared > 0
 
 
-cdef inline void json_load(const JsonLoad* load, const int8_t* table_tags,
-                           const double* table_numbers, Py_ssize_t row, double placed,
-                           JsonValue* out) noexcept nogil:
-    cdef double value = 0
-    cdef Py_ssize_t entry
-    out.length = 0
-    out.bits = 0
+# Rows are evaluated a block at a time: each instruction runs over the whole block, so a
+# load or a comparison is one tight loop over arrays instead of an interpreted step per row.
+# A stack slot records the tag its rows share (or JSON_MIXED): numbers, strings and dicts
+# compare and combine as plain numbers; other shapes (absent values, lists, `not`, more
+# arguments) go row by row through json_apply, Nova's full semantics.
+
+cdef enum:
+    JSON_BLOCK_ROWS = 256
+    JSON_MIXED = -1  # uniform_tag when the block's rows differ
+
+
+cdef struct JsonBlock:
+    int uniform_tag
+    int8_t tags[JSON_BLOCK_ROWS]
+    double numbers[JSON_BLOCK_ROWS]
+    int lengths[JSON_BLOCK_ROWS]  # JSON_LIST rows only
+    uint64_t bits[JSON_BLOCK_ROWS]  # JSON_LIST rows only
+
+
+cdef inline bint json_scalar_tag(int tag) noexcept nogil:
+    # Tags whose truth and order are their number's.
+    return tag == JSON_NUMBER or tag == JSON_STRING or tag == JSON_DICT
+
+
+cdef inline void json_set_uniform_tag(JsonBlock* block, Py_ssize_t count) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef int8_t first = block.tags[0]
+    cdef bint same = True
+    for i in range(count):
+        same &= block.tags[i] == first
+    block.uniform_tag = first if same else JSON_MIXED
+
+
+cdef inline void json_fill(JsonBlock* block, const JsonValue* value, Py_ssize_t count) noexcept nogil:
+    cdef Py_ssize_t i
+    memset(block.tags, value.tag, count)
+    for i in range(count):
+        block.numbers[i] = value.number
+    if value.tag == JSON_LIST:
+        for i in range(count):
+            block.lengths[i] = value.length
+            block.bits[i] = value.bits
+    block.uniform_tag = value.tag
+
+
+cdef inline void json_row(const JsonBlock* block, Py_ssize_t i, JsonValue* out) noexcept nogil:
+    out.tag = block.tags[i]
+    out.number = block.numbers[i]
+    out.length = block.lengths[i] if out.tag == JSON_LIST else 0
+    out.bits = block.bits[i] if out.tag == JSON_LIST else 0
+
+
+cdef void json_load_block(const JsonLoad* load, const int8_t* table_tags,
+                          const double* table_numbers, Py_ssize_t first, Py_ssize_t count,
+                          double placed, JsonBlock* out) noexcept nogil:
+    cdef Py_ssize_t i, entry
+    cdef double shift = placed * load.per_placed, scale = load.scale
+    cdef const int32_t* ids
     if load.kind == JSON_LOAD_TABLE:
-        entry = load.table_offset + (<const int32_t*>load.column)[row]
-        out.tag = table_tags[entry]
-        out.number = table_numbers[entry]
+        ids = <const int32_t*>load.column + first
+        for i in range(count):
+            entry = load.table_offset + ids[i]
+            out.tags[i] = table_tags[entry]
+            out.numbers[i] = table_numbers[entry]
+            if out.tags[i] == JSON_LIST:
+                out.lengths[i] = 0
+                out.bits[i] = 0
+        json_set_uniform_tag(out, count)
         return
     if load.kind == JSON_LOAD_F64:
-        value = (<const double*>load.column)[row]
+        for i in range(count):
+            out.numbers[i] = (<const double*>load.column)[first + i] * scale + shift
     elif load.kind == JSON_LOAD_I64:
-        value = <double>(<const int64_t*>load.column)[row]
+        for i in range(count):
+            out.numbers[i] = <double>(<const int64_t*>load.column)[first + i] * scale + shift
     elif load.kind == JSON_LOAD_I32:
-        value = <double>(<const int32_t*>load.column)[row]
-    out.tag = JSON_NUMBER
-    out.number = value * load.scale + placed * load.per_placed
+        for i in range(count):
+            out.numbers[i] = <double>(<const int32_t*>load.column)[first + i] * scale + shift
+    else:
+        for i in range(count):
+            out.numbers[i] = 0.0 * scale + shift
+    memset(out.tags, JSON_NUMBER, count)
+    out.uniform_tag = JSON_NUMBER
 
 
-cdef bint json_passes(const int64_t* code, Py_ssize_t instructions, const JsonValue* constants,
-                      const JsonLoad* loads, const int8_t* table_tags,
-                      const double* table_numbers, JsonValue* stack, Py_ssize_t row,
-                      double placed) noexcept nogil:
-    # code: (opcode, operand, argc) per instruction
-    cdef Py_ssize_t pc, top = 0, base
+cdef bint json_compare_block(int op, JsonBlock* a, const JsonBlock* b,
+                             Py_ssize_t count) noexcept nogil:
+    # Two arguments of one scalar tag: the result replaces `a`. The order tests are written
+    # as json_order's sign tests, so NaN behaves as on the row-by-row path.
+    cdef Py_ssize_t i
+    if not (a.uniform_tag == b.uniform_tag and json_scalar_tag(a.uniform_tag)):
+        return False
+    if op == JSON_EQ or op == JSON_IN:
+        for i in range(count):
+            a.numbers[i] = a.numbers[i] == b.numbers[i]
+    elif op == JSON_LT:
+        for i in range(count):
+            a.numbers[i] = a.numbers[i] < b.numbers[i]
+    elif op == JSON_GT:
+        for i in range(count):
+            a.numbers[i] = a.numbers[i] > b.numbers[i]
+    elif op == JSON_LE:
+        for i in range(count):
+            a.numbers[i] = not (a.numbers[i] > b.numbers[i])
+    else:
+        for i in range(count):
+            a.numbers[i] = not (a.numbers[i] < b.numbers[i])
+    if a.uniform_tag != JSON_NUMBER:
+        memset(a.tags, JSON_NUMBER, count)
+        a.uniform_tag = JSON_NUMBER
+    return True
+
+
+cdef bint json_combine_block(int op, JsonBlock* args, Py_ssize_t argc,
+                             Py_ssize_t count) noexcept nogil:
+    # `and` / `or` over arguments of scalar tags: the result replaces args[0].
+    cdef Py_ssize_t i, k
+    for k in range(argc):
+        if not json_scalar_tag(args[k].uniform_tag):
+            return False
+    for i in range(count):
+        args[0].numbers[i] = args[0].numbers[i] != 0
+    for k in range(1, argc):
+        if op == JSON_AND:
+            for i in range(count):
+                args[0].numbers[i] = (args[0].numbers[i] != 0) & (args[k].numbers[i] != 0)
+        else:
+            for i in range(count):
+                args[0].numbers[i] = (args[0].numbers[i] != 0) | (args[k].numbers[i] != 0)
+    if args[0].uniform_tag != JSON_NUMBER:
+        memset(args[0].tags, JSON_NUMBER, count)
+        args[0].uniform_tag = JSON_NUMBER
+    return True
+
+
+cdef void json_apply_rows(int op, JsonBlock* args, Py_ssize_t argc, JsonValue* scratch,
+                          Py_ssize_t count) noexcept nogil:
+    # Row by row, any operator and arguments; the result replaces args[0] (or fills it when
+    # there are no arguments). scratch holds argc + 1 values.
+    cdef Py_ssize_t i, k
+    cdef JsonValue* result = scratch + argc
+    for i in range(count):
+        for k in range(argc):
+            json_row(&args[k], i, &scratch[k])
+        json_apply(op, scratch, argc, result)
+        args[0].tags[i] = result.tag
+        args[0].numbers[i] = result.number
+        args[0].lengths[i] = result.length
+        args[0].bits[i] = result.bits
+    json_set_uniform_tag(&args[0], count)
+
+
+cdef void json_run_block(const int64_t* code, Py_ssize_t instructions, const JsonValue* constants,
+                         const JsonLoad* loads, const int8_t* table_tags,
+                         const double* table_numbers, JsonBlock* stack, JsonValue* scratch,
+                         Py_ssize_t first, Py_ssize_t count, double placed) noexcept nogil:
+    # code: (opcode, operand, argc) per instruction; the query's value lands in stack[0].
+    cdef Py_ssize_t pc, top = 0, base, argc
     cdef const int64_t* instruction
+    cdef int op
+    cdef bint handled
     for pc in range(instructions):
         instruction = code + 3 * pc
-        if instruction[0] == JSON_CONST:
-            stack[top] = constants[instruction[1]]
+        op = <int>instruction[0]
+        if op == JSON_CONST:
+            json_fill(&stack[top], &constants[instruction[1]], count)
             top += 1
-        elif instruction[0] == JSON_LOAD:
-            json_load(&loads[instruction[1]], table_tags, table_numbers, row, placed, &stack[top])
+        elif op == JSON_LOAD:
+            json_load_block(&loads[instruction[1]], table_tags, table_numbers, first, count,
+                            placed, &stack[top])
             top += 1
         else:
-            base = top - instruction[2]
-            json_apply(<int>instruction[0], &stack[base], instruction[2], &stack[top])
-            stack[base] = stack[top]
+            argc = instruction[2]
+            base = top - argc
+            if op == JSON_AND or op == JSON_OR:
+                handled = argc > 0 and json_combine_block(op, &stack[base], argc, count)
+            elif op == JSON_NOT:
+                handled = False
+            else:
+                handled = argc == 2 and json_compare_block(op, &stack[base], &stack[base + 1], count)
+            if not handled:
+                json_apply_rows(op, &stack[base], argc, scratch, count)
             top = base + 1
-    # Nova: a list result passes when any element is True.
-    if stack[0].tag == JSON_LIST:
-        return stack[0].bits != 0
-    return json_truthy(&stack[0])
+
+
+cdef uint64_t json_refuse_block(const JsonBlock* result, uint64_t* fail_bits, uint64_t mask,
+                                Py_ssize_t count) noexcept nogil:
+    # Nova: a list result passes when any element is True; anything else by its truth.
+    cdef Py_ssize_t i
+    cdef uint64_t refused = 0, fails
+    if json_scalar_tag(result.uniform_tag):
+        for i in range(count):
+            fails = result.numbers[i] == 0
+            fail_bits[i] |= mask * fails
+            refused += fails
+        return refused
+    for i in range(count):
+        if result.tags[i] == JSON_LIST:
+            fails = result.bits[i] == 0
+        else:
+            fails = result.numbers[i] == 0
+        fail_bits[i] |= mask * fails
+        refused += fails
+    return refused
 
 
 cdef const void* json_column_pointer(int kind, object column, Py_ssize_t stop) except? NULL:
@@ -232,20 +391,21 @@ def scan_json_query(const int64_t[:, ::1] code, const int8_t[::1] constant_tags,
                     Py_ssize_t start, Py_ssize_t stop, int64_t placed):
     """Refuse every row of [start, stop) on which the compiled query is false."""
     cdef uint64_t mask = (<uint64_t>1) << bit
-    cdef uint64_t refused = 0, fails
-    cdef Py_ssize_t row, index, loads_count = load_kinds.shape[0]
+    cdef uint64_t refused = 0
+    cdef Py_ssize_t first, count, index, loads_count = load_kinds.shape[0]
     cdef Py_ssize_t constants_count = constant_tags.shape[0]
     cdef double placed_count = <double>placed
     if stop <= start:
         return 0
     cdef JsonValue* constants = <JsonValue*>malloc((constants_count + 1) * sizeof(JsonValue))
     cdef JsonLoad* loads = <JsonLoad*>malloc((loads_count + 1) * sizeof(JsonLoad))
-    # One spare slot: json_apply writes its result above the arguments before moving it down.
-    cdef JsonValue* stack = <JsonValue*>malloc((stack_depth + 1) * sizeof(JsonValue))
+    cdef JsonBlock* stack = <JsonBlock*>malloc((stack_depth + 1) * sizeof(JsonBlock))
+    # json_apply_rows's arguments and result; no operation takes more than the stack holds.
+    cdef JsonValue* scratch = <JsonValue*>malloc((stack_depth + 2) * sizeof(JsonValue))
     cdef const int8_t* tags = &table_tags[0] if table_tags.shape[0] else NULL
     cdef const double* numbers = &table_numbers[0] if table_numbers.shape[0] else NULL
     try:
-        if constants == NULL or loads == NULL or stack == NULL:
+        if constants == NULL or loads == NULL or stack == NULL or scratch == NULL:
             raise MemoryError()
         for index in range(constants_count):
             constants[index].tag = constant_tags[index]
@@ -259,13 +419,16 @@ def scan_json_query(const int64_t[:, ::1] code, const int8_t[::1] constant_tags,
             loads[index].per_placed = load_per_placed[index]
             loads[index].table_offset = load_table_offsets[index]
         with nogil:
-            for row in range(start, stop):
-                fails = not json_passes(&code[0, 0], code.shape[0], constants, loads, tags,
-                                        numbers, stack, row, placed_count)
-                fail_bits[row] |= mask * fails
-                refused += fails
+            first = start
+            while first < stop:
+                count = min(<Py_ssize_t>JSON_BLOCK_ROWS, stop - first)
+                json_run_block(&code[0, 0], code.shape[0], constants, loads, tags, numbers,
+                               stack, scratch, first, count, placed_count)
+                refused += json_refuse_block(&stack[0], &fail_bits[first], mask, count)
+                first += count
     finally:
         free(constants)
         free(loads)
         free(stack)
+        free(scratch)
     return refused

@@ -26,8 +26,14 @@ def scan_member_of(const uint64_t[:, ::1] aggregates, const uint64_t[:, ::1] set
     if stop <= start or sets == 0:
         return 0
     with nogil:
-        for row in range(start, stop):
-            fails = not in_every_set(&aggregates[row, 0], &set_masks[0, 0], sets, words)
-            fail_bits[row] |= mask * fails
-            refused += fails
+        if words == 1 and sets == 1:  # one set of up to 64 aggregates: a vectorisable loop
+            for row in range(start, stop):
+                fails = (aggregates[row, 0] & set_masks[0, 0]) == 0
+                fail_bits[row] |= mask * fails
+                refused += fails
+        else:
+            for row in range(start, stop):
+                fails = not in_every_set(&aggregates[row, 0], &set_masks[0, 0], sets, words)
+                fail_bits[row] |= mask * fails
+                refused += fails
     return refused
