@@ -1,0 +1,216 @@
+// Package placecheck is a thin Go client for the placecheck sidecar: PlacementClient asks where a
+// workload may go (placecheck.v1.PlacementCheck), StateClient feeds the fleet
+// (placecheck.v1.FleetState). The messages are the ones generated from proto/ into
+// placecheck/gen/placecheck/v1 (make go-client); the client depends on nothing of the engine or
+// the server.
+package placecheck
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	pb "placecheck/gen/placecheck/v1"
+)
+
+const (
+	// DefaultDecisionTarget is where the sidecar serves PlacementCheck by default.
+	DefaultDecisionTarget = "127.0.0.1:50051"
+	// DefaultStateTarget is where the sidecar serves FleetState by default.
+	DefaultStateTarget = "unix:/tmp/placecheck-state.sock"
+)
+
+// PlacementClient calls PlacementCheck over several connections, round-robin.
+//
+// The sidecar's workers share one port with SO_REUSEPORT, which spreads connections, not calls:
+// one connection would pin every call to one worker. Each grpc.ClientConn has its own
+// connection, so the client opens one per channel and rotates calls over them. It is safe for
+// concurrent use.
+type PlacementClient struct {
+	Target string
+	conns  []*grpc.ClientConn
+	stubs  []pb.PlacementCheckClient
+	calls  atomic.Uint64
+}
+
+// NewPlacementClient opens `channels` connections to target (runtime.NumCPU() when channels < 1;
+// open at least as many as the sidecar has workers). Without dial options the connections are
+// plaintext. Connections are made on first use.
+func NewPlacementClient(target string, channels int, opts ...grpc.DialOption) (*PlacementClient, error) {
+	if channels < 1 {
+		channels = runtime.NumCPU()
+	}
+	opts = withDefaultCredentials(opts)
+	client := &PlacementClient{Target: target}
+	for index := 0; index < channels; index++ {
+		conn, err := grpc.NewClient(target, opts...)
+		if err != nil {
+			client.Close()
+			return nil, fmt.Errorf("placecheck: channel %d to %s: %w", index, target, err)
+		}
+		client.conns = append(client.conns, conn)
+		client.stubs = append(client.stubs, pb.NewPlacementCheckClient(conn))
+	}
+	return client, nil
+}
+
+func (c *PlacementClient) next() pb.PlacementCheckClient {
+	return c.stubs[(c.calls.Add(1)-1)%uint64(len(c.stubs))]
+}
+
+// Connections is the number of connections the client rotates over.
+func (c *PlacementClient) Connections() int { return len(c.conns) }
+
+// CheckDestination gives one verdict per host, in order: allowed, or every rule that refuses it.
+// minGeneration (0: any) makes the sidecar wait for that snapshot generation, up to ctx's deadline.
+func (c *PlacementClient) CheckDestination(ctx context.Context, request *pb.PlacementRequest, hosts []string,
+	minGeneration uint64, opts ...grpc.CallOption) (*pb.CheckDestinationResponse, error) {
+	return c.next().CheckDestination(ctx, &pb.CheckDestinationRequest{
+		Request: request, Hosts: hosts, MinGeneration: minGeneration,
+	}, opts...)
+}
+
+// SelectDestinations ranks hosts with alternates; when too few fit, the summary says which rules
+// eliminated them. Set MaxAlternates (proto.Int32), MinGeneration or DecisionId on the message.
+func (c *PlacementClient) SelectDestinations(ctx context.Context, request *pb.SelectDestinationsRequest,
+	opts ...grpc.CallOption) (*pb.SelectDestinationsResponse, error) {
+	return c.next().SelectDestinations(ctx, request, opts...)
+}
+
+// Close closes every connection.
+func (c *PlacementClient) Close() error {
+	var errs []error
+	for _, conn := range c.conns {
+		errs = append(errs, conn.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// StateClient feeds the fleet to the sidecar's state owner. Every mutator returns the snapshot
+// generation it published, to pass on as minGeneration to read your own writes.
+type StateClient struct {
+	Target string
+	conn   *grpc.ClientConn
+	stub   pb.FleetStateClient
+}
+
+// NewStateClient connects to the FleetState address (a unix: target by default).
+func NewStateClient(target string, opts ...grpc.DialOption) (*StateClient, error) {
+	conn, err := grpc.NewClient(target, withDefaultCredentials(opts)...)
+	if err != nil {
+		return nil, fmt.Errorf("placecheck: %s: %w", target, err)
+	}
+	return &StateClient{Target: target, conn: conn, stub: pb.NewFleetStateClient(conn)}, nil
+}
+
+// ReplaceFleet replaces the whole fleet.
+func (s *StateClient) ReplaceFleet(ctx context.Context, fleet *pb.Fleet) (uint64, error) {
+	reply, err := s.stub.ReplaceFleet(ctx, &pb.ReplaceFleetRequest{Fleet: fleet})
+	return reply.GetGeneration(), err
+}
+
+// UpsertHosts adds or replaces hosts by name.
+func (s *StateClient) UpsertHosts(ctx context.Context, hosts []*pb.Host) (uint64, error) {
+	reply, err := s.stub.UpsertHosts(ctx, &pb.UpsertHostsRequest{Hosts: hosts})
+	return reply.GetGeneration(), err
+}
+
+// RemoveHosts removes hosts by name; an unknown name is NOT_FOUND.
+func (s *StateClient) RemoveHosts(ctx context.Context, names []string) (uint64, error) {
+	reply, err := s.stub.RemoveHosts(ctx, &pb.RemoveHostsRequest{Names: names})
+	return reply.GetGeneration(), err
+}
+
+// UpsertAggregates adds or replaces aggregates by id.
+func (s *StateClient) UpsertAggregates(ctx context.Context, aggregates []*pb.Aggregate) (uint64, error) {
+	reply, err := s.stub.UpsertAggregates(ctx, &pb.UpsertAggregatesRequest{Aggregates: aggregates})
+	return reply.GetGeneration(), err
+}
+
+// RemoveAggregates removes aggregates by id; an unknown id is NOT_FOUND.
+func (s *StateClient) RemoveAggregates(ctx context.Context, ids []int64) (uint64, error) {
+	reply, err := s.stub.RemoveAggregates(ctx, &pb.RemoveAggregatesRequest{Ids: ids})
+	return reply.GetGeneration(), err
+}
+
+// UpdateUsage updates hosts' usage only: the cheap, frequent update.
+func (s *StateClient) UpdateUsage(ctx context.Context, usages []*pb.HostUsage) (uint64, error) {
+	reply, err := s.stub.UpdateUsage(ctx, &pb.UpdateUsageRequest{Usages: usages})
+	return reply.GetGeneration(), err
+}
+
+// Status reports the snapshot's generation, host and aggregate counts, age and size.
+func (s *StateClient) Status(ctx context.Context) (*pb.GetStatusResponse, error) {
+	return s.stub.GetStatus(ctx, &pb.GetStatusRequest{})
+}
+
+// Close closes the connection.
+func (s *StateClient) Close() error { return s.conn.Close() }
+
+// FieldViolation is one entry of a google.rpc.BadRequest.
+type FieldViolation struct {
+	Field       string
+	Description string
+}
+
+// BadRequestViolations gives the field violations of the google.rpc.BadRequest in an error's
+// rich status (the grpc-status-details-bin trailer of an INVALID_ARGUMENT); nil when it has none.
+func BadRequestViolations(err error) []FieldViolation {
+	st, ok := status.FromError(err)
+	if !ok || st == nil {
+		return nil
+	}
+	var violations []FieldViolation
+	for _, detail := range st.Details() {
+		if badRequest, isBadRequest := detail.(*errdetails.BadRequest); isBadRequest {
+			for _, violation := range badRequest.GetFieldViolations() {
+				violations = append(violations, FieldViolation{violation.GetField(), violation.GetDescription()})
+			}
+		}
+	}
+	return violations
+}
+
+// WaitUntilServing blocks until grpc.health.v1 reports the server SERVING at target, or returns
+// an error saying "not serving" when it does not within timeout.
+func WaitUntilServing(ctx context.Context, target string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+	lastSeen := "no answer"
+	for {
+		reply, err := health.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+		switch {
+		case err == nil && reply.GetStatus() == healthpb.HealthCheckResponse_SERVING:
+			return nil
+		case err == nil:
+			lastSeen = reply.GetStatus().String()
+		default:
+			lastSeen = status.Convert(err).Code().String() + ": " + status.Convert(err).Message()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("placecheck: %s not serving within %s (%s)", target, timeout, lastSeen)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func withDefaultCredentials(opts []grpc.DialOption) []grpc.DialOption {
+	// Plaintext first, so that a caller's own credentials option, applied later, wins.
+	return append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
+}

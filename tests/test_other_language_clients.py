@@ -1,0 +1,62 @@
+"""The Node.js and Go clients against one real sidecar: each client's own tests (`npm test` in
+clients/node, `go test ./...` in clients/go), run by its own tool with the sidecar's addresses in
+PLACECHECK_DECISION_TARGET and PLACECHECK_STATE_TARGET.
+
+`make test` installs their dependencies first (`make node-client go-client`); a test skips only
+when `node` or `go` is not installed.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from sidecar import REPO, start_sidecar
+
+DEMO_HOSTS = 500
+RUN_TIMEOUT_S = 300.0  # a cold Go build cache compiles gRPC first (about a minute on 2 cores)
+NODE_CLIENT = REPO / "clients" / "node"
+GO_CLIENT = REPO / "clients" / "go"
+
+
+@pytest.fixture(scope="module")
+def polyglot_sidecar():
+    """A sidecar of this module's own; the clients' tests add and remove their own hosts only."""
+    with start_sidecar(workers=2, demo_hosts=DEMO_HOSTS) as running:
+        yield running
+
+
+def run_client_tests(command: list[str], cwd, sidecar) -> str:
+    env = {**os.environ,
+           "PLACECHECK_DECISION_TARGET": sidecar.decision_target,
+           "PLACECHECK_STATE_TARGET": sidecar.state_target}
+    result = subprocess.run(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=RUN_TIMEOUT_S)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"`{' '.join(command)}` in {cwd} exited {result.returncode}:\n{output[-8000:]}"
+    return output
+
+
+@pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
+                    reason="node/npm is not installed: the Node.js client is not tested")
+def test_node_client_against_the_sidecar(polyglot_sidecar):
+    assert (NODE_CLIENT / "node_modules" / ".installed").exists(), \
+        "clients/node has no dependencies installed: run `make node-client`"
+    output = run_client_tests(["npm", "test", "--silent"], NODE_CLIENT, polyglot_sidecar)
+    # The spec reporter marks a passed suite with ✔ and a skipped one with ﹣.
+    assert "✔ against the real sidecar" in output, output[-8000:]
+    assert "ℹ fail 0" in output and "ℹ skipped 0" in output, output[-8000:]
+
+
+@pytest.mark.skipif(shutil.which("go") is None, reason="go is not installed: the Go client is not tested")
+def test_go_client_against_the_sidecar(polyglot_sidecar):
+    assert (GO_CLIENT / "gen" / "placecheck" / "v1" / ".generated").exists(), \
+        "clients/go has no generated stubs: run `make go-client`"
+    output = run_client_tests(["go", "test", "-count=1", "-v", "./..."], GO_CLIENT, polyglot_sidecar)
+    assert "--- SKIP" not in output, output[-8000:]
+    for test in ("TestAllowedHost", "TestRefusedHostWithRulesAndReasons", "TestSelectWithAlternates",
+                 "TestInvalidArgumentDecodedToItsField", "TestUnknownHostIsNotFound",
+                 "TestOneConnectionPerChannelToTheSidecar"):
+        assert f"--- PASS: {test} " in output, output[-8000:]
