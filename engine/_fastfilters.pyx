@@ -120,3 +120,6 @@ def pack_string_groups(groups):
         group_index += 1
         group_offsets[group_index] = string_index
     return group_offsets_array, offsets_array, heap_array
+
+
+include "instance_index.pxi"
