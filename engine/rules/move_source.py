@@ -49,12 +49,12 @@ class MoveSource(Rule):
     def explain(self, active, columns, row, placed) -> Rejection:
         params: SourceParams = active.params
         why = {
-            Operation.RESIZE: "allow_resize_to_same_host is off",
-            Operation.COLD_MIGRATE: f"the source lacks trait {SAME_HOST_COLD_MIGRATE_TRAIT}",
-        }.get(params.operation, "it never may")
+            Operation.RESIZE: "a resize stays only with allow_resize_to_same_host",
+            Operation.COLD_MIGRATE: f"a cold migration stays only when the source has trait "
+                                    f"{SAME_HOST_COLD_MIGRATE_TRAIT}",
+        }.get(params.operation, f"a {params.operation.value} always leaves its host")
         return Rejection(active.name, DESTINATION_IS_SOURCE,
-                         f"{params.operation.value} may not go to its source host "
-                         f"{params.source_host}: {why}")
+                         f"{params.source_host} is the instance's source host: {why}")
 
     def reference(self, active_name, host, fleet, request, profile, placed) -> bool:
         operation = request.operation
