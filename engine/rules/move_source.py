@@ -49,12 +49,11 @@ class MoveSource(Rule):
     def explain(self, active, columns, row, placed) -> Rejection:
         params: SourceParams = active.params
         why = {
-            Operation.RESIZE: "a resize stays only with allow_resize_to_same_host",
-            Operation.COLD_MIGRATE: f"a cold migration stays only when the source has trait "
-                                    f"{SAME_HOST_COLD_MIGRATE_TRAIT}",
-        }.get(params.operation, f"a {params.operation.value} always leaves its host")
+            Operation.RESIZE: "stays only with allow_resize_to_same_host",
+            Operation.COLD_MIGRATE: f"stays only when the source has trait {SAME_HOST_COLD_MIGRATE_TRAIT}",
+        }.get(params.operation, "always leaves its host")
         return Rejection(active.name, DESTINATION_IS_SOURCE,
-                         f"{params.source_host} is the instance's source host: {why}")
+                         f"{params.source_host} is the instance's source host: {params.operation.value} {why}")
 
     def reference(self, active_name, host, fleet, request, profile, placed) -> bool:
         operation = request.operation
