@@ -104,15 +104,12 @@ class Columns:
 
     def rows_of_instances(self, uuids) -> np.ndarray:
         """Sorted unique rows of the hosts running any of these instance uuids."""
-        return np.unique(self.instance_rows(uuids)).astype(np.int32)
+        return self._instance_index().rows_per_instance(uuids, True)
 
     def instance_rows(self, uuids) -> np.ndarray:
         """For each distinct uuid, the rows of the hosts running it: a row appears once per
         distinct uuid among these that it runs (counts per host, as Nova's set intersection)."""
-        rows_per_uuid = [np.unique(np.searchsorted(self.arrays["instance_offsets"], self._instance_entries(instance),
-                                                   side="right") - 1).astype(np.int32)
-                         for instance in set(uuids)]
-        return np.concatenate(rows_per_uuid) if rows_per_uuid else np.zeros(0, dtype=np.int32)
+        return self._instance_index().rows_per_instance(set(uuids), False)
 
     def instances_of(self, row: int) -> list[str]:
         first, last = self.arrays["instance_offsets"][row:row + 2]
@@ -127,25 +124,8 @@ class Columns:
                 instances.append(str(uuid.UUID(bytes=self.arrays["instance_uuids"][entry].tobytes())))
         return instances
 
-    def _instance_entries(self, instance: str) -> np.ndarray:
-        """Every instance entry (row-order index) equal to this id."""
-        raw = _canonical_uuid_bytes(instance)
-        if raw is None:
-            found = _fastfilters.find_in_heap_index(
-                self.arrays["instance_other_offsets"], self.arrays["instance_other_bytes"],
-                self.arrays["instance_other_slots"], instance.encode())
-            return self.arrays["instance_other_entries"][np.array(found, dtype=np.int64)].astype(np.int64)
-        key = np.frombuffer(raw, dtype="<u8")
-        words = self.arrays["instance_uuids"].view("<u8")
-        slots = self.arrays["instance_slots"]
-        mask = len(slots) - 1
-        slot = int(_uuid_hash(key.reshape(1, 2))[0]) & mask
-        found = []
-        while (entry := int(slots[slot])) != -1:
-            if words[entry, 0] == key[0] and words[entry, 1] == key[1]:
-                found.append(entry)
-            slot = (slot + 1) & mask
-        return np.array(found, dtype=np.int64)
+    def _instance_index(self) -> _fastfilters.InstanceIndex:
+        return self.derived("instance_index", lambda columns: _fastfilters.InstanceIndex(columns.arrays))
 
     def resource_class_index(self, name: str) -> int | None:
         return _index_in_sorted(self.dicts["resource_classes"], name)
@@ -335,14 +315,6 @@ _NOT_HEX = 255
 _HEX_VALUE = np.full(256, _NOT_HEX, dtype=np.uint8)
 _HEX_VALUE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
 _PARSE_CHUNK = 1 << 16  # uuids parsed per numpy pass, to bound the temporaries
-
-
-def _canonical_uuid_bytes(instance: str) -> bytes | None:
-    try:
-        parsed = uuid.UUID(instance)
-    except ValueError:
-        return None
-    return parsed.bytes if str(parsed) == instance else None
 
 
 def _uuid_hash(words: np.ndarray) -> np.ndarray:

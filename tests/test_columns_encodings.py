@@ -1,14 +1,17 @@
 """The dictionary encodings of engine/columns.py against the fleet they encode."""
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 
+import numpy as np
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.columns import FLAG_HOST_IPV4, aggregate_metadata_get_by_host, build_columns
 from engine.model import Aggregate, Fleet, Host
-from fleetgen import fleets
+from fleetgen import INSTANCE_UUIDS, fleets
 from test_rules_kernel import as_snapshot
 
 
@@ -67,3 +70,36 @@ def test_ipv4_is_only_the_dotted_quad():
     columns = build_columns(Fleet(hosts))
     assert (columns.arrays["flags"] & FLAG_HOST_IPV4 != 0).tolist() == [True, False, False, False, False]
     assert columns.arrays["host_ipv4"][0] == 0x0A000001
+
+
+def _near_misses(instance: str) -> list[str]:
+    """Ids that name the same uuid to uuid.UUID but are other strings, so match no host."""
+    return [instance.upper(), "{" + instance + "}", instance.replace("-", ""), instance + " ", instance[:-1]]
+
+
+# Canonical uuids, the fleetgen ids (uuids and odd ones), uuid-like ids that are not canonical,
+# and arbitrary text: the two indexes, their hash collisions and the boundary between them.
+instance_ids = st.one_of(st.uuids().map(str), st.sampled_from(INSTANCE_UUIDS),
+                         st.uuids().map(lambda u: str(u).upper()), st.uuids().map(lambda u: u.hex),
+                         st.text(max_size=40))
+
+
+@settings(max_examples=150, deadline=None)
+@given(fleets(max_hosts=16), st.data())
+def test_instance_lookups_match_the_model(fleet, data):
+    pool = data.draw(st.lists(instance_ids, min_size=1, max_size=12, unique=True))
+    fleet = dataclasses.replace(fleet, hosts=tuple(
+        dataclasses.replace(host, instances=tuple(data.draw(st.lists(st.sampled_from(pool), max_size=6))))
+        for host in fleet.hosts))
+    columns = as_snapshot(build_columns(fleet))
+    present = sorted({instance for host in fleet.hosts for instance in host.instances})
+    absent = data.draw(st.lists(instance_ids, max_size=4)) + [m for i in present[:2] for m in _near_misses(i)]
+    queries = data.draw(st.lists(st.sampled_from(present + absent), max_size=12)) if present else absent
+    for uuids in (queries, queries[:1], [], present, absent):
+        rows_per_uuid = [[row for row, host in enumerate(fleet.hosts) if instance in host.instances]
+                         for instance in set(uuids)]
+        assert sorted(columns.instance_rows(uuids).tolist()) == sorted(sum(rows_per_uuid, []))
+        assert columns.rows_of_instances(uuids).tolist() == sorted(set(sum(rows_per_uuid, [])))
+        assert columns.instance_rows(uuids).dtype == columns.rows_of_instances(uuids).dtype == np.int32
+    for row, host in enumerate(fleet.hosts):
+        assert columns.instances_of(row) == list(host.instances)
