@@ -65,24 +65,6 @@ def build_heap_index(const int64_t[::1] offsets, const uint8_t[::1] heap, int32_
             slots[slot] = <int32_t>entry
 
 
-def find_in_heap_index(const int64_t[::1] offsets, const uint8_t[::1] heap,
-                       const int32_t[::1] slots, const uint8_t[::1] key):
-    """Every entry index whose bytes equal key."""
-    cdef uint64_t mask = slots.shape[0] - 1
-    cdef Py_ssize_t length = key.shape[0], entry
-    cdef const uint8_t* key_bytes = &key[0] if length else NULL
-    cdef const uint8_t* base = &heap[0] if heap.shape[0] else NULL
-    cdef uint64_t slot = heap_hash(key_bytes, length) & mask
-    found = []
-    while slots[slot] != -1:
-        entry = slots[slot]
-        if (offsets[entry + 1] - offsets[entry] == length
-                and (length == 0 or memcmp(base + offsets[entry], key_bytes, length) == 0)):
-            found.append(entry)
-        slot = (slot + 1) & mask
-    return found
-
-
 # --- String heaps (engine/columns.py) ---------------------------------------------------
 
 cimport numpy as cnp
