@@ -53,17 +53,21 @@ cdef inline double _raw(const WeigherColumn* column, const int32_t* placed, Py_s
     return column.floor if value < column.floor else value
 
 
-cdef Py_ssize_t _compact_passing(const uint64_t* fail, Py_ssize_t n, int32_t* rows, double* sink) noexcept nogil:
-    # Branch-free: always write the row, advance only when it passes; sink[row] is 1e300 for
-    # a failing row, else 0 (the dense bounds' push).
+cdef Py_ssize_t _compact_passing(const uint64_t* fail, Py_ssize_t n, int32_t* rows) noexcept nogil:
+    # Branch-free: always write the row, advance only when it passes.
     cdef Py_ssize_t row, count = 0
-    cdef bint fails
     for row in range(n):
-        fails = fail[row] != 0
         rows[count] = <int32_t>row
-        count += not fails
-        sink[row] = fails * 1e300
+        count += fail[row] == 0
     return count
+
+
+cdef void _fill_sink(const uint64_t* fail, Py_ssize_t n, double* sink) noexcept nogil:
+    # sink[row] is 1e300 for a failing row, else 0 (the dense bounds' push); only dense
+    # weighing reads it, so a sparse one skips writing it.
+    cdef Py_ssize_t row
+    for row in range(n):
+        sink[row] = (fail[row] != 0) * 1e300
 
 
 # Dense bounds of a column with nothing placed yet, two doubles at a time (SSE2 is always there
@@ -310,13 +314,16 @@ cdef class Weighing:
         """Every row's fail bits may have changed: compact, bound and weigh afresh."""
         cdef const int32_t* placed = self._placed_rows()
         cdef Py_ssize_t w
-        with nogil:
-            self._passing = _compact_passing(self._fail, self._n, &self._rows[0], &self._sink[0]) if self._n else 0
-            self._dense = self._passing * 2 > self._n
-            self._missing_row = -1
-            for w in range(self._weighers):
-                self._bound(w, placed)
-            self._weigh_all(placed)
+        cdef PyThreadState* released = release_gil_for(self._n)
+        self._passing = _compact_passing(self._fail, self._n, &self._rows[0]) if self._n else 0
+        self._dense = self._passing * 2 > self._n
+        if self._dense:
+            _fill_sink(self._fail, self._n, &self._sink[0])
+        self._missing_row = -1
+        for w in range(self._weighers):
+            self._bound(w, placed)
+        self._weigh_all(placed)
+        restore_gil(released)
 
     cdef void _bound(self, Py_ssize_t w, const int32_t* placed) noexcept nogil:
         cdef WeigherColumn column = self._columns[w]
@@ -433,34 +440,35 @@ cdef class Weighing:
         cdef bint passes = self._fail[row] == 0, moved = False
         if position < 0:
             raise ValueError(f"row {row} did not pass: only a ranked row can be consumed")
-        with nogil:
-            for w in range(self._weighers):
-                before[w] = _raw(&self._columns[w], placed, row)
-            placed[row] += 1
-            if not passes:
-                memmove(&self._rows[position], &self._rows[position + 1],
-                        (self._passing - position - 1) * sizeof(int32_t))
-                if self._dense:
-                    self._sink[row] = 1e300
-                else:
-                    memmove(&self._weights[position], &self._weights[position + 1],
-                            (self._passing - position - 1) * sizeof(double))
-                self._passing -= 1
-            for w in range(self._weighers):
-                after = _raw(&self._columns[w], placed, row)
-                low, high = self._low[w], self._high[w]
-                if passes and after == before[w]:
-                    continue
-                if before[w] == high or (before[w] == low and self._columns[w].floor != 0.0):
-                    self._bound(w, placed)  # the row may have held the bound alone
-                elif passes:
-                    self._low[w] = after if after < low and self._columns[w].floor != 0.0 else low
-                    self._high[w] = after if after > high else high
-                moved = moved or self._low[w] != low or self._high[w] != high
-            if moved or (passing_before > 1) != (self._passing > 1):
-                self._weigh_all(placed)
+        cdef PyThreadState* released = release_gil_for(self._passing)  # may weigh every passing row again
+        for w in range(self._weighers):
+            before[w] = _raw(&self._columns[w], placed, row)
+        placed[row] += 1
+        if not passes:
+            memmove(&self._rows[position], &self._rows[position + 1],
+                    (self._passing - position - 1) * sizeof(int32_t))
+            if self._dense:
+                self._sink[row] = 1e300
+            else:
+                memmove(&self._weights[position], &self._weights[position + 1],
+                        (self._passing - position - 1) * sizeof(double))
+            self._passing -= 1
+        for w in range(self._weighers):
+            after = _raw(&self._columns[w], placed, row)
+            low, high = self._low[w], self._high[w]
+            if passes and after == before[w]:
+                continue
+            if before[w] == high or (before[w] == low and self._columns[w].floor != 0.0):
+                self._bound(w, placed)  # the row may have held the bound alone
             elif passes:
-                self._weights[row if self._dense else position] = self._weigh_one(row, placed)
+                self._low[w] = after if after < low and self._columns[w].floor != 0.0 else low
+                self._high[w] = after if after > high else high
+            moved = moved or self._low[w] != low or self._high[w] != high
+        if moved or (passing_before > 1) != (self._passing > 1):
+            self._weigh_all(placed)
+        elif passes:
+            self._weights[row if self._dense else position] = self._weigh_one(row, placed)
+        restore_gil(released)
 
     def top(self, int64_t[::1] top_rows, double[::1] top_weights):
         """The best len(top_rows) passing rows, best first, ties in row order, with their
@@ -474,22 +482,23 @@ cdef class Weighing:
             raise ValueError("top_rows and top_weights of one length")
         if k == 0:
             return 0
-        with nogil:
-            for j in range(self._passing):
-                weight = weights[rows[j] if dense else j]
-                if found == k and weight <= threshold:
-                    continue
-                # Ties keep row order: a row only moves ahead of strictly smaller weights.
-                slot = found if found < k else k - 1
-                while slot > 0 and top_weights[slot - 1] < weight:
-                    top_weights[slot] = top_weights[slot - 1]
-                    top_rows[slot] = top_rows[slot - 1]
-                    slot -= 1
-                top_weights[slot] = weight
-                top_rows[slot] = rows[j]
-                if found < k:
-                    found += 1
-                threshold = top_weights[k - 1]
+        cdef PyThreadState* released = release_gil_for(self._passing)
+        for j in range(self._passing):
+            weight = weights[rows[j] if dense else j]
+            if found == k and weight <= threshold:
+                continue
+            # Ties keep row order: a row only moves ahead of strictly smaller weights.
+            slot = found if found < k else k - 1
+            while slot > 0 and top_weights[slot - 1] < weight:
+                top_weights[slot] = top_weights[slot - 1]
+                top_rows[slot] = top_rows[slot - 1]
+                slot -= 1
+            top_weights[slot] = weight
+            top_rows[slot] = rows[j]
+            if found < k:
+                found += 1
+            threshold = top_weights[k - 1]
+        restore_gil(released)
         return found
 
     def tied_at_top(self):
@@ -498,13 +507,14 @@ cdef class Weighing:
         cdef double best = -INFINITY, weight
         tied = np.empty(self._passing, dtype=np.int32)
         cdef int32_t[::1] out = tied
-        with nogil:
-            for j in range(self._passing):
-                weight = self._weights[self._rows[j] if self._dense else j]
-                best = weight if weight > best else best
-            for j in range(self._passing):
-                out[count] = self._rows[j]
-                count += self._weights[self._rows[j] if self._dense else j] == best
+        cdef PyThreadState* released = release_gil_for(self._passing)
+        for j in range(self._passing):
+            weight = self._weights[self._rows[j] if self._dense else j]
+            best = weight if weight > best else best
+        for j in range(self._passing):
+            out[count] = self._rows[j]
+            count += self._weights[self._rows[j] if self._dense else j] == best
+        restore_gil(released)
         return tied[:count]
 
 
@@ -527,18 +537,19 @@ def metrics_raw(const double[:, ::1] metric_values, const int64_t[::1] metric_in
     if set_ids is not None:
         set_view = set_ids
         sets = &set_view[0] if n else NULL
-    with nogil:
-        for row in range(n):
-            value = 0.0
-            multiplier = multiplier_of_row_set[sets[row] if sets != NULL else 0]
-            for i in range(settings):
-                metric = metric_values[metric_indices[i], row] if metric_indices[i] >= 0 else NAN
-                if metric == metric:
-                    value = value + trunc(metric) * ratios[i]
-                elif required:
-                    value = NAN
-                    break
-                elif ratios[i] * multiplier != 0.0:
-                    value = unavailable
-                    break
-            out[row] = value
+    cdef PyThreadState* released = release_gil_for(n)
+    for row in range(n):
+        value = 0.0
+        multiplier = multiplier_of_row_set[sets[row] if sets != NULL else 0]
+        for i in range(settings):
+            metric = metric_values[metric_indices[i], row] if metric_indices[i] >= 0 else NAN
+            if metric == metric:
+                value = value + trunc(metric) * ratios[i]
+            elif required:
+                value = NAN
+                break
+            elif ratios[i] * multiplier != 0.0:
+                value = unavailable
+                break
+        out[row] = value
+    restore_gil(released)

@@ -17,18 +17,19 @@ def scan_availability_zone(const uint8_t[::1] flags, const uint64_t[:, ::1] aggr
     if stop <= start:
         return 0
     cdef uint64_t one_word = zone_mask[0], zoned, default_zone_refused = not default_zone_requested
-    with nogil:
-        if words == 1:  # up to 64 aggregates: a loop the compiler vectorises
-            for row in range(start, stop):
-                zoned = (flags[row] & FLAG_IN_AZ_AGGREGATE) != 0
-                fails = ((zoned & ((aggregates[row, 0] & one_word) == 0))
-                         | ((zoned ^ 1) & default_zone_refused))
-                fail_bits[row] |= mask * fails
-                refused += fails
-        else:
-            for row in range(start, stop):
-                fails = not in_zone(flags[row], &aggregates[row, 0], &zone_mask[0], words,
-                                    default_zone_requested)
-                fail_bits[row] |= mask * fails
-                refused += fails
+    cdef PyThreadState* released = release_gil_for(stop - start)
+    if words == 1:  # up to 64 aggregates: a loop the compiler vectorises
+        for row in range(start, stop):
+            zoned = (flags[row] & FLAG_IN_AZ_AGGREGATE) != 0
+            fails = ((zoned & ((aggregates[row, 0] & one_word) == 0))
+                     | ((zoned ^ 1) & default_zone_refused))
+            fail_bits[row] |= mask * fails
+            refused += fails
+    else:
+        for row in range(start, stop):
+            fails = not in_zone(flags[row], &aggregates[row, 0], &zone_mask[0], words,
+                                default_zone_requested)
+            fail_bits[row] |= mask * fails
+            refused += fails
+    restore_gil(released)
     return refused

@@ -9,9 +9,10 @@ def scan_compute_filter(const uint8_t[::1] flags, uint64_t[::1] fail_bits, int b
     cdef uint64_t mask = (<uint64_t>1) << bit
     cdef uint64_t refused = 0, fails
     cdef Py_ssize_t row
-    with nogil:
-        for row in range(start, stop):
-            fails = not enabled_and_up(flags[row])
-            fail_bits[row] |= mask * fails
-            refused += fails
+    cdef PyThreadState* released = release_gil_for(stop - start)
+    for row in range(start, stop):
+        fails = not enabled_and_up(flags[row])
+        fail_bits[row] |= mask * fails
+        refused += fails
+    restore_gil(released)
     return refused

@@ -9,9 +9,10 @@ def scan_count_below(const int32_t[::1] values, int64_t limit, uint64_t[::1] fai
     cdef uint64_t mask = (<uint64_t>1) << bit
     cdef uint64_t refused = 0, fails
     cdef Py_ssize_t row
-    with nogil:
-        for row in range(start, stop):
-            fails = not below_limit(values[row], placed, limit)
-            fail_bits[row] |= mask * fails
-            refused += fails
+    cdef PyThreadState* released = release_gil_for(stop - start)
+    for row in range(start, stop):
+        fails = not below_limit(values[row], placed, limit)
+        fail_bits[row] |= mask * fails
+        refused += fails
+    restore_gil(released)
     return refused

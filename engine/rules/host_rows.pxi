@@ -18,14 +18,15 @@ def scan_only_rows(const int32_t[::1] rows, uint64_t[::1] fail_bits, int bit,
     cdef uint64_t mask = (<uint64_t>1) << bit
     cdef uint64_t refused = 0
     cdef Py_ssize_t row, listed
-    with nogil:
-        listed = first_at_or_after(rows, start)
-        for row in range(start, stop):
-            if listed < rows.shape[0] and rows[listed] == row:
-                listed += 1
-            else:
-                fail_bits[row] |= mask
-                refused += 1
+    cdef PyThreadState* released = release_gil_for(stop - start)
+    listed = first_at_or_after(rows, start)
+    for row in range(start, stop):
+        if listed < rows.shape[0] and rows[listed] == row:
+            listed += 1
+        else:
+            fail_bits[row] |= mask
+            refused += 1
+    restore_gil(released)
     return refused
 
 
@@ -35,10 +36,11 @@ def scan_listed_rows(const int32_t[::1] rows, uint64_t[::1] fail_bits, int bit,
     cdef uint64_t mask = (<uint64_t>1) << bit
     cdef uint64_t refused = 0
     cdef Py_ssize_t listed
-    with nogil:
-        listed = first_at_or_after(rows, start)
-        while listed < rows.shape[0] and rows[listed] < stop:
-            fail_bits[rows[listed]] |= mask
-            refused += 1
-            listed += 1
+    cdef PyThreadState* released = release_gil_for(rows.shape[0])
+    listed = first_at_or_after(rows, start)
+    while listed < rows.shape[0] and rows[listed] < stop:
+        fail_bits[rows[listed]] |= mask
+        refused += 1
+        listed += 1
+    restore_gil(released)
     return refused

@@ -395,6 +395,7 @@ def scan_json_query(const int64_t[:, ::1] code, const int8_t[::1] constant_tags,
     cdef Py_ssize_t first, count, index, loads_count = load_kinds.shape[0]
     cdef Py_ssize_t constants_count = constant_tags.shape[0]
     cdef double placed_count = <double>placed
+    cdef PyThreadState* released
     if stop <= start:
         return 0
     cdef JsonValue* constants = <JsonValue*>malloc((constants_count + 1) * sizeof(JsonValue))
@@ -418,14 +419,15 @@ def scan_json_query(const int64_t[:, ::1] code, const int8_t[::1] constant_tags,
             loads[index].scale = load_scales[index]
             loads[index].per_placed = load_per_placed[index]
             loads[index].table_offset = load_table_offsets[index]
-        with nogil:
-            first = start
-            while first < stop:
-                count = min(<Py_ssize_t>JSON_BLOCK_ROWS, stop - first)
-                json_run_block(&code[0, 0], code.shape[0], constants, loads, tags, numbers,
-                               stack, scratch, first, count, placed_count)
-                refused += json_refuse_block(&stack[0], &fail_bits[first], mask, count)
-                first += count
+        released = release_gil_for(stop - start)
+        first = start
+        while first < stop:
+            count = min(<Py_ssize_t>JSON_BLOCK_ROWS, stop - first)
+            json_run_block(&code[0, 0], code.shape[0], constants, loads, tags, numbers,
+                           stack, scratch, first, count, placed_count)
+            refused += json_refuse_block(&stack[0], &fail_bits[first], mask, count)
+            first += count
+        restore_gil(released)
     finally:
         free(constants)
         free(loads)

@@ -25,15 +25,16 @@ def scan_member_of(const uint64_t[:, ::1] aggregates, const uint64_t[:, ::1] set
     cdef Py_ssize_t row, words = aggregates.shape[1], sets = set_masks.shape[0]
     if stop <= start or sets == 0:
         return 0
-    with nogil:
-        if words == 1 and sets == 1:  # one set of up to 64 aggregates: a vectorisable loop
-            for row in range(start, stop):
-                fails = (aggregates[row, 0] & set_masks[0, 0]) == 0
-                fail_bits[row] |= mask * fails
-                refused += fails
-        else:
-            for row in range(start, stop):
-                fails = not in_every_set(&aggregates[row, 0], &set_masks[0, 0], sets, words)
-                fail_bits[row] |= mask * fails
-                refused += fails
+    cdef PyThreadState* released = release_gil_for(stop - start)
+    if words == 1 and sets == 1:  # one set of up to 64 aggregates: a vectorisable loop
+        for row in range(start, stop):
+            fails = (aggregates[row, 0] & set_masks[0, 0]) == 0
+            fail_bits[row] |= mask * fails
+            refused += fails
+    else:
+        for row in range(start, stop):
+            fails = not in_every_set(&aggregates[row, 0], &set_masks[0, 0], sets, words)
+            fail_bits[row] |= mask * fails
+            refused += fails
+    restore_gil(released)
     return refused

@@ -17,15 +17,16 @@ def scan_required_traits(const uint64_t[:, ::1] traits, const uint64_t[::1] requ
     if stop <= start:
         return 0
     cdef uint64_t one_word = required[0]
-    with nogil:
-        if words == 1:  # up to 64 traits: a loop the compiler vectorises
-            for row in range(start, stop):
-                fails = (one_word & ~traits[row, 0]) != 0
-                fail_bits[row] |= mask * fails
-                refused += fails
-        else:
-            for row in range(start, stop):
-                fails = not has_all_bits(&traits[row, 0], &required[0], words)
-                fail_bits[row] |= mask * fails
-                refused += fails
+    cdef PyThreadState* released = release_gil_for(stop - start)
+    if words == 1:  # up to 64 traits: a loop the compiler vectorises
+        for row in range(start, stop):
+            fails = (one_word & ~traits[row, 0]) != 0
+            fail_bits[row] |= mask * fails
+            refused += fails
+    else:
+        for row in range(start, stop):
+            fails = not has_all_bits(&traits[row, 0], &required[0], words)
+            fail_bits[row] |= mask * fails
+            refused += fails
+    restore_gil(released)
     return refused

@@ -24,24 +24,25 @@ def scan_anti_affinity(const int32_t[::1] member_rows, const int32_t[::1] member
     cdef uint64_t refused = 0, fails
     cdef Py_ssize_t row, member, exempt, position
     cdef int64_t members_on_host
-    with nogil:
-        member = first_at_or_after(member_rows, start)
-        exempt = first_at_or_after(exempt_rows, start)
-        if group_has_room(0, placed, max_per_host, False):
-            # Rows without members pass: visit only the member rows.
-            while member < member_rows.shape[0] and member_rows[member] < stop:
-                row = member_rows[member]
-                position = first_at_or_after(exempt_rows, row)
-                fails = not group_has_room(member_counts[member], placed, max_per_host,
-                                           listed_at(exempt_rows, &position, row))
-                fail_bits[row] |= mask * fails
-                refused += fails
-                member += 1
-        else:
-            for row in range(start, stop):
-                members_on_host = member_counts[member - 1] if listed_at(member_rows, &member, row) else 0
-                fails = not group_has_room(members_on_host, placed, max_per_host,
-                                           listed_at(exempt_rows, &exempt, row))
-                fail_bits[row] |= mask * fails
-                refused += fails
+    cdef PyThreadState* released = release_gil_for(stop - start)
+    member = first_at_or_after(member_rows, start)
+    exempt = first_at_or_after(exempt_rows, start)
+    if group_has_room(0, placed, max_per_host, False):
+        # Rows without members pass: visit only the member rows.
+        while member < member_rows.shape[0] and member_rows[member] < stop:
+            row = member_rows[member]
+            position = first_at_or_after(exempt_rows, row)
+            fails = not group_has_room(member_counts[member], placed, max_per_host,
+                                       listed_at(exempt_rows, &position, row))
+            fail_bits[row] |= mask * fails
+            refused += fails
+            member += 1
+    else:
+        for row in range(start, stop):
+            members_on_host = member_counts[member - 1] if listed_at(member_rows, &member, row) else 0
+            fails = not group_has_room(members_on_host, placed, max_per_host,
+                                       listed_at(exempt_rows, &exempt, row))
+            fail_bits[row] |= mask * fails
+            refused += fails
+    restore_gil(released)
     return refused

@@ -6,11 +6,12 @@ def scan_refused_values(const int32_t[::1] value_ids, const uint8_t[::1] refused
     cdef uint64_t mask = (<uint64_t>1) << bit
     cdef uint64_t refused = 0, fails
     cdef Py_ssize_t row
-    with nogil:
-        for row in range(start, stop):
-            fails = refused_by_value[value_ids[row]] != 0
-            fail_bits[row] |= mask * fails
-            refused += fails
+    cdef PyThreadState* released = release_gil_for(stop - start)
+    for row in range(start, stop):
+        fails = refused_by_value[value_ids[row]] != 0
+        fail_bits[row] |= mask * fails
+        refused += fails
+    restore_gil(released)
     return refused
 
 
@@ -20,9 +21,10 @@ def scan_count_below_value_limit(const int32_t[::1] values, const int32_t[::1] v
     cdef uint64_t mask = (<uint64_t>1) << bit
     cdef uint64_t refused = 0, fails
     cdef Py_ssize_t row
-    with nogil:
-        for row in range(start, stop):
-            fails = not below_limit(values[row], placed, limit_by_value[value_ids[row]])
-            fail_bits[row] |= mask * fails
-            refused += fails
+    cdef PyThreadState* released = release_gil_for(stop - start)
+    for row in range(start, stop):
+        fails = not below_limit(values[row], placed, limit_by_value[value_ids[row]])
+        fail_bits[row] |= mask * fails
+        refused += fails
+    restore_gil(released)
     return refused
