@@ -34,8 +34,8 @@ class Sizes:
     min_seconds: float  # per timed figure in process
     reference_seconds: float
     e2e_seconds: float
-    scaling_seconds: float
-    scaling_blocks: int
+    scaling_block_seconds: float  # per sidecar and round
+    scaling_rounds: int
     propagation_repeats: int
     publish_repeats: int
     copy_bytes: int
@@ -43,11 +43,11 @@ class Sizes:
 
 FULL = Sizes(kernel_hosts=(1_000, 10_000, 100_000), nova_hosts=10_000, nova_repeats=3, install_nova=True,
              select_hosts=100_000, server_hosts=100_000, min_seconds=0.5, reference_seconds=2.0,
-             e2e_seconds=6.0, scaling_seconds=6.0, scaling_blocks=3, propagation_repeats=5, publish_repeats=5,
+             e2e_seconds=6.0, scaling_block_seconds=1.5, scaling_rounds=7, propagation_repeats=5, publish_repeats=5,
              copy_bytes=256 << 20)
 QUICK = Sizes(kernel_hosts=(1_000, 2_000), nova_hosts=1_000, nova_repeats=1, install_nova=False,
               select_hosts=2_000, server_hosts=2_000, min_seconds=0.02, reference_seconds=0.1,
-              e2e_seconds=0.6, scaling_seconds=0.5, scaling_blocks=1, propagation_repeats=2, publish_repeats=2,
+              e2e_seconds=0.6, scaling_block_seconds=0.2, scaling_rounds=3, propagation_repeats=2, publish_repeats=2,
               copy_bytes=16 << 20)
 
 
@@ -96,16 +96,16 @@ def run(sizes: Sizes) -> list[Figure]:
         figures += grpc_e2e.figures(
             grpc_e2e.measure(sidecars[1].decision_target, sizes.server_hosts, sizes.e2e_seconds),
             sizes.server_hosts)
-        progress("5 closed-loop load, 1 and 2 workers in turn")
+        progress(f"5 closed-loop load, 1 and 2 workers in turn, {sizes.scaling_rounds} rounds")
         loads = scaling.measure({workers: (sidecar.decision_target, worker_pids[workers])
                                  for workers, sidecar in sidecars.items()}, sizes.server_hosts,
-                                sizes.scaling_seconds, sizes.scaling_blocks)
+                                sizes.scaling_block_seconds, sizes.scaling_rounds)
         progress("6 snapshot propagation and memory, 1 and 2 workers")
         propagations = [snapshot.measure_propagation(sidecar.decision_target, sidecar.state_target, sidecar.pid,
                                                      worker_pids[workers], sizes.server_hosts,
                                                      sizes.propagation_repeats)
                         for workers, sidecar in sidecars.items()]
-    figures += scaling.figures(loads[1], loads[2])
+    figures += scaling.figures(loads, sizes.scaling_block_seconds)
     figures += snapshot.figures(publish_seconds, segment_bytes, sizes.server_hosts, copy_traffic, propagations)
     figures += bandwidth_figures
     return figures

@@ -1,5 +1,6 @@
 """Shared measurement helpers: repeated timing, percentiles, per-process CPU and
-memory from /proc, and the figure table every section reports into."""
+memory from /proc, which worker holds a connection (/proc/net/tcp), and the figure
+table every section reports into."""
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+TCP_ESTABLISHED = "01"
 
 
 def sample_calls(call: Callable[[], object], *, min_seconds: float, min_calls: int,
@@ -59,6 +61,11 @@ def median(samples: list[float]) -> float:
     return percentile(samples, 0.5)
 
 
+def with_spread(samples: list[float], format_: Callable[[float], str]) -> str:
+    """The median of repeated measurements, then their range: how far one run may be off."""
+    return f"{format_(median(samples))} ({format_(min(samples))} to {format_(max(samples))})"
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process has used (/proc/<pid>/stat utime, stime)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -88,12 +95,47 @@ def private_bytes(pid: int) -> int:
     return fields["Private_Clean"] + fields["Private_Dirty"]
 
 
-def child_pids(pid: int) -> list[int]:
-    """Direct children of a process, from /proc/<pid>/task/*/children."""
-    children = []
+def descendant_pids(pid: int) -> list[int]:
+    """A process's children, their children and so on, from /proc/<pid>/task/*/children."""
+    descendants = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        children.extend(int(child) for child in (task / "children").read_text().split())
-    return sorted(children)
+        for child in (task / "children").read_text().split():
+            descendants += [int(child), *descendant_pids(int(child))]
+    return sorted(descendants)
+
+
+def _established_tcp() -> dict[int, tuple[int, int]]:
+    """Socket inode -> (local port, remote port) of every established TCP connection."""
+    connections = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == TCP_ESTABLISHED:
+                connections[int(fields[9])] = (int(fields[1].rsplit(":", 1)[1], 16),
+                                               int(fields[2].rsplit(":", 1)[1], 16))
+    return connections
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(int(target[len("socket:["):-1]))
+    return inodes
+
+
+def workers_connected_to_us(worker_pids: list[int], port: int) -> set[int]:
+    """The workers holding a connection from this process to the decision port."""
+    connections = _established_tcp()
+    our_ports = {connections[inode][0] for inode in _socket_inodes(os.getpid())
+                 if inode in connections and connections[inode][1] == port}
+    return {pid for pid in worker_pids
+            if any(connections[inode][0] == port and connections[inode][1] in our_ports
+                   for inode in _socket_inodes(pid) if inode in connections)}
 
 
 def machine_description() -> str:
