@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,9 @@ class HostVerdict:
         return not self.rejections
 
 
-@dataclass(frozen=True)
-class WeigherScore:
+class WeigherScore(NamedTuple):
+    """Ten per ranked host: a named tuple, built several times faster than a frozen dataclass."""
+
     weigher: str
     raw: float
     normalized: float

@@ -38,16 +38,21 @@ cdef struct WeigherColumn:
     double floor  # Nova's minval: 0 for the weighers that clamp, else -inf
 
 
+cdef inline double _stored(const WeigherColumn* column, Py_ssize_t row) noexcept nogil:
+    # The row's value before any pick.
+    if column.kind == COLUMN_DOUBLE:
+        return (<const double*>column.values)[row]
+    elif column.kind == COLUMN_INT32:
+        return (<const int32_t*>column.values)[row]
+    elif column.kind == COLUMN_INT64:
+        return <double>(<const int64_t*>column.values)[row]
+    return 0.0
+
+
 cdef inline double _raw(const WeigherColumn* column, const int32_t* placed, Py_ssize_t row) noexcept nogil:
     # The row's value after this request's picks on it, clamped as Python's max(value, floor)
     # (a NaN stays NaN: it marks a missing metric that must be reported).
-    cdef double value = 0.0
-    if column.kind == COLUMN_DOUBLE:
-        value = (<const double*>column.values)[row]
-    elif column.kind == COLUMN_INT32:
-        value = (<const int32_t*>column.values)[row]
-    elif column.kind == COLUMN_INT64:
-        value = <double>(<const int64_t*>column.values)[row]
+    cdef double value = _stored(column, row)
     if placed != NULL:
         value = value + placed[row] * column.change
     return column.floor if value < column.floor else value
@@ -469,6 +474,17 @@ cdef class Weighing:
         elif passes:
             self._weights[row if self._dense else position] = self._weigh_one(row, placed)
         restore_gil(released)
+
+    def raw_and_multipliers(self, Py_ssize_t row, int64_t placed_here):
+        """Each weigher's (raw value, multiplier) of `row` with `placed_here` instances of the
+        request on it: the value as stored plus placed_here * change, not clamped (as reported,
+        engine/weighers.py score())."""
+        if row < 0 or row >= self._n:
+            raise IndexError(f"row {row} out of range")
+        cdef Py_ssize_t w
+        return [(_stored(&self._columns[w], row) + <double>placed_here * self._columns[w].change,
+                 self._multiplier(row, w))
+                for w in range(self._weighers)]
 
     def top(self, int64_t[::1] top_rows, double[::1] top_weights):
         """The best len(top_rows) passing rows, best first, ties in row order, with their

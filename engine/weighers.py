@@ -270,9 +270,6 @@ class WeighPlan:
     set_ids: np.ndarray | None  # each row's index into multipliers; None: row 0 for every host
     metrics_weighed: tuple[str, ...]  # MetricsWeigher's metric names, in setting order
 
-    def multiplier(self, row: int, index: int) -> float:
-        return float(self.multipliers[0 if self.set_ids is None else self.set_ids[row], index])
-
 
 def _multipliers(columns, profile: Profile) -> tuple[np.ndarray, np.ndarray | None]:
     """Each weigher's multiplier per distinct aggregate membership, when some aggregate's
@@ -329,6 +326,7 @@ class Ranking:
     weights: np.ndarray  # float64, parallel to rows
     passing: int  # rows that were weighed (fail_bits == 0)
     bounds: tuple[tuple[float, float], ...]  # each weigher's normalisation (low, high)
+    weighing: "_fastfilters.Weighing"  # what was ranked: score() reads a row's values from it
 
 
 def rank(columns, plan: WeighPlan, weighing, k: int) -> Ranking:
@@ -339,7 +337,7 @@ def rank(columns, plan: WeighPlan, weighing, k: int) -> Ranking:
     top_rows = np.empty(k, dtype=np.int64)
     top_weights = np.empty(k, dtype=np.float64)
     found = weighing.top(top_rows, top_weights)
-    return Ranking(top_rows[:found], top_weights[:found], weighing.passing, tuple(weighing.bounds))
+    return Ranking(top_rows[:found], top_weights[:found], weighing.passing, tuple(weighing.bounds), weighing)
 
 
 def _missing_metric(columns, plan: WeighPlan, row: int) -> str:
@@ -355,15 +353,12 @@ def _missing_metric(columns, plan: WeighPlan, row: int) -> str:
 def score(columns, plan: WeighPlan, ranking: Ranking, row: int, weight: float, placed_here: int) -> WeighedHost:
     """A ranked row, with `placed_here` instances of the request on it when ranked, with each
     weigher's raw value, normalised value and multiplier."""
-    scores = []
-    for index, weigher in enumerate(plan.weighers):
-        column = plan.columns[index]
-        raw = (0.0 if column is None else float(column[row])) + placed_here * float(plan.changes_per_instance[index])
-        low, high = ranking.bounds[index]
-        scores.append(WeigherScore(weigher.name, raw,
-                                   _normalized(raw, weigher.clamp_at_zero, low, high, ranking.passing),
-                                   plan.multiplier(row, index)))
-    return WeighedHost(columns.host_name(row), weight, tuple(scores))
+    passing = ranking.passing
+    scores = tuple([WeigherScore(weigher.name, raw, _normalized(raw, weigher.clamp_at_zero, low, high, passing),
+                                 multiplier)
+                    for weigher, (raw, multiplier), (low, high)
+                    in zip(plan.weighers, ranking.weighing.raw_and_multipliers(row, placed_here), ranking.bounds)])
+    return WeighedHost(columns.host_name(row), weight, scores)
 
 
 def _normalized(raw: float, clamp_at_zero: bool, low: float, high: float, passing: int) -> float:
