@@ -116,7 +116,7 @@ class _Selection:
         the top shuffled when shuffle_best_same_weighed_hosts, then a random one of the first
         host_subset_size moved to the front; each with its row."""
         ranking = rank(self.columns, self.plan, self.weighing, k)
-        ranked = [(int(row), float(weight)) for row, weight in zip(ranking.rows, ranking.weights)]
+        ranked = list(zip(ranking.rows.tolist(), ranking.weights.tolist()))
         if not ranked:
             return []
         if self.profile.shuffle_best_same_weighed_hosts:
