@@ -3,7 +3,11 @@
 Order matters (perf.md §1.3-1.4, grpc's examples/python/multiprocessing):
   1. reserve the decision port with an SO_REUSEPORT socket and create the
      snapshot writer and the metrics directory;
-  2. spawn the decision workers, before any gRPC object exists here;
+  2. start the decision workers. They fork from multiprocessing's fork server:
+     a fresh interpreter that has imported everything a worker runs (grpc,
+     numpy, the engine, the stubs) but holds no fleet and no gRPC object, so
+     every worker, first or restarted, shares those pages copy-on-write and
+     obeys grpc's rule to fork before creating any gRPC object;
   3. serve placecheck.v1.FleetState on the state address and /metrics;
   4. load the fleet and publish generation 1 (workers turn SERVING on it);
   5. restart any worker that dies, until SIGTERM/SIGINT; then drain the
@@ -51,6 +55,12 @@ MAX_RESTART_DELAY_S = 10.0
 SUPERVISE_POLL_S = 1.0
 # Beyond the drain grace: how long a stopping worker may take before it is killed.
 STOP_MARGIN_S = 5.0
+# Imported once by the fork server, before it forks any worker: server.worker brings in grpc,
+# numpy, the engine and the generated stubs; the others are what a worker imports later on (its
+# gRPC server, its metrics, numpy's masked arrays). prometheus_client reads
+# PROMETHEUS_MULTIPROC_DIR on import, which is set before the fork server starts.
+WORKER_PRELOAD = ["server.worker", "grpc._server", "numpy.ma",
+                  "prometheus_client", "prometheus_client.multiprocess"]
 
 
 class StartupError(Exception):
@@ -140,7 +150,8 @@ def load_initial_fleet(options: ServeOptions):
 class Supervisor:
     def __init__(self, options: ServeOptions):
         self.options = options
-        self.context = multiprocessing.get_context("spawn")
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(WORKER_PRELOAD)
         self.workers: list[multiprocessing.Process | None] = [None] * options.workers
         self.started_at = [0.0] * options.workers
         self.restart_delay = [0.0] * options.workers
@@ -198,7 +209,7 @@ class Supervisor:
 
         metrics_dir = tempfile.mkdtemp(prefix="placecheck-metrics-")
         cleanup.callback(shutil.rmtree, metrics_dir, ignore_errors=True)
-        os.environ[MULTIPROC_DIR_ENV] = metrics_dir  # inherited by every spawned worker
+        os.environ[MULTIPROC_DIR_ENV] = metrics_dir  # inherited by the fork server, so by every worker
 
         writer = SnapshotWriter(f"placecheck-{os.getpid()}")
         cleanup.callback(writer.close)
@@ -293,8 +304,10 @@ class Supervisor:
     def _start_worker(self, index: int) -> None:
         process = self.context.Process(target=run_worker, args=(self.worker_settings[index],),
                                        name=f"placecheck-worker-{index}")
-        # The child inherits the blocked SIGHUP and unblocks it once its handler is in place, so a
-        # reload forwarded while it starts up waits for it instead of killing it.
+        # The fork server, started by the first start (and again should it die), inherits the
+        # blocked SIGHUP and keeps it blocked; each worker it forks inherits that mask and unblocks
+        # SIGHUP once its handler is in place, so a reload forwarded while a worker starts up
+        # waits for it instead of killing it.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         try:
             process.start()

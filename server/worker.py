@@ -11,6 +11,7 @@ so it finishes on the configuration it started with.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -213,7 +214,10 @@ class Worker:
 
 
 def run(settings: WorkerSettings) -> None:
-    """Process entry point (multiprocessing "spawn")."""
+    """Process entry point (forked by the supervisor's multiprocessing fork server)."""
+    # What the fork server imported stays out of this process's collections: a full collection
+    # writes to every object it visits, which would copy the pages all workers share.
+    gc.freeze()
     configure_logging(settings.log_level, f"worker{settings.index}")
     stopping = threading.Event()
     reload_requested = threading.Event()

@@ -60,8 +60,9 @@ class Sidecar:
         return self.log_path.read_text(errors="replace")
 
     def worker_pids(self) -> list[int]:
-        """The supervisor's spawned decision workers (not multiprocessing's resource tracker)."""
-        pids = []
+        """The decision workers: the children of the supervisor's fork server (not of
+        multiprocessing's resource tracker, the supervisor's other child)."""
+        parents, fork_servers = {}, set()
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -70,10 +71,11 @@ class Sidecar:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            if parent == self.process.pid and b"spawn_main" in cmdline:
-                pids.append(int(entry.name))
-        return sorted(pids)
+            pid, parent = int(entry.name), int(stat.rsplit(")", 1)[1].split()[1])
+            parents[pid] = parent
+            if parent == self.process.pid and b"multiprocessing.forkserver" in cmdline:
+                fork_servers.add(pid)
+        return sorted(pid for pid, parent in parents.items() if parent in fork_servers)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM, wait, and assert a clean exit; returns the exit code."""
