@@ -26,7 +26,8 @@ def _serve(args) -> int:
     return serve(ServeOptions(
         listen=args.listen, state_listen=args.state_listen,
         metrics_port=int(metrics_port), metrics_host=metrics_host or "127.0.0.1",
-        workers=args.workers, config_path=args.config, fleet_path=args.fleet,
+        workers=args.workers, threads_per_worker=args.threads_per_worker, config_path=args.config,
+        fleet_path=args.fleet,
         demo_hosts=args.demo_hosts, demo_seed=args.demo_seed, grace_s=args.grace,
         log_level=args.log_level))
 
@@ -156,6 +157,16 @@ def _resource(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"amount of {resource_class} must be an integer, got {amount!r}") from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from placecheck import DEFAULT_DECISION_TARGET, DEFAULT_STATE_TARGET
     from server.supervisor import ServeOptions
@@ -173,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", default=str(defaults.metrics_port),
                        help="Prometheus endpoint PORT or HOST:PORT on loopback by default; 0 disables (%(default)s)")
     serve.add_argument("--workers", type=int, default=defaults.workers, help="decision processes (%(default)s)")
+    serve.add_argument("--threads-per-worker", type=_positive_int, default=defaults.threads_per_worker,
+                       help="calls a worker decides at once (%(default)s); more threads only contend for "
+                            "its GIL, so add workers instead. Further calls wait their turn, up to 128 per "
+                            "thread, then get RESOURCE_EXHAUSTED; an open health Watch holds a thread")
     serve.add_argument("--demo-hosts", type=int, default=defaults.demo_hosts, help="demo fleet size (%(default)s)")
     serve.add_argument("--demo-seed", type=int, default=defaults.demo_seed, help="demo fleet seed (%(default)s)")
     serve.add_argument("--grace", type=float, default=defaults.grace_s,

@@ -74,7 +74,8 @@ class ServeOptions:
     metrics_port: int = 9464  # 0 disables
     metrics_host: str = "127.0.0.1"
     workers: int = os.cpu_count() or 1
-    threads_per_worker: int = 16
+    # Handler threads: one worker's CPU per call is lowest with 2 (more contend for its GIL).
+    threads_per_worker: int = 2
     config_path: str | None = None
     fleet_path: str | None = None
     demo_hosts: int = 10_000

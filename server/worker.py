@@ -46,6 +46,9 @@ DEADLINE_MARGIN_S = 0.05
 NOT_SERVING_NOTICE_S = 0.25
 # How often a worker waiting for its first snapshot checks whether it should stop instead.
 ATTACH_POLL_S = 0.2
+# Calls in flight per handler thread before new ones are refused with RESOURCE_EXHAUSTED: at
+# about half a millisecond a call, the last one admitted waits some 64 ms for its thread.
+MAX_CALLS_PER_THREAD = 128
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,8 @@ class Worker:
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server = grpc.server(ThreadPoolExecutor(max_workers=settings.threads,
                                                      thread_name_prefix="decision"),
-                                  options=[("grpc.so_reuseport", 1)])
+                                  options=[("grpc.so_reuseport", 1)],
+                                  maximum_concurrent_rpcs=MAX_CALLS_PER_THREAD * settings.threads)
         self.placement = PlacementServicer(self.reader, config, DecisionMetrics())
         placement_pb2_grpc.add_PlacementCheckServicer_to_server(self.placement, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
