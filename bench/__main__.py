@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import bandwidth, grpc_e2e, inprocess, kernel, nova_compare, scaling, snapshot
+from bench import bandwidth, grpc_e2e, inprocess, kernel, nova_compare, scaling, snapshot, workload
 from bench.timing import Figure, machine_description, render_table
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
@@ -88,9 +88,11 @@ def run(sizes: Sizes) -> list[Figure]:
     with contextlib.ExitStack() as running:
         sidecars = {}
         for workers in (1, 2):
-            progress(f"starting the sidecar: {workers} worker(s), {sizes.server_hosts:,} demo hosts")
+            progress(f"starting the sidecar: {workers} worker(s) of {workload.THREADS_PER_WORKER} threads, "
+                     f"{sizes.server_hosts:,} demo hosts")
             sidecars[workers] = running.enter_context(
-                start_sidecar(workers=workers, demo_hosts=sizes.server_hosts, metrics=False))
+                start_sidecar(workers=workers, demo_hosts=sizes.server_hosts, metrics=False,
+                              extra_args=("--threads-per-worker", str(workload.THREADS_PER_WORKER))))
         worker_pids = {workers: sidecar.worker_pids() for workers, sidecar in sidecars.items()}
         progress("4 gRPC end to end against the echo server, 1 worker")
         figures += grpc_e2e.figures(
@@ -119,7 +121,8 @@ def report(figures: list[Figure], quick: bool, elapsed: float, load_before: floa
         "",
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} on {machine_description()}; "
         f"`make bench` took {elapsed:.0f} s. Every baseline was measured in the same run. "
-        f"1-minute load average {load_before:.1f} before, {load_after:.1f} after.",
+        f"1-minute load average {load_before:.1f} before, {load_after:.1f} after. "
+        f"Sidecars ran with --threads-per-worker {workload.THREADS_PER_WORKER}, the echo server with as many.",
         "",
         render_table(figures),
         "",

@@ -23,7 +23,6 @@ from bench.timing import Figure, format_ratio, format_seconds, median, percentil
 from placecheck import PlacementClient
 from placecheck.v1 import placement_pb2
 from server.convert import request_to_proto
-from server.supervisor import ServeOptions
 
 REPO = Path(__file__).resolve().parent.parent
 CHECK_P50_TARGET = 1.2
@@ -36,7 +35,7 @@ BLOCKS = 3  # alternating placecheck / echo blocks per comparison
 def echo_server() -> Iterator[str]:
     """The echo server in its own process, with as many threads as a placecheck worker."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.echo_server", "--threads", str(ServeOptions().threads_per_worker)],
+        [sys.executable, "-m", "bench.echo_server", "--threads", str(workload.THREADS_PER_WORKER)],
         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         port = int(process.stdout.readline())

@@ -21,6 +21,7 @@ from engine.model import Fleet, Flavor, GroupPolicy, Image, Request, SchedulerHi
 from server.supervisor import ServeOptions
 
 DEMO_SEED = ServeOptions().demo_seed  # the fleet the sidecar serves with --demo-hosts
+THREADS_PER_WORKER = ServeOptions().threads_per_worker  # every sidecar and the echo server run with it
 REQUEST_SEED = 4
 FLAVOR_NAME = "m1.medium"
 NEAR_CIDR = "/10"  # build_near_host_ip: a wide neighbourhood of one host of the requested zone
