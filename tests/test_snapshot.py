@@ -4,7 +4,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -46,15 +45,6 @@ def generation_mismatches(columns, generation: int) -> list[str]:
     if columns.dicts != {"generation": generation, "names": [f"g{generation}"] * 3}:
         wrong.append("dicts")
     return wrong
-
-
-@pytest.fixture
-def prefix():
-    name = f"pctest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    yield name
-    for entry in os.listdir(SHM_DIR):
-        if entry.startswith(name + "."):
-            os.unlink(os.path.join(SHM_DIR, entry))
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """The state owner's fleet: each change publishes a generation; a refused change changes nothing."""
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 
 from engine.columns import build_columns
 from engine.model import Aggregate, Fleet, Host, InvalidField, Inventory
-from engine.snapshot import SHM_DIR, SnapshotReader, SnapshotWriter
+from engine.snapshot import SnapshotReader, SnapshotWriter
 from engine.state import FleetState, HostUsage
 from fleetgen import INSTANCE_UUIDS, fleets
 
@@ -44,15 +43,6 @@ FLEET = Fleet(
                           metadata={"availability_zone": "az1"}),
                 Aggregate(id=2, name="ssd", hosts=frozenset({"compute-2"}))),
 )
-
-
-@pytest.fixture
-def prefix():
-    name = f"pcstate-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    yield name
-    for entry in os.listdir(SHM_DIR):
-        if entry.startswith(name + "."):
-            os.unlink(os.path.join(SHM_DIR, entry))
 
 
 @pytest.fixture

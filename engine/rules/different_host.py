@@ -2,22 +2,16 @@
 from __future__ import annotations
 
 from engine import _fastfilters
-from engine.rules.base import Active, Rule
 from engine.rules.host_rows import listed
-from engine.rules.same_host import InstanceHintParams
+from engine.rules.same_host import InstanceHintRule
 from engine.verdict import Rejection
 
 RUNS_DIFFERENT_HOST_INSTANCE = "RUNS_DIFFERENT_HOST_INSTANCE"
 
 
-class DifferentHostFilter(Rule):
+class DifferentHostFilter(InstanceHintRule):
     name = "DifferentHostFilter"
-
-    def compile(self, request, columns, profile) -> list[Active]:
-        uuids = frozenset(request.scheduler_hints.different_host)
-        if not uuids:
-            return [Active(self, self.name, None)]
-        return [Active(self, self.name, InstanceHintParams(uuids, columns.rows_of_instances(uuids)))]
+    hint = "different_host"
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
         if active.params is None:

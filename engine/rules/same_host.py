@@ -19,14 +19,21 @@ class InstanceHintParams:
     rows: np.ndarray  # sorted rows of the hosts running any of them
 
 
-class SameHostFilter(Rule):
-    name = "SameHostFilter"
+class InstanceHintRule(Rule):
+    """A rule on the hosts running the instances of one scheduler hint (same_host, different_host)."""
+
+    hint: str  # the SchedulerHints field
 
     def compile(self, request, columns, profile) -> list[Active]:
-        uuids = frozenset(request.scheduler_hints.same_host)
+        uuids = frozenset(getattr(request.scheduler_hints, self.hint))
         if not uuids:
             return [Active(self, self.name, None)]
         return [Active(self, self.name, InstanceHintParams(uuids, columns.rows_of_instances(uuids)))]
+
+
+class SameHostFilter(InstanceHintRule):
+    name = "SameHostFilter"
+    hint = "same_host"
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
         if active.params is None:
