@@ -215,9 +215,10 @@ def test_foreign_control_segment_is_refused(prefix):
         SnapshotReader(prefix, make_columns).current()
 
 
-def _verify_every_generation_seen(prefix: str, last_generation: int, result_queue) -> None:
+def _verify_every_generation_seen(prefix: str, last_generation: int, result_queue, ready) -> None:
     reader = SnapshotReader(prefix, make_columns)
     seen, torn = set(), []
+    ready.release()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         snapshot = reader.current()
@@ -236,14 +237,16 @@ def _verify_every_generation_seen(prefix: str, last_generation: int, result_queu
 def test_concurrent_readers_never_see_a_torn_snapshot(prefix, writer):
     last_generation = 200
     context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    readers = [context.Process(target=_verify_every_generation_seen, args=(prefix, last_generation, results))
+    results, ready = context.Queue(), context.Semaphore(0)
+    readers = [context.Process(target=_verify_every_generation_seen,
+                               args=(prefix, last_generation, results, ready))
                for _ in range(2)]
     for reader in readers:
         reader.start()
-    # Let both readers start mapping before the bulk of the publishing.
+    # Both readers are following before the bulk of the publishing (spawning is slow under load).
     writer.publish(columns_for_generation(1))
-    time.sleep(0.5)
+    for _ in readers:
+        assert ready.acquire(timeout=60)
     for generation in range(2, last_generation + 1):
         writer.publish(columns_for_generation(generation, rows=20_000))
     outcomes = [results.get(timeout=60) for _ in readers]
