@@ -54,6 +54,11 @@ CONTROL_MAGIC = b"PLCHKCTL"
 _CONTROL = struct.Struct("<8sIIQQQ")
 _SEQUENCE = struct.Struct("<Q")
 _SEQUENCE_OFFSET = 16
+# The writer packs the fields around the sequence separately: struct.pack_into zeroes its whole
+# span before filling it, which would briefly make an odd sequence look even (and the record torn).
+_CONTROL_BEFORE_SEQUENCE = struct.Struct("<8sII")
+_CONTROL_AFTER_SEQUENCE = struct.Struct("<QQ")
+_AFTER_SEQUENCE_OFFSET = _SEQUENCE_OFFSET + _SEQUENCE.size
 CONTROL_SIZE = 64
 CONTROL_OPEN = 1
 CONTROL_CLOSED = 2  # the writer shut down cleanly; a new writer makes a new control segment
@@ -63,6 +68,8 @@ _STUCK_SEQUENCE_S = 1.0
 _WAIT_POLL_S = 0.001
 
 assert _HEADER.size <= HEADER_SIZE and _CONTROL.size <= CONTROL_SIZE
+assert _CONTROL_BEFORE_SEQUENCE.size == _SEQUENCE_OFFSET
+assert _AFTER_SEQUENCE_OFFSET + _CONTROL_AFTER_SEQUENCE.size == _CONTROL.size
 
 
 class SnapshotError(RuntimeError):
@@ -144,8 +151,8 @@ class SnapshotWriter:
         sequence = _SEQUENCE.unpack_from(self._control, _SEQUENCE_OFFSET)[0]
         sequence += 1 if sequence % 2 == 0 else 0  # odd: a record is being written
         _SEQUENCE.pack_into(self._control, _SEQUENCE_OFFSET, sequence)
-        _CONTROL.pack_into(self._control, 0, CONTROL_MAGIC, LAYOUT_VERSION, state, sequence,
-                           generation, published_ns)
+        _CONTROL_BEFORE_SEQUENCE.pack_into(self._control, 0, CONTROL_MAGIC, LAYOUT_VERSION, state)
+        _CONTROL_AFTER_SEQUENCE.pack_into(self._control, _AFTER_SEQUENCE_OFFSET, generation, published_ns)
         _SEQUENCE.pack_into(self._control, _SEQUENCE_OFFSET, sequence + 1)
 
     @property
