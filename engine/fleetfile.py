@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.model import (
     MAX_UNIT_DEFAULT, Aggregate, Flavor, Fleet, GroupPolicy, Host, Image, InvalidField, Inventory,
-    Operation, Request, SchedulerHints, ServerGroup,
+    Operation, Request, SchedulerHints, ServerGroup, require_unique,
 )
 
 INT64_MAX = 2**63 - 1
@@ -253,20 +253,24 @@ def validate_aggregate(aggregate: Aggregate, path: str) -> None:
             raise InvalidField(_join(path, "hosts"), "host names must not be empty")
 
 
+def validate_hosts(hosts, path: str = "hosts") -> None:
+    """Every host valid and host names unique."""
+    for index, host in enumerate(hosts):
+        validate_host(host, f"{path}[{index}]")
+    require_unique([host.name for host in hosts], path, "name", "host name")
+
+
+def validate_aggregates(aggregates, path: str = "aggregates") -> None:
+    """Every aggregate valid and aggregate ids unique."""
+    for index, aggregate in enumerate(aggregates):
+        validate_aggregate(aggregate, f"{path}[{index}]")
+    require_unique([aggregate.id for aggregate in aggregates], path, "id", "aggregate id")
+
+
 def validate_fleet(fleet: Fleet) -> None:
     """Every host and aggregate valid, host names and aggregate ids unique."""
-    names: set[str] = set()
-    for index, host in enumerate(fleet.hosts):
-        validate_host(host, f"hosts[{index}]")
-        if host.name in names:
-            raise InvalidField(f"hosts[{index}].name", f"duplicate host name {host.name!r}")
-        names.add(host.name)
-    ids: set[int] = set()
-    for index, aggregate in enumerate(fleet.aggregates):
-        validate_aggregate(aggregate, f"aggregates[{index}]")
-        if aggregate.id in ids:
-            raise InvalidField(f"aggregates[{index}].id", f"duplicate aggregate id {aggregate.id}")
-        ids.add(aggregate.id)
+    validate_hosts(fleet.hosts)
+    validate_aggregates(fleet.aggregates)
 
 
 def _inventory_to_json(inventory: Inventory) -> dict:

@@ -153,3 +153,12 @@ class InvalidField(ValueError):
         super().__init__(f"{field_path}: {description}")
         self.field = field_path
         self.description = description
+
+
+def require_unique(keys, path: str, key_field: str, what: str) -> None:
+    """InvalidField at `path[i].key_field` for the first key seen twice (host names, aggregate ids)."""
+    seen = set()
+    for index, key in enumerate(keys):
+        if key in seen:
+            raise InvalidField(f"{path}[{index}].{key_field}", f"duplicate {what} {key!r}")
+        seen.add(key)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from engine.fleetfile import validate_aggregate, validate_fleet, validate_host
+from engine.fleetfile import validate_aggregates, validate_fleet, validate_hosts
 from engine.model import Aggregate, Fleet, Host, InvalidField
 from engine.snapshot import SnapshotWriter
 
@@ -76,12 +76,7 @@ class FleetState:
     def upsert_hosts(self, hosts: Iterable[Host]) -> int:
         """Add or replace hosts by name; a replaced host keeps its place in fleet order."""
         hosts = list(hosts)
-        seen: set[str] = set()
-        for index, host in enumerate(hosts):
-            validate_host(host, f"hosts[{index}]")
-            if host.name in seen:
-                raise InvalidField(f"hosts[{index}].name", f"duplicate host name {host.name!r}")
-            seen.add(host.name)
+        validate_hosts(hosts)
         with self._lock:
             new_hosts = dict(self._hosts)
             new_hosts.update((host.name, host) for host in hosts)
@@ -106,12 +101,7 @@ class FleetState:
         """Add or replace aggregates by id; a member named before its host arrives joins when it does."""
         aggregates = list(aggregates)
         with self._lock:
-            seen: set[int] = set()
-            for index, aggregate in enumerate(aggregates):
-                validate_aggregate(aggregate, f"aggregates[{index}]")
-                if aggregate.id in seen:
-                    raise InvalidField(f"aggregates[{index}].id", f"duplicate aggregate id {aggregate.id}")
-                seen.add(aggregate.id)
+            validate_aggregates(aggregates)
             new_aggregates = dict(self._aggregates)
             new_aggregates.update((aggregate.id, aggregate) for aggregate in aggregates)
             return self._publish(self._hosts, new_aggregates)

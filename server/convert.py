@@ -26,6 +26,7 @@ from engine.model import (
     Request,
     SchedulerHints,
     ServerGroup,
+    require_unique,
 )
 from engine.state import HostUsage
 from engine.verdict import CheckResult, SelectResult, WeighedHost
@@ -126,13 +127,9 @@ def host_from_proto(msg: fleet_pb2.Host, path: str) -> Host:
 
 
 def hosts_from_proto(messages, path: str) -> tuple[Host, ...]:
-    hosts, seen = [], set()
-    for index, msg in enumerate(messages):
-        host = host_from_proto(msg, f"{path}[{index}]")
-        _require(host.name not in seen, f"{path}[{index}].name", f"duplicate host name {host.name!r}")
-        seen.add(host.name)
-        hosts.append(host)
-    return tuple(hosts)
+    hosts = tuple(host_from_proto(msg, f"{path}[{index}]") for index, msg in enumerate(messages))
+    require_unique([host.name for host in hosts], path, "name", "host name")
+    return hosts
 
 
 def aggregate_from_proto(msg: fleet_pb2.Aggregate, path: str) -> Aggregate:
@@ -143,13 +140,9 @@ def aggregate_from_proto(msg: fleet_pb2.Aggregate, path: str) -> Aggregate:
 
 
 def aggregates_from_proto(messages, path: str) -> tuple[Aggregate, ...]:
-    aggregates, seen = [], set()
-    for index, msg in enumerate(messages):
-        aggregate = aggregate_from_proto(msg, f"{path}[{index}]")
-        _require(aggregate.id not in seen, f"{path}[{index}].id", f"duplicate aggregate id {aggregate.id}")
-        seen.add(aggregate.id)
-        aggregates.append(aggregate)
-    return tuple(aggregates)
+    aggregates = tuple(aggregate_from_proto(msg, f"{path}[{index}]") for index, msg in enumerate(messages))
+    require_unique([aggregate.id for aggregate in aggregates], path, "id", "aggregate id")
+    return aggregates
 
 
 def fleet_from_proto(msg: fleet_pb2.Fleet, path: str = "fleet") -> Fleet:
