@@ -9,6 +9,7 @@ marker off.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import grpc
@@ -91,16 +92,23 @@ class ConformanceRun:
         return answer
 
 
-@pytest.fixture(scope="module")
-def conformance(tmp_path_factory):
+@contextlib.contextmanager
+def sidecar_with_a_profile_per_case(directory, cases):
+    """One sidecar whose profiles are the cases' configs, with its state and decision clients."""
     # Every rule the engine implements is enabled, so one that starts agreeing shows up here.
-    config_path = tmp_path_factory.mktemp("conformance") / "profiles.toml"
-    config_path.write_text(profile_toml(CASES, implemented_rules()))
+    config_path = directory / "profiles.toml"
+    config_path.write_text(profile_toml(cases, implemented_rules()))
     # Each case replaces the fleet, so the start-up demo fleet only needs to exist.
     with start_sidecar(config=config_path, workers=1, metrics=False, demo_hosts=STARTUP_DEMO_HOSTS) as sidecar, \
             StateClient(sidecar.state_target) as state, \
             PlacementClient(sidecar.decision_target, channels=1) as placement:
-        yield ConformanceRun(state, placement)
+        yield state, placement
+
+
+@pytest.fixture(scope="module")
+def conformance(tmp_path_factory):
+    with sidecar_with_a_profile_per_case(tmp_path_factory.mktemp("conformance"), CASES) as clients:
+        yield ConformanceRun(*clients)
 
 
 @pytest.mark.parametrize("rule, case_name", rule_case_params())

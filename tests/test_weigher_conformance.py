@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from conformance_cases import CONFORMANCE_DIR, case_fleet_proto, case_request_proto, load_cases, profile_toml
-from engine.config import implemented_rules
-from placecheck import PlacementClient, StateClient
-from sidecar import start_sidecar
-from test_conformance import RPC_TIMEOUT_SECONDS, STARTUP_DEMO_HOSTS, ConformanceRun, is_implemented
+from conformance_cases import CONFORMANCE_DIR, case_fleet_proto, case_request_proto, load_cases
+from test_conformance import RPC_TIMEOUT_SECONDS, ConformanceRun, is_implemented, sidecar_with_a_profile_per_case
 
 CASES_PATH = CONFORMANCE_DIR / "nova-weighers.jsonl"
 if not CASES_PATH.exists():
@@ -68,13 +65,9 @@ def agrees(ranked: list[tuple[str, float]], expected: list[list]) -> bool:
 
 @pytest.fixture(scope="module")
 def rankings(tmp_path_factory):
-    config_path = tmp_path_factory.mktemp("weigher-conformance") / "profiles.toml"
     cases = [{**case, "config": {**case["config"], **CASE_OPTIONS}} for case in CASES]
-    config_path.write_text(profile_toml(cases, implemented_rules()))
-    with start_sidecar(config=config_path, workers=1, metrics=False, demo_hosts=STARTUP_DEMO_HOSTS) as sidecar, \
-            StateClient(sidecar.state_target) as state, \
-            PlacementClient(sidecar.decision_target, channels=1) as placement:
-        yield RankingRun(state, placement)
+    with sidecar_with_a_profile_per_case(tmp_path_factory.mktemp("weigher-conformance"), cases) as clients:
+        yield RankingRun(*clients)
 
 
 @pytest.mark.parametrize("case_name", case_params())
