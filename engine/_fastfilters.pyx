@@ -10,14 +10,12 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 cdef enum:
     FLAG_ENABLED = 1
     FLAG_UP = 2
-    FLAG_IN_AZ_AGGREGATE = 4
     FLAG_HOST_IPV4 = 8
 
 include "rules/resource.pxi"
 include "rules/required_traits.pxi"
 include "rules/forbidden_traits.pxi"
 include "rules/member_of.pxi"
-include "rules/availability_zone.pxi"
 include "rules/compute_filter.pxi"
 include "rules/count_limit.pxi"
 include "rules/value_table.pxi"

@@ -25,7 +25,6 @@ INT32_MAX = np.iinfo(np.int32).max
 
 FLAG_ENABLED = 1
 FLAG_UP = 2
-FLAG_IN_AZ_AGGREGATE = 4  # in an aggregate whose metadata has an availability_zone key
 FLAG_HOST_IPV4 = 8  # host_ip parses as IPv4; host_ipv4 holds it
 
 AVAILABILITY_ZONE_KEY = "availability_zone"
@@ -266,8 +265,6 @@ def build_columns(fleet: Fleet) -> Columns:
         rows = [row_by_name[name] for name in aggregate.hosts if name in row_by_name]
         member_rows.extend(rows)
         member_bits.extend([bit] * len(rows))
-        if AVAILABILITY_ZONE_KEY in aggregate.metadata and rows:
-            flags[rows] |= FLAG_IN_AZ_AGGREGATE
     arrays["aggregates"] = _bitset(np.array(member_rows, dtype=np.int64),
                                    np.array(member_bits, dtype=np.int64), n, len(aggregates))
     aggregate_sets, arrays["aggregate_set_id"] = _distinct_rows(arrays["aggregates"])

@@ -53,6 +53,7 @@ def compile_rules(columns, request: Request, profile: Profile) -> list[Active]:
             rule = RULES[name]
         except KeyError:
             raise ValueError(f"profile {profile.name!r} enables unknown rule {name!r}") from None
+        rule.validate(request, columns, profile)
         actives.extend(rule.compile(request, columns, profile))
     if len(actives) > MAX_ACTIVE_RULES:
         raise InvalidField("request", f"engages {len(actives)} rules; at most {MAX_ACTIVE_RULES}")

@@ -78,6 +78,12 @@ class Operation(enum.Enum):
     def is_move(self) -> bool:
         return self is not Operation.BOOT
 
+    @property
+    def leaves_a_host(self) -> bool:
+        """The instance runs on a source host it moves from; an unshelved instance was
+        offloaded and runs nowhere."""
+        return self.is_move and self is not Operation.UNSHELVE
+
 
 class GroupPolicy(enum.Enum):
     NONE = ""

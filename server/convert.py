@@ -252,9 +252,10 @@ def _server_group_from_proto(msg: placement_pb2.ServerGroup, path: str) -> Serve
 def request_from_proto(msg: placement_pb2.PlacementRequest, path: str = "request") -> Request:
     operation = OPERATION_FROM_PROTO.get(msg.operation)
     _require(operation is not None, f"{path}.operation", f"unknown value {msg.operation}")
-    if operation.is_move:
-        operation_name = placement_pb2.Operation.Name(msg.operation)
+    operation_name = placement_pb2.Operation.Name(msg.operation)
+    if operation.leaves_a_host:
         _require(bool(msg.source_host), f"{path}.source_host", f"required for {operation_name}")
+    if operation.is_move:
         _require(bool(msg.instance_uuid), f"{path}.instance_uuid", f"required for {operation_name}")
     resources = {}
     for rc, amount in msg.resources.items():

@@ -36,6 +36,12 @@ def load_cases(path: Path | str) -> list[dict]:
         return [json.loads(line) for line in lines if line.strip()]
 
 
+def load_case_files(names: Sequence[str]) -> list[dict]:
+    """The cases of these files of CONFORMANCE_DIR, in order; [] when the data is absent."""
+    return [case for name in names if (CONFORMANCE_DIR / name).exists()
+            for case in load_cases(CONFORMANCE_DIR / name)]
+
+
 def case_rules(case: dict) -> list[str]:
     """Every rule key the case expects a verdict for, in a stable order."""
     return sorted({rule for verdicts in case["expect"].values() for rule in verdicts})
@@ -131,7 +137,7 @@ def case_request_proto(case: dict) -> placement_pb2.PlacementRequest:
         flavor=placement_pb2.Flavor(name=flavor.get("name", ""), extra_specs=flavor.get("extra_specs", {})),
         project_id=request.get("project_id", ""),
         instance_uuid=request.get("instance_uuid", ""),
-        source_host=request.get("source_host", ""),
+        source_host=request.get("source_host") or "",
         num_instances=request.get("num_instances", 0),
         profile=case["name"],
     )
@@ -162,14 +168,12 @@ def _toml_value(value) -> str:
 
 def profile_toml(cases: Sequence[dict], enabled_filters: Sequence[str]) -> str:
     """A config file with one profile per case, named after it, holding the
-    case's `config` (Nova option names) and `enabled_filters`; the first case's
-    profile is the default."""
+    case's `config` (Nova option names) and `enabled_filters` (unless the case's
+    config names its own); the first case's profile is the default."""
     lines = [f"default_profile = {_toml_value(cases[0]['name'])}", ""]
     for case in cases:
-        if "enabled_filters" in case["config"]:
-            raise KeyError(f"{case['name']}: config sets enabled_filters, which the suite decides")
+        config = {"enabled_filters": list(enabled_filters), **case["config"]}
         lines.append(f"[profiles.{_toml_value(case['name'])}]")
-        lines.append(f"enabled_filters = {_toml_value(list(enabled_filters))}")
-        lines.extend(f"{option} = {_toml_value(value)}" for option, value in sorted(case["config"].items()))
+        lines.extend(f"{option} = {_toml_value(value)}" for option, value in sorted(config.items()))
         lines.append("")
     return "\n".join(lines)

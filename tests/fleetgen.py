@@ -151,7 +151,8 @@ def requests(draw, fleet: Fleet) -> Request:
         scheduler_hints=SchedulerHints(same_host=tuple(draw(uuids)),
                                        different_host=tuple(draw(uuids))),
         server_group=group,
-        source_host=draw(st.sampled_from(names)) if operation.is_move else "",
+        # Upper-cased too: Nova matches the source case-insensitively; boots and unshelves ignore it.
+        source_host=draw(st.sampled_from(names + [name.upper() for name in names] + [""])),
     )
 
 

@@ -1,11 +1,13 @@
 """Nova conformance through the real gRPC API.
 
-Every case of ../shared/conformance/nova-filters.jsonl goes to one real sidecar:
-ReplaceFleet, then CheckDestination for all the case's hosts under the case's
-profile. Each (rule, case) pair is one test: host by host, the rule refuses the
-host exactly when Nova's does, and the rule was evaluated. Rules not implemented
-yet are strict expected failures, so a rule that starts agreeing forces its
-marker off.
+Every case of ../shared/conformance/nova-filters.jsonl and nova-filters-edge.jsonl goes
+to one real sidecar: ReplaceFleet, then CheckDestination for all the case's hosts under
+the case's profile. Each (rule, case) pair is one test: host by host, the rule refuses the
+host exactly when Nova's does, and the rule was evaluated. A case Nova's API refuses before
+scheduling (`expect_invalid`: a zone no enabled host is in) must be refused whole, with
+INVALID_ARGUMENT on request.availability_zone; its per-rule verdicts, which are Nova's
+scheduler's, are held by tests/test_rules_reference_conformance.py. Rules not implemented
+yet are strict expected failures, so a rule that starts agreeing forces its marker off.
 """
 from __future__ import annotations
 
@@ -20,25 +22,27 @@ from conformance_cases import (
     case_fleet_proto,
     case_request_proto,
     case_rules,
-    load_cases,
+    load_case_files,
     profile_toml,
 )
 from engine.config import implemented_rules
-from placecheck import PlacementClient, StateClient
+from placecheck import PlacementClient, StateClient, bad_request_violations
 from sidecar import start_sidecar
 
-CASES_PATH = CONFORMANCE_DIR / "nova-filters.jsonl"
-if not CASES_PATH.exists():
-    pytest.skip(f"conformance data not found at {CASES_PATH}", allow_module_level=True)
+CASE_FILES = ("nova-filters.jsonl", "nova-filters-edge.jsonl")
+CASES = load_case_files(CASE_FILES)
+if not CASES:
+    pytest.skip(f"conformance data not found in {CONFORMANCE_DIR}", allow_module_level=True)
 
 # Every rule in the engine's registry; its "resource" rule stands for every "resource:<CLASS>" key.
 IMPLEMENTED_RULES = frozenset(implemented_rules())
 RPC_TIMEOUT_SECONDS = 10.0
 STARTUP_DEMO_HOSTS = 10
 
-CASES = load_cases(CASES_PATH)
 CASES_BY_NAME = {case["name"]: case for case in CASES}
-ALL_RULES = sorted({rule for case in CASES for rule in case_rules(case)})
+SCHEDULED_CASES = [case for case in CASES if not case.get("expect_invalid")]
+REFUSED_CASES = [case for case in CASES if case.get("expect_invalid")]
+ALL_RULES = sorted({rule for case in SCHEDULED_CASES for rule in case_rules(case)})
 
 
 def is_implemented(rule: str) -> bool:
@@ -49,7 +53,7 @@ def rule_case_params():
     not_yet = pytest.mark.xfail(strict=True, reason="not implemented yet")
     return [pytest.param(rule, case["name"], id=f"{rule}-{case['name']}",
                          marks=() if is_implemented(rule) else not_yet)
-            for rule in ALL_RULES for case in CASES if rule in case_rules(case)]
+            for rule in ALL_RULES for case in SCHEDULED_CASES if rule in case_rules(case)]
 
 
 @dataclass(frozen=True)
@@ -80,13 +84,17 @@ class ConformanceRun:
             messages={v.host: [f"{r.rule}: {r.message}" for r in v.rejections] for v in response.verdicts},
         )
 
-    def verdicts(self, case: dict) -> CaseVerdicts:
+    def answer(self, case: dict):
+        """The case's answer, or the RpcError it was refused with."""
         if case["name"] not in self._answers:
             try:
                 self._answers[case["name"]] = self._ask(case)
             except grpc.RpcError as error:
                 self._answers[case["name"]] = error
-        answer = self._answers[case["name"]]
+        return self._answers[case["name"]]
+
+    def verdicts(self, case: dict):
+        answer = self.answer(case)
         if isinstance(answer, grpc.RpcError):
             pytest.fail(f"{case['name']}: {answer.code().name}: {answer.details()}")
         return answer
@@ -122,11 +130,20 @@ def test_rule_agrees_with_nova(conformance, rule, case_name):
     assert passes == nova_passes, f"rejections: {verdicts.messages}"
 
 
+@pytest.mark.parametrize("case_name", [case["name"] for case in REFUSED_CASES])
+def test_unavailable_zone_is_refused_as_nova_api_refuses_it(conformance, case_name):
+    answer = conformance.answer(CASES_BY_NAME[case_name])
+    assert isinstance(answer, grpc.RpcError), f"answered {answer}"
+    assert answer.code() == grpc.StatusCode.INVALID_ARGUMENT, answer.details()
+    assert [field for field, _ in bad_request_violations(answer)] == ["request.availability_zone"]
+
+
 def test_agreement_per_rule(conformance, capsys):
     """Prints how many cases each rule agrees with Nova on; every case must be answered."""
     agreeing = dict.fromkeys(ALL_RULES, 0)
     expected_cases = dict.fromkeys(ALL_RULES, 0)
-    for case in CASES:
+    refused = sum(isinstance(conformance.answer(case), grpc.RpcError) for case in REFUSED_CASES)
+    for case in SCHEDULED_CASES:
         verdicts = conformance.verdicts(case)
         for rule in case_rules(case):
             expected_cases[rule] += 1
@@ -134,7 +151,8 @@ def test_agreement_per_rule(conformance, capsys):
                 rule in verdicts.evaluated[host] and (rule not in verdicts.rejected[host]) == expected[rule]
                 for host, expected in case["expect"].items())
     with capsys.disabled():
-        print("\nNova conformance, cases agreeing per rule:")
+        print(f"\nNova conformance ({', '.join(CASE_FILES)}), cases agreeing per rule:")
+        print(f"  {'refused whole (expect_invalid)':<36} {refused:>3}/{len(REFUSED_CASES)}")
         for rule in ALL_RULES:
             status = "" if is_implemented(rule) else "  (not implemented yet)"
             print(f"  {rule:<36} {agreeing[rule]:>3}/{expected_cases[rule]}{status}")

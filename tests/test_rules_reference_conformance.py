@@ -1,4 +1,6 @@
-"""Reference predicates and kernels against Nova 34's own verdicts (nova-filters.jsonl).
+"""Reference predicates and kernels against Nova 34's own verdicts (nova-filters.jsonl and
+nova-filters-edge.jsonl; for the cases Nova's API refuses, `expect_invalid`, the verdicts its
+scheduler gives, which the gRPC suite cannot reach).
 
 For every rule key placecheck implements, every (case, host) pair must agree, both for the
 plain-Python reference and for the kernel scanning build_columns(fleet). Keys the cases
@@ -6,18 +8,15 @@ carry for rules implemented elsewhere (JsonFilter, Aggregate*...) are not checke
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from engine.columns import build_columns
 from engine.rules import RULES
-from fleetgen import CONFORMANCE_DIR, fleet_from_case, profile_from_case, request_from_case
+from conformance_cases import CONFORMANCE_DIR, load_case_files
+from fleetgen import fleet_from_case, profile_from_case, request_from_case
 
-CASES_FILE = CONFORMANCE_DIR / "nova-filters.jsonl"
-CASES = ([json.loads(line) for line in CASES_FILE.read_text().splitlines() if line.strip()]
-         if CASES_FILE.exists() else [])
+CASES = load_case_files(("nova-filters.jsonl", "nova-filters-edge.jsonl"))
 
 
 def rule_for_key(key: str):
@@ -48,7 +47,7 @@ def all_decisions():
     return [decisions(case) for case in CASES]
 
 
-@pytest.mark.skipif(not CASES, reason=f"conformance cases not found at {CASES_FILE}")
+@pytest.mark.skipif(not CASES, reason=f"conformance cases not found in {CONFORMANCE_DIR}")
 @pytest.mark.parametrize("key", RULE_KEYS or ["(no cases)"])
 def test_rule_agrees_with_nova(key, all_decisions, record_property):
     agreeing, engaged, disagreements = 0, 0, []

@@ -1,6 +1,7 @@
 """Nova's ranking through the real gRPC API.
 
-Every case of ../shared/conformance/nova-weighers.jsonl goes to one real sidecar:
+Every case of ../shared/conformance/nova-weighers.jsonl and nova-weighers-edge.jsonl goes to
+one real sidecar (an edge case names its own enabled_filters in its config):
 ReplaceFleet, then SelectDestinations for one instance with room for every passing host
 among the alternates, under the case's profile. The selected host followed by its
 alternates must be the case's `expect_order`, host for host, weights within 1e-6. Which
@@ -12,19 +13,19 @@ from __future__ import annotations
 
 import pytest
 
-from conformance_cases import CONFORMANCE_DIR, case_fleet_proto, case_request_proto, load_cases
+from conformance_cases import CONFORMANCE_DIR, case_fleet_proto, case_request_proto, load_case_files
 from test_conformance import RPC_TIMEOUT_SECONDS, ConformanceRun, is_implemented, sidecar_with_a_profile_per_case
 
-CASES_PATH = CONFORMANCE_DIR / "nova-weighers.jsonl"
-if not CASES_PATH.exists():
-    pytest.skip(f"conformance data not found at {CASES_PATH}", allow_module_level=True)
+CASE_FILES = ("nova-weighers.jsonl", "nova-weighers-edge.jsonl")
+CASES = load_case_files(CASE_FILES)
+if not CASES:
+    pytest.skip(f"conformance data not found in {CONFORMANCE_DIR}", allow_module_level=True)
 
 WEIGHT_TOLERANCE = 1e-6
 # The cases weigh a missing metric as Nova's [metrics] weight_of_unavailable, which Nova does
 # with [metrics] required = False (README: "Ranking").
 CASE_OPTIONS = {"metrics_required": False}
 
-CASES = load_cases(CASES_PATH)
 CASES_BY_NAME = {case["name"]: case for case in CASES}
 
 

@@ -1,8 +1,18 @@
-"""AvailabilityZone, as Nova's (historic) AvailabilityZoneFilter decides it.
+"""AvailabilityZone, as Nova 34 decides it: its request filter map_az_to_placement_aggregate
+(nova/scheduler/request_filter.py) and, before that, its API's check that the zone exists.
 
-A host's zones are the comma-split, stripped `availability_zone` metadata values of its
-aggregates (Nova's aggregate_metadata_get_by_host); a host in no such aggregate is in the
-default zone "nova"."""
+Nova 34 has no AvailabilityZoneFilter (removed in 2023.2). A requested zone becomes a Placement
+member_of: the host must be in one of the aggregates whose `availability_zone` metadata equals
+the zone, to the letter. When no aggregate carries the zone, nothing is added and every host
+passes (a request for the default zone "nova", which no aggregate names, lands anywhere).
+
+Before scheduling a boot, Nova's API refuses a zone that is not the zone of an enabled compute
+service (nova/compute/api.py, nova/availability_zones.py): a host's zone is its aggregates'
+`availability_zone` values joined with "," (one value in a real deployment: Nova's aggregate API
+refuses a host in two zones; Nova joins a set, so its order is arbitrary: sorted here), or
+"nova" when it has none. Moves keep the zone of their request spec, which Nova does not check
+again, so only a boot is refused.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,67 +20,88 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine import _fastfilters
-from engine.columns import AVAILABILITY_ZONE_KEY
-from engine.model import DEFAULT_AVAILABILITY_ZONE
+from engine.columns import AVAILABILITY_ZONE_KEY, FLAG_ENABLED
+from engine.model import DEFAULT_AVAILABILITY_ZONE, InvalidField, Operation
 from engine.rules.base import Active, Rule
-from engine.rules.host_rows import listed
+from engine.rules.member_of import aggregate_mask
 from engine.verdict import Rejection
 
-WRONG_AVAILABILITY_ZONE = "WRONG_AVAILABILITY_ZONE"
+NOT_IN_ZONE_AGGREGATE = "NOT_IN_ZONE_AGGREGATE"
+# Nova's [DEFAULT] internal_service_availability_zone: the zone of its control services
+# (scheduler, conductor), which are always running where Nova answers, so the API accepts it.
+INTERNAL_SERVICE_AVAILABILITY_ZONE = "internal"
 
 
-def zones_of(metadata_list) -> set[str] | None:
-    """Zones named by these aggregates' metadata; None when none of them has the key."""
-    values = [m[AVAILABILITY_ZONE_KEY] for m in metadata_list if AVAILABILITY_ZONE_KEY in m]
-    if not values:
-        return None
-    return {zone.strip() for value in values for zone in value.split(",")}
+def host_zone(metadatas) -> str:
+    """The zone Nova's API gives a compute service, from its host's aggregates' metadata."""
+    zones = sorted({metadata[AVAILABILITY_ZONE_KEY] for metadata in metadatas if AVAILABILITY_ZONE_KEY in metadata})
+    return ",".join(zones) or DEFAULT_AVAILABILITY_ZONE
+
+
+def available_zones(columns) -> frozenset[str]:
+    """The zones of the enabled hosts (once per generation: one host zone per distinct
+    aggregate membership), and the control services' zone."""
+    def compute(columns) -> frozenset[str]:
+        enabled = (columns.arrays["flags"] & FLAG_ENABLED) != 0
+        memberships = columns.aggregate_memberships()
+        sets = np.unique(columns.arrays["aggregate_set_id"][enabled]).tolist()
+        return frozenset({host_zone(memberships[set_id]) for set_id in sets} | {INTERNAL_SERVICE_AVAILABILITY_ZONE})
+    return columns.derived("available_zones", compute)
+
+
+def available_zones_of_fleet(fleet) -> frozenset[str]:
+    """available_zones in plain Python over engine.model, for property tests."""
+    return frozenset({host_zone([agg.metadata for agg in fleet.aggregates_of(host.name)])
+                      for host in fleet.hosts if host.enabled} | {INTERNAL_SERVICE_AVAILABILITY_ZONE})
+
+
+def zone_aggregate_indexes(metadatas, zone: str) -> list[int]:
+    """Indexes of the aggregates whose availability_zone is the zone, to the letter."""
+    return [index for index, metadata in enumerate(metadatas) if metadata.get(AVAILABILITY_ZONE_KEY) == zone]
 
 
 @dataclass(frozen=True, eq=False)
 class ZoneParams:
     zone: str
-    zone_mask: np.ndarray  # aggregates that put a host in the zone
-    default_zone_requested: bool
+    aggregate_ids: tuple[int, ...]  # the aggregates that put a host in the zone
+    set_masks: np.ndarray  # uint64 [1, aggregate words], as MemberOf's kernel takes them
 
 
 class AvailabilityZone(Rule):
     name = "AvailabilityZone"
 
+    def validate(self, request, columns, profile) -> None:
+        zone = request.availability_zone
+        if zone and request.operation is Operation.BOOT and zone not in available_zones(columns):
+            raise InvalidField("request.availability_zone",
+                               f"the requested availability zone {zone!r} is not available: no enabled host is in it")
+
     def compile(self, request, columns, profile) -> list[Active]:
         zone = request.availability_zone
-        if not zone:
-            return [Active(self, self.name, None)]
-        return [Active(self, self.name, columns.memo(self.name, zone, lambda: self._params(zone, columns)))]
+        params = columns.memo(self.name, zone, lambda: self._params(zone, columns)) if zone else None
+        return [Active(self, self.name, params)]
 
     @staticmethod
-    def _params(zone: str, columns) -> ZoneParams:
-        mask = np.zeros(columns.arrays["aggregates"].shape[1], dtype=np.uint64)
-        for bit, metadata in enumerate(columns.dicts["aggregate_metadata"]):
-            if zone in (zones_of([metadata]) or ()):
-                mask[bit // 64] |= np.uint64(1 << (bit % 64))
-        return ZoneParams(zone, mask, zone == DEFAULT_AVAILABILITY_ZONE)
+    def _params(zone: str, columns) -> ZoneParams | None:
+        ids = [columns.dicts["aggregates"][bit]
+               for bit in zone_aggregate_indexes(columns.dicts["aggregate_metadata"], zone)]
+        if not ids:
+            return None  # Nova adds no constraint for a zone no aggregate carries
+        return ZoneParams(zone, tuple(ids), aggregate_mask(columns, ids)[np.newaxis, :])
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        params: ZoneParams | None = active.params
-        if params is None:
-            return 0
-        return _fastfilters.scan_availability_zone(
-            columns.arrays["flags"], columns.arrays["aggregates"], params.zone_mask,
-            params.default_zone_requested, fail_bits, bit, start, stop)
+        return _fastfilters.scan_member_of(columns.arrays["aggregates"], active.params.set_masks,
+                                           fail_bits, bit, start, stop)
 
     def explain(self, active, columns, row, placed) -> Rejection:
-        metadata = columns.dicts["aggregate_metadata"]
-        bits = [columns.aggregate_bit(agg_id) for agg_id in columns.aggregates_of(row)]
-        zones = zones_of([metadata[bit] for bit in bits])
-        where = (f"in zone(s) {listed(zones)}" if zones is not None
-                 else f"in no zoned aggregate, so in the default zone {DEFAULT_AVAILABILITY_ZONE}")
-        return Rejection(active.name, WRONG_AVAILABILITY_ZONE,
-                         f"requested zone {active.params.zone}, the host is {where}")
+        params: ZoneParams = active.params
+        memberships = columns.aggregate_memberships()[int(columns.arrays["aggregate_set_id"][row])]
+        return Rejection(active.name, NOT_IN_ZONE_AGGREGATE,
+                         f"requested zone {params.zone} is aggregate(s) {', '.join(map(str, params.aggregate_ids))}; "
+                         f"the host is in none of them (its zone: {host_zone(memberships)})")
 
     def reference(self, active_name, host, fleet, request, profile, placed) -> bool:
         zone = request.availability_zone
-        if not zone:
-            return True
-        zones = zones_of([agg.metadata for agg in fleet.aggregates_of(host.name)])
-        return zone == DEFAULT_AVAILABILITY_ZONE if zones is None else zone in zones
+        zone_ids = {fleet.aggregates[index].id
+                    for index in zone_aggregate_indexes([agg.metadata for agg in fleet.aggregates], zone)}
+        return not zone or not zone_ids or any(agg.id in zone_ids for agg in fleet.aggregates_of(host.name))

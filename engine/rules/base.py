@@ -2,6 +2,7 @@
 
 A rule is one class in one module of engine/rules/, named as Nova names it
 (or `resource:<CLASS>` for Placement's capacity rule). Side by side in its module:
+  validate   what Nova's API refuses before scheduling, if anything (InvalidField)
   compile    request -> parameters for the kernel (once per request, no host loop)
   scan       the kernel predicate over a row range, in engine/_fastfilters.pyx
              (one predicate serves CheckDestination, one row, and
@@ -33,6 +34,10 @@ class Active:
 
 class Rule:
     name: ClassVar[str]
+
+    def validate(self, request: Request, columns, profile) -> None:
+        """Nova's API-side refusal of the whole request before it schedules (an unknown zone):
+        raise InvalidField. Most rules have none."""
 
     def compile(self, request: Request, columns, profile) -> list[Active]:
         """Usually one Active; the resource family gives one per requested class."""
