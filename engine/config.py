@@ -75,6 +75,10 @@ class Profile:
     host_subset_size: int = 1
     shuffle_best_same_weighed_hosts: bool = False
     max_attempts: int = 3
+    # Nova's [scheduler] request filters: require_tenant_aggregate and isolate_aggregates.
+    limit_tenants_to_placement_aggregate: bool = False
+    placement_aggregate_required_for_tenants: bool = False
+    enable_isolated_aggregate_filtering: bool = False
     extra: dict = field(default_factory=dict)
 
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from engine.config import Profile
@@ -21,7 +22,7 @@ from engine.model import (MAX_UNIT_DEFAULT, Aggregate, Fleet, Flavor, GroupPolic
 CONFORMANCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 
 RESOURCE_CLASSES = ("VCPU", "MEMORY_MB", "DISK_GB", "CUSTOM_GPU")
-NAMED_TRAITS = ("HW_CPU_X86_AVX2", "COMPUTE_SAME_HOST_COLD_MIGRATE", "CUSTOM_SSD")
+NAMED_TRAITS = ("HW_CPU_X86_AVX2", "COMPUTE_SAME_HOST_COLD_MIGRATE", "CUSTOM_SSD", "COMPUTE_STATUS_DISABLED")
 # Enough traits that a fleet can need two 64-bit words per host.
 TRAITS = NAMED_TRAITS + tuple(f"CUSTOM_T{i}" for i in range(70))
 UNKNOWN_TRAIT = "CUSTOM_NO_HOST_HAS_THIS"
@@ -38,12 +39,15 @@ PROJECTS = ("p1", "p2", "p3", "")
 FLAVOR_NAMES = ("m1.small", "m1.large", "gpu.xl")
 # Image properties the aggregate metadata also names ("ssd" is no property Nova knows).
 IMAGE_PROPERTIES = {"os_distro": ("ubuntu", "rhel", ""), "hw_architecture": ("x86_64", "aarch64"),
-                    "ssd": ("true", "false")}
+                    "ssd": ("true", "false"), "trait:CUSTOM_SSD": ("required", "forbidden")}
 # Aggregate metadata for the aggregate rules: tenants, flavors, limits (some not integers),
 # extra-spec and image-property keys, comma lists with spaces.
 AGGREGATE_METADATA = {
     "filter_tenant_id": ("p1", "p1, p2", "p3"),
     "filter_tenant_id_2": ("p2", ""),
+    # isolate_aggregates: only `trait:NAME` valued exactly "required" isolates.
+    "trait:HW_CPU_X86_AVX2": ("required", "Required", "forbidden"),
+    "trait:CUSTOM_SSD": ("required",),
     "instance_type": ("m1.small", "m1.large, gpu.xl", "m1.small,gpu.xl"),
     "max_io_ops_per_host": ("0", "2", "8", " 3 ", "nan", "2,3"),
     "max_instances_per_host": ("1", "4", "50", "x"),
@@ -160,13 +164,19 @@ profiles = st.builds(Profile, max_io_ops_per_host=st.integers(0, 10),
                      max_instances_per_host=st.integers(0, 12),
                      allow_resize_to_same_host=st.booleans(),
                      aggregate_image_properties_isolation_namespace=st.sampled_from(("", "hw", "os")),
-                     aggregate_image_properties_isolation_separator=st.sampled_from((".", "_")))
+                     aggregate_image_properties_isolation_separator=st.sampled_from((".", "_")),
+                     limit_tenants_to_placement_aggregate=st.booleans(),
+                     placement_aggregate_required_for_tenants=st.booleans(),
+                     enable_isolated_aggregate_filtering=st.booleans())
 
 
 @st.composite
 def scenarios(draw, max_hosts: int = 12) -> tuple[Fleet, Request, Profile]:
     fleet = draw(fleets(max_hosts))
-    return fleet, draw(requests(fleet)), draw(profiles)
+    request, profile = draw(requests(fleet)), draw(profiles)
+    # Nova's require_tenant_aggregate has no answer without a project (InvalidField).
+    assume(request.project_id or not profile.limit_tenants_to_placement_aggregate)
+    return fleet, request, profile
 
 
 # --- conformance cases -----------------------------------------------------------------

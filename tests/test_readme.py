@@ -10,7 +10,7 @@ RULES_DIR = Path(__file__).resolve().parents[1] / "engine" / "rules"
 
 
 def test_every_rule_is_listed():
-    listed = set(re.findall(r"^\| `([A-Za-z:<>]+)`", README, flags=re.M))
+    listed = set(re.findall(r"^\| `([A-Za-z_:<>]+)`", README, flags=re.M))
     assert {("resource:<CLASS>" if name == "resource" else name) for name in RULES} <= listed
 
 

@@ -1,4 +1,5 @@
-"""Every rule, by name, in evaluation order: Placement's rules first (they run as its
+"""Every rule, by name, in evaluation order: Nova's request filters first (in its
+ALL_REQUEST_FILTERS order: they shape the Placement query), then Placement's rules (they run as its
 allocation-candidates query before Nova's filters), then Nova's filters in the order of
 its default enabled_filters, then the rest."""
 from __future__ import annotations
@@ -13,16 +14,19 @@ from engine.rules.availability_zone import AvailabilityZone
 from engine.rules.base import Rule
 from engine.rules.compute_capabilities import ComputeCapabilitiesFilter
 from engine.rules.compute_filter import ComputeFilter
+from engine.rules.compute_status_filter import ComputeStatusFilter
 from engine.rules.different_host import DifferentHostFilter
 from engine.rules.forbidden_traits import ForbiddenTraits
 from engine.rules.image_properties import ImagePropertiesFilter
 from engine.rules.io_ops import IoOpsFilter
+from engine.rules.isolate_aggregates import IsolateAggregates
 from engine.rules.isolated_hosts import IsolatedHostsFilter
 from engine.rules.json_filter import JsonFilter
 from engine.rules.member_of import MemberOf
 from engine.rules.metrics_filter import MetricsFilter
 from engine.rules.move_source import MoveSource
 from engine.rules.num_instances import NumInstancesFilter
+from engine.rules.require_tenant_aggregate import RequireTenantAggregate
 from engine.rules.required_traits import RequiredTraits
 from engine.rules.resource import Resource
 from engine.rules.same_host import SameHostFilter
@@ -31,6 +35,9 @@ from engine.rules.server_group_anti_affinity import ServerGroupAntiAffinityFilte
 from engine.rules.simple_cidr_affinity import SimpleCIDRAffinityFilter
 
 RULES: dict[str, Rule] = {rule.name: rule for rule in (
+    RequireTenantAggregate(),
+    ComputeStatusFilter(),
+    IsolateAggregates(),
     Resource(),
     RequiredTraits(),
     ForbiddenTraits(),

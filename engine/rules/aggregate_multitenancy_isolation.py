@@ -1,5 +1,8 @@
 """Nova's AggregateMultiTenancyIsolation: a host in aggregates whose metadata keys start with
-`filter_tenant_id` takes only the projects listed there (united over keys and aggregates)."""
+`filter_tenant_id` takes only the projects listed there (united over keys and aggregates).
+
+A request without a project (an empty project_id) is Nova's project_id None, which is no
+listed project, not even an empty `filter_tenant_id` value: such hosts refuse it."""
 from __future__ import annotations
 
 from engine.columns import aggregate_metadata_get_by_host
@@ -25,10 +28,11 @@ class AggregateMultiTenancyIsolation(AggregateMetadataRule):
 
     def passes_value(self, metadatas, request, profile, columns) -> bool:
         projects = allowed_projects(metadatas)
-        return not projects or request.project_id in projects
+        return not projects or (bool(request.project_id) and request.project_id in projects)
 
     def explain(self, active, columns, row, placed) -> Rejection:
         projects = allowed_projects(self.value_of(columns, row))
+        project_id = active.params.request.project_id
+        project = f"project {project_id!r} is" if project_id else "a request without a project is"
         return Rejection(active.name, PROJECT_NOT_IN_AGGREGATE_TENANTS,
-                         f"project {active.params.request.project_id!r} is not among the host's "
-                         f"aggregate tenants: {listed(projects)}")
+                         f"{project} not among the host's aggregate tenants: {listed(projects)}")

@@ -90,6 +90,8 @@ class AvailabilityZone(Rule):
         return ZoneParams(zone, tuple(ids), aggregate_mask(columns, ids)[np.newaxis, :])
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
+        if active.params is None:
+            return 0
         return _fastfilters.scan_member_of(columns.arrays["aggregates"], active.params.set_masks,
                                            fail_bits, bit, start, stop)
 
