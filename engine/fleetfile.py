@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.model import (
     MAX_UNIT_DEFAULT, Aggregate, Flavor, Fleet, GroupPolicy, Host, Image, InvalidField, Inventory,
-    Operation, Request, SchedulerHints, ServerGroup, require_unique,
+    Operation, Request, SchedulerHints, ServerGroup, host_at, require_unique,
 )
 
 INT64_MAX = 2**63 - 1
@@ -184,7 +184,8 @@ def _host_from_json(obj: Any, path: str) -> Host:
     }
     version = fields.get("hypervisor_version")
     metrics_path = _join(path, "metrics")
-    return Host(
+    return host_at(
+        path,
         name=_string(fields["name"], _join(path, "name")),
         enabled=_boolean(fields.get("enabled", True), _join(path, "enabled")),
         up=_boolean(fields.get("up", True), _join(path, "up")),

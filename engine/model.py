@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from engine.nova_fields import HV_SPEC_FIELDS, canonical_hv_spec
+
 MAX_UNIT_DEFAULT = 2147483647  # Placement's API default for max_unit
 DEFAULT_AVAILABILITY_ZONE = "nova"  # Nova's CONF.default_availability_zone
 DEFAULT_CIDR = "/24"  # SimpleCIDRAffinityFilter's default
@@ -47,6 +49,38 @@ class Host:
     instances: tuple[str, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
     failed_builds: int = 0
+
+    def __post_init__(self):
+        # Nova canonicalises supported_instances as it loads a compute node (HVSpec): every
+        # route into the engine builds a Host, so every rule sees what Nova sees.
+        if self.supported_instances:
+            object.__setattr__(self, "supported_instances", canonical_supported_instances(self.supported_instances))
+
+
+def canonical_supported_instances(entries) -> tuple[tuple[str, str, str], ...]:
+    """HVSpec.from_list for each entry; a name Nova cannot load is InvalidField naming it
+    relative to the host ("supported_instances[0].architecture"; see host_at)."""
+    canonical = []
+    for index, entry in enumerate(entries):
+        try:
+            canonical.append(canonical_hv_spec(tuple(entry)))
+        except ValueError:
+            for (name, nova_enum), value in zip(HV_SPEC_FIELDS, entry):
+                try:
+                    nova_enum.coerce(value)
+                except ValueError as error:
+                    raise InvalidField(f"supported_instances[{index}].{name}", str(error)) from None
+            raise InvalidField(f"supported_instances[{index}]", "must be [architecture, hypervisor type, vm mode]")
+    return tuple(canonical)
+
+
+def host_at(path: str, **fields) -> Host:
+    """Host(**fields) for the host at `path` ("fleet.hosts[3]"): a value the Host refuses is
+    named under that path."""
+    try:
+        return Host(**fields)
+    except InvalidField as error:
+        raise InvalidField(f"{path}.{error.field}", error.description) from None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from engine.model import (
     Request,
     SchedulerHints,
     ServerGroup,
+    host_at,
     require_unique,
 )
 from engine.state import HostUsage
@@ -106,7 +107,8 @@ def host_from_proto(msg: fleet_pb2.Host, path: str) -> Host:
         resources[rc] = inventory_from_proto(inventory, rc_path)
     for metric, value in msg.metrics.items():
         _require(math.isfinite(value), f"{path}.metrics[{metric}]", "must be a finite number")
-    return Host(
+    return host_at(
+        path,
         name=msg.name,
         enabled=msg.enabled if msg.HasField("enabled") else True,
         up=msg.up if msg.HasField("up") else True,
