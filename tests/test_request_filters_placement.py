@@ -126,6 +126,8 @@ def requiring(*traits: str) -> dict[str, str]:
                  (DXVA, XYZ), (), ISOLATED, {LONE_HOST}, id="test_isolate_aggregates_union"),
     pytest.param({"agg1": {"availability_zone": "az1"}}, (DXVA, DCB_ETS), (), ISOLATED, {"in-agg1", LONE_HOST},
                  id="test_isolate_agg_trait_on_flavor_destination_not_set"),
+    pytest.param({"agg1": requiring(DXVA, DCB_ETS)}, (DXVA,), (DCB_ETS,), ISOLATED, {"in-agg1", LONE_HOST},
+                 id="test_isolate_agg_trait_on_flv_img_destination_not_set"),
     # Beyond Nova's table.
     pytest.param({"agg1": requiring(WINDOWS)}, (), (), Profile(), {"in-agg1", LONE_HOST},
                  id="disabled (enable_isolated_aggregate_filtering defaults to False)"),
@@ -142,6 +144,7 @@ def test_isolate_aggregates(aggregates, flavor_traits, image_traits, profile, pa
 @pytest.mark.parametrize("request_", [
     pytest.param(Request(required_traits=frozenset({WINDOWS})), id="the caller's required traits"),
     pytest.param(Request(flavor=Flavor("f", {f"trait1:{WINDOWS}": "required"})), id="a granular group's trait"),
+    pytest.param(Request(image=Image("img", requiring(WINDOWS))), id="the image's trait:NAME=required"),
 ])
 def test_isolate_aggregates_counts_every_required_trait(request_):
     fleet = fleet_of({"agg1": requiring(WINDOWS)})

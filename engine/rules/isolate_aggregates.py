@@ -4,7 +4,7 @@ require NAME; its hosts become Placement's forbidden aggregates.
 
 The request's required traits are Nova's ResourceRequest.all_required_traits: the caller's
 required traits, flavor `trait:NAME` and `traitS:NAME` (granular groups) extra specs valued
-`required`. An aggregate isolates when
+`required`, and the image's `trait:NAME=required` properties. An aggregate isolates when
 any of its `trait:*` entries valued exactly `required` names a trait outside that set (Nova's
 AggregateList.get_non_matching_by_metadata_keys; compared as SQLite and PostgreSQL compare,
 case-sensitively).
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine import _fastfilters
+from engine.image_meta import image_meta_props
 from engine.rules.base import Active, Rule
 from engine.rules.host_rows import listed
 from engine.rules.member_of import aggregate_mask
@@ -35,7 +36,8 @@ def all_required_traits(request) -> frozenset[str]:
     required, _ = request.traits_from_extra_specs()
     granular = {match.group(1) for key, value in request.flavor.extra_specs.items()
                 if value == ISOLATING_VALUE and (match := _GRANULAR_TRAIT_KEY.match(key))}
-    return required | granular
+    image = image_meta_props(request.image.properties).get("traits_required", ()) if request.image else ()
+    return required | granular | frozenset(image)
 
 
 def isolating_traits(aggregates, required_traits: frozenset[str]) -> dict[int, frozenset[str]]:
