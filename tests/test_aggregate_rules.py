@@ -8,7 +8,6 @@ from engine.config import Profile
 from engine.model import Aggregate, Fleet, Flavor, Host, Image, Request
 from engine.rules import aggregate_image_properties_isolation as image_isolation
 from engine.rules import aggregate_instance_extra_specs as extra_specs
-from engine.rules import aggregate_multitenancy_isolation as tenancy
 from engine.rules import aggregate_type_affinity as type_affinity
 from engine.rules.io_ops import TOO_MANY_IO_OPS
 from engine.rules.num_instances import TOO_MANY_INSTANCES
@@ -74,25 +73,6 @@ def test_aggregate_instance_extra_specs_reasons():
     assert rejection.reason == extra_specs.AGGREGATE_METADATA_MISMATCH and "opt1" in rejection.message
     rejection = refusal(fleet, request, Profile(), "AggregateInstanceExtraSpecsFilter", host_row=1)
     assert rejection.reason == extra_specs.MISSING_AGGREGATE_METADATA
-
-
-@pytest.mark.parametrize("metadatas, project, passes", [
-    ([{"filter_tenant_id": "my_tenantid"}], "my_tenantid", True),
-    ([{"filter_tenant_id": "my_tenantid,mytenantid2"}], "my_tenantid", True),
-    ([{"filter_tenant_id": "other_tenantid"}], "my_tenantid", False),
-    ([{"filter_tenant_id": "other_tenantid, other_tenantid2"}], "my_tenantid", False),
-    ([{}], "my_tenantid", True),
-    ([{"filter_tenant_id": "my_tenantid", "filter_tenant_id_gr1": "my_tenantid1,my_tenantid2",
-       "filter_tenant_id_gr2": "my_tenantid5,my_tenantid4"}], "my_tenantid2", True),
-    ([{"filter_tenant_id": "my_tenantid"}, {"filter_tenant_id_gr2": "my_tenantid5"}], "my_tenantid6", False),
-])
-def test_aggregate_multitenancy_isolation(metadatas, project, passes):
-    fleet = host_in_aggregates(*metadatas)
-    rejection = refusal(fleet, Request(project_id=project), Profile(), "AggregateMultiTenancyIsolation")
-    assert (rejection is None) == passes
-    if rejection:
-        assert rejection.reason == tenancy.PROJECT_NOT_IN_AGGREGATE_TENANTS and project in rejection.message
-    assert refusal(fleet, Request(project_id=project), Profile(), "AggregateMultiTenancyIsolation", host_row=1) is None
 
 
 @pytest.mark.parametrize("metadatas, flavor, passes", [

@@ -198,34 +198,45 @@ def test_request_filters_run_first_in_novas_order():
 
 # --- AggregateMultiTenancyIsolation --------------------------------------------------------
 
-@pytest.mark.parametrize("metadata, project, passes", [
-    pytest.param({"filter_tenant_id": "my_tenantid"}, "my_tenantid", True,
+TENANT_HOST = "in-aggregates"
+
+
+@pytest.mark.parametrize("metadatas, project, passes", [
+    pytest.param([{"filter_tenant_id": "my_tenantid"}], "my_tenantid", True,
                  id="test_aggregate_multi_tenancy_isolation_with_meta_passes"),
-    pytest.param({"filter_tenant_id": "my_tenantid,mytenantid2"}, "my_tenantid", True,
+    pytest.param([{"filter_tenant_id": "my_tenantid,mytenantid2"}], "my_tenantid", True,
                  id="test_aggregate_multi_tenancy_isolation_with_meta_passes_comma"),
-    pytest.param({"filter_tenant_id": "other_tenantid"}, "my_tenantid", False,
+    pytest.param([{"filter_tenant_id": "other_tenantid"}], "my_tenantid", False,
                  id="test_aggregate_multi_tenancy_isolation_fails"),
-    pytest.param({"filter_tenant_id": "other_tenantid,other_tenantid2"}, "my_tenantid", False,
+    pytest.param([{"filter_tenant_id": "other_tenantid,other_tenantid2"}], "my_tenantid", False,
                  id="test_aggregate_multi_tenancy_isolation_fails_comma"),
-    pytest.param({}, "my_tenantid", True, id="test_aggregate_multi_tenancy_isolation_no_meta_passes"),
-    *(pytest.param({"filter_tenant_id": "my_tenantid", "filter_tenant_id_gr1": "my_tenantid1,my_tenantid2",
-                    "filter_tenant_id_gr2": "my_tenantid5,my_tenantid4"}, project, passes,
+    pytest.param([{}], "my_tenantid", True, id="test_aggregate_multi_tenancy_isolation_no_meta_passes"),
+    *(pytest.param([{"filter_tenant_id": "my_tenantid", "filter_tenant_id_gr1": "my_tenantid1,my_tenantid2",
+                     "filter_tenant_id_gr2": "my_tenantid5,my_tenantid4"}], project, passes,
                    id=f"test_aggregate_multi_tenancy_isolation_with_prefix-{project}")
       for project, passes in (("my_tenantid", True), ("my_tenantid2", True), ("my_tenantid6", False))),
+    # Beyond Nova's table: the tenants of several aggregates unite; spaces around commas.
+    pytest.param([{"filter_tenant_id": "my_tenantid"}, {"filter_tenant_id_gr2": "my_tenantid5"}], "my_tenantid5",
+                 True, id="tenants united over aggregates"),
+    pytest.param([{"filter_tenant_id": "my_tenantid"}, {"filter_tenant_id_gr2": "my_tenantid5"}], "my_tenantid6",
+                 False, id="a project in none of the aggregates"),
+    pytest.param([{"filter_tenant_id": "a , my_tenantid "}], "my_tenantid", True, id="values stripped"),
     # No project: Nova's project_id None is no listed tenant, not even an empty one.
-    pytest.param({"filter_tenant_id": "my_tenantid"}, "", False, id="no project, a tenant aggregate"),
-    pytest.param({"filter_tenant_id": ""}, "", False, id="no project, an empty tenant value"),
-    pytest.param({"filter_tenant_idx": " , "}, "", False, id="no project, empty tenants under a prefixed key"),
-    pytest.param({"other": "x"}, "", True, id="no project, no tenant key"),
+    pytest.param([{"filter_tenant_id": "my_tenantid"}], "", False, id="no project, a tenant aggregate"),
+    pytest.param([{"filter_tenant_id": ""}], "", False, id="no project, an empty tenant value"),
+    pytest.param([{"filter_tenant_idx": " , "}], "", False, id="no project, empty tenants under a prefixed key"),
+    pytest.param([{"other": "x"}], "", True, id="no project, no tenant key"),
 ])
-def test_aggregate_multitenancy_isolation(metadata, project, passes):
-    fleet = fleet_of({"agg1": metadata})
-    expected = {"in-agg1", LONE_HOST} if passes else {LONE_HOST}
+def test_aggregate_multitenancy_isolation(metadatas, project, passes):
+    fleet = Fleet((Host(TENANT_HOST), Host(LONE_HOST)),
+                  tuple(Aggregate(i + 1, f"agg{i + 1}", frozenset({TENANT_HOST}), metadata)
+                        for i, metadata in enumerate(metadatas)))
+    expected = {TENANT_HOST, LONE_HOST} if passes else {LONE_HOST}
     request = Request(project_id=project)
     assert passing_hosts("AggregateMultiTenancyIsolation", fleet, request, Profile()) == expected
     if not passes:
         columns, rule = build_columns(fleet), RULES["AggregateMultiTenancyIsolation"]
         [active] = rule.compile(request, columns, Profile())
-        rejection = rule.explain(active, columns, 0, 0)
+        rejection = rule.explain(active, columns, columns.row_of(TENANT_HOST), 0)
         assert rejection.reason == tenancy.PROJECT_NOT_IN_AGGREGATE_TENANTS
         assert (repr(project) if project else "without a project") in rejection.message
