@@ -79,6 +79,10 @@ class Profile:
     limit_tenants_to_placement_aggregate: bool = False
     placement_aggregate_required_for_tenants: bool = False
     enable_isolated_aggregate_filtering: bool = False
+    # Nova's [scheduler] request filters that add required traits: require_image_type_support
+    # (COMPUTE_IMAGE_TYPE_<disk_format>) and transform_image_metadata (image properties to traits).
+    query_placement_for_image_type_support: bool = False
+    image_metadata_prefilter: bool = False
     extra: dict = field(default_factory=dict)
 
     @classmethod

@@ -333,9 +333,10 @@ def request_from_json(obj: Any) -> Request:
     flavor = _object(fields.get("flavor", {}), "flavor", frozenset({"name", "extra_specs"}))
     image = fields.get("image")
     if image is not None:
-        image = _object(image, "image", frozenset({"id", "properties"}))
+        image = _object(image, "image", frozenset({"id", "properties", "disk_format"}))
         image = Image(id=_string(image.get("id", ""), "image.id"),
-                      properties=_string_map(image.get("properties", {}), "image.properties"))
+                      properties=_string_map(image.get("properties", {}), "image.properties"),
+                      disk_format=_string(image.get("disk_format", ""), "image.disk_format"))
     group = fields.get("server_group")
     return Request(
         operation=operation,
@@ -406,7 +407,8 @@ def request_to_json(request: Request) -> dict:
         "availability_zone": request.availability_zone,
         "flavor": {"name": request.flavor.name, "extra_specs": dict(request.flavor.extra_specs)},
         "image": None if request.image is None else {"id": request.image.id,
-                                                     "properties": dict(request.image.properties)},
+                                                     "properties": dict(request.image.properties),
+                                                     "disk_format": request.image.disk_format},
         "project_id": request.project_id,
         "instance_uuid": request.instance_uuid,
         "scheduler_hints": {"same_host": list(hints.same_host), "different_host": list(hints.different_host),

@@ -154,6 +154,7 @@ class Flavor:
 class Image:
     id: str = ""
     properties: dict[str, str] = field(default_factory=dict)
+    disk_format: str = ""  # Glance's disk_format (qcow2, raw, ...); "" unknown or boot from volume
 
 
 @dataclass(frozen=True)

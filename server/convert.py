@@ -280,7 +280,8 @@ def request_from_proto(msg: placement_pb2.PlacementRequest, path: str = "request
         member_of=tuple(member_of),
         availability_zone=msg.availability_zone,
         flavor=Flavor(name=msg.flavor.name, extra_specs=dict(msg.flavor.extra_specs)),
-        image=Image(id=msg.image.id, properties=dict(msg.image.properties)) if msg.HasField("image") else None,
+        image=Image(id=msg.image.id, properties=dict(msg.image.properties),
+                    disk_format=msg.image.disk_format) if msg.HasField("image") else None,
         project_id=msg.project_id,
         instance_uuid=msg.instance_uuid,
         scheduler_hints=_scheduler_hints_from_proto(msg.scheduler_hints, f"{path}.scheduler_hints"),
@@ -326,7 +327,8 @@ def request_to_proto(request: Request) -> placement_pb2.PlacementRequest:
         profile=request.profile,
     )
     if request.image is not None:
-        msg.image.CopyFrom(placement_pb2.Image(id=request.image.id, properties=request.image.properties))
+        msg.image.CopyFrom(placement_pb2.Image(id=request.image.id, properties=request.image.properties,
+                                                disk_format=request.image.disk_format))
     if request.server_group is not None:
         group = request.server_group
         msg.server_group.CopyFrom(placement_pb2.ServerGroup(

@@ -126,6 +126,13 @@ OPTION_DOCS: dict[str, OptionDoc] = {
     "enable_isolated_aggregate_filtering": OptionDoc(
         "[scheduler] enable_isolated_aggregate_filtering", "isolate_aggregates",
         "An aggregate with `trait:NAME=required` metadata keeps out requests that do not require NAME."),
+    "query_placement_for_image_type_support": OptionDoc(
+        "[scheduler] query_placement_for_image_type_support", "require_image_type_support",
+        "An image's `disk_format` requires the trait `COMPUTE_IMAGE_TYPE_<DISK_FORMAT>`."),
+    "image_metadata_prefilter": OptionDoc(
+        "[scheduler] image_metadata_prefilter", "transform_image_metadata",
+        "Image properties `hw_cdrom_bus`, `hw_disk_bus`, `hw_video_model`, `hw_vif_model`, `hw_architecture`, "
+        "`hw_emulation_architecture` and `hw_viommu_model` require the `COMPUTE_*` / `HW_ARCH_*` traits they name."),
 }
 
 _TYPE_NAMES = {"int": "integer", "float": "number", "bool": "true / false", "str": "string",

@@ -101,7 +101,13 @@ def test_lookups(fleet):
 
 
 def test_rule_names_in_order():
-    assert rule_names()[0] == "resource"
+    # Nova's request filters first, in its ALL_REQUEST_FILTERS order (map_az_to_placement_aggregate
+    # is AvailabilityZone, beside MemberOf), then Placement's rules.
+    request_filters = ["require_tenant_aggregate", "require_image_type_support", "compute_status_filter",
+                       "isolate_aggregates", "transform_image_metadata", "accelerators_filter",
+                       "packed_virtqueue_filter", "ephemeral_encryption_filter", "virtio_sound_filter",
+                       "tpm_secret_security_filter"]
+    assert rule_names()[:len(request_filters) + 1] == request_filters + ["resource"]
     assert set(rule_names()) >= {"RequiredTraits", "ForbiddenTraits", "MemberOf", "AvailabilityZone",
                                  "ComputeFilter", "ServerGroupAffinityFilter",
                                  "ServerGroupAntiAffinityFilter", "SameHostFilter",

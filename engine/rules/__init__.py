@@ -9,6 +9,7 @@ from engine.rules.aggregate_instance_extra_specs import AggregateInstanceExtraSp
 from engine.rules.aggregate_io_ops import AggregateIoOpsFilter
 from engine.rules.aggregate_multitenancy_isolation import AggregateMultiTenancyIsolation
 from engine.rules.aggregate_num_instances import AggregateNumInstancesFilter
+from engine.rules.accelerators_filter import AcceleratorsFilter
 from engine.rules.aggregate_type_affinity import AggregateTypeAffinityFilter
 from engine.rules.availability_zone import AvailabilityZone
 from engine.rules.base import Rule
@@ -16,6 +17,7 @@ from engine.rules.compute_capabilities import ComputeCapabilitiesFilter
 from engine.rules.compute_filter import ComputeFilter
 from engine.rules.compute_status_filter import ComputeStatusFilter
 from engine.rules.different_host import DifferentHostFilter
+from engine.rules.ephemeral_encryption_filter import EphemeralEncryptionFilter
 from engine.rules.forbidden_traits import ForbiddenTraits
 from engine.rules.image_properties import ImagePropertiesFilter
 from engine.rules.io_ops import IoOpsFilter
@@ -26,6 +28,8 @@ from engine.rules.member_of import MemberOf
 from engine.rules.metrics_filter import MetricsFilter
 from engine.rules.move_source import MoveSource
 from engine.rules.num_instances import NumInstancesFilter
+from engine.rules.packed_virtqueue_filter import PackedVirtqueueFilter
+from engine.rules.require_image_type_support import RequireImageTypeSupport
 from engine.rules.require_tenant_aggregate import RequireTenantAggregate
 from engine.rules.required_traits import RequiredTraits
 from engine.rules.resource import Resource
@@ -33,11 +37,21 @@ from engine.rules.same_host import SameHostFilter
 from engine.rules.server_group_affinity import ServerGroupAffinityFilter
 from engine.rules.server_group_anti_affinity import ServerGroupAntiAffinityFilter
 from engine.rules.simple_cidr_affinity import SimpleCIDRAffinityFilter
+from engine.rules.tpm_secret_security_filter import TpmSecretSecurityFilter
+from engine.rules.transform_image_metadata import TransformImageMetadata
+from engine.rules.virtio_sound_filter import VirtioSoundFilter
 
 RULES: dict[str, Rule] = {rule.name: rule for rule in (
     RequireTenantAggregate(),
+    RequireImageTypeSupport(),
     ComputeStatusFilter(),
     IsolateAggregates(),
+    TransformImageMetadata(),
+    AcceleratorsFilter(),
+    PackedVirtqueueFilter(),
+    EphemeralEncryptionFilter(),
+    VirtioSoundFilter(),
+    TpmSecretSecurityFilter(),
     Resource(),
     RequiredTraits(),
     ForbiddenTraits(),

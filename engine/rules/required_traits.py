@@ -38,6 +38,19 @@ def _trait_params(traits: frozenset[str], columns) -> TraitParams:
     return TraitParams(traits, mask, frozenset(unknown))
 
 
+def scan_required(params: TraitParams, columns, fail_bits, bit, start, stop) -> int:
+    """Refuse the rows of [start, stop) that lack a trait of `params`; every row when no host
+    has one of them. The one required-traits scan: the request filters that add traits use it too."""
+    if params.unknown:
+        return refuse_range(fail_bits, bit, start, stop)
+    return _fastfilters.scan_required_traits(columns.arrays["traits"], params.mask,
+                                             fail_bits, bit, start, stop)
+
+
+def missing_traits(params: TraitParams, columns, row: int) -> frozenset[str]:
+    return params.traits - set(columns.traits_of(row))
+
+
 class RequiredTraits(Rule):
     name = "RequiredTraits"
 
@@ -46,18 +59,13 @@ class RequiredTraits(Rule):
         return [compile_trait_mask(self, required, columns)]
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        params: TraitParams | None = active.params
-        if params is None:
+        if active.params is None:
             return 0
-        if params.unknown:
-            return refuse_range(fail_bits, bit, start, stop)
-        return _fastfilters.scan_required_traits(columns.arrays["traits"], params.mask,
-                                                 fail_bits, bit, start, stop)
+        return scan_required(active.params, columns, fail_bits, bit, start, stop)
 
     def explain(self, active, columns, row, placed) -> Rejection:
-        missing = active.params.traits - set(columns.traits_of(row))
         return Rejection(active.name, MISSING_REQUIRED_TRAIT,
-                         f"the host lacks required traits: {listed(missing)}")
+                         f"the host lacks required traits: {listed(missing_traits(active.params, columns, row))}")
 
     def reference(self, active_name, host, fleet, request, profile, placed) -> bool:
         required, _ = request.traits_from_extra_specs()
