@@ -32,7 +32,9 @@ ZONES = ("nova", "az1", "az2")
 ZONE_METADATA = ("az1", "az2", "nova", "az1, az2", " az2 ,nova", "")
 HOST_IPS = ("", "10.0.0.1", "10.0.0.77", "10.0.1.5", "192.168.1.1", "fe80::1", "::ffff:10.0.0.1")
 HYPERVISORS = (("QEMU", 6002000), ("QEMU", None), ("xen", 4011000), ("", None))
-SUPPORTED_INSTANCES = (("x86_64", "qemu", "hvm"), ("aarch64", "qemu", "hvm"), ("i686", "xen", "xen"))
+# The last is how a compute node may spell ("x86_64", "qemu", "hvm"): Host canonicalises it.
+SUPPORTED_INSTANCES = (("x86_64", "qemu", "hvm"), ("aarch64", "qemu", "hvm"), ("i686", "xen", "xen"),
+                       ("AMD64", "QEMU", "hv"))
 STATS = {"cpu_vendor": ("Intel", "AMD"), "hardware_profile": ("dense", "gpu", "")}
 METRICS = ("cpu.percent", "cpu.frequency", "mem.free")
 PROJECTS = ("p1", "p2", "p3", "")
