@@ -34,7 +34,7 @@ $(VENV)/.built: $(STUBS)/.generated $(PYX) setup.py pyproject.toml
 build: $(VENV)/.built
 
 run: build
-	$(VENV)/bin/placecheck serve
+	$(VENV)/bin/placecheck serve --demo
 
 test: build
 	$(PY) -m pytest -q

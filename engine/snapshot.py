@@ -5,7 +5,8 @@ Layout of a generation segment, /dev/shm/<prefix>.g<generation>:
     header (64 bytes, little-endian)   see _HEADER
     arrays                             each 64-byte aligned, in table-of-contents order
     dicts                              JSON (UTF-8)
-    table of contents                  JSON: every array's name, dtype, shape, offset
+    table of contents                  JSON: every array's name, dtype, shape, offset, and the
+                                       fleet's epoch and last write time (see Snapshot)
 
 The checksum (CRC32C, hardware-accelerated: a publish and every reader's attach
 run it over the whole segment) covers every byte after the header. A segment is written once,
@@ -40,7 +41,7 @@ import crc32c
 import numpy as np
 
 SHM_DIR = "/dev/shm"
-LAYOUT_VERSION = 2  # 2: the checksum is CRC32C (1 used zlib's CRC32)
+LAYOUT_VERSION = 3  # 3: the table of contents names the fleet epoch and last write; 2: CRC32C checksum
 ALIGNMENT = 64
 
 SEGMENT_MAGIC = b"PLCHKSNP"
@@ -82,6 +83,8 @@ class Snapshot:
     columns: Any  # engine.columns.Columns; arrays are read-only views of the segment
     published_at: float  # unix seconds
     nbytes: int  # size of the segment
+    epoch: str = ""  # the fleet history this generation belongs to (engine.store); "" when not kept
+    written_at: float = 0.0  # unix seconds of the last write the generation includes; 0: published_at
 
 
 ColumnsFactory = Callable[[dict, dict], Any]
@@ -159,15 +162,21 @@ class SnapshotWriter:
     def current(self) -> Snapshot | None:
         return self._current
 
-    def publish(self, columns) -> Snapshot:
-        """Write `columns` as the next generation, make it current, unlink the previous one."""
+    def publish(self, columns, *, generation: int | None = None, epoch: str = "",
+                written_ns: int = 0) -> Snapshot:
+        """Write `columns` as the next generation (or as `generation`, which must be later than the
+        last one: the state owner numbers its durable writes), make it current, unlink the previous one."""
         with self._lock:
             if self._control is None:
                 raise SnapshotError(f"snapshot writer for {self.prefix!r} is closed")
-            generation = self._generation + 1
+            if generation is None:
+                generation = self._generation + 1
+            elif generation <= self._generation:
+                raise SnapshotError(f"generation {generation} is not after {self._generation}")
             published_ns = time.time_ns()
             name = segment_name(self.prefix, generation)
-            _write_segment(name, generation, published_ns, columns.arrays, columns.dicts)
+            _write_segment(name, generation, published_ns, columns.arrays, columns.dicts,
+                           {"epoch": epoch, "written_ns": written_ns or published_ns})
             try:
                 snapshot = _attach(name, generation, self._columns_factory, verify=False)
             except BaseException:
@@ -298,7 +307,8 @@ def _unlink_quietly(name: str) -> None:
         pass
 
 
-def _write_segment(name: str, generation: int, published_ns: int, arrays: dict, dicts: dict) -> int:
+def _write_segment(name: str, generation: int, published_ns: int, arrays: dict, dicts: dict,
+                   fleet_meta: dict) -> int:
     entries, offset = [], HEADER_SIZE
     for array_name, array in arrays.items():
         array = np.asarray(array)
@@ -314,6 +324,7 @@ def _write_segment(name: str, generation: int, published_ns: int, arrays: dict, 
                     "shape": list(array.shape), "offset": array_offset}
                    for array_name, array, array_offset in entries],
         "dicts": [dicts_offset, len(dicts_json)],
+        "fleet": fleet_meta,
     }, separators=(",", ":")).encode()
     toc_offset = dicts_offset + len(dicts_json)
     size = toc_offset + len(toc_json)
@@ -371,7 +382,9 @@ def _attach(name: str, generation: int, columns_factory: ColumnsFactory, verify:
             arrays[entry["name"]] = array
         dicts_offset, dicts_length = toc["dicts"]
         dicts = json.loads(segment[dicts_offset:dicts_offset + dicts_length])
+        fleet_meta = toc["fleet"]
     except (ValueError, KeyError, TypeError) as error:
         raise SnapshotError(f"{name} has an unreadable table of contents: {error}") from error
     return Snapshot(generation=generation, columns=columns_factory(arrays, dicts),
-                    published_at=published_ns / 1e9, nbytes=size)
+                    published_at=published_ns / 1e9, nbytes=size, epoch=fleet_meta["epoch"],
+                    written_at=fleet_meta["written_ns"] / 1e9)

@@ -1,8 +1,9 @@
-"""The state owner's fleet: every change is validated, then published as a new snapshot generation.
+"""The state owner's fleet: every change is validated, committed to the store, then published.
 
-A change is applied to copies of the host and aggregate tables; only once the
-new generation is published do the copies become the fleet, so a refused or
-failed change leaves both the fleet and the published generation as they were.
+A change is computed on copies of the host and aggregate tables, with its columns built, while
+changes are serialised; it is then committed to the store (engine.store, group commit) and, once
+durable, published as its generation before the caller hears of it. A refused change touches
+nothing; a change the store cannot keep is undone, with every change queued on top of it.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Callable, Iterable
 from engine.fleetfile import validate_aggregates, validate_fleet, validate_hosts
 from engine.model import Aggregate, Fleet, Host, InvalidField
 from engine.snapshot import SnapshotWriter
+from engine.store import Change, FleetStore, StoreError, Ticket
 
 
 @dataclass(frozen=True)
@@ -29,10 +31,11 @@ class HostUsage:
 
 @dataclass(frozen=True)
 class FleetStatus:
-    generation: int  # 0 before the first publish
+    generation: int  # of the published snapshot; 0 while the history has no write
+    epoch: str  # the history's id (engine.store)
     host_count: int
     aggregate_count: int
-    age_seconds: float  # since the current generation was published
+    age_seconds: float  # since the last write the snapshot includes
     snapshot_bytes: int
 
 
@@ -42,14 +45,29 @@ BuildColumns = Callable[[Fleet], object]
 ColumnsWithUsage = Callable[[object, tuple[Host, ...], list[int], bool], object]
 
 
+@dataclass(frozen=True)
+class _Version:
+    """One state of the fleet, as of one generation."""
+    generation: int
+    hosts: dict[str, Host]
+    aggregates: dict[int, Aggregate]
+    columns: object  # None only while the history has no write
+    written_ns: int
+
+    def fleet(self) -> Fleet:
+        return Fleet(hosts=tuple(self.hosts.values()), aggregates=tuple(self.aggregates.values()))
+
+
 def _unknown(kind: str, missing: list) -> KeyError:
     return KeyError(f"unknown {kind}: {', '.join(map(str, missing))}")
 
 
 class FleetState:
-    """Hosts by name in fleet order and aggregates by id; thread-safe."""
+    """Hosts by name in fleet order and aggregates by id, kept in `store`; thread-safe.
 
-    def __init__(self, writer: SnapshotWriter, build_columns: BuildColumns | None = None,
+    Starts from what the store recovered, published at once under its own generation."""
+
+    def __init__(self, writer: SnapshotWriter, store: FleetStore, build_columns: BuildColumns | None = None,
                  columns_with_usage: ColumnsWithUsage | None = None):
         """build_columns defaults to engine.columns' builder, with its usage patcher; any other
         builder rebuilds on usage updates too unless given its own `columns_with_usage`."""
@@ -57,108 +75,166 @@ class FleetState:
             from engine import columns  # lazily, so the state owner can be tested with any builder
             build_columns, columns_with_usage = columns.build_columns, columns.columns_with_usage
         self._writer = writer
+        self._store = store
+        self.epoch = store.recovered.epoch
         self._build_columns = build_columns
         self._columns_with_usage = columns_with_usage
-        self._lock = threading.Lock()
-        self._hosts: dict[str, Host] = {}
-        self._aggregates: dict[int, Aggregate] = {}
+        self._lock = threading.Lock()  # serialises changes up to their submission to the store
+        self._publish_lock = threading.Lock()
+        recovered = store.recovered
+        hosts = {host.name: host for host in recovered.fleet.hosts}
+        aggregates = {aggregate.id: aggregate for aggregate in recovered.fleet.aggregates}
+        columns = build_columns(recovered.fleet) if recovered.generation else None
+        # _latest: the last change made (maybe not yet durable); _committed: the last durable one.
+        self._latest = self._committed = _Version(recovered.generation, hosts, aggregates, columns,
+                                                  recovered.written_ns)
+        store.on_commit = self._on_commit
+        store.on_failure = self._on_failure
+        if recovered.generation:
+            self._publish(self._committed)
 
     def fleet(self) -> Fleet:
-        with self._lock:
-            return Fleet(hosts=tuple(self._hosts.values()), aggregates=tuple(self._aggregates.values()))
+        """The last acknowledged fleet."""
+        return self._committed.fleet()
 
-    def replace(self, fleet: Fleet) -> int:
+    def replace(self, fleet: Fleet, allow_empty: bool = False) -> int:
         validate_fleet(fleet)
+        if not fleet.hosts and not allow_empty:
+            raise InvalidField("fleet.hosts", "a fleet without hosts would remove every host; "
+                                              "set allow_empty to mean it")
         with self._lock:
-            return self._publish({host.name: host for host in fleet.hosts},
-                                 {aggregate.id: aggregate for aggregate in fleet.aggregates})
+            ticket, version = self._make(
+                {host.name: host for host in fleet.hosts},
+                {aggregate.id: aggregate for aggregate in fleet.aggregates}, self._build_columns,
+                Change(0, 0, replace=True, hosts=list(fleet.hosts), aggregates=list(fleet.aggregates)))
+        return self._acknowledge(ticket, version)
 
     def upsert_hosts(self, hosts: Iterable[Host]) -> int:
         """Add or replace hosts by name; a replaced host keeps its place in fleet order."""
         hosts = list(hosts)
         validate_hosts(hosts)
         with self._lock:
-            new_hosts = dict(self._hosts)
+            new_hosts = dict(self._latest.hosts)
             new_hosts.update((host.name, host) for host in hosts)
-            return self._publish(new_hosts, self._aggregates)
+            ticket, version = self._make(new_hosts, self._latest.aggregates, self._build_columns,
+                                         Change(0, 0, hosts=hosts))
+        return self._acknowledge(ticket, version)
 
     def remove_hosts(self, names: Iterable[str]) -> int:
         """Remove hosts by name, and from every aggregate they belong to."""
         doomed = set(names)
         with self._lock:
-            missing = sorted(doomed - self._hosts.keys())
+            latest = self._latest
+            missing = sorted(doomed - latest.hosts.keys())
             if missing:
                 raise _unknown("host", missing)
-            new_hosts = {name: host for name, host in self._hosts.items() if name not in doomed}
-            new_aggregates = {
-                aggregate_id: aggregate if not aggregate.hosts & doomed
-                else dataclasses.replace(aggregate, hosts=aggregate.hosts - doomed)
-                for aggregate_id, aggregate in self._aggregates.items()
-            }
-            return self._publish(new_hosts, new_aggregates)
+            new_hosts = {name: host for name, host in latest.hosts.items() if name not in doomed}
+            left = [dataclasses.replace(aggregate, hosts=aggregate.hosts - doomed)
+                    for aggregate in latest.aggregates.values() if aggregate.hosts & doomed]
+            new_aggregates = {**latest.aggregates, **{aggregate.id: aggregate for aggregate in left}}
+            ticket, version = self._make(new_hosts, new_aggregates, self._build_columns,
+                                         Change(0, 0, removed_hosts=sorted(doomed), aggregates=left))
+        return self._acknowledge(ticket, version)
 
     def upsert_aggregates(self, aggregates: Iterable[Aggregate]) -> int:
         """Add or replace aggregates by id; a member named before its host arrives joins when it does."""
         aggregates = list(aggregates)
+        validate_aggregates(aggregates)
         with self._lock:
-            validate_aggregates(aggregates)
-            new_aggregates = dict(self._aggregates)
+            new_aggregates = dict(self._latest.aggregates)
             new_aggregates.update((aggregate.id, aggregate) for aggregate in aggregates)
-            return self._publish(self._hosts, new_aggregates)
+            ticket, version = self._make(self._latest.hosts, new_aggregates, self._build_columns,
+                                         Change(0, 0, aggregates=aggregates))
+        return self._acknowledge(ticket, version)
 
     def remove_aggregates(self, ids: Iterable[int]) -> int:
         doomed = set(ids)
         with self._lock:
-            missing = sorted(doomed - self._aggregates.keys())
+            latest = self._latest
+            missing = sorted(doomed - latest.aggregates.keys())
             if missing:
                 raise _unknown("aggregate id", missing)
-            return self._publish(self._hosts, {aggregate_id: aggregate
-                                               for aggregate_id, aggregate in self._aggregates.items()
-                                               if aggregate_id not in doomed})
+            new_aggregates = {aggregate_id: aggregate for aggregate_id, aggregate in latest.aggregates.items()
+                              if aggregate_id not in doomed}
+            ticket, version = self._make(latest.hosts, new_aggregates, self._build_columns,
+                                         Change(0, 0, removed_aggregates=sorted(doomed)))
+        return self._acknowledge(ticket, version)
 
     def update_usage(self, usages: Iterable[HostUsage]) -> int:
         """Replace hosts' usage; later entries for the same host apply on top of earlier ones."""
         usages = list(usages)
         with self._lock:
+            latest = self._latest
             changed: dict[str, Host] = {}
             for index, usage in enumerate(usages):
-                host = changed.get(usage.name) or self._hosts.get(usage.name)
+                host = changed.get(usage.name) or latest.hosts.get(usage.name)
                 if host is None:
                     raise _unknown("host", [usage.name])
                 changed[usage.name] = _with_usage(host, usage, f"usages[{index}]")
-            new_hosts = dict(self._hosts)
+            new_hosts = dict(latest.hosts)
             new_hosts.update(changed)
-            return self._publish(new_hosts, self._aggregates, lambda fleet: self._columns_after_usage(fleet, changed))
+            ticket, version = self._make(new_hosts, latest.aggregates,
+                                         lambda fleet: self._columns_after_usage(fleet, changed),
+                                         Change(0, 0, hosts=list(changed.values())))
+        return self._acknowledge(ticket, version)
 
     def status(self) -> FleetStatus:
+        snapshot = self._writer.current
+        committed = self._committed
+        return FleetStatus(
+            generation=0 if snapshot is None else snapshot.generation,
+            epoch=self.epoch,
+            host_count=len(committed.hosts),
+            aggregate_count=len(committed.aggregates),
+            age_seconds=0.0 if snapshot is None else max(0.0, time.time() - snapshot.written_at),
+            snapshot_bytes=0 if snapshot is None else snapshot.nbytes,
+        )
+
+    def _make(self, hosts: dict[str, Host], aggregates: dict[int, Aggregate], build_columns: BuildColumns,
+              change: Change) -> tuple[Ticket, _Version]:
+        """Build the new version and queue it for the store. Caller holds the lock."""
+        columns = build_columns(Fleet(hosts=tuple(hosts.values()), aggregates=tuple(aggregates.values())))
+        version = _Version(self._latest.generation + 1, hosts, aggregates, columns, time.time_ns())
+        change.generation, change.written_ns, change.payload = version.generation, version.written_ns, version
+        ticket = self._store.submit(change)
+        self._latest = version
+        return ticket, version
+
+    def _acknowledge(self, ticket: Ticket, version: _Version) -> int:
+        """Wait until the change is durable and published (raises StoreError when it is not kept)."""
+        ticket.wait()
+        self._publish(version)
+        return version.generation
+
+    def _publish(self, version: _Version) -> None:
+        """Publish the last durable version unless one at or after `version` is published already."""
+        with self._publish_lock:
+            current = self._writer.current
+            if current is not None and current.generation >= version.generation:
+                return
+            durable = self._committed  # at or after `version`: it committed
+            self._writer.publish(durable.columns, generation=durable.generation, epoch=self.epoch,
+                                 written_ns=durable.written_ns)
+
+    def _on_commit(self, change: Change) -> None:
+        """The store's writer thread: `change` and every change before it are durable."""
+        self._committed = change.payload
+
+    def _on_failure(self, error: StoreError) -> None:
+        """The store's writer thread: undo the failed changes and those queued on top of them."""
         with self._lock:
-            snapshot = self._writer.current
-            return FleetStatus(
-                generation=0 if snapshot is None else snapshot.generation,
-                host_count=len(self._hosts),
-                aggregate_count=len(self._aggregates),
-                age_seconds=0.0 if snapshot is None else max(0.0, time.time() - snapshot.published_at),
-                snapshot_bytes=0 if snapshot is None else snapshot.nbytes,
-            )
-
-    def _publish(self, hosts: dict[str, Host], aggregates: dict[int, Aggregate],
-                 build_columns: BuildColumns | None = None) -> int:
-        """Build and publish the new fleet; adopt it only once it is published. Caller holds the lock."""
-        fleet = Fleet(hosts=tuple(hosts.values()), aggregates=tuple(aggregates.values()))
-        snapshot = self._writer.publish((build_columns or self._build_columns)(fleet))
-        self._hosts, self._aggregates = hosts, aggregates
-        return snapshot.generation
-
+            self._store.fail_queued(error)
+            self._latest = self._committed
 
     def _columns_after_usage(self, fleet: Fleet, changed: dict[str, Host]):
-        """The current generation's columns patched for the changed hosts' usage, when the builder
+        """The latest version's columns patched for the changed hosts' usage, when the builder
         can patch; a usage update is the frequent one, and only a handful of arrays derive from it."""
-        current = self._writer.current
-        if self._columns_with_usage is None or current is None:
+        latest = self._latest
+        if self._columns_with_usage is None or latest.columns is None:
             return self._build_columns(fleet)
-        rows = [current.columns.row_of(name) for name in changed]
-        instances_changed = any(host.instances != self._hosts[name].instances for name, host in changed.items())
-        return self._columns_with_usage(current.columns, fleet.hosts, rows, instances_changed)
+        rows = [latest.columns.row_of(name) for name in changed]
+        instances_changed = any(host.instances != latest.hosts[name].instances for name, host in changed.items())
+        return self._columns_with_usage(latest.columns, fleet.hosts, rows, instances_changed)
 
 
 def _with_usage(host: Host, usage: HostUsage, path: str) -> Host:

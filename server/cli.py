@@ -27,9 +27,9 @@ def _serve(args) -> int:
         listen=args.listen, state_listen=args.state_listen,
         metrics_port=int(metrics_port), metrics_host=metrics_host or "127.0.0.1",
         workers=args.workers, threads_per_worker=args.threads_per_worker, config_path=args.config,
-        fleet_path=args.fleet,
-        demo_hosts=args.demo_hosts, demo_seed=args.demo_seed, grace_s=args.grace,
-        log_level=args.log_level))
+        state_dir=args.state_dir, fleet_path=args.fleet, demo=args.demo,
+        demo_hosts=args.demo_hosts, demo_seed=args.demo_seed, max_snapshot_age_s=args.max_snapshot_age,
+        orphan_grace_s=args.orphan_grace, grace_s=args.grace, log_level=args.log_level))
 
 
 def _placement_request(args):
@@ -129,7 +129,7 @@ def _load(args) -> int:
 
     fleet = load_fleet(args.fleet)
     with StateClient(args.state) as client:
-        generation = client.replace_fleet(fleet_to_proto(fleet), timeout=args.timeout)
+        generation = client.replace_fleet(fleet_to_proto(fleet), allow_empty=args.allow_empty, timeout=args.timeout)
     print(f"published generation {generation}: {len(fleet.hosts)} hosts, {len(fleet.aggregates)} aggregates")
     return EXIT_OK
 
@@ -143,7 +143,8 @@ def _status(args) -> int:
         _print_json(status)
     else:
         print(f"generation {status.generation}: {status.host_count} hosts, {status.aggregate_count} aggregates, "
-              f"published {status.age_seconds:.1f}s ago, {status.snapshot_bytes} bytes")
+              f"last write {status.age_seconds:.1f}s ago, {status.snapshot_bytes} bytes, "
+              f"fleet history {status.epoch or '-'}")
     return EXIT_OK
 
 
@@ -167,9 +168,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _number_at_least(text: str, minimum: float, inclusive: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= minimum if inclusive else value > minimum) or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number {'>=' if inclusive else '>'} {minimum:g}, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    return _number_at_least(text, 0.0, inclusive=False)
+
+
+def _non_negative_float(text: str) -> float:
+    return _number_at_least(text, 0.0, inclusive=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from placecheck import DEFAULT_DECISION_TARGET, DEFAULT_STATE_TARGET
-    from server.supervisor import ServeOptions
+    from server.supervisor import ServeOptions, default_state_dir
 
     defaults = ServeOptions()
     parser = argparse.ArgumentParser(prog="placecheck", description=__doc__.splitlines()[0])
@@ -177,7 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the sidecar")
     serve.add_argument("--config", help="TOML file of named profiles (default: built-in profile)")
-    serve.add_argument("--fleet", help="JSON fleet file to load at start (default: a generated demo fleet)")
+    serve.add_argument("--state-dir",
+                       help="where the fleet is kept durably and recovered from at start (default: "
+                            f"$XDG_STATE_HOME/placecheck, here {default_state_dir()}; with --demo, a "
+                            "temporary directory removed at exit)")
+    serve.add_argument("--fleet", help="JSON fleet file: the first write of a state directory that holds "
+                                       "none (a recovered fleet wins). Without --fleet or --demo the sidecar "
+                                       "starts with no fleet, NOT_SERVING until one is written")
+    serve.add_argument("--demo", action="store_true", help="a generated demo fleet instead of --fleet")
     serve.add_argument("--listen", default=defaults.listen, help="decision address HOST:PORT (%(default)s)")
     serve.add_argument("--state-listen", default=defaults.state_listen,
                        help="fleet-state address, unix:PATH or HOST:PORT (%(default)s)")
@@ -188,8 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="calls a worker decides at once (%(default)s); more threads only contend for "
                             "its GIL, so add workers instead. Further calls wait their turn, up to 128 per "
                             "thread, then get RESOURCE_EXHAUSTED; an open health Watch holds a thread")
-    serve.add_argument("--demo-hosts", type=int, default=defaults.demo_hosts, help="demo fleet size (%(default)s)")
+    serve.add_argument("--demo-hosts", type=int, default=defaults.demo_hosts,
+                       help="demo fleet size, with --demo (%(default)s)")
     serve.add_argument("--demo-seed", type=int, default=defaults.demo_seed, help="demo fleet seed (%(default)s)")
+    serve.add_argument("--max-snapshot-age", type=_positive_float, metavar="SECONDS",
+                       help="health reports NOT_SERVING when no write has arrived for this long (default: "
+                            "no limit)")
+    serve.add_argument("--orphan-grace", type=_non_negative_float, default=defaults.orphan_grace_s,
+                       metavar="SECONDS", help="workers of a supervisor that died keep answering from their last "
+                                               "snapshot this long (%(default)s)")
     serve.add_argument("--grace", type=float, default=defaults.grace_s,
                        help="seconds in-flight calls may take to finish at shutdown (%(default)s)")
     serve.add_argument("--log-level", default=defaults.log_level,
@@ -228,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     load = commands.add_parser("load", help="replace the sidecar's fleet with a fleet file")
     load.add_argument("fleet", metavar="FLEET.json")
     load.add_argument("--state", default=DEFAULT_STATE_TARGET, help="state address (%(default)s)")
+    load.add_argument("--allow-empty", action="store_true",
+                      help="accept a file without hosts (it removes every host)")
     load.add_argument("--timeout", type=float, default=60.0, help="seconds (%(default)s)")
     load.set_defaults(handler=_load)
 

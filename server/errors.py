@@ -14,6 +14,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from engine.model import InvalidField
+from engine.store import StoreError, StoreFull
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,16 @@ class GenerationNotReached(Exception):
     def __init__(self, wanted: int, current: int):
         super().__init__(f"snapshot generation {current} has not reached min_generation {wanted}")
         self.wanted = wanted
+        self.current = current
+
+
+class EpochMismatch(Exception):
+    """The caller's min_generation was issued in another fleet history (epoch) than the snapshot's."""
+
+    def __init__(self, expected: str, current: str):
+        super().__init__(f"min_generation was issued in fleet history {expected!r}; "
+                         f"this sidecar serves history {current!r}")
+        self.expected = expected
         self.current = current
 
 
@@ -86,5 +97,18 @@ def rpc_status_for(error: BaseException) -> tuple[str, grpc.Status]:
                 type="SNAPSHOT_STALE", subject="min_generation", description=str(error))]),
             error_details_pb2.ErrorInfo(reason="SNAPSHOT_STALE", domain=ERROR_DOMAIN, metadata={
                 "snapshotGeneration": str(error.current), "minGeneration": str(error.wanted)}))
+    if isinstance(error, EpochMismatch):
+        return "failed_precondition", _status(
+            code_pb2.FAILED_PRECONDITION, str(error),
+            error_details_pb2.PreconditionFailure(violations=[error_details_pb2.PreconditionFailure.Violation(
+                type="EPOCH_MISMATCH", subject="expected_epoch", description=str(error))]),
+            error_details_pb2.ErrorInfo(reason="EPOCH_MISMATCH", domain=ERROR_DOMAIN, metadata={
+                "snapshotEpoch": error.current, "expectedEpoch": error.expected}))
+    if isinstance(error, StoreError):  # the change was not kept: the caller may retry it
+        full = isinstance(error, StoreFull)
+        return ("resource_exhausted" if full else "unavailable"), _status(
+            code_pb2.RESOURCE_EXHAUSTED if full else code_pb2.UNAVAILABLE, str(error),
+            error_details_pb2.ErrorInfo(reason="STORE_FULL" if full else "STORE_UNAVAILABLE",
+                                        domain=ERROR_DOMAIN))
     log.error("internal error answering a call", exc_info=error)
     return "internal", _status(code_pb2.INTERNAL, "internal error; see the sidecar's log")

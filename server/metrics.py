@@ -60,32 +60,45 @@ def mark_worker_dead(pid: int) -> None:
 
 @dataclass(frozen=True)
 class SnapshotFigures:
-    generation: int
-    age_seconds: float
+    generation: int  # 0: no fleet yet
+    age_seconds: float  # since the last write
     hosts: int
+    not_serving_reason: str  # "" when the fleet is ready; else one of NOT_SERVING_REASONS
+
+
+# Why health reports NOT_SERVING: no write yet, or none for longer than --max-snapshot-age.
+NOT_SERVING_REASONS = ("no_fleet", "stale")
 
 
 class SnapshotCollector:
     """The snapshot gauges, read from the state owner whenever Prometheus scrapes."""
 
-    def __init__(self, figures: Callable[[], SnapshotFigures | None]):
+    def __init__(self, figures: Callable[[], SnapshotFigures]):
         self._figures = figures
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
 
         figures = self._figures()
-        if figures is None:
+        yield GaugeMetricFamily("placecheck_ready", "1 when the fleet is ready to decide on (health SERVING), else 0.",
+                                value=0 if figures.not_serving_reason else 1)
+        reasons = GaugeMetricFamily("placecheck_not_ready", "1 for the reason health reports NOT_SERVING.",
+                                    labels=["reason"])
+        for reason in NOT_SERVING_REASONS:
+            reasons.add_metric([reason], 1 if figures.not_serving_reason == reason else 0)
+        yield reasons
+        if not figures.generation:
             return
         yield GaugeMetricFamily("placecheck_snapshot_generation", "Generation of the published fleet snapshot.",
                                 value=figures.generation)
-        yield GaugeMetricFamily("placecheck_snapshot_age_seconds", "Seconds since the snapshot was published.",
+        yield GaugeMetricFamily("placecheck_snapshot_age_seconds",
+                                "Seconds since the last write the snapshot includes.",
                                 value=figures.age_seconds)
         yield GaugeMetricFamily("placecheck_snapshot_hosts", "Hosts in the published snapshot.",
                                 value=figures.hosts)
 
 
-def serve_metrics(host: str, port: int, figures: Callable[[], SnapshotFigures | None]):
+def serve_metrics(host: str, port: int, figures: Callable[[], SnapshotFigures]):
     """Start the HTTP endpoint summing every worker's files; returns the HTTP server to shut down."""
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 

@@ -1,8 +1,9 @@
 """The state owner's gRPC face: placecheck.v1.FleetState over engine.state.FleetState.
 
-FleetState serialises the mutations (each publishes a generation before it
-returns); every message is converted and validated in full before the fleet
-is touched, so a rejected call changes nothing.
+FleetState serialises the mutations (each is durable in the store and published
+as a generation before it returns); every message is converted and validated in
+full before the fleet is touched, so a rejected call changes nothing. Every
+response names the generation with the fleet history's epoch.
 """
 from __future__ import annotations
 
@@ -40,39 +41,39 @@ class FleetStateServicer(state_pb2_grpc.FleetStateServicer):
 
     def ReplaceFleet(self, request, context):
         fleet = self._validated(context, lambda: convert.fleet_from_proto(request.fleet))
-        generation = self._mutate(context, "host", lambda: self._state.replace(fleet))
-        return state_pb2.ReplaceFleetResponse(generation=generation)
+        generation = self._mutate(context, "host", lambda: self._state.replace(fleet, request.allow_empty))
+        return state_pb2.ReplaceFleetResponse(generation=generation, epoch=self._state.epoch)
 
     def UpsertHosts(self, request, context):
         hosts = self._validated(context, lambda: convert.hosts_from_proto(request.hosts, "hosts"))
         generation = self._mutate(context, "host", lambda: self._state.upsert_hosts(hosts))
-        return state_pb2.UpsertHostsResponse(generation=generation)
+        return state_pb2.UpsertHostsResponse(generation=generation, epoch=self._state.epoch)
 
     def RemoveHosts(self, request, context):
         names = self._validated(context, lambda: convert.names_from_proto(request.names, "names"))
         generation = self._mutate(context, "host", lambda: self._state.remove_hosts(names))
-        return state_pb2.RemoveHostsResponse(generation=generation)
+        return state_pb2.RemoveHostsResponse(generation=generation, epoch=self._state.epoch)
 
     def UpsertAggregates(self, request, context):
         aggregates = self._validated(context, lambda: convert.aggregates_from_proto(request.aggregates,
                                                                                      "aggregates"))
         generation = self._mutate(context, "aggregate", lambda: self._state.upsert_aggregates(aggregates))
-        return state_pb2.UpsertAggregatesResponse(generation=generation)
+        return state_pb2.UpsertAggregatesResponse(generation=generation, epoch=self._state.epoch)
 
     def RemoveAggregates(self, request, context):
         ids = self._validated(context, lambda: convert.aggregate_ids_from_proto(request.ids, "ids"))
         generation = self._mutate(context, "aggregate", lambda: self._state.remove_aggregates(ids))
-        return state_pb2.RemoveAggregatesResponse(generation=generation)
+        return state_pb2.RemoveAggregatesResponse(generation=generation, epoch=self._state.epoch)
 
     def UpdateUsage(self, request, context):
         usages = self._validated(context, lambda: [convert.host_usage_from_proto(usage, f"usages[{index}]")
                                                    for index, usage in enumerate(request.usages)])
         generation = self._mutate(context, "host", lambda: self._state.update_usage(usages))
-        return state_pb2.UpdateUsageResponse(generation=generation)
+        return state_pb2.UpdateUsageResponse(generation=generation, epoch=self._state.epoch)
 
     def GetStatus(self, request, context):
         status = self._state.status()
         return state_pb2.GetStatusResponse(
             generation=status.generation, host_count=status.host_count,
             aggregate_count=status.aggregate_count, age_seconds=status.age_seconds,
-            snapshot_bytes=status.snapshot_bytes)
+            snapshot_bytes=status.snapshot_bytes, epoch=status.epoch)

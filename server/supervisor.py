@@ -1,15 +1,18 @@
 """`placecheck serve`: the supervisor, which is also the state owner.
 
 Order matters (perf.md §1.3-1.4, grpc's examples/python/multiprocessing):
-  1. reserve the decision port with an SO_REUSEPORT socket and create the
+  1. lock the state directory, remove what a dead predecessor left there (its orphaned
+     workers, segments, metrics directory, socket) and open the store, refusing a damaged one;
+  2. reserve the decision port with an SO_REUSEPORT socket and create the
      snapshot writer and the metrics directory;
-  2. start the decision workers. They fork from multiprocessing's fork server:
+  3. start the decision workers. They fork from multiprocessing's fork server:
      a fresh interpreter that has imported everything a worker runs (grpc,
      numpy, the engine, the stubs) but holds no fleet and no gRPC object, so
      every worker, first or restarted, shares those pages copy-on-write and
      obeys grpc's rule to fork before creating any gRPC object;
-  3. serve placecheck.v1.FleetState on the state address and /metrics;
-  4. load the fleet and publish generation 1 (workers turn SERVING on it);
+  4. publish the fleet the store recovered, if any (workers turn SERVING on it), serve
+     placecheck.v1.FleetState on the state address and /metrics; on a store with no write
+     yet, load --fleet or the --demo fleet as its first write, or wait for a client's;
   5. restart any worker that dies, until SIGTERM/SIGINT; then drain the
      workers, stop serving, and remove every segment, socket and file made here.
 
@@ -41,9 +44,11 @@ from grpc_reflection.v1alpha import reflection
 from engine.config import Config, ConfigError, config_from_bytes, default_config, read_config_file
 from engine.snapshot import SnapshotWriter
 from engine.state import FleetState
+from engine.store import FleetStore, StoreDamaged
 from placecheck.v1 import state_pb2_grpc
 from server.owner import STATE_SERVICE, FleetStateServicer
 from server.metrics import MULTIPROC_DIR_ENV, SnapshotFigures, mark_worker_dead, serve_metrics
+from server.rundir import RunRecord, StateDirBusy, clean_up_after_predecessor, lock_state_dir
 from server.worker import NOT_SERVING_NOTICE_S, WorkerSettings, configure_logging, run as run_worker
 
 log = logging.getLogger(__name__)
@@ -63,6 +68,12 @@ WORKER_PRELOAD = ["server.worker", "grpc._server", "numpy.ma",
                   "prometheus_client", "prometheus_client.multiprocess"]
 
 
+def default_state_dir() -> str:
+    """$XDG_STATE_HOME/placecheck, else ~/.local/state/placecheck: writable without privileges."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "placecheck")
+
+
 class StartupError(Exception):
     """The sidecar cannot start as asked (address in use, bad config or fleet file...)."""
 
@@ -77,9 +88,17 @@ class ServeOptions:
     # Handler threads: one worker's CPU per call is lowest with 2 (more contend for its GIL).
     threads_per_worker: int = 2
     config_path: str | None = None
-    fleet_path: str | None = None
+    # Where the store lives; None: default_state_dir(), or with --demo a temporary directory
+    # (so an invented fleet is never recovered by a later start).
+    state_dir: str | None = None
+    fleet_path: str | None = None  # the first write of a store that has none
+    demo: bool = False  # the demo fleet as the first write instead
     demo_hosts: int = 10_000
     demo_seed: int = 0
+    # Health turns NOT_SERVING when the last write is older than this; None: never for age.
+    max_snapshot_age_s: float | None = None
+    # Workers of a supervisor that died keep answering this long from their last snapshot.
+    orphan_grace_s: float = 30.0
     grace_s: float = 5.0
     log_level: str = "info"
 
@@ -101,12 +120,15 @@ def reserve_port(host: str, port: int) -> socket.socket:
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR: a predecessor's connections in TIME_WAIT must not hold the port for a minute.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:
             raise StartupError(f"cannot listen on {host}:{port}: {error.strerror}") from None
         port = probe.getsockname()[1]
         reserved = socket.socket(family, socket.SOCK_STREAM)
+        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             probe.close()
@@ -139,13 +161,16 @@ def remove_stale_socket(address: str) -> str | None:
 
 
 def load_initial_fleet(options: ServeOptions):
+    """The --fleet file or the --demo fleet; None when neither is asked for."""
     if options.fleet_path:
         from engine.fleetfile import load_fleet
 
         return load_fleet(options.fleet_path)
-    from engine.demo import demo_fleet
+    if options.demo:
+        from engine.demo import demo_fleet
 
-    return demo_fleet(options.demo_hosts, options.demo_seed)
+        return demo_fleet(options.demo_hosts, options.demo_seed)
+    return None
 
 
 class Supervisor:
@@ -202,6 +227,29 @@ class Supervisor:
 
     def _start(self, cleanup: contextlib.ExitStack, config_content: bytes | None) -> None:
         options = self.options
+        state_dir = options.state_dir
+        if state_dir is None and options.demo:
+            state_dir = tempfile.mkdtemp(prefix="placecheck-demo-state-")
+            cleanup.callback(shutil.rmtree, state_dir, ignore_errors=True)
+        state_dir = state_dir or default_state_dir()
+        try:
+            cleanup.callback(os.close, lock_state_dir(state_dir))
+        except StateDirBusy as error:
+            raise StartupError(str(error)) from None
+        predecessor_socket = clean_up_after_predecessor(
+            state_dir, NOT_SERVING_NOTICE_S + options.grace_s + STOP_MARGIN_S)
+        if predecessor_socket:
+            with contextlib.suppress(StartupError):
+                remove_stale_socket(f"unix:{predecessor_socket}")
+        try:
+            store = FleetStore(state_dir)
+        except StoreDamaged as error:
+            raise StartupError(str(error)) from None
+        cleanup.callback(store.close)
+        recovered = store.recovered
+        log.info("state directory %s: fleet history %s at generation %d", state_dir, recovered.epoch,
+                 recovered.generation)
+
         host, port = split_host_port(options.listen)
         reserved = reserve_port(host, port)
         cleanup.callback(reserved.close)
@@ -214,6 +262,10 @@ class Supervisor:
 
         writer = SnapshotWriter(f"placecheck-{os.getpid()}")
         cleanup.callback(writer.close)
+        state_socket = options.state_listen.removeprefix("unix:").removeprefix("//") \
+            if options.state_listen.startswith("unix:") else None
+        self.run_record = RunRecord(state_dir, writer.prefix, metrics_dir, state_socket)
+        cleanup.callback(self.run_record.remove)  # once the workers have stopped: nothing left to clean up
 
         if config_content is not None:
             config_dir = tempfile.mkdtemp(prefix="placecheck-config-")
@@ -225,29 +277,40 @@ class Supervisor:
         self.worker_settings = [
             WorkerSettings(index=index, listen=decision_address, snapshot_prefix=writer.prefix,
                            config_path=self.accepted_config_path, threads=options.threads_per_worker,
-                           grace_s=options.grace_s, log_level=options.log_level)
+                           grace_s=options.grace_s, log_level=options.log_level,
+                           max_snapshot_age_s=options.max_snapshot_age_s, orphan_grace_s=options.orphan_grace_s)
             for index in range(options.workers)]
         cleanup.callback(self._stop_workers)
         for index in range(options.workers):
             self._start_worker(index)
 
         # gRPC objects only from here on: the workers are already running.
-        state = self._serve_state(writer, cleanup)
+        state = FleetState(writer, store)  # publishes the recovered fleet, if any
+        self._serve_state(state, cleanup)
         if options.metrics_port:
-            http_server = serve_metrics(options.metrics_host, options.metrics_port, lambda: _figures(state))
+            http_server = serve_metrics(options.metrics_host, options.metrics_port,
+                                        lambda: _figures(state, options.max_snapshot_age_s))
             cleanup.callback(http_server.shutdown)
         log.info("decisions on %s (%d workers), state on %s, metrics on %s",
                  decision_address, options.workers, options.state_listen,
                  f"http://{options.metrics_host}:{options.metrics_port}/metrics" if options.metrics_port else "off")
 
+        if recovered.generation:
+            if options.fleet_path or options.demo:
+                log.warning("recovered generation %d from %s: it wins over %s (use `placecheck load` to "
+                            "replace the fleet)", recovered.generation, store.path,
+                            options.fleet_path or "--demo")
+            return
         fleet = load_initial_fleet(options)
-        generation = state.replace(fleet)
+        if fleet is None:
+            log.warning("no fleet yet: NOT_SERVING until one is written to %s", options.state_listen)
+            return
+        generation = state.replace(fleet, allow_empty=True)  # the operator's file may say no hosts
         log.info("published generation %d: %d hosts, %d aggregates",
                  generation, len(fleet.hosts), len(fleet.aggregates))
 
-    def _serve_state(self, writer: SnapshotWriter, cleanup: contextlib.ExitStack) -> FleetState:
+    def _serve_state(self, state: FleetState, cleanup: contextlib.ExitStack) -> None:
         socket_path = remove_stale_socket(self.options.state_listen)
-        state = FleetState(writer)
         server = grpc.server(ThreadPoolExecutor(max_workers=4, thread_name_prefix="state"))
         state_pb2_grpc.add_FleetStateServicer_to_server(FleetStateServicer(state), server)
         health_servicer = health.HealthServicer()
@@ -260,7 +323,6 @@ class Supervisor:
             cleanup.callback(_unlink_if_present, socket_path)
         cleanup.callback(lambda: server.stop(self.options.grace_s).wait())
         cleanup.callback(health_servicer.enter_graceful_shutdown)
-        return state
 
     def _read_config(self) -> tuple[Config, bytes]:
         """The --config file's Config and the very bytes it was made from."""
@@ -315,6 +377,7 @@ class Supervisor:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.workers[index] = process
+        self.run_record.worker_started(index, process.pid)
         self.started_at[index] = time.monotonic()
         log.info("worker %d started, pid %d", index, process.pid)
 
@@ -363,12 +426,16 @@ class Supervisor:
                 log.warning("worker pid %d exited with %s", process.pid, process.exitcode)
 
 
-def _figures(state: FleetState) -> SnapshotFigures | None:
+def _figures(state: FleetState, max_snapshot_age_s: float | None) -> SnapshotFigures:
     status = state.status()
     if not status.generation:
-        return None
+        not_serving_reason = "no_fleet"
+    elif max_snapshot_age_s is not None and status.age_seconds > max_snapshot_age_s:
+        not_serving_reason = "stale"
+    else:
+        not_serving_reason = ""
     return SnapshotFigures(generation=status.generation, age_seconds=status.age_seconds,
-                           hosts=status.host_count)
+                           hosts=status.host_count, not_serving_reason=not_serving_reason)
 
 
 def _unlink_if_present(path: str) -> None:

@@ -3,7 +3,12 @@
 Every worker binds the same decision address with SO_REUSEPORT (the kernel
 spreads connections across them), reads the fleet through a SnapshotReader,
 and serves grpc.health.v1 (NOT_SERVING until the first snapshot is attached,
-and again from the moment it is told to stop) and server reflection.
+while the last write is older than --max-snapshot-age, and from the moment it
+is told to stop) and server reflection.
+
+A worker whose supervisor dies keeps answering from its last snapshot for
+--orphan-grace seconds (each answer then carries the snapshot's age in the
+trailing metadata `placecheck-snapshot-age-seconds`), then stops.
 
 On SIGHUP it reloads its configuration file (the supervisor's validated copy of
 the operator's file) and swaps its Config whole: a call reads the Config once,
@@ -33,7 +38,7 @@ from engine.config import Config, ConfigError, default_config, load_config
 from engine.snapshot import Snapshot, SnapshotReader
 from placecheck.v1 import placement_pb2, placement_pb2_grpc
 from server import convert
-from server.errors import GenerationNotReached, NotFound, SnapshotUnavailable, rpc_status_for
+from server.errors import EpochMismatch, GenerationNotReached, NotFound, SnapshotUnavailable, rpc_status_for
 from server.metrics import DecisionMetrics, mark_worker_dead
 
 log = logging.getLogger(__name__)
@@ -45,8 +50,11 @@ MAX_GENERATION_WAIT_S = 10.0
 DEADLINE_MARGIN_S = 0.05
 # Between announcing NOT_SERVING and refusing new calls, so health pollers see the change.
 NOT_SERVING_NOTICE_S = 0.25
-# How often a worker waiting for its first snapshot checks whether it should stop instead.
-ATTACH_POLL_S = 0.2
+# How often a worker looks at its snapshot's presence and age for its health.
+READINESS_POLL_S = 0.2
+# How often an orphaned worker logs the age of the snapshot it still answers from.
+ORPHAN_LOG_EVERY_S = 5.0
+SNAPSHOT_AGE_METADATA = "placecheck-snapshot-age-seconds"
 # Calls in flight per handler thread before new ones are refused with RESOURCE_EXHAUSTED: at
 # about half a millisecond a call, the last one admitted waits some 64 ms for its thread.
 MAX_CALLS_PER_THREAD = 128
@@ -65,6 +73,8 @@ class WorkerSettings:
     threads: int
     grace_s: float
     log_level: str
+    max_snapshot_age_s: float | None = None  # NOT_SERVING when the last write is older; None: no limit
+    orphan_grace_s: float = 0.0  # answering on after the supervisor died
 
 
 def configure_logging(level: str, role: str) -> None:
@@ -87,6 +97,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
         self._reader = reader
         self.config = config
         self._metrics = metrics
+        self.orphaned = False  # set once the supervisor is gone: answers then report the snapshot's age
 
     def CheckDestination(self, message: placement_pb2.CheckDestinationRequest, context):
         def decide_check():
@@ -94,7 +105,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
             request = convert.request_from_proto(message.request)
             hosts = convert.check_hosts_from_proto(message)
             profile = config.profile(request.profile)
-            snapshot = self._snapshot(message.min_generation, context)
+            snapshot = self._snapshot(message.min_generation, message.expected_epoch, context)
             try:
                 result = decide.check_destination(snapshot.columns, request, profile, hosts)
             except decide.UnknownHost as error:
@@ -102,6 +113,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
             response = convert.check_response(result, generation=snapshot.generation,
                                               decision_id=new_decision_id(),
                                               config_revision=config.revision)
+            response.epoch = snapshot.epoch
             rejections: dict[str, int] = {}
             for verdict in result.verdicts:
                 for rejection in verdict.rejections:
@@ -117,11 +129,12 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
             request = convert.request_from_proto(message.request)
             profile = config.profile(request.profile)
             max_alternates = convert.max_alternates_from_proto(message)
-            snapshot = self._snapshot(message.min_generation, context)
+            snapshot = self._snapshot(message.min_generation, message.expected_epoch, context)
             decision_id = message.decision_id or new_decision_id()
             result = decide.select_destinations(snapshot.columns, request, profile, decision_id, max_alternates)
             response = convert.select_response(result, generation=snapshot.generation, decision_id=decision_id,
                                                config_revision=config.revision)
+            response.epoch = snapshot.epoch
             outcome = "placed" if result.placements else "no_fit"
             return response, outcome, dict(result.summary.eliminations)
 
@@ -138,8 +151,10 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
         self._metrics.record(rpc, outcome, time.perf_counter() - started, rejections)
         return response
 
-    def _snapshot(self, min_generation: int, context) -> Snapshot:
+    def _snapshot(self, min_generation: int, expected_epoch: str, context) -> Snapshot:
         snapshot = self._reader.current()
+        if expected_epoch and snapshot is not None and snapshot.epoch != expected_epoch:
+            raise EpochMismatch(expected_epoch, snapshot.epoch)  # no generation of this history will do
         if min_generation and (snapshot is None or snapshot.generation < min_generation):
             remaining = context.time_remaining()
             if remaining is None:
@@ -151,7 +166,16 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
                 raise GenerationNotReached(min_generation, snapshot.generation if snapshot else 0)
         if snapshot is None:
             raise SnapshotUnavailable()
+        if expected_epoch and snapshot.epoch != expected_epoch:
+            raise EpochMismatch(expected_epoch, snapshot.epoch)
+        if self.orphaned:
+            context.set_trailing_metadata(((SNAPSHOT_AGE_METADATA, f"{snapshot_age(snapshot):.3f}"),))
         return snapshot
+
+
+def snapshot_age(snapshot: Snapshot) -> float:
+    """Seconds since the last write the snapshot includes."""
+    return max(0.0, time.time() - snapshot.written_at)
 
 
 class Worker:
@@ -178,7 +202,7 @@ class Worker:
 
     def serve(self) -> None:
         self.server.start()
-        threading.Thread(target=self._attach_first_snapshot, name="attach", daemon=True).start()
+        threading.Thread(target=self._follow_readiness, name="readiness", daemon=True).start()
         threading.Thread(target=self._stop_with_parent, name="parent-watch", daemon=True).start()
         if self.settings.config_path:
             threading.Thread(target=self._reload_when_asked, name="reload", daemon=True).start()
@@ -190,14 +214,27 @@ class Worker:
         self.server.stop(self.settings.grace_s).wait()
         log.info("worker %d stopped", self.settings.index)
 
-    def _attach_first_snapshot(self) -> None:
+    def _follow_readiness(self) -> None:
+        """SERVING while a snapshot is attached and, with a maximum age, its last write is recent enough."""
+        serving = False
+        max_age = self.settings.max_snapshot_age_s
         while not self.stopping.is_set():
-            snapshot = self.reader.wait_for(1, ATTACH_POLL_S)
-            if snapshot is not None:
-                log.info("worker %d attached snapshot generation %d", self.settings.index, snapshot.generation)
+            snapshot = self.reader.current()
+            ready = snapshot is not None and (max_age is None or snapshot_age(snapshot) <= max_age)
+            if ready != serving:
+                serving = ready
+                if snapshot is None:
+                    log.warning("worker %d: no snapshot, NOT_SERVING", self.settings.index)
+                elif ready:
+                    log.info("worker %d on snapshot generation %d, SERVING", self.settings.index,
+                             snapshot.generation)
+                else:
+                    log.warning("worker %d: last write %.1fs ago, over --max-snapshot-age %ss: NOT_SERVING",
+                                self.settings.index, snapshot_age(snapshot), max_age)
+                status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
                 for service in ("", PLACEMENT_SERVICE):
-                    self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-                return
+                    self.health.set(service, status)
+            self.stopping.wait(READINESS_POLL_S)
 
     def _reload_when_asked(self) -> None:
         while True:
@@ -215,10 +252,22 @@ class Worker:
                 log.info("worker %d now on config revision %s", self.settings.index, config.revision)
 
     def _stop_with_parent(self) -> None:
-        """A worker whose supervisor is gone must not keep holding the port."""
+        """A worker whose supervisor is gone answers from its last snapshot for the orphan grace, then
+        stops: it must not hold the port for good (a successor on the state directory stops it sooner)."""
         multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
+        if self.stopping.is_set():
+            return
+        grace = self.settings.orphan_grace_s
+        self.placement.orphaned = True
+        deadline = time.monotonic() + grace
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            snapshot = self.reader.current()
+            log.warning("worker %d: supervisor gone; answering from snapshot generation %s (last write %s ago) "
+                        "for %.0fs more", self.settings.index, snapshot.generation if snapshot else "-",
+                        f"{snapshot_age(snapshot):.1f}s" if snapshot else "-", deadline - time.monotonic())
+            self.stopping.wait(min(ORPHAN_LOG_EVERY_S, max(0.0, deadline - time.monotonic())))
         if not self.stopping.is_set():
-            log.warning("worker %d: supervisor gone, stopping", self.settings.index)
+            log.warning("worker %d: supervisor gone for %.0fs, stopping", self.settings.index, grace)
             self.stopping.set()
 
 

@@ -5,7 +5,8 @@
 
 It runs on free loopback ports and a unix socket in its own temp directory,
 which is also the sidecar's TMPDIR (so tests can see the metrics directory it
-makes there), and is stopped with SIGTERM, asserting a clean exit.
+makes there) and holds its state directory (`state_dir`), and is stopped with
+SIGTERM, asserting a clean exit.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import grpc
 
 from placecheck import wait_until_serving
 
@@ -43,10 +46,12 @@ def _as_file(value, directory: Path, name: str) -> str:
 
 class Sidecar:
     def __init__(self, process: subprocess.Popen, workdir: tempfile.TemporaryDirectory,
-                 decision_target: str, state_target: str, metrics_url: str | None, log_path: Path):
+                 decision_target: str, state_target: str, metrics_url: str | None, log_path: Path,
+                 state_dir: Path):
         self.process = process
         self._workdir = workdir
         self.tmpdir = Path(workdir.name)
+        self.state_dir = state_dir
         self.decision_target = decision_target
         self.state_target = state_target
         self.metrics_url = metrics_url
@@ -110,35 +115,44 @@ class Sidecar:
 
 
 def start_sidecar(*, config=None, fleet=None, workers: int = 2, demo_hosts: int | None = None,
-                  metrics: bool = True, extra_args: tuple[str, ...] = ()) -> Sidecar:
-    """Run the sidecar and wait until its decision port reports SERVING.
+                  metrics: bool = True, extra_args: tuple[str, ...] = (), state_dir: Path | None = None,
+                  decision_target: str | None = None, wait_serving: bool = True) -> Sidecar:
+    """Run the sidecar and wait until its state service answers and (unless wait_serving=False)
+    its decision port reports SERVING.
 
     `config` is a TOML file path; `fleet` a fleet file path or a fleet-file dict;
-    `demo_hosts` the demo fleet's size when no fleet is given (None: the sidecar's default).
+    `demo_hosts` the size of a demo fleet (--demo) when no fleet is given; with neither the
+    sidecar starts with no fleet. `state_dir` defaults to one in the sidecar's temp directory;
+    give one to restart on another sidecar's state (and `decision_target` to keep its port).
     """
     workdir = tempfile.TemporaryDirectory(prefix="placecheck-test-")
     directory = Path(workdir.name)
-    decision_target = f"127.0.0.1:{free_port()}"
+    state_dir = state_dir or directory / "state"
+    decision_target = decision_target or f"127.0.0.1:{free_port()}"
     state_target = f"unix:{directory / 'state.sock'}"
     metrics_port = free_port() if metrics else 0
     command = [sys.executable, "-m", "server.cli", "serve", "--listen", decision_target,
                "--state-listen", state_target, "--metrics-port", str(metrics_port),
-               "--workers", str(workers), *extra_args]
+               "--workers", str(workers), "--state-dir", str(state_dir), *extra_args]
     if config is not None:
         command += ["--config", str(config)]
     if fleet is not None:
         command += ["--fleet", _as_file(fleet, directory, "fleet.json")]
     if demo_hosts is not None:
-        command += ["--demo-hosts", str(demo_hosts)]
+        command += ["--demo", "--demo-hosts", str(demo_hosts)]
     log_path = directory / "sidecar.log"
     env = {**os.environ, "TMPDIR": str(directory)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     sidecar = Sidecar(process, workdir, decision_target, state_target,
-                      f"http://127.0.0.1:{metrics_port}/metrics" if metrics else None, log_path)
+                      f"http://127.0.0.1:{metrics_port}/metrics" if metrics else None, log_path, state_dir)
     try:
-        _wait_serving(sidecar)
+        # The state service first: it answers only once any predecessor's orphaned workers,
+        # which may still report SERVING on a reused decision port, are gone.
+        _wait_state_answers(sidecar)
+        if wait_serving:
+            _wait_serving(sidecar)
     except BaseException:
         sidecar.process.kill()
         sidecar.process.wait()
@@ -159,3 +173,20 @@ def _wait_serving(sidecar: Sidecar) -> None:
         except TimeoutError:
             if time.monotonic() >= deadline:
                 raise
+
+
+def _wait_state_answers(sidecar: Sidecar) -> None:
+    from placecheck import StateClient
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    with StateClient(sidecar.state_target) as client:
+        while True:
+            if sidecar.process.poll() is not None:
+                raise RuntimeError(f"exited with {sidecar.process.returncode}")
+            try:
+                client.status(timeout=1.0)
+                return
+            except grpc.RpcError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)

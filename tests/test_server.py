@@ -267,6 +267,84 @@ def test_a_flood_of_bad_requests_changes_nothing(sidecar, placement, state, test
     assert placement.check_destination(small_request(), ["test-tight"], timeout=TIMEOUT_S).verdicts == verdict_before
 
 
+# ---------------------------------------------------------------- epochs, readiness
+
+def test_every_generation_comes_with_its_epoch_and_another_epoch_is_refused(placement, state, test_hosts):
+    status = state.status(timeout=TIMEOUT_S)
+    assert re.fullmatch(r"[0-9a-f]{16}", status.epoch) and test_hosts.epoch == status.epoch
+    answer = placement.check_destination(small_request(), ["test-roomy"], min_generation=test_hosts,
+                                         timeout=TIMEOUT_S)
+    assert answer.epoch == status.epoch
+    selected = placement.select_destinations(small_request(), min_generation=test_hosts, timeout=TIMEOUT_S)
+    assert selected.epoch == status.epoch
+    for call in (lambda: placement.check_destination(small_request(), ["test-roomy"], min_generation=1,
+                                                     expected_epoch="0123456789abcdef", timeout=TIMEOUT_S),
+                 lambda: placement.select_destinations(small_request(), min_generation=test_hosts,
+                                                       expected_epoch="0123456789abcdef", timeout=TIMEOUT_S)):
+        with pytest.raises(grpc.RpcError) as raised:
+            call()
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        [failure] = rich_details(raised.value, error_details_pb2.PreconditionFailure)
+        assert (failure.violations[0].type, failure.violations[0].subject) == ("EPOCH_MISMATCH", "expected_epoch")
+
+
+def health_of(target: str) -> int:
+    with grpc.insecure_channel(target) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="placecheck.v1.PlacementCheck"), timeout=TIMEOUT_S,
+            wait_for_ready=True).status
+
+
+def wait_for_health(target: str, wanted: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while health_of(target) != wanted:
+        assert time.monotonic() < deadline, f"health never became {wanted}"
+        time.sleep(0.05)
+
+
+def test_without_a_fleet_the_sidecar_is_not_serving_until_one_is_written():
+    with start_sidecar(workers=1, wait_serving=False) as bare, StateClient(bare.state_target) as state, \
+            PlacementClient(bare.decision_target, channels=1) as placement:
+        assert health_of(bare.decision_target) == NOT_SERVING
+        samples = scrape(bare.metrics_url)
+        assert samples["placecheck_ready"] == 0 and samples['placecheck_not_ready{reason="no_fleet"}'] == 1
+        with pytest.raises(grpc.RpcError) as raised:
+            placement.check_destination(small_request(), ["x"], timeout=TIMEOUT_S)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        status = state.status(timeout=TIMEOUT_S)
+        assert (status.generation, status.host_count) == (0, 0) and status.epoch
+        with pytest.raises(grpc.RpcError) as raised:
+            state.replace_fleet(fleet_pb2.Fleet(), timeout=TIMEOUT_S)  # an empty fleet, not said so
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert [field for field, _ in bad_request_violations(raised.value)] == ["fleet.hosts"]
+        generation = state.replace_fleet(fleet_pb2.Fleet(hosts=[roomy_host("only")]), timeout=TIMEOUT_S)
+        assert (generation, generation.epoch) == (1, status.epoch)
+        wait_until_serving(bare.decision_target, timeout=TIMEOUT_S)
+        assert placement.check_destination(small_request(), ["only"], min_generation=generation,
+                                           timeout=TIMEOUT_S).verdicts[0].allowed
+        samples = scrape(bare.metrics_url)
+        assert samples["placecheck_ready"] == 1 and samples['placecheck_not_ready{reason="no_fleet"}'] == 0
+        assert state.replace_fleet(fleet_pb2.Fleet(), allow_empty=True, timeout=TIMEOUT_S) == 2
+        assert state.status(timeout=TIMEOUT_S).host_count == 0
+
+
+def test_with_max_snapshot_age_a_fleet_without_writes_turns_not_serving(tmp_path):
+    max_age_s = 3.0
+    with start_sidecar(workers=1, wait_serving=False, extra_args=("--max-snapshot-age", str(max_age_s))) as fed, \
+            StateClient(fed.state_target) as state:
+        written = time.monotonic()
+        state.replace_fleet(fleet_pb2.Fleet(hosts=[roomy_host("only")]), timeout=TIMEOUT_S)
+        wait_until_serving(fed.decision_target, timeout=TIMEOUT_S)
+        wait_for_health(fed.decision_target, NOT_SERVING)
+        assert time.monotonic() - written >= max_age_s
+        samples = scrape(fed.metrics_url)
+        assert samples['placecheck_not_ready{reason="stale"}'] == 1 and samples["placecheck_ready"] == 0
+        assert samples["placecheck_snapshot_age_seconds"] > max_age_s
+        state.update_usage([state_pb2.HostUsage(name="only", num_instances=1)], timeout=TIMEOUT_S)
+        wait_for_health(fed.decision_target, SERVING)
+        assert scrape(fed.metrics_url)["placecheck_ready"] == 1
+
+
 # ---------------------------------------------------------------- health, reflection, metrics, processes
 
 def test_health_reports_serving_for_the_server_and_the_decision_service(sidecar):

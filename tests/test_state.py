@@ -1,8 +1,10 @@
-"""The state owner's fleet: each change publishes a generation; a refused change changes nothing."""
+"""The state owner's fleet: each change is kept in the store and published as a generation; a refused
+change changes nothing; a restart recovers exactly what was acknowledged."""
 from __future__ import annotations
 
 import threading
 import uuid
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from engine.columns import build_columns
 from engine.model import Aggregate, Fleet, Host, InvalidField, Inventory
 from engine.snapshot import SnapshotReader, SnapshotWriter
 from engine.state import FleetState, HostUsage
+from engine.store import FleetStore
 from fleetgen import INSTANCE_UUIDS, fleets
 
 
@@ -52,8 +55,15 @@ def writer(prefix):
 
 
 @pytest.fixture
-def state(writer):
-    fleet_state = FleetState(writer, build_columns=encode_fleet)
+def store(tmp_path):
+    fleet_store = FleetStore(str(tmp_path / "state"))
+    yield fleet_store
+    fleet_store.close()
+
+
+@pytest.fixture
+def state(writer, store):
+    fleet_state = FleetState(writer, store, build_columns=encode_fleet)
     fleet_state.replace(FLEET)
     return fleet_state
 
@@ -69,8 +79,8 @@ def published(reader) -> dict:
             "vcpu_used": snapshot.columns.arrays["vcpu_used"].tolist()}
 
 
-def test_status_before_and_after_the_first_publish(writer):
-    fleet_state = FleetState(writer, build_columns=encode_fleet)
+def test_status_before_and_after_the_first_publish(writer, store):
+    fleet_state = FleetState(writer, store, build_columns=encode_fleet)
     before = fleet_state.status()
     assert (before.generation, before.host_count, before.aggregate_count, before.snapshot_bytes) == (0, 0, 0, 0)
     assert fleet_state.replace(FLEET) == 1
@@ -160,13 +170,13 @@ def test_refused_changes_leave_the_fleet_and_generation_untouched(state, reader,
     unchanged_after(state, reader, lambda: change(state), error_type, match)
 
 
-def test_a_builder_failure_leaves_the_fleet_untouched(writer, reader):
+def test_a_builder_failure_leaves_the_fleet_untouched(writer, store, reader):
     def fragile_builder(fleet: Fleet):
         if len(fleet.hosts) > 3:
             raise RuntimeError("builder broke")
         return encode_fleet(fleet)
 
-    fleet_state = FleetState(writer, build_columns=fragile_builder)
+    fleet_state = FleetState(writer, store, build_columns=fragile_builder)
     fleet_state.replace(FLEET)
     unchanged_after(fleet_state, reader, lambda: fleet_state.upsert_hosts([host("compute-4")]),
                     RuntimeError, "builder broke")
@@ -187,10 +197,9 @@ def test_concurrent_changes_are_serialised(state, reader):
     assert view["vcpu_used"] == [10, 4, 10]
 
 
-def test_default_builder_publishes_engine_columns(prefix):
-    pytest.importorskip("engine.columns")
+def test_default_builder_publishes_engine_columns(prefix, store):
     with SnapshotWriter(prefix) as engine_writer:
-        FleetState(engine_writer).replace(FLEET)
+        FleetState(engine_writer, store).replace(FLEET)
         columns = SnapshotReader(prefix).current().columns
         assert [columns.host_name(row) for row in range(3)] == ["compute-1", "compute-2", "compute-3"]
 
@@ -223,12 +232,109 @@ def assert_same_columns(patched, rebuilt) -> None:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fleets_and_usage_updates())
-def test_usage_updates_patch_the_columns_a_rebuild_would_give(prefix, fleet_and_updates):
+def test_usage_updates_patch_the_columns_a_rebuild_would_give(prefix, tmp_path, fleet_and_updates):
     """The engine's builder patches usage into the published columns; the result is the rebuild's."""
     fleet, updates = fleet_and_updates
-    with SnapshotWriter(f"{prefix}-{uuid.uuid4().hex[:8]}") as engine_writer:
-        fleet_state = FleetState(engine_writer)
+    unique = uuid.uuid4().hex[:8]
+    with SnapshotWriter(f"{prefix}-{unique}") as engine_writer, closing(FleetStore(str(tmp_path / unique))) as store:
+        fleet_state = FleetState(engine_writer, store)
         fleet_state.replace(fleet)
         for usages in updates:
             fleet_state.update_usage(usages)
             assert_same_columns(engine_writer.current.columns, build_columns(fleet_state.fleet()))
+
+
+# ---------------------------------------------------------------- the store: durable, recovered exactly
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fleets_and_usage_updates())
+def test_a_restart_recovers_exactly_the_acknowledged_fleet(prefix, tmp_path, fleet_and_updates):
+    fleet, updates = fleet_and_updates
+    directory = tmp_path / uuid.uuid4().hex[:8]
+    with closing(FleetStore(str(directory))) as store, SnapshotWriter(f"{prefix}-a", StandInColumns) as writer:
+        fleet_state = FleetState(writer, store, build_columns=encode_fleet)
+        epoch = fleet_state.epoch
+        fleet_state.replace(fleet)
+        for usages in updates:
+            fleet_state.update_usage(usages)
+        fleet_state.remove_hosts([fleet.hosts[0].name])
+        acknowledged, generation = fleet_state.fleet(), fleet_state.status().generation
+    with closing(FleetStore(str(directory))) as store, SnapshotWriter(f"{prefix}-b", StandInColumns) as writer:
+        recovered = FleetState(writer, store, build_columns=encode_fleet)
+        assert recovered.fleet() == acknowledged
+        assert (recovered.status().generation, recovered.epoch) == (generation, epoch)
+        assert writer.current.generation == generation and writer.current.epoch == epoch
+        assert recovered.upsert_hosts([host("after-restart")]) == generation + 1
+
+
+def test_a_new_store_starts_a_new_history_with_nothing_published(tmp_path, prefix):
+    epochs = set()
+    for name in ("one", "two"):
+        with closing(FleetStore(str(tmp_path / name))) as store, SnapshotWriter(f"{prefix}-{name}") as writer:
+            fleet_state = FleetState(writer, store, build_columns=encode_fleet)
+            assert writer.current is None and fleet_state.status().generation == 0
+            epochs.add(fleet_state.epoch)
+    assert len(epochs) == 2 and all(len(epoch) == 16 for epoch in epochs)
+
+
+def test_an_empty_replace_is_refused_unless_asked_for(state, reader):
+    unchanged_after(state, reader, lambda: state.replace(Fleet()), InvalidField, "fleet.hosts")
+    assert state.replace(Fleet(), allow_empty=True) == 2
+    assert state.fleet() == Fleet()
+
+
+@pytest.mark.parametrize("damage", [b"this is not an SQLite database file, not at all", b"\0" * 4096])
+def test_a_damaged_store_file_is_refused_naming_it(tmp_path, damage):
+    from engine.store import STORE_FILE, StoreDamaged
+
+    with closing(FleetStore(str(tmp_path))):
+        pass
+    path = tmp_path / STORE_FILE
+    with open(path, "r+b") as file:
+        file.write(damage)
+    with pytest.raises(StoreDamaged, match=f"{path} is damaged"):
+        FleetStore(str(tmp_path))
+
+
+def test_concurrent_writes_share_commits(state, store, monkeypatch):
+    commits = []
+    real_commit = store._commit
+    monkeypatch.setattr(store, "_commit", lambda changes: (commits.append(len(changes)), real_commit(changes)))
+    writers = 8
+    barrier = threading.Barrier(writers)
+
+    def bump(index: int) -> None:
+        barrier.wait()
+        for used in range(1, 11):
+            state.update_usage([HostUsage(name=f"compute-{index % 3 + 1}", used={"VCPU": used})])
+
+    threads = [threading.Thread(target=bump, args=(index,)) for index in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(commits) == writers * 10
+    assert len(commits) < writers * 10, "no two writes shared a commit"
+    assert state.status().generation == 1 + writers * 10
+
+
+def test_a_change_the_store_cannot_keep_is_undone_with_those_queued_on_it(state, store, reader, monkeypatch):
+    import sqlite3
+
+    from engine.store import StoreFull
+
+    before_fleet, before_view = state.fleet(), published(reader)
+    real_commit = store._commit
+
+    def disk_full(changes):
+        error = sqlite3.OperationalError("database or disk is full")
+        error.sqlite_errorcode = sqlite3.SQLITE_FULL
+        raise error
+
+    monkeypatch.setattr(store, "_commit", disk_full)
+    with pytest.raises(StoreFull, match="disk is full"):
+        state.update_usage([HostUsage(name="compute-1", used={"VCPU": 7})])
+    assert state.fleet() == before_fleet and published(reader) == before_view
+    monkeypatch.setattr(store, "_commit", real_commit)
+    assert state.update_usage([HostUsage(name="compute-2", used={"VCPU": 3})]) == 2
+    assert published(reader)["vcpu_used"] == [0, 3, 0]  # compute-1's refused 7 is nowhere

@@ -2,6 +2,7 @@
 from placecheck.client import (
     DEFAULT_DECISION_TARGET,
     DEFAULT_STATE_TARGET,
+    Generation,
     PlacementClient,
     StateClient,
     bad_request_violations,
@@ -11,6 +12,7 @@ from placecheck.client import (
 __all__ = [
     "DEFAULT_DECISION_TARGET",
     "DEFAULT_STATE_TARGET",
+    "Generation",
     "PlacementClient",
     "StateClient",
     "bad_request_violations",

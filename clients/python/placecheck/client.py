@@ -23,6 +23,22 @@ DEFAULT_STATE_TARGET = "unix:/tmp/placecheck-state.sock"
 ChannelOptions = Sequence[tuple[str, object]]
 
 
+class Generation(int):
+    """A generation number that knows its fleet history (`epoch`): pass it as `min_generation`
+    and the call also expects that epoch, so another history's generation never satisfies it."""
+
+    epoch: str
+
+    def __new__(cls, generation: int, epoch: str) -> Generation:
+        value = super().__new__(cls, generation)
+        value.epoch = epoch
+        return value
+
+
+def _expected_epoch(min_generation: int, expected_epoch: str | None) -> str:
+    return getattr(min_generation, "epoch", "") if expected_epoch is None else expected_epoch
+
+
 class PlacementClient:
     """Calls PlacementCheck over several channels, round-robin.
 
@@ -53,20 +69,24 @@ class PlacementClient:
         return self._stubs[next(self._call_counter) % len(self._stubs)]
 
     def check_destination(self, request: placement_pb2.PlacementRequest, hosts: Iterable[str], *,
-                          min_generation: int = 0,
+                          min_generation: int = 0, expected_epoch: str | None = None,
                           timeout: float | None = None) -> placement_pb2.CheckDestinationResponse:
-        """One verdict per host, in order: allowed, or every rule that refuses it."""
+        """One verdict per host, in order: allowed, or every rule that refuses it. `expected_epoch`
+        defaults to a Generation's own."""
         message = placement_pb2.CheckDestinationRequest(
-            request=request, hosts=list(hosts), min_generation=min_generation)
+            request=request, hosts=list(hosts), min_generation=min_generation,
+            expected_epoch=_expected_epoch(min_generation, expected_epoch))
         return self._next_stub().CheckDestination(message, timeout=timeout)
 
     def select_destinations(self, request: placement_pb2.PlacementRequest, *,
                             max_alternates: int | None = None, min_generation: int = 0,
-                            decision_id: str = "",
+                            expected_epoch: str | None = None, decision_id: str = "",
                             timeout: float | None = None) -> placement_pb2.SelectDestinationsResponse:
-        """Ranked hosts with alternates; when too few fit, the summary says which rules eliminated them."""
+        """Ranked hosts with alternates; when too few fit, the summary says which rules eliminated them.
+        `expected_epoch` defaults to a Generation's own."""
         message = placement_pb2.SelectDestinationsRequest(
-            request=request, min_generation=min_generation, decision_id=decision_id)
+            request=request, min_generation=min_generation, decision_id=decision_id,
+            expected_epoch=_expected_epoch(min_generation, expected_epoch))
         if max_alternates is not None:
             message.max_alternates = max_alternates
         return self._next_stub().SelectDestinations(message, timeout=timeout)
@@ -83,35 +103,38 @@ class PlacementClient:
 
 
 class StateClient:
-    """Feeds the fleet to the sidecar's state owner; every mutator returns the
-    generation it published, to pass on as `min_generation`."""
+    """Feeds the fleet to the sidecar's state owner; every mutator returns the Generation it
+    published (durably), to pass on as `min_generation`."""
 
     def __init__(self, target: str = DEFAULT_STATE_TARGET, options: ChannelOptions = ()):
         self.target = target
         self._channel = grpc.insecure_channel(target, options=list(options))
         self._stub = state_pb2_grpc.FleetStateStub(self._channel)
 
-    def replace_fleet(self, fleet: fleet_pb2.Fleet, *, timeout: float | None = None) -> int:
-        return self._stub.ReplaceFleet(state_pb2.ReplaceFleetRequest(fleet=fleet), timeout=timeout).generation
+    def replace_fleet(self, fleet: fleet_pb2.Fleet, *, allow_empty: bool = False,
+                      timeout: float | None = None) -> Generation:
+        """Replace the whole fleet; one without hosts only with allow_empty."""
+        return _generation(self._stub.ReplaceFleet(
+            state_pb2.ReplaceFleetRequest(fleet=fleet, allow_empty=allow_empty), timeout=timeout))
 
-    def upsert_hosts(self, hosts: Iterable[fleet_pb2.Host], *, timeout: float | None = None) -> int:
-        return self._stub.UpsertHosts(state_pb2.UpsertHostsRequest(hosts=list(hosts)), timeout=timeout).generation
+    def upsert_hosts(self, hosts: Iterable[fleet_pb2.Host], *, timeout: float | None = None) -> Generation:
+        return _generation(self._stub.UpsertHosts(state_pb2.UpsertHostsRequest(hosts=list(hosts)), timeout=timeout))
 
-    def remove_hosts(self, names: Iterable[str], *, timeout: float | None = None) -> int:
-        return self._stub.RemoveHosts(state_pb2.RemoveHostsRequest(names=list(names)), timeout=timeout).generation
+    def remove_hosts(self, names: Iterable[str], *, timeout: float | None = None) -> Generation:
+        return _generation(self._stub.RemoveHosts(state_pb2.RemoveHostsRequest(names=list(names)), timeout=timeout))
 
     def upsert_aggregates(self, aggregates: Iterable[fleet_pb2.Aggregate], *,
-                          timeout: float | None = None) -> int:
+                          timeout: float | None = None) -> Generation:
         message = state_pb2.UpsertAggregatesRequest(aggregates=list(aggregates))
-        return self._stub.UpsertAggregates(message, timeout=timeout).generation
+        return _generation(self._stub.UpsertAggregates(message, timeout=timeout))
 
-    def remove_aggregates(self, ids: Iterable[int], *, timeout: float | None = None) -> int:
-        return self._stub.RemoveAggregates(state_pb2.RemoveAggregatesRequest(ids=list(ids)),
-                                           timeout=timeout).generation
+    def remove_aggregates(self, ids: Iterable[int], *, timeout: float | None = None) -> Generation:
+        return _generation(self._stub.RemoveAggregates(state_pb2.RemoveAggregatesRequest(ids=list(ids)),
+                                                       timeout=timeout))
 
-    def update_usage(self, usages: Iterable[state_pb2.HostUsage], *, timeout: float | None = None) -> int:
-        return self._stub.UpdateUsage(state_pb2.UpdateUsageRequest(usages=list(usages)),
-                                      timeout=timeout).generation
+    def update_usage(self, usages: Iterable[state_pb2.HostUsage], *, timeout: float | None = None) -> Generation:
+        return _generation(self._stub.UpdateUsage(state_pb2.UpdateUsageRequest(usages=list(usages)),
+                                                  timeout=timeout))
 
     def status(self, *, timeout: float | None = None) -> state_pb2.GetStatusResponse:
         return self._stub.GetStatus(state_pb2.GetStatusRequest(), timeout=timeout)
@@ -124,6 +147,10 @@ class StateClient:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _generation(response) -> Generation:
+    return Generation(response.generation, response.epoch)
 
 
 def bad_request_violations(rpc_error: grpc.Call) -> list[tuple[str, str]]:
