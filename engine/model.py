@@ -7,6 +7,7 @@ reference predicates read them directly. Defaults are Nova's and Placement's.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 
 from engine.nova_fields import HV_SPEC_FIELDS, canonical_hv_spec
@@ -60,6 +61,11 @@ class Host:
 def canonical_supported_instances(entries) -> tuple[tuple[str, str, str], ...]:
     """HVSpec.from_list for each entry; a name Nova cannot load is InvalidField naming it
     relative to the host ("supported_instances[0].architecture"; see host_at)."""
+    return _canonical_entries(tuple(map(tuple, entries)))
+
+
+@functools.lru_cache(maxsize=4096)  # hosts share a handful of lists
+def _canonical_entries(entries: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, str, str], ...]:
     canonical = []
     for index, entry in enumerate(entries):
         try:

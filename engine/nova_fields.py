@@ -101,7 +101,6 @@ def integer(value: str) -> int:
 HV_SPEC_FIELDS = (("architecture", ARCHITECTURE), ("hypervisor_type", HYPERVISOR_TYPE), ("vm_mode", VM_MODE))
 
 
-@lru_cache(maxsize=4096)
 def canonical_hv_spec(entry: tuple[str, str, str]) -> tuple[str, str, str]:
     """nova.objects.HVSpec.from_list: one supported_instances entry in canonical names."""
     if len(entry) != len(HV_SPEC_FIELDS):

@@ -12,6 +12,8 @@ Where a spec's value comes from decides how it is evaluated, never by a Python l
   free_ram_mb, vcpus_used, num_instances ... (numbers per host, from the inventories):
       in the scan, a numpy comparison for numeric operators, else per distinct value (np.unique)
   host_ip: per distinct host_ip string among the scanned hosts
+supported_instances reads as Nova's HostState holds it: a list of [arch, hv_type, vm_mode] lists in
+canonical names (engine.model.Host canonicalises them as Nova's HVSpec does).
 HostState attributes placecheck does not carry (cpu_info, numa_topology, pci_stats, ...) read
 as None, as in a HostState whose compute node has not reported them, so Nova's stats fallback
 applies: a host can carry its cpu_info as stats["cpu_info"] (a JSON string).
