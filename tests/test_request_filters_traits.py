@@ -59,6 +59,16 @@ def assert_requires(rule_name: str, req: Request, profile: Profile, expected: se
     assert verdicts(rule, fleet, req, profile) == (wanted, wanted)
 
 
+def transform_image_metadata_case(architecture: str, emulation_architecture: str) -> tuple:
+    """Nova's two transform_image_metadata tests: the same buses and models, two architectures."""
+    properties = {"hw_disk_bus": "sata", "hw_cdrom_bus": "ide", "hw_video_model": "qxl", "hw_vif_model": "virtio",
+                  "hw_architecture": architecture, "hw_emulation_architecture": emulation_architecture}
+    traits = {"COMPUTE_GRAPHICS_MODEL_QXL", "COMPUTE_NET_VIF_MODEL_VIRTIO", "COMPUTE_STORAGE_BUS_IDE",
+              "COMPUTE_STORAGE_BUS_SATA", f"HW_ARCH_{architecture.upper()}",
+              f"COMPUTE_ARCH_{emulation_architecture.upper()}"}
+    return "transform_image_metadata", BOTH_OPTIONS, {}, properties, "", traits
+
+
 # (rule, profile options, flavor extra specs, image properties (None: no image), disk_format, traits)
 NOVA_TESTS = {
     "test_require_image_type_support_disabled": (
@@ -70,18 +80,8 @@ NOVA_TESTS = {
         "require_image_type_support", BOTH_OPTIONS, {}, {}, "danformat", set()),
     "test_require_image_type_support_adds_trait": (
         "require_image_type_support", BOTH_OPTIONS, {}, {}, "raw", {"COMPUTE_IMAGE_TYPE_RAW"}),
-    "test_transform_image_metadata_x86": (
-        "transform_image_metadata", BOTH_OPTIONS, {},
-        {"hw_disk_bus": "sata", "hw_cdrom_bus": "ide", "hw_video_model": "qxl", "hw_vif_model": "virtio",
-         "hw_architecture": "x86_64", "hw_emulation_architecture": "aarch64"}, "",
-        {"COMPUTE_GRAPHICS_MODEL_QXL", "COMPUTE_NET_VIF_MODEL_VIRTIO", "COMPUTE_STORAGE_BUS_IDE",
-         "COMPUTE_STORAGE_BUS_SATA", "HW_ARCH_X86_64", "COMPUTE_ARCH_AARCH64"}),
-    "test_transform_image_metadata_aarch64": (
-        "transform_image_metadata", BOTH_OPTIONS, {},
-        {"hw_disk_bus": "sata", "hw_cdrom_bus": "ide", "hw_video_model": "qxl", "hw_vif_model": "virtio",
-         "hw_architecture": "aarch64", "hw_emulation_architecture": "x86_64"}, "",
-        {"COMPUTE_GRAPHICS_MODEL_QXL", "COMPUTE_NET_VIF_MODEL_VIRTIO", "COMPUTE_STORAGE_BUS_IDE",
-         "COMPUTE_STORAGE_BUS_SATA", "HW_ARCH_AARCH64", "COMPUTE_ARCH_X86_64"}),
+    "test_transform_image_metadata_x86": transform_image_metadata_case("x86_64", "aarch64"),
+    "test_transform_image_metadata_aarch64": transform_image_metadata_case("aarch64", "x86_64"),
     "test_transform_image_metadata__disabled": (
         "transform_image_metadata", {"image_metadata_prefilter": False}, {}, {"hw_disk_bus": "sata"}, "", set()),
     "test_accelerators_filter_with_device_profile": (
