@@ -45,13 +45,15 @@ BuildColumns = Callable[[Fleet], object]
 ColumnsWithUsage = Callable[[object, tuple[Host, ...], list[int], bool], object]
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Version:
     """One state of the fleet, as of one generation."""
     generation: int
     hosts: dict[str, Host]
     aggregates: dict[int, Aggregate]
-    columns: object  # None only while the history has no write
+    # Built for this generation; None once published (the segment holds them: one copy, not two)
+    # or while the history has no write.
+    columns: object
     written_ns: int
 
     def fleet(self) -> Fleet:
@@ -215,6 +217,16 @@ class FleetState:
             durable = self._committed  # at or after `version`: it committed
             self._writer.publish(durable.columns, generation=durable.generation, epoch=self.epoch,
                                  written_ns=durable.written_ns)
+            durable.columns = None
+
+    def _columns_of(self, version: _Version):
+        """A version's columns: its own until published, then the published segment's."""
+        columns = version.columns
+        if columns is None:
+            current = self._writer.current
+            if current is not None and current.generation == version.generation:
+                columns = current.columns
+        return columns
 
     def _on_commit(self, change: Change) -> None:
         """The store's writer thread: `change` and every change before it are durable."""
@@ -230,11 +242,12 @@ class FleetState:
         """The latest version's columns patched for the changed hosts' usage, when the builder
         can patch; a usage update is the frequent one, and only a handful of arrays derive from it."""
         latest = self._latest
-        if self._columns_with_usage is None or latest.columns is None:
+        columns = self._columns_of(latest)
+        if self._columns_with_usage is None or columns is None:
             return self._build_columns(fleet)
-        rows = [latest.columns.row_of(name) for name in changed]
+        rows = [columns.row_of(name) for name in changed]
         instances_changed = any(host.instances != latest.hosts[name].instances for name, host in changed.items())
-        return self._columns_with_usage(latest.columns, fleet.hosts, rows, instances_changed)
+        return self._columns_with_usage(columns, fleet.hosts, rows, instances_changed)
 
 
 def _with_usage(host: Host, usage: HostUsage, path: str) -> Host:

@@ -60,6 +60,8 @@ MAX_RESTART_DELAY_S = 10.0
 SUPERVISE_POLL_S = 1.0
 # Beyond the drain grace: how long a stopping worker may take before it is killed.
 STOP_MARGIN_S = 5.0
+# A whole fleet may arrive in one ReplaceFleet: gRPC's default 4 MiB limit held about 3,000 hosts.
+MAX_STATE_MESSAGE_BYTES = 1 << 30
 # Imported once by the fork server, before it forks any worker: server.worker brings in grpc,
 # numpy, the engine and the generated stubs; the others are what a worker imports later on (its
 # gRPC server, its metrics, numpy's masked arrays). prometheus_client reads
@@ -311,7 +313,8 @@ class Supervisor:
 
     def _serve_state(self, state: FleetState, cleanup: contextlib.ExitStack) -> None:
         socket_path = remove_stale_socket(self.options.state_listen)
-        server = grpc.server(ThreadPoolExecutor(max_workers=4, thread_name_prefix="state"))
+        server = grpc.server(ThreadPoolExecutor(max_workers=4, thread_name_prefix="state"),
+                             options=[("grpc.max_receive_message_length", MAX_STATE_MESSAGE_BYTES)])
         state_pb2_grpc.add_FleetStateServicer_to_server(FleetStateServicer(state), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -96,3 +96,15 @@ def test_load_replaces_the_fleet_and_status_reports_it(tmp_path):
         assert status.stdout.startswith(f"generation 2: {len(fleet.hosts)} hosts, {len(fleet.aggregates)} aggregates")
         missing = placecheck("load", str(tmp_path / "missing.json"), "--state", own.state_target)
         assert missing.returncode == 2 and "missing.json" in missing.stderr
+
+
+def test_load_takes_a_fleet_over_grpcs_default_4_mib_message_limit(tmp_path):
+    fleet = demo_fleet(10_000, 0)
+    fleet_file = tmp_path / "fleet.json"
+    fleet_file.write_text(json.dumps(fleet_to_json(fleet)))
+    with start_sidecar(workers=1, metrics=False, wait_serving=False) as own:
+        loaded = placecheck("load", str(fleet_file), "--state", own.state_target)
+        assert loaded.returncode == 0, loaded.stderr
+        assert loaded.stdout.strip().startswith("published generation 1: 10000 hosts")
+        with StateClient(own.state_target) as state:
+            assert state.status(timeout=10).host_count == 10_000
