@@ -99,11 +99,13 @@ class FleetState:
         """The last acknowledged fleet."""
         return self._committed.fleet()
 
-    def replace(self, fleet: Fleet, allow_empty: bool = False) -> int:
+    def replace(self, fleet: Fleet, allow_empty: bool = False, hosts_field: str = "fleet.hosts") -> int:
+        """Replace the whole fleet; one without hosts only with allow_empty (else InvalidField
+        naming `hosts_field`, the caller's name for the hosts)."""
         validate_fleet(fleet)
         if not fleet.hosts and not allow_empty:
-            raise InvalidField("fleet.hosts", "a fleet without hosts would remove every host; "
-                                              "set allow_empty to mean it")
+            raise InvalidField(hosts_field, "a fleet without hosts would remove every host; "
+                                            "set allow_empty to mean it")
         with self._lock:
             ticket, version = self._make(
                 {host.name: host for host in fleet.hosts},

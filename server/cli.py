@@ -129,7 +129,8 @@ def _load(args) -> int:
 
     fleet = load_fleet(args.fleet)
     with StateClient(args.state) as client:
-        generation = client.replace_fleet(fleet_to_proto(fleet), allow_empty=args.allow_empty, timeout=args.timeout)
+        generation = client.replace_fleet_stream(fleet_to_proto(fleet), allow_empty=args.allow_empty,
+                                                 timeout=args.timeout)
     print(f"published generation {generation}: {len(fleet.hosts)} hosts, {len(fleet.aggregates)} aggregates")
     return EXIT_OK
 

@@ -7,6 +7,7 @@ response names the generation with the fleet history's epoch.
 """
 from __future__ import annotations
 
+from engine.model import Fleet
 from engine.state import FleetState
 from placecheck.v1 import state_pb2, state_pb2_grpc
 from server import convert
@@ -42,6 +43,19 @@ class FleetStateServicer(state_pb2_grpc.FleetStateServicer):
     def ReplaceFleet(self, request, context):
         fleet = self._validated(context, lambda: convert.fleet_from_proto(request.fleet))
         generation = self._mutate(context, "host", lambda: self._state.replace(fleet, request.allow_empty))
+        return state_pb2.ReplaceFleetResponse(generation=generation, epoch=self._state.epoch)
+
+    def ReplaceFleetStream(self, request_iterator, context):
+        def assemble() -> tuple[Fleet, bool]:
+            hosts, aggregates, allow_empty = [], [], False
+            for index, part in enumerate(request_iterator):
+                hosts.extend(convert.hosts_from_proto(part.hosts, f"parts[{index}].hosts"))
+                aggregates.extend(convert.aggregates_from_proto(part.aggregates, f"parts[{index}].aggregates"))
+                allow_empty = allow_empty or part.allow_empty
+            return Fleet(hosts=tuple(hosts), aggregates=tuple(aggregates)), allow_empty
+
+        fleet, allow_empty = self._validated(context, assemble)
+        generation = self._mutate(context, "host", lambda: self._state.replace(fleet, allow_empty, "parts.hosts"))
         return state_pb2.ReplaceFleetResponse(generation=generation, epoch=self._state.epoch)
 
     def UpsertHosts(self, request, context):

@@ -328,6 +328,31 @@ def test_without_a_fleet_the_sidecar_is_not_serving_until_one_is_written():
         assert state.status(timeout=TIMEOUT_S).host_count == 0
 
 
+def test_a_fleet_streamed_in_parts_replaces_the_fleet_as_one_generation():
+    hosts = [roomy_host(f"streamed-{index:03d}") for index in range(25)]
+    aggregate = fleet_pb2.Aggregate(id=3, name="az", hosts=["streamed-000", "streamed-024"],
+                                    metadata={"availability_zone": "az9"})
+    with start_sidecar(workers=1, metrics=False, wait_serving=False) as own, StateClient(own.state_target) as state, \
+            PlacementClient(own.decision_target, channels=1) as placement:
+        stub = state._stub
+        bad_part = [state_pb2.ReplaceFleetPart(hosts=hosts[:2]), state_pb2.ReplaceFleetPart(hosts=[fleet_pb2.Host()])]
+        for parts, field in ((bad_part, "parts[1].hosts[0].name"), ([state_pb2.ReplaceFleetPart()], "parts.hosts")):
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.ReplaceFleetStream(iter(parts), timeout=TIMEOUT_S)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert [f for f, _ in bad_request_violations(raised.value)] == [field]
+        assert state.status(timeout=TIMEOUT_S).generation == 0  # nothing of a refused stream was kept
+        generation = state.replace_fleet_stream(fleet_pb2.Fleet(hosts=hosts, aggregates=[aggregate]),
+                                                hosts_per_part=10, timeout=TIMEOUT_S)
+        assert generation == 1
+        status = state.status(timeout=TIMEOUT_S)
+        assert (status.host_count, status.aggregate_count, status.epoch) == (25, 1, generation.epoch)
+        zoned = placement.check_destination(small_request(availability_zone="az9"),
+                                            ["streamed-000", "streamed-012", "streamed-024"],
+                                            min_generation=generation, timeout=TIMEOUT_S)
+        assert [verdict.allowed for verdict in zoned.verdicts] == [True, False, True]
+
+
 def test_with_max_snapshot_age_a_fleet_without_writes_turns_not_serving(tmp_path):
     max_age_s = 3.0
     with start_sidecar(workers=1, wait_serving=False, extra_args=("--max-snapshot-age", str(max_age_s))) as fed, \

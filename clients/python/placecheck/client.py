@@ -21,6 +21,8 @@ DEFAULT_DECISION_TARGET = "127.0.0.1:50051"
 DEFAULT_STATE_TARGET = "unix:/tmp/placecheck-state.sock"
 
 ChannelOptions = Sequence[tuple[str, object]]
+# A part of a streamed fleet: about 1.3 MB for demo-sized hosts, well under gRPC's 4 MiB default.
+HOSTS_PER_PART = 1_000
 
 
 class Generation(int):
@@ -116,6 +118,20 @@ class StateClient:
         """Replace the whole fleet; one without hosts only with allow_empty."""
         return _generation(self._stub.ReplaceFleet(
             state_pb2.ReplaceFleetRequest(fleet=fleet, allow_empty=allow_empty), timeout=timeout))
+
+    def replace_fleet_stream(self, fleet: fleet_pb2.Fleet, *, allow_empty: bool = False,
+                             hosts_per_part: int = HOSTS_PER_PART, timeout: float | None = None) -> Generation:
+        """Replace the whole fleet, sent in parts of `hosts_per_part` hosts: a fleet of any size."""
+        if hosts_per_part < 1:
+            raise ValueError(f"hosts_per_part must be >= 1, got {hosts_per_part}")
+
+        def parts():
+            yield state_pb2.ReplaceFleetPart(hosts=fleet.hosts[:hosts_per_part], aggregates=fleet.aggregates,
+                                             allow_empty=allow_empty)
+            for start in range(hosts_per_part, len(fleet.hosts), hosts_per_part):
+                yield state_pb2.ReplaceFleetPart(hosts=fleet.hosts[start:start + hosts_per_part])
+
+        return _generation(self._stub.ReplaceFleetStream(parts(), timeout=timeout))
 
     def upsert_hosts(self, hosts: Iterable[fleet_pb2.Host], *, timeout: float | None = None) -> Generation:
         return _generation(self._stub.UpsertHosts(state_pb2.UpsertHostsRequest(hosts=list(hosts)), timeout=timeout))
