@@ -17,12 +17,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.model import InvalidField
+from engine.nova_fields import ARCHITECTURE
 
 DEFAULT_PROFILE = "default"
 BUILT_IN_SOURCE = "<built-in>"
@@ -115,6 +117,13 @@ _OPTION_MINIMUMS: dict[str, int] = {
 }
 
 
+# Nova's `choices=` (nova/conf/scheduler.py): image_properties_default_architecture takes
+# canonical architecture names only; "" is unset.
+_OPTION_CHOICES: dict[str, frozenset[str]] = {
+    "image_properties_default_architecture": ARCHITECTURE.valid | {""},
+}
+
+
 @dataclass(frozen=True)
 class Config:
     revision: str  # short content hash: which configuration a decision was made with
@@ -197,6 +206,9 @@ def _build_profile(name: str, options: dict, source: str, prefix: str) -> Profil
         values[key] = _checked(value, _OPTION_TYPES[key], source, f"{prefix}.{key}")
         if key in _OPTION_MINIMUMS and values[key] < _OPTION_MINIMUMS[key]:
             raise ConfigError(source, f"{prefix}.{key}", f"must be >= {_OPTION_MINIMUMS[key]}")
+        if key in _OPTION_CHOICES and values[key] not in _OPTION_CHOICES[key]:
+            raise ConfigError(source, f"{prefix}.{key}",
+                              f"must be one of {', '.join(sorted(_OPTION_CHOICES[key]))}, got {values[key]!r}")
     if "enabled_filters" in values:
         known = implemented_rules()
         for rule in values["enabled_filters"]:
@@ -213,6 +225,8 @@ def _build_profile(name: str, options: dict, source: str, prefix: str) -> Profil
 def _checked(value: Any, expected: type, source: str, key: str) -> Any:
     # bool is an int subclass in Python but never a valid number here.
     if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):  # a NaN multiplier would make every weight NaN
+            raise ConfigError(source, key, f"must be a finite number, got {value!r}")
         return float(value)
     if expected is int and isinstance(value, int) and not isinstance(value, bool):
         return value

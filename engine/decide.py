@@ -13,6 +13,7 @@ import threading
 import numpy as np
 
 from engine.config import Profile
+from engine.image_meta import image_meta_props
 from engine.model import GroupPolicy, InvalidField, Request
 from engine.rules.base import Active
 from engine.verdict import CheckResult, FilterSummary, HostVerdict, InstancePlacement, SelectResult, WeighedHost
@@ -47,6 +48,9 @@ def compile_rules(columns, request: Request, profile: Profile) -> list[Active]:
     """Every enabled rule compiled for the request, in the profile's order."""
     from engine.rules import RULES
 
+    if request.image is not None:
+        # Nova's API refuses an image its ImageMetaProps cannot type, whichever rules run.
+        image_meta_props(request.image.properties)
     actives: list[Active] = []
     for name in profile.enabled_filters:
         try:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from engine.columns import build_columns
 from engine.config import ConfigError, Profile, default_config, load_config
 from engine.decide import UnknownHost, check_destination, select_destinations
-from engine.model import Fleet, GroupPolicy, Host, InvalidField, Inventory, Request, ServerGroup
+from engine.model import Fleet, GroupPolicy, Host, Image, InvalidField, Inventory, Request, ServerGroup
 from engine.rules import RULES
 from engine.weighers import MetricNotFound
 from tests.fleetgen import scenarios
@@ -256,6 +256,10 @@ def test_documented_config_loads_and_profiles_resolve():
     ('[profiles.default]\nmax_attempts = "3"\n', "profiles.default.max_attempts"),
     ('default_profile = "other"\n[profiles.default]\n', "default_profile"),
     ('[profiles.default]\nram_weight_multiplier = \n', ""),
+    ('[profiles.default]\nram_weight_multiplier = nan\n', "profiles.default.ram_weight_multiplier"),
+    ('[profiles.default]\ncpu_weight_multiplier = -inf\n', "profiles.default.cpu_weight_multiplier"),
+    ('[profiles.default]\nimage_properties_default_architecture = "AMD64"\n',
+     "profiles.default.image_properties_default_architecture"),
 ])
 def test_config_errors_name_file_and_key(tmp_path, body, key):
     path = tmp_path / "bad.toml"
@@ -281,3 +285,11 @@ def test_profile_from_options_keeps_unknown_options_aside():
     assert profile.enabled_filters == tuple(RULES)
     with pytest.raises(ConfigError):
         Profile.from_options("case-2", {"max_io_ops_per_host": "eight"})
+
+
+def test_an_image_nova_cannot_type_is_refused_whatever_rules_run():
+    columns = build_columns(Fleet((Host("h1"),)))
+    request = Request(image=Image(properties={"hw_qemu_guest_agent": "yes", "hw_cpu_cores": "four"}))
+    with pytest.raises(InvalidField) as raised:
+        check_destination(columns, request, Profile(enabled_filters=("ComputeFilter",)), ["h1"])
+    assert raised.value.field == "request.image.properties[hw_cpu_cores]"
