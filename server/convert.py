@@ -235,7 +235,7 @@ def _scheduler_hints_from_proto(msg: placement_pb2.SchedulerHints, path: str) ->
     if msg.query:
         try:
             json.loads(msg.query)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply
             raise InvalidField(f"{path}.query", f"must be a JSON query: {error}") from None
     return SchedulerHints(same_host=_names(msg.same_host, f"{path}.same_host"),
                           different_host=_names(msg.different_host, f"{path}.different_host"),

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import pytest
 
+from engine.columns import build_columns
+from engine.config import Profile
+from engine.decide import check_destination
+from engine.model import Flavor, Fleet, Host, InvalidField, Request
 from engine.rules.extra_specs_ops import match
 
 CPU_FLAGS = str(["aes", "mmx", "aux"])
@@ -65,3 +69,14 @@ def test_none_value_equals_only_by_plain_equality():
 def test_errors_as_nova_raises_them(value, req, error):
     with pytest.raises(error):
         match(value, req)
+
+
+@pytest.mark.parametrize("rule, key", [("ComputeCapabilitiesFilter", "capabilities:cpu_vendor"),
+                                       ("AggregateInstanceExtraSpecsFilter", "cpu_vendor")])
+def test_a_lone_or_is_refused_with_its_field(rule, key):
+    # Nova's match() pops an alternative from an empty list on every host with a value.
+    fleet = Fleet((Host("h1", stats={"cpu_vendor": "Intel"}),))
+    request = Request(flavor=Flavor(extra_specs={key: " <or> "}))
+    with pytest.raises(InvalidField) as raised:
+        check_destination(build_columns(fleet), request, Profile(enabled_filters=(rule,)), ["h1"])
+    assert raised.value.field == f"request.flavor.extra_specs[{key}]"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from engine.columns import build_columns
 from engine.config import Profile
 from engine.model import Fleet, Host, InvalidField, Inventory, Request, SchedulerHints
-from engine.rules.json_filter import QUERY_FIELD, QUERY_IS_FALSE, JsonFilter
+from engine.rules.json_filter import QUERY_FIELD, QUERY_IS_FALSE, JsonFilter, compile_query
 from fleetgen import HOST_IPS, HYPERVISORS, STATS, fleets
 from test_rules_kernel import as_snapshot, scan
 
@@ -264,3 +264,14 @@ def test_kernel_equals_reference_on_random_queries(fleet, query, data):
         assert partial_count == partial.sum()
         for row in np.flatnonzero(refused):
             assert RULE.explain(active, columns, int(row), placed).reason == QUERY_IS_FALSE
+
+
+@pytest.mark.parametrize("query, why", [
+    ("[\"and\", " * 3000 + "true" + "]" * 3000, "not JSON"),
+    ("[\"not\", " * 101 + "true" + "]" * 101, "nested deeper than 100"),
+    ("[\"in\", \"$hypervisor_type\"" + ", \"x\"" * 20000 + "]", "at most 65536"),
+])
+def test_a_query_too_deep_or_too_long_is_refused_with_its_field(query, why):
+    with pytest.raises(InvalidField) as raised:
+        compile_query(query)
+    assert raised.value.field == "request.scheduler_hints.query" and why in raised.value.description

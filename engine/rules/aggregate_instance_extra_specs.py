@@ -4,8 +4,9 @@ comma-split values to satisfy extra_specs_ops.match."""
 from __future__ import annotations
 
 from engine.columns import aggregate_metadata_get_by_host
+from engine.model import InvalidField
 from engine.rules.aggregate_metadata import AggregateMetadataRule
-from engine.rules.extra_specs_ops import match
+from engine.rules.extra_specs_ops import match, requirement_problem
 from engine.rules.host_rows import listed
 from engine.verdict import Rejection
 
@@ -20,10 +21,11 @@ def considered_specs(extra_specs: dict[str, str]) -> list[tuple[str, str]]:
     specs = []
     for key, req in extra_specs.items():
         scope, colon, name = key.partition(":")
-        if not colon:
-            specs.append((key, req))
-        elif scope == SCOPE:
-            specs.append((name, req))
+        if colon and scope != SCOPE:
+            continue
+        if problem := requirement_problem(req):
+            raise InvalidField(f"request.flavor.extra_specs[{key}]", problem)
+        specs.append((name if colon else key, req))
     return specs
 
 
@@ -34,7 +36,7 @@ def matches_any(values: set[str], req: str) -> bool:
         try:
             if match(value, req):
                 return True
-        except (ValueError, IndexError):
+        except ValueError:
             continue
     return False
 

@@ -29,7 +29,7 @@ import numpy as np
 from engine import _fastfilters
 from engine.model import InvalidField
 from engine.rules.base import Active, Rule
-from engine.rules.extra_specs_ops import match
+from engine.rules.extra_specs_ops import match, requirement_problem
 from engine.verdict import Rejection
 
 CAPABILITY_NOT_MET = "CAPABILITY_NOT_MET"
@@ -101,6 +101,8 @@ def capability_specs(request) -> list[CapabilitySpec]:
         if path[0] in HOST_NAME_ATTRIBUTES:
             raise InvalidField(f"request.flavor.extra_specs[{key}]",
                                "placecheck does not evaluate capabilities of the host name")
+        if problem := requirement_problem(requirement):
+            raise InvalidField(f"request.flavor.extra_specs[{key}]", problem)
         checked.append(CapabilitySpec(key, requirement, path, unscoped=len(scope) == 1))
     return checked
 

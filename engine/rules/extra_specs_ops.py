@@ -34,6 +34,14 @@ OPERATORS = {
 }
 
 
+def requirement_problem(req: str) -> str | None:
+    """Why Nova's match() would raise on this requirement for any host holding a value, or None:
+    a lone `<or>` pops an alternative from an empty list."""
+    if req.split() == [OR_OPERATOR]:
+        return f"{OR_OPERATOR} needs an alternative after it, e.g. '{OR_OPERATOR} a <or> b'"
+    return None
+
+
 def match(value: str | None, req: str) -> bool:
     words = req.split()
     op = words[0] if words else None

@@ -109,6 +109,23 @@ class Operation:
     may_be_absent = False
 
 
+# A query's cost grows with its length and depth (compiled once per request, recursively, then
+# run per 256 rows); Nova's own queries nest a few levels.
+MAX_QUERY_LENGTH = 65_536
+MAX_QUERY_DEPTH = 100
+
+
+def _nesting(value) -> int:
+    """How deeply lists nest in a decoded query, without recursing."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            pending.extend((element, depth + 1) for element in item)
+    return deepest
+
+
 def _refuse(description: str) -> InvalidField:
     return InvalidField(QUERY_FIELD, description)
 
@@ -125,6 +142,8 @@ def compile_query(text: str) -> Operation | None:
     that is empty or false, such as [] or {})."""
     if not text:
         return None
+    if len(text) > MAX_QUERY_LENGTH:
+        raise _refuse(f"{len(text)} characters; at most {MAX_QUERY_LENGTH}")
     try:
         query = json.loads(text, parse_constant=_finite_constant)
     except (ValueError, RecursionError) as error:
@@ -133,15 +152,14 @@ def compile_query(text: str) -> Operation | None:
         raise _refuse(f"not JSON: {error}") from None
     if not query:
         return None
+    if _nesting(query) > MAX_QUERY_DEPTH:
+        raise _refuse(f"nested deeper than {MAX_QUERY_DEPTH} levels")
     if isinstance(query, str):
         query = list(query)  # Nova indexes the string: an operator character, then arguments
     if not isinstance(query, list):
         raise _refuse(f"a query is a JSON list such as [\"=\", \"$num_instances\", 0], "
                       f"not {type(query).__name__} (Nova raises)")
-    try:
-        return _operation(query)
-    except RecursionError:
-        raise _refuse("nested too deeply") from None
+    return _operation(query)
 
 
 def _operation(query: list) -> Operation:
