@@ -113,14 +113,14 @@ def _stop_orphans(workers: list[tuple[int, int]], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while alive and time.monotonic() < deadline:
         time.sleep(ORPHAN_POLL_S)
-        alive = [pid for pid in alive if _running(pid)]
+        alive = [pid for pid in alive if running(pid)]
     for pid in alive:
         log.error("orphaned worker pid %d did not stop in time; killing it", pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
     """Not gone and not a zombie (an orphan's zombie lingers until init reaps it)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
