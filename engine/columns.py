@@ -525,9 +525,15 @@ def _resource_arrays(class_count: int, n: int, rows: list, classes: list, ints: 
             "rc_present": present, "rc_unit_bounds": _unit_bounds(present, min_unit, max_unit, step)}
 
 
+# Capacities beyond +-this are held as +-this, so free space stays an exact int64: above any
+# usage (<= MAX_USED) it leaves room for 2**31 instances of the largest amount (PLACEMENT_MAX_INT);
+# below (reserved > total, overcommitted) nothing fits either way.
+CAPACITY_CEILING = 2.0**62
+
+
 def _free(total: np.ndarray, reserved: np.ndarray, ratio: np.ndarray, used: np.ndarray) -> np.ndarray:
     # used + amount <= capacity with integer used and amount is amount <= floor(capacity) - used.
-    return np.floor((total - reserved) * ratio).astype(np.int64) - used
+    return np.clip(np.floor((total - reserved) * ratio), -CAPACITY_CEILING, CAPACITY_CEILING).astype(np.int64) - used
 
 
 def _unit_bounds(present, min_unit, max_unit, step) -> np.ndarray:

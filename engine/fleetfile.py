@@ -17,8 +17,8 @@ import re
 from typing import Any
 
 from engine.model import (
-    MAX_UNIT_DEFAULT, Aggregate, Flavor, Fleet, GroupPolicy, Host, Image, InvalidField, Inventory,
-    Operation, Request, SchedulerHints, ServerGroup, host_at, require_unique,
+    MAX_UNIT_DEFAULT, MAX_USED, PLACEMENT_MAX_INT, PLACEMENT_MAX_RATIO, Aggregate, Flavor, Fleet, GroupPolicy,
+    Host, Image, InvalidField, Inventory, Operation, Request, SchedulerHints, ServerGroup, host_at, require_unique,
 )
 
 INT64_MAX = 2**63 - 1
@@ -74,9 +74,10 @@ def _optional_string(value: Any, path: str) -> str:
     return "" if value is None else _string(value, path)
 
 
-def _integer(value: Any, path: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= INT64_MAX:
-        kind = "a non-negative integer" if minimum == 0 else f"an integer >= {minimum}"
+def _integer(value: Any, path: str, minimum: int = 0, maximum: int = INT64_MAX) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        kind = (f"an integer from {minimum} to {maximum}" if maximum != INT64_MAX
+                else "a non-negative integer" if minimum == 0 else f"an integer >= {minimum}")
         raise InvalidField(path, f"must be {kind}")
     return value
 
@@ -219,16 +220,19 @@ def _aggregate_from_json(obj: Any, path: str) -> Aggregate:
     )
 
 
+# (field, lowest, highest): Placement's API limits; usage, a sum, up to where it stays exact.
+INVENTORY_RANGES = (("total", 0, PLACEMENT_MAX_INT), ("reserved", 0, PLACEMENT_MAX_INT),
+                    ("min_unit", 1, PLACEMENT_MAX_INT), ("max_unit", 1, PLACEMENT_MAX_INT),
+                    ("step_size", 1, PLACEMENT_MAX_INT), ("used", 0, MAX_USED))
+
+
 def validate_inventory(inventory: Inventory, path: str) -> None:
     """Placement's inventory rules; min_unit > max_unit is allowed here (nothing then fits)."""
-    for name in ("total", "reserved", "used"):
-        if not 0 <= getattr(inventory, name) <= INT64_MAX:
-            raise InvalidField(_join(path, name), "must be a non-negative integer")
-    for name in ("min_unit", "max_unit", "step_size"):
-        if not 1 <= getattr(inventory, name) <= INT64_MAX:
-            raise InvalidField(_join(path, name), "must be an integer >= 1")
-    if not (math.isfinite(inventory.allocation_ratio) and inventory.allocation_ratio > 0):
-        raise InvalidField(_join(path, "allocation_ratio"), "must be a finite number > 0")
+    for name, low, high in INVENTORY_RANGES:
+        if not low <= getattr(inventory, name) <= high:
+            raise InvalidField(_join(path, name), f"must be an integer from {low} to {high}")
+    if not 0 < inventory.allocation_ratio <= PLACEMENT_MAX_RATIO:  # NaN fails too
+        raise InvalidField(_join(path, "allocation_ratio"), f"must be > 0 and <= {PLACEMENT_MAX_RATIO}")
 
 
 def validate_host(host: Host, path: str) -> None:
@@ -320,7 +324,7 @@ def request_from_json(obj: Any) -> Request:
     except ValueError:
         raise InvalidField("operation", f"must be one of {', '.join(item.value for item in Operation)}") from None
     resources = {
-        _resource_class(name, f"resources.{name}"): _integer(amount, f"resources.{name}")
+        _resource_class(name, f"resources.{name}"): _integer(amount, f"resources.{name}", maximum=PLACEMENT_MAX_INT)
         for name, amount in _object(fields.get("resources", {}), "resources").items()
     }
     member_of = []

@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 
 from engine.nova_fields import HV_SPEC_FIELDS, canonical_hv_spec
 
-MAX_UNIT_DEFAULT = 2147483647  # Placement's API default for max_unit
+# Placement's largest inventory value and allocation amount (its API's `maximum`, db MAX_INT);
+# also its default max_unit.
+PLACEMENT_MAX_INT = 2147483647
+MAX_UNIT_DEFAULT = PLACEMENT_MAX_INT
+# Placement's largest allocation_ratio (a single-precision SQL float's maximum).
+PLACEMENT_MAX_RATIO = 3.40282e38
+# Usage is a sum of allocations, so it may pass PLACEMENT_MAX_INT; up to 2**53 every capacity
+# comparison (integer usage and amount against a float capacity) is exact.
+MAX_USED = 2**53
 DEFAULT_AVAILABILITY_ZONE = "nova"  # Nova's CONF.default_availability_zone
 DEFAULT_CIDR = "/24"  # SimpleCIDRAffinityFilter's default
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from engine.fleetfile import validate_aggregates, validate_fleet, validate_hosts
-from engine.model import Aggregate, Fleet, Host, InvalidField
+from engine.model import MAX_USED, Aggregate, Fleet, Host, InvalidField
 from engine.snapshot import SnapshotWriter
 from engine.store import Change, FleetStore, StoreError, Ticket
 
@@ -259,8 +259,8 @@ def _with_usage(host: Host, usage: HostUsage, path: str) -> Host:
         if inventory is None:
             raise InvalidField(f"{path}.used.{resource_class}",
                                f"host {host.name!r} has no {resource_class} inventory")
-        if isinstance(used, bool) or not isinstance(used, int) or used < 0:
-            raise InvalidField(f"{path}.used.{resource_class}", "must be a non-negative integer")
+        if isinstance(used, bool) or not isinstance(used, int) or not 0 <= used <= MAX_USED:
+            raise InvalidField(f"{path}.used.{resource_class}", f"must be an integer from 0 to {MAX_USED}")
         resources[resource_class] = dataclasses.replace(inventory, used=used)
     for name in ("num_instances", "num_io_ops"):
         value = getattr(usage, name)

@@ -14,6 +14,9 @@ import re
 
 from engine.model import (
     MAX_UNIT_DEFAULT,
+    MAX_USED,
+    PLACEMENT_MAX_INT,
+    PLACEMENT_MAX_RATIO,
     Aggregate,
     Fleet,
     Flavor,
@@ -29,6 +32,7 @@ from engine.model import (
     host_at,
     require_unique,
 )
+from engine.fleetfile import INVENTORY_RANGES
 from engine.state import HostUsage
 from engine.verdict import CheckResult, SelectResult, WeighedHost
 from placecheck.v1 import fleet_pb2, placement_pb2, state_pb2
@@ -68,6 +72,11 @@ def _non_negative(value: int, field_path: str) -> int:
     return value
 
 
+def _in_range(value: int, field_path: str, low: int, high: int) -> int:
+    _require(low <= value <= high, field_path, f"must be from {low} to {high}")
+    return value
+
+
 def _names(values, field_path: str) -> tuple[str, ...]:
     names = tuple(values)
     if not all(names):  # the index of the first empty one only when there is one
@@ -79,23 +88,14 @@ def _names(values, field_path: str) -> tuple[str, ...]:
 
 def inventory_from_proto(msg: fleet_pb2.Inventory, path: str) -> Inventory:
     ratio = msg.allocation_ratio if msg.HasField("allocation_ratio") else 1.0
-    _require(math.isfinite(ratio) and ratio > 0, f"{path}.allocation_ratio", "must be > 0")
-    min_unit = msg.min_unit if msg.HasField("min_unit") else 1
-    max_unit = msg.max_unit if msg.HasField("max_unit") else MAX_UNIT_DEFAULT
-    step_size = msg.step_size if msg.HasField("step_size") else 1
+    _require(0 < ratio <= PLACEMENT_MAX_RATIO, f"{path}.allocation_ratio", f"must be > 0 and <= {PLACEMENT_MAX_RATIO}")
     # min_unit > max_unit is accepted: Placement then refuses every amount, which the rule reports.
-    _require(min_unit >= 1, f"{path}.min_unit", "must be >= 1")
-    _require(max_unit >= 1, f"{path}.max_unit", "must be >= 1")
-    _require(step_size >= 1, f"{path}.step_size", "must be >= 1")
-    return Inventory(
-        total=_non_negative(msg.total, f"{path}.total"),
-        reserved=_non_negative(msg.reserved, f"{path}.reserved"),
-        allocation_ratio=ratio,
-        min_unit=min_unit,
-        max_unit=max_unit,
-        step_size=step_size,
-        used=_non_negative(msg.used, f"{path}.used"),
-    )
+    fields = {"min_unit": 1, "max_unit": MAX_UNIT_DEFAULT, "step_size": 1}
+    fields |= {name: getattr(msg, name) for name in fields if msg.HasField(name)}
+    fields |= {"total": msg.total, "reserved": msg.reserved, "used": msg.used}
+    for name, low, high in INVENTORY_RANGES:
+        _in_range(fields[name], f"{path}.{name}", low, high)
+    return Inventory(allocation_ratio=ratio, **fields)
 
 
 def host_from_proto(msg: fleet_pb2.Host, path: str) -> Host:
@@ -173,7 +173,7 @@ def host_usage_from_proto(msg: state_pb2.HostUsage, path: str) -> HostUsage:
     _require(bool(msg.name), f"{path}.name", "must not be empty")
     for rc, used in msg.used.items():
         _require(bool(RESOURCE_CLASS_PATTERN.match(rc)), f"{path}.used[{rc}]", "resource class must match [A-Z0-9_]+")
-        _non_negative(used, f"{path}.used[{rc}]")
+        _in_range(used, f"{path}.used[{rc}]", 0, MAX_USED)
     for count in ("num_instances", "num_io_ops"):
         if msg.HasField(count):
             _non_negative(getattr(msg, count), f"{path}.{count}")
@@ -263,7 +263,7 @@ def request_from_proto(msg: placement_pb2.PlacementRequest, path: str = "request
     for rc, amount in msg.resources.items():
         rc_path = f"{path}.resources[{rc}]"
         _require(bool(RESOURCE_CLASS_PATTERN.match(rc)), rc_path, "resource class must match [A-Z0-9_]+")
-        resources[rc] = _non_negative(amount, rc_path)
+        resources[rc] = _in_range(amount, rc_path, 0, PLACEMENT_MAX_INT)
     member_of = []
     for index, aggregate_set in enumerate(msg.member_of):
         set_path = f"{path}.member_of[{index}].aggregate_ids"

@@ -148,7 +148,10 @@ def _move(operation, **fields):
 
 
 INVALID_DECISIONS = [
-    ("check", small_request(resources={"VCPU": -1}), ["h"], "request.resources[VCPU]", "must be >= 0"),
+    ("check", small_request(resources={"VCPU": -1}), ["h"], "request.resources[VCPU]", "must be from 0 to 2147483647"),
+    # Placement's largest allocation: refused at the door rather than decided inexactly.
+    ("check", small_request(resources={"MEMORY_MB": 2**31}), ["h"], "request.resources[MEMORY_MB]",
+     "must be from 0 to 2147483647"),
     ("check", small_request(), [""], "hosts[0]", "must not be empty"),
     ("check", small_request(), [], "hosts", "at least one host is required"),
     ("check", _move(placement_pb2.OPERATION_LIVE_MIGRATE, instance_uuid="u"), ["h"], "request.source_host",
@@ -188,6 +191,10 @@ INVALID_STATE_CHANGES = [
     ("upsert_hosts", [fleet_pb2.Host(name="x", num_io_ops=-2)], "hosts[0].num_io_ops"),
     ("upsert_aggregates", [fleet_pb2.Aggregate(id=0)], "aggregates[0].id"),
     ("update_usage", [state_pb2.HostUsage(name="test-roomy", used={"VCPU": -1})], "usages[0].used[VCPU]"),
+    ("update_usage", [state_pb2.HostUsage(name="test-roomy", used={"DISK_GB": 2**53 + 1})], "usages[0].used[DISK_GB]"),
+    ("upsert_hosts", [fleet_pb2.Host(name="x", resources={"VCPU": inventory(2**31)})], "hosts[0].resources[VCPU].total"),
+    ("upsert_hosts", [fleet_pb2.Host(name="x", resources={"VCPU": inventory(2**63 - 1)})],
+     "hosts[0].resources[VCPU].total"),
     ("remove_hosts", [], "names"),
 ]
 
