@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 ERROR_DOMAIN = "placecheck.dev"
 # How long a caller should wait before retrying while no snapshot is loaded yet.
 NO_SNAPSHOT_RETRY_DELAY_S = 0.1
+# How long a caller should wait before retrying a write the store could not keep (a disk to free).
+STORE_RETRY_DELAY_S = 1
 
 
 class SnapshotUnavailable(Exception):
@@ -109,6 +111,7 @@ def rpc_status_for(error: BaseException) -> tuple[str, grpc.Status]:
         return ("resource_exhausted" if full else "unavailable"), _status(
             code_pb2.RESOURCE_EXHAUSTED if full else code_pb2.UNAVAILABLE, str(error),
             error_details_pb2.ErrorInfo(reason="STORE_FULL" if full else "STORE_UNAVAILABLE",
-                                        domain=ERROR_DOMAIN))
+                                        domain=ERROR_DOMAIN),
+            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=STORE_RETRY_DELAY_S)))
     log.error("internal error answering a call", exc_info=error)
     return "internal", _status(code_pb2.INTERNAL, "internal error; see the sidecar's log")
