@@ -8,7 +8,7 @@ STUBS := clients/python/placecheck/v1
 PROTOS := $(wildcard proto/placecheck/v1/*.proto)
 PYX := engine/_fastfilters.pyx $(wildcard engine/*.pxi engine/rules/*.pxi)
 
-.PHONY: all run test bench clean proto build
+.PHONY: all run test bench clean proto build placement
 
 all: build
 
@@ -36,14 +36,27 @@ build: $(VENV)/.built
 run: build
 	$(VENV)/bin/placecheck serve --demo
 
-test: build
+test: build placement
 	$(PY) -m pytest -q
 
 bench: build
 	$(PY) -m bench
 
+# A real OpenStack Placement service for the feeder's tests, in a venv of its own (its
+# dependencies are not placecheck's). When it cannot be installed, make says so, the log stays in
+# .venv-placement.log and the tests that need it skip, naming the log.
+PLACEMENT_VENV := .venv-placement
+
+$(PLACEMENT_VENV)/.installed: requirements-placement.txt
+	@if $(PYTHON) -m venv $(PLACEMENT_VENV) >$(PLACEMENT_VENV).log 2>&1 \
+		&& $(PLACEMENT_VENV)/bin/pip install -q -r requirements-placement.txt >>$(PLACEMENT_VENV).log 2>&1; then \
+		touch $@; \
+	else echo "openstack-placement did not install (see $(PLACEMENT_VENV).log): its tests will skip"; fi
+
+placement: $(PLACEMENT_VENV)/.installed
+
 clean:
-	rm -rf $(VENV) build engine/_fastfilters.c engine/*.so $(STUBS) *.egg-info
+	rm -rf $(VENV) $(PLACEMENT_VENV) $(PLACEMENT_VENV).log build engine/_fastfilters.c engine/*.so $(STUBS) *.egg-info
 
 # The Node.js and Go clients (clients/node, clients/go). Their dependencies install once, behind
 # stamp files, like the venv; without npm or go the targets say so and the clients' tests skip.

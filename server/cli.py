@@ -1,4 +1,4 @@
-"""The `placecheck` command: serve, check, select, load, status.
+"""The `placecheck` command: serve, check, select, load, status, sync openstack.
 
 Exit codes: 0 success (check: every host allowed; select: every instance
 placed), 1 a refusal (check: a host refused; select: nothing fits),
@@ -149,6 +149,42 @@ def _status(args) -> int:
     return EXIT_OK
 
 
+def _sync_openstack(args) -> int:
+    import logging
+    import signal
+    import threading
+
+    from placecheck import StateClient
+    from server.feed_metrics import FeedMetrics, serve_feed_metrics
+    from server.openstack_feed import FeedError, PlacementFeed, PlacementReader, connect_placement, run
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    metrics = FeedMetrics()
+    metrics_host, _, metrics_port = args.metrics_port.rpartition(":")
+    http = serve_feed_metrics(metrics_host or "127.0.0.1", int(metrics_port), metrics) if int(metrics_port) else None
+    reader = PlacementReader(connect_placement(args.os_cloud, args.concurrency), args.concurrency,
+                             on_request=metrics.placement_requests.inc)
+    try:
+        with StateClient(args.state) as state:
+            feed = PlacementFeed(reader, state, metrics)
+            if args.once:
+                try:
+                    print(feed.sync())
+                except FeedError as error:
+                    print(f"placecheck sync openstack: {error.kind}: {error}", file=sys.stderr)
+                    return EXIT_ERROR
+                return EXIT_OK
+            stop = threading.Event()
+            for signal_number in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signal_number, lambda *_: stop.set())
+            run(feed, args.interval, stop, args.max_backoff)
+    finally:
+        reader.close()
+        if http is not None:
+            http.shutdown()
+    return EXIT_OK
+
+
 def _resource(text: str) -> tuple[str, int]:
     resource_class, separator, amount = text.partition("=")
     if not separator or not resource_class:
@@ -272,6 +308,29 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds (%(default)s)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(handler=_status)
+
+    from server.openstack_feed import DEFAULT_CONCURRENCY, DEFAULT_INTERVAL_S, DEFAULT_MAX_BACKOFF_S
+
+    sync = commands.add_parser("sync", help="keep the sidecar's fleet equal to a source")
+    sources = sync.add_subparsers(dest="source", required=True)
+    openstack = sources.add_parser(
+        "openstack", help="from OpenStack Placement: a full sync, then polls (docs/openstack-feed.md)")
+    openstack.add_argument("--os-cloud", help="cloud name in clouds.yaml (default: $OS_CLOUD, else the OS_* "
+                                              "environment variables)")
+    openstack.add_argument("--state", default=DEFAULT_STATE_TARGET, help="state address (%(default)s)")
+    openstack.add_argument("--interval", type=_positive_float, default=DEFAULT_INTERVAL_S, metavar="SECONDS",
+                           help="between polls (%(default)s)")
+    openstack.add_argument("--concurrency", type=_positive_int, default=DEFAULT_CONCURRENCY,
+                           help="providers read from Placement at once (%(default)s)")
+    openstack.add_argument("--max-backoff", type=_positive_float, default=DEFAULT_MAX_BACKOFF_S, metavar="SECONDS",
+                           help="longest wait between retries while a sync keeps failing (%(default)s)")
+    openstack.add_argument("--metrics-port", default="0",
+                           help="the feeder's Prometheus endpoint PORT or HOST:PORT (loopback by default); "
+                                "0 disables (%(default)s)")
+    openstack.add_argument("--once", action="store_true", help="one full sync, then exit (0, or 2 if it failed)")
+    openstack.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                           help="(%(default)s)")
+    openstack.set_defaults(handler=_sync_openstack)
     return parser
 
 

@@ -1,0 +1,344 @@
+"""`placecheck sync openstack`: keep placecheck's fleet equal to OpenStack Placement.
+
+A full sync first (ReplaceFleet), then a poll every interval. Placement has no changes-since
+query, but its provider list (one call) carries each provider's `generation`, which moves on
+any change to the provider's inventories, allocations, traits or aggregates; a poll reads again
+only the providers whose generation moved (4 calls each: inventories, usages, traits,
+aggregates; a bounded pool of providers at once) and writes only what changed, through the
+sidecar's FleetState API: RemoveHosts for providers gone, UpdateUsage when only usage moved,
+UpsertHosts otherwise, UpsertAggregates / RemoveAggregates for membership. A poll with nothing
+to write sends an empty UpdateUsage, so that the sidecar's --max-snapshot-age tells a feeder
+that cannot reach Placement from a quiet cloud. docs/openstack-feed.md maps every field.
+
+Only root providers become hosts (Nova's compute nodes); nested and sharing providers are not
+mapped yet.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+
+from placecheck.openstack import aggregate_id
+from placecheck.v1 import fleet_pb2, state_pb2
+from server.feed_metrics import FeedMetrics
+
+log = logging.getLogger("placecheck.sync.openstack")
+
+# 1.14: providers list their root; 1.19: aggregates come with the provider generation. Every
+# Placement since Rocky serves it.
+PLACEMENT_MICROVERSION = "1.19"
+DEFAULT_CONCURRENCY = 8
+DEFAULT_INTERVAL_S = 10.0
+DEFAULT_MAX_BACKOFF_S = 60.0
+WRITE_TIMEOUT_S = 60.0
+
+
+class FeedError(Exception):
+    """A sync that failed, with `kind` one of feed_metrics.ERROR_KINDS."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Inventory:
+    total: int
+    reserved: int
+    allocation_ratio: float
+    min_unit: int
+    max_unit: int
+    step_size: int
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One root resource provider as read from Placement."""
+
+    uuid: str
+    name: str
+    generation: int
+    inventories: dict[str, Inventory]
+    used: dict[str, int]
+    traits: frozenset[str]
+    aggregates: frozenset[str]  # Placement aggregate UUIDs
+
+    def host(self) -> fleet_pb2.Host:
+        return fleet_pb2.Host(name=self.name, traits=sorted(self.traits), resources={
+            resource_class: fleet_pb2.Inventory(
+                total=inventory.total, reserved=inventory.reserved, allocation_ratio=inventory.allocation_ratio,
+                min_unit=inventory.min_unit, max_unit=inventory.max_unit, step_size=inventory.step_size,
+                used=self.used.get(resource_class, 0))
+            for resource_class, inventory in self.inventories.items()})
+
+    def usage(self) -> state_pb2.HostUsage:
+        return state_pb2.HostUsage(name=self.name, used={
+            resource_class: self.used.get(resource_class, 0) for resource_class in self.inventories})
+
+    def differs_beyond_usage(self, other: Provider) -> bool:
+        return (self.name, self.inventories, self.traits) != (other.name, other.inventories, other.traits)
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A provider as the provider list shows it."""
+
+    uuid: str
+    name: str
+    generation: int
+
+
+class PlacementReader:
+    """Reads Placement through a keystoneauth Adapter (openstacksdk's placement proxy), with a
+    bounded pool for the per-provider reads; `on_request` is called once per HTTP request."""
+
+    def __init__(self, adapter, concurrency: int = DEFAULT_CONCURRENCY,
+                 on_request: Callable[[], None] = lambda: None):
+        self._adapter = adapter
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="placement-read")
+        self._on_request = on_request
+
+    def _get(self, path: str, *, missing_ok: bool = False) -> dict | None:
+        """The JSON answer; None for a 404 when `missing_ok` (a provider deleted meanwhile)."""
+        from keystoneauth1 import exceptions
+
+        self._on_request()
+        try:
+            response = self._adapter.get(path, microversion=PLACEMENT_MICROVERSION, raise_exc=False)
+        except exceptions.ConnectionError as error:  # refused, reset, timed out, DNS
+            raise FeedError("placement_unreachable", f"cannot reach Placement ({path}): {error}") from None
+        except exceptions.ClientException as error:  # e.g. Keystone refused the credentials
+            raise FeedError("placement_error", f"Placement ({path}): {error}") from None
+        if response.status_code == 404 and missing_ok:
+            return None
+        if response.status_code >= 400:
+            raise FeedError("placement_error", f"Placement answered {response.status_code} to GET {path}: "
+                                               f"{response.text[:300]}")
+        return response.json()
+
+    def list_roots(self) -> dict[str, Listed]:
+        """Every root provider, by UUID (one call)."""
+        listing = self._get("/resource_providers")["resource_providers"]
+        return {entry["uuid"]: Listed(entry["uuid"], entry["name"], entry["generation"])
+                for entry in listing if entry.get("root_provider_uuid", entry["uuid"]) == entry["uuid"]}
+
+    def read(self, listed: Listed) -> Provider | None:
+        """A provider's inventories, usages, traits and aggregates; None when it is gone."""
+        base = f"/resource_providers/{listed.uuid}"
+        answers = []
+        for part in ("inventories", "usages", "traits", "aggregates"):
+            answer = self._get(f"{base}/{part}", missing_ok=True)
+            if answer is None:
+                return None
+            answers.append(answer)
+        inventories, usages, traits, aggregates = answers
+        return Provider(
+            uuid=listed.uuid, name=listed.name, generation=listed.generation,
+            inventories={resource_class: Inventory(
+                total=record["total"], reserved=record["reserved"], allocation_ratio=record["allocation_ratio"],
+                min_unit=record["min_unit"], max_unit=record["max_unit"], step_size=record["step_size"])
+                for resource_class, record in inventories["inventories"].items()},
+            used=dict(usages["usages"]), traits=frozenset(traits["traits"]),
+            aggregates=frozenset(aggregates["aggregates"]))
+
+    def read_all(self, listed: Iterable[Listed]) -> dict[str, Provider | None]:
+        listed = list(listed)
+        return {entry.uuid: provider for entry, provider in zip(listed, self._pool.map(self.read, listed))}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _memberships(providers: Iterable[Provider]) -> dict[str, frozenset[str]]:
+    """Placement aggregate UUID -> names of the hosts in it."""
+    members: dict[str, set[str]] = {}
+    for provider in providers:
+        for aggregate_uuid in provider.aggregates:
+            members.setdefault(aggregate_uuid, set()).add(provider.name)
+    return {aggregate_uuid: frozenset(names) for aggregate_uuid, names in members.items()}
+
+
+def _aggregate(aggregate_uuid: str, hosts: Iterable[str]) -> fleet_pb2.Aggregate:
+    return fleet_pb2.Aggregate(id=aggregate_id(aggregate_uuid), name=aggregate_uuid, hosts=sorted(hosts))
+
+
+def _check_ids_distinct(aggregate_uuids: Iterable[str]) -> None:
+    seen: dict[int, str] = {}
+    for aggregate_uuid in aggregate_uuids:
+        other = seen.setdefault(aggregate_id(aggregate_uuid), aggregate_uuid)
+        if other != aggregate_uuid:
+            raise FeedError("aggregate_id_collision",
+                            f"aggregates {other} and {aggregate_uuid} share placecheck id {aggregate_id(other)}")
+
+
+@dataclass
+class SyncReport:
+    """What one sync did."""
+
+    sync: str  # "full" or "incremental"
+    listed_at: float  # Unix time of the provider list
+    providers_read: int
+    hosts: int
+    removed: int = 0
+    upserted: int = 0
+    usage_updated: int = 0
+    aggregates_written: int = 0
+
+
+class PlacementFeed:
+    """placecheck's fleet kept equal to Placement's root providers, through a StateClient."""
+
+    def __init__(self, reader: PlacementReader, state, metrics: FeedMetrics | None = None):
+        self._reader = reader
+        self._state = state
+        self._metrics = metrics
+        self._providers: dict[str, Provider] = {}  # what placecheck holds, by provider UUID
+        self._epoch: str | None = None  # the sidecar's fleet history we wrote into
+        self._history_changed = False
+        self.needs_full_sync = True
+
+    def sync(self) -> SyncReport:
+        """A full sync when one is due (first, after a failed write, after the sidecar's fleet
+        history changed), else a poll; FeedError when it fails."""
+        kind = "full" if self.needs_full_sync else "incremental"
+        started = time.monotonic()
+        try:
+            report = self._full_sync() if kind == "full" else self._poll()
+        except FeedError as error:
+            if self._metrics:
+                self._metrics.failed(kind, error.kind)
+            raise
+        self.needs_full_sync, self._history_changed = self._history_changed, False
+        if self._metrics:
+            self._metrics.succeeded(kind, report.listed_at, time.monotonic() - started, report.hosts)
+            self._metrics.providers_read.inc(report.providers_read)
+        return report
+
+    def _full_sync(self) -> SyncReport:
+        listed_at = time.time()
+        listing = self._reader.list_roots()
+        read = self._reader.read_all(listing.values())
+        providers = {uuid: provider for uuid, provider in read.items() if provider is not None}
+        memberships = _memberships(providers.values())
+        _check_ids_distinct(memberships)
+        fleet = fleet_pb2.Fleet(
+            hosts=[provider.host() for provider in sorted(providers.values(), key=lambda p: p.name)],
+            aggregates=[_aggregate(uuid, hosts) for uuid, hosts in sorted(memberships.items())])
+        # Placement is the truth: an empty Placement empties the fleet.
+        self._write(lambda timeout: self._state.replace_fleet(fleet, allow_empty=True, timeout=timeout))
+        self._history_changed = False  # the new history now holds the whole fleet
+        self._providers = providers
+        return SyncReport("full", listed_at, providers_read=len(listing), hosts=len(providers),
+                          upserted=len(providers), aggregates_written=len(memberships))
+
+    def _poll(self) -> SyncReport:
+        listed_at = time.time()
+        listing = self._reader.list_roots()
+        known = self._providers
+        moved = [entry for uuid, entry in listing.items()
+                 if uuid not in known or known[uuid].generation != entry.generation]
+        read = self._reader.read_all(moved)
+        providers = {uuid: provider for uuid, provider in known.items() if uuid in listing}
+        providers.update(read)
+        providers = {uuid: provider for uuid, provider in providers.items() if provider is not None}
+
+        removed = [provider.name for uuid, provider in known.items()
+                   if uuid not in providers or providers[uuid].name != provider.name]
+        upserts, usages = [], []
+        for uuid, provider in read.items():
+            before = known.get(uuid)
+            if provider is None:
+                continue
+            if before is None or provider.differs_beyond_usage(before):
+                upserts.append(provider.host())
+            elif provider.used != before.used:
+                usages.append(provider.usage())
+        memberships_before = _memberships(known.values())
+        memberships = _memberships(providers.values())
+        _check_ids_distinct(memberships)
+        changed_aggregates = [_aggregate(uuid, hosts) for uuid, hosts in sorted(memberships.items())
+                              if memberships_before.get(uuid) != hosts]
+        emptied = sorted(aggregate_id(uuid) for uuid in memberships_before if uuid not in memberships)
+
+        # Hosts before the aggregates that name them; a failure part-way leaves placecheck
+        # between two states, so the next sync is a full one.
+        writes = [
+            (removed, lambda timeout: self._state.remove_hosts(removed, timeout=timeout)),
+            (upserts, lambda timeout: self._state.upsert_hosts(upserts, timeout=timeout)),
+            (usages, lambda timeout: self._state.update_usage(usages, timeout=timeout)),
+            (changed_aggregates, lambda timeout: self._state.upsert_aggregates(changed_aggregates, timeout=timeout)),
+            (emptied, lambda timeout: self._state.remove_aggregates(emptied, timeout=timeout)),
+        ]
+        due = [write for items, write in writes if items]
+        # Nothing changed: an empty usage update still tells the sidecar its fleet is current.
+        for write in due or [lambda timeout: self._state.update_usage([], timeout=timeout)]:
+            self._write(write)
+        self._providers = providers
+        return SyncReport("incremental", listed_at, providers_read=len(moved), hosts=len(providers),
+                          removed=len(removed), upserted=len(upserts), usage_updated=len(usages),
+                          aggregates_written=len(changed_aggregates) + len(emptied))
+
+    def _write(self, write: Callable[[float], object]) -> None:
+        """One FleetState call; a failure (or another fleet history than before) makes the next
+        sync a full one."""
+        self.needs_full_sync = True  # until this sync's last write lands
+        try:
+            generation = write(WRITE_TIMEOUT_S)
+        except grpc.RpcError as error:
+            unavailable = error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            raise FeedError("placecheck_unavailable" if unavailable else "placecheck_refused",
+                            f"placecheck {error.code().name}: {error.details()}") from None
+        if self._epoch not in (None, generation.epoch):
+            log.warning("the sidecar's fleet history changed (%s, was %s): a full sync follows",
+                        generation.epoch, self._epoch)
+            self._history_changed = True
+        self._epoch = generation.epoch
+
+
+def connect_placement(cloud: str | None, concurrency: int, timeout: float = 30.0):
+    """A keystoneauth Adapter for Placement, configured by openstacksdk from a clouds.yaml cloud
+    (None: $OS_CLOUD, or the OS_* variables), with an HTTP connection per reader thread. A plain
+    Adapter rather than openstacksdk's proxy: that one asks Placement for its versions when made,
+    so a feeder started while Placement is down would stop instead of retrying."""
+    import openstack.config
+    from keystoneauth1.adapter import Adapter
+    from keystoneauth1.session import TCPKeepAliveAdapter
+
+    region = openstack.config.OpenStackConfig().get_one(cloud=cloud)
+    session = region.get_session()
+    session.timeout = session.timeout or timeout  # clouds.yaml's api_timeout, else ours: never wait forever
+    http = TCPKeepAliveAdapter(pool_maxsize=concurrency)
+    for scheme in ("https://", "http://"):
+        session.session.mount(scheme, http)
+    return Adapter(session=session, service_type=region.get_service_type("placement"),
+                   interface=region.get_interface("placement"), region_name=region.get_region_name("placement"),
+                   endpoint_override=region.get_endpoint("placement"))
+
+
+def run(feed: PlacementFeed, interval: float, stop: threading.Event,
+        max_backoff: float = DEFAULT_MAX_BACKOFF_S) -> None:
+    """Sync every `interval` seconds until `stop`; after a failure, again after a backoff that
+    doubles per failure up to `max_backoff` (with jitter, so feeders do not retry in step)."""
+    failures = 0
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            report = feed.sync()
+        except FeedError as error:
+            failures += 1
+            delay = min(max_backoff, interval * 2 ** (failures - 1)) * random.uniform(0.8, 1.0)
+            log.warning("sync failed (%s, %d in a row): %s; retrying in %.1fs", error.kind, failures, error, delay)
+        else:
+            if failures:
+                log.info("sync succeeded again after %d failures", failures)
+            failures = 0
+            delay = interval - (time.monotonic() - started)
+            log.log(logging.INFO if report.sync == "full" else logging.DEBUG, "%s", report)
+        stop.wait(max(0.0, delay))
