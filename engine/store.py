@@ -6,7 +6,9 @@ the next transaction together (group commit), so concurrent writers share one fs
 each caller waits for its own change's commit.
 
 Tables: `meta` (format, epoch, generation, time of the last write), `hosts` and `aggregates`
-(one row each in the fleet file's JSON shape, with a position that keeps fleet order). The
+(one row each in the fleet file's JSON shape, with a position that keeps fleet order). Rows
+are read back without the fleet file's checks: only validated hosts and aggregates are written
+(and the file's own rules, such as aggregates naming only known hosts, are not the state API's). The
 epoch is a random id made when a history starts (a new store); it never changes afterwards,
 so a generation number and its epoch together name one state of one history.
 """
@@ -21,10 +23,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-# The fleet file's JSON shape per host and aggregate, without the fleet file's stricter rules
-# (an aggregate may name a host not yet in the fleet, as the state API allows).
-from engine.fleetfile import _aggregate_from_json, _host_from_json, aggregate_to_json, host_to_json
-from engine.model import Aggregate, Fleet, Host
+from engine.fleetfile import aggregate_to_json, host_to_json
+from engine.model import Aggregate, Fleet, Host, Inventory
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,21 @@ def _json(document) -> str:
     return json.dumps(document, separators=(",", ":"))
 
 
+def _host_from_row(document: dict) -> Host:
+    """The inverse of host_to_json for a host that was validated before it was stored."""
+    return Host(**{
+        **document,
+        "resources": {name: Inventory(**inventory) for name, inventory in document["resources"].items()},
+        "traits": frozenset(document["traits"]),
+        "supported_instances": tuple(map(tuple, document["supported_instances"])),
+        "instances": tuple(document["instances"]),
+    })
+
+
+def _aggregate_from_row(document: dict) -> Aggregate:
+    return Aggregate(**{**document, "hosts": frozenset(document["hosts"])})
+
+
 class FleetStore:
     """Open (or create) the store in `directory`; `recovered` is what it held."""
 
@@ -137,12 +152,12 @@ class FleetStore:
         if meta.get("format") != str(STORE_FORMAT):
             raise sqlite3.DatabaseError(f"store format {meta.get('format')}, this version reads {STORE_FORMAT}")
         try:
-            hosts = tuple(_host_from_json(json.loads(body), f"hosts[{name}]") for name, body in
-                          connection.execute("SELECT name, body FROM hosts ORDER BY position"))
-            aggregates = tuple(_aggregate_from_json(json.loads(body), f"aggregates[{id_}]") for id_, body in
-                               connection.execute("SELECT id, body FROM aggregates ORDER BY position"))
-        except ValueError as error:  # json.JSONDecodeError and InvalidField both are
-            raise sqlite3.DatabaseError(f"unreadable row: {error}") from None
+            hosts = tuple(_host_from_row(json.loads(body)) for body, in
+                          connection.execute("SELECT body FROM hosts ORDER BY position"))
+            aggregates = tuple(_aggregate_from_row(json.loads(body)) for body, in
+                               connection.execute("SELECT body FROM aggregates ORDER BY position"))
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise sqlite3.DatabaseError(f"unreadable row: {error!r}") from None
         self._next_position = 1 + max(
             connection.execute("SELECT coalesce(max(position), -1) FROM hosts").fetchone()[0],
             connection.execute("SELECT coalesce(max(position), -1) FROM aggregates").fetchone()[0])

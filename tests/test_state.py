@@ -339,3 +339,16 @@ def test_a_change_the_store_cannot_keep_is_undone_with_those_queued_on_it(state,
     monkeypatch.setattr(store, "_commit", real_commit)
     assert state.update_usage([HostUsage(name="compute-2", used={"VCPU": 3})]) == 2
     assert published(reader)["vcpu_used"] == [0, 3, 0]  # compute-1's refused 7 is nowhere
+
+
+def test_a_store_with_an_unreadable_row_is_refused_naming_it(tmp_path, writer):
+    import sqlite3
+
+    from engine.store import STORE_FILE, StoreDamaged
+
+    with closing(FleetStore(str(tmp_path))) as store:
+        FleetState(writer, store, build_columns=encode_fleet).replace(FLEET)
+    with closing(sqlite3.connect(tmp_path / STORE_FILE)) as connection, connection:
+        connection.execute("UPDATE hosts SET body = '{\"name\": \"compute-2\"' WHERE name = 'compute-2'")
+    with pytest.raises(StoreDamaged, match=f"{tmp_path / STORE_FILE} is damaged .*unreadable row"):
+        FleetStore(str(tmp_path))
