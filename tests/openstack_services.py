@@ -31,6 +31,7 @@ NOAUTH_TOKEN = "admin"
 # The newest microversion openstack-placement 16.0.0 serves; allocations at 1.38+ name a consumer_type.
 PLACEMENT_MICROVERSION = "1.39"
 STARTUP_TIMEOUT_S = 60.0
+SQLITE_LOCKED_RETRIES = 20
 
 
 class PlacementError(Exception):
@@ -53,17 +54,26 @@ class Placement:
         return self.log_path.read_text(errors="replace")
 
     def request(self, method: str, path: str, body=None, *, microversion: str = PLACEMENT_MICROVERSION):
-        """The decoded JSON answer (None when the answer has no body); PlacementError on HTTP >= 400."""
+        """The decoded JSON answer (None when the answer has no body); PlacementError on HTTP >= 400.
+
+        SQLite refuses a transaction that would wait on another writer ("database is locked",
+        a 500 that rolled the request back): such a request is sent again, as a client of a
+        production database would never need to."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.endpoint + path, data=data, method=method, headers={
             "X-Auth-Token": NOAUTH_TOKEN, "OpenStack-API-Version": f"placement {microversion}",
             "Accept": "application/json", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                text = response.read().decode()
-        except urllib.error.HTTPError as error:
-            raise PlacementError(method, path, error.code, error.read().decode(errors="replace")) from None
-        return json.loads(text) if text else None
+        for attempt in range(SQLITE_LOCKED_RETRIES + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    text = response.read().decode()
+                return json.loads(text) if text else None
+            except urllib.error.HTTPError as error:
+                failure = PlacementError(method, path, error.code, error.read().decode(errors="replace"))
+            if failure.status != 500 or "database is locked" not in str(failure):
+                break
+            time.sleep(0.01 * (attempt + 1))
+        raise failure
 
     def get(self, path: str, **kwargs):
         return self.request("GET", path, **kwargs)
@@ -116,7 +126,8 @@ def start_placement(workers: int = 2) -> Placement:
         "[api]\n"
         "auth_strategy = noauth2\n"
         "[placement_database]\n"
-        f"connection = sqlite:///{directory / 'placement.db'}\n")
+        # Writers wait for one another (30 s) instead of failing with "database is locked".
+        f"connection = sqlite:///{directory / 'placement.db'}?timeout=30\n")
     env = {**os.environ, "OS_PLACEMENT_CONFIG_DIR": str(directory)}
     subprocess.run([str(PLACEMENT_VENV / "bin" / "placement-manage"), "--config-dir", str(directory),
                     "db", "sync"], check=True, env=env, capture_output=True)
