@@ -7,6 +7,8 @@ nothing of it sent to the caller.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -19,6 +21,10 @@ from engine.store import StoreError, StoreFull
 log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "placecheck.dev"
+# The longest string of a caller's echoed in a status (message and each detail field).
+MAX_ECHOED_CHARS = 512
+# At most this many internal errors are logged with their traceback per minute; the rest are counted.
+INTERNAL_ERRORS_LOGGED_PER_MINUTE = 10
 # How long a caller should wait before retrying while no snapshot is loaded yet.
 NO_SNAPSHOT_RETRY_DELAY_S = 0.1
 # How long a caller should wait before retrying a write the store could not keep (a disk to free).
@@ -58,6 +64,31 @@ class NotFound(Exception):
         self.field_path = field_path
 
 
+class _InternalErrorLog:
+    """Logs internal errors with their tracebacks at a bounded rate, and how many were not."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._window_start = 0.0
+        self._logged = self._suppressed = 0
+
+    def __call__(self, error: BaseException) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._window_start >= 60:
+                if self._suppressed:
+                    log.error("%d more internal errors in the last minute were not logged", self._suppressed)
+                self._window_start, self._logged, self._suppressed = now, 0, 0
+            if self._logged >= INTERNAL_ERRORS_LOGGED_PER_MINUTE:
+                self._suppressed += 1
+                return
+            self._logged += 1
+        log.error("internal error answering a call", exc_info=error)
+
+
+_log_internal_error = _InternalErrorLog()
+
+
 def _pack(*details) -> list[any_pb2.Any]:
     packed = []
     for detail in details:
@@ -67,8 +98,38 @@ def _pack(*details) -> list[any_pb2.Any]:
     return packed
 
 
+def _bounded(text: str) -> str:
+    """A caller's value echoed back at most MAX_ECHOED_CHARS long: the status travels in
+    metadata, which grpcio caps at 16 KiB, so a huge host name must not turn NOT_FOUND into
+    RESOURCE_EXHAUSTED."""
+    if len(text) <= MAX_ECHOED_CHARS:
+        return text
+    return f"{text[:MAX_ECHOED_CHARS]}... ({len(text)} characters)"
+
+
+def _bounded_strings(message):
+    """`message` with every string in it (nested messages and maps included) bounded."""
+    for field, value in message.ListFields():
+        if field.type == field.TYPE_STRING:
+            if field.is_repeated:
+                value[:] = [_bounded(item) for item in value]
+            else:
+                setattr(message, field.name, _bounded(value))
+        elif field.type == field.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                for key in list(value):
+                    entry = value[key]
+                    if isinstance(entry, str):
+                        value[key] = _bounded(entry)
+            else:
+                for item in (value if field.is_repeated else [value]):
+                    _bounded_strings(item)
+    return message
+
+
 def _status(code: int, message: str, *details) -> grpc.Status:
-    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=_pack(*details)))
+    return rpc_status.to_status(status_pb2.Status(
+        code=code, message=_bounded(message), details=_pack(*map(_bounded_strings, details))))
 
 
 def rpc_status_for(error: BaseException) -> tuple[str, grpc.Status]:
@@ -113,5 +174,5 @@ def rpc_status_for(error: BaseException) -> tuple[str, grpc.Status]:
             error_details_pb2.ErrorInfo(reason="STORE_FULL" if full else "STORE_UNAVAILABLE",
                                         domain=ERROR_DOMAIN),
             error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=STORE_RETRY_DELAY_S)))
-    log.error("internal error answering a call", exc_info=error)
+    _log_internal_error(error)
     return "internal", _status(code_pb2.INTERNAL, "internal error; see the sidecar's log")

@@ -39,6 +39,7 @@ from engine.snapshot import Snapshot, SnapshotReader
 from placecheck.v1 import placement_pb2, placement_pb2_grpc
 from server import convert
 from server.errors import EpochMismatch, GenerationNotReached, NotFound, SnapshotUnavailable, rpc_status_for
+from server.handlers import add_unary_servicer
 from server.metrics import DecisionMetrics, mark_worker_dead
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ class Worker:
                                   options=[("grpc.so_reuseport", 1)],
                                   maximum_concurrent_rpcs=MAX_CALLS_PER_THREAD * settings.threads)
         self.placement = PlacementServicer(self.reader, config, DecisionMetrics())
-        placement_pb2_grpc.add_PlacementCheckServicer_to_server(self.placement, self.server)
+        add_unary_servicer(self.server, self.placement, placement_pb2.DESCRIPTOR.services_by_name["PlacementCheck"])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (PLACEMENT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)

@@ -607,3 +607,12 @@ def test_decision_metrics_count_every_update_on_bound_children(tmp_path, monkeyp
     assert value(metrics.rejections, "CheckDestination", "RequiredTraits") == 0
     assert value(metrics.rejections, "SelectDestinations", "ComputeFilter") == 40
     assert metrics.duration.labels("CheckDestination")._sum.get() == pytest.approx(0.0026)
+
+
+def test_a_huge_unknown_host_name_is_not_found_not_an_oversized_trailer(placement, test_hosts):
+    name = "h" * 4096  # echoed whole, three times, it would pass grpcio's 16 KiB metadata limit
+    with pytest.raises(grpc.RpcError) as raised:
+        placement.check_destination(small_request(), [name], timeout=TIMEOUT_S)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    [resource] = rich_details(raised.value, error_details_pb2.ResourceInfo)
+    assert resource.resource_name.startswith("h" * 512) and resource.resource_name.endswith("(4096 characters)")
