@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import REPO, free_port
+from sidecar import REPO
 
 PLACEMENT_VENV = REPO / ".venv-placement"
 PLACEMENT_INSTALL_LOG = REPO / ".venv-placement.log"
@@ -70,6 +71,11 @@ class Placement:
                 return json.loads(text) if text else None
             except urllib.error.HTTPError as error:
                 failure = PlacementError(method, path, error.code, error.read().decode(errors="replace"))
+            except urllib.error.URLError as error:
+                exited = self.process.poll()
+                raise ConnectionError(f"{method} {path}: {error.reason}; gunicorn "
+                                      f"{'running' if exited is None else f'exited with {exited}'}:\n"
+                                      f"{self.log()[-3000:]}") from None
             if failure.status != 500 or "database is locked" not in str(failure):
                 break
             time.sleep(0.01 * (attempt + 1))
@@ -131,22 +137,35 @@ def start_placement(workers: int = 2) -> Placement:
     env = {**os.environ, "OS_PLACEMENT_CONFIG_DIR": str(directory)}
     subprocess.run([str(PLACEMENT_VENV / "bin" / "placement-manage"), "--config-dir", str(directory),
                     "db", "sync"], check=True, env=env, capture_output=True)
-    port = free_port()
     log_path = directory / "gunicorn.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [str(PLACEMENT_VENV / "bin" / "gunicorn"), "--bind", f"127.0.0.1:{port}",
+            [str(PLACEMENT_VENV / "bin" / "gunicorn"), "--bind", "127.0.0.1:0",
              "--workers", str(workers), "--worker-class", "gthread", "--threads", "8",
              "--no-control-socket", "placement.wsgi.api:application"],
             cwd=directory, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    placement = Placement(process, workdir, f"http://127.0.0.1:{port}", log_path)
+    # Port 0, and the port read from gunicorn's log: a port picked free beforehand may be taken
+    # by another process before gunicorn binds it.
+    placement = Placement(process, workdir, "", log_path)
     try:
+        placement.endpoint = _listening_at(placement)
         _wait_answers(placement)
     except BaseException:
         log = placement.log()
         placement.close()
         raise RuntimeError(f"Placement did not start:\n{log[-4000:]}") from None
     return placement
+
+
+def _listening_at(placement: Placement) -> str:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not (found := re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", placement.log())):
+        if placement.process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {placement.process.returncode}")
+        if time.monotonic() >= deadline:
+            raise TimeoutError("gunicorn did not say where it listens")
+        time.sleep(0.05)
+    return found.group(1)
 
 
 def _wait_answers(placement: Placement) -> None:
