@@ -17,6 +17,7 @@ DEFAULT_TIMEOUT_S = 10.0
 
 def _serve(args) -> int:
     from server.supervisor import ServeOptions, serve
+    from server.worker import RequestLimits
 
     metrics_host, _, metrics_port = args.metrics_port.rpartition(":")
     if not metrics_port.isdigit():
@@ -29,7 +30,9 @@ def _serve(args) -> int:
         workers=args.workers, threads_per_worker=args.threads_per_worker, config_path=args.config,
         state_dir=args.state_dir, fleet_path=args.fleet, demo=args.demo,
         demo_hosts=args.demo_hosts, demo_seed=args.demo_seed, max_snapshot_age_s=args.max_snapshot_age,
-        orphan_grace_s=args.orphan_grace, grace_s=args.grace, log_level=args.log_level))
+        orphan_grace_s=args.orphan_grace, grace_s=args.grace, log_level=args.log_level,
+        limits=RequestLimits(max_instances=args.max_instances, max_check_hosts=args.max_check_hosts,
+                             max_generation_wait_s=args.max_generation_wait, max_waiting_calls=args.max_waiting_calls)))
 
 
 def _placement_request(args):
@@ -260,6 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--orphan-grace", type=_non_negative_float, default=defaults.orphan_grace_s,
                        metavar="SECONDS", help="workers of a supervisor that died keep answering from their last "
                                                "snapshot this long (%(default)s)")
+    limits = defaults.limits
+    serve.add_argument("--max-instances", type=_positive_int, default=limits.max_instances,
+                       help="largest num_instances of one SelectDestinations (%(default)s)")
+    serve.add_argument("--max-check-hosts", type=_positive_int, default=limits.max_check_hosts,
+                       help="most hosts one CheckDestination may name (%(default)s)")
+    serve.add_argument("--max-generation-wait", type=_non_negative_float, default=limits.max_generation_wait_s,
+                       metavar="SECONDS", help="longest a call waits for its min_generation before "
+                                               "FAILED_PRECONDITION (%(default)s)")
+    serve.add_argument("--max-waiting-calls", type=_positive_int, metavar="N",
+                       help="calls one worker lets wait for a generation at once; more are FAILED_PRECONDITION "
+                            "at once (default: one fewer than --threads-per-worker, at least 1)")
     serve.add_argument("--grace", type=float, default=defaults.grace_s,
                        help="seconds in-flight calls may take to finish at shutdown (%(default)s)")
     serve.add_argument("--log-level", default=defaults.log_level,

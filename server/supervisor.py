@@ -49,7 +49,7 @@ from placecheck.v1 import state_pb2_grpc
 from server.owner import STATE_SERVICE, FleetStateServicer
 from server.metrics import MULTIPROC_DIR_ENV, SnapshotFigures, mark_worker_dead, serve_metrics
 from server.rundir import RunRecord, StateDirBusy, clean_up_after_predecessor, lock_state_dir
-from server.worker import NOT_SERVING_NOTICE_S, WorkerSettings, configure_logging, run as run_worker
+from server.worker import NOT_SERVING_NOTICE_S, RequestLimits, WorkerSettings, configure_logging, run as run_worker
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ class ServeOptions:
     max_snapshot_age_s: float | None = None
     # Workers of a supervisor that died keep answering this long from their last snapshot.
     orphan_grace_s: float = 30.0
+    limits: RequestLimits = RequestLimits()
     grace_s: float = 5.0
     log_level: str = "info"
 
@@ -280,7 +281,8 @@ class Supervisor:
             WorkerSettings(index=index, listen=decision_address, snapshot_prefix=writer.prefix,
                            config_path=self.accepted_config_path, threads=options.threads_per_worker,
                            grace_s=options.grace_s, log_level=options.log_level,
-                           max_snapshot_age_s=options.max_snapshot_age_s, orphan_grace_s=options.orphan_grace_s)
+                           max_snapshot_age_s=options.max_snapshot_age_s, orphan_grace_s=options.orphan_grace_s,
+                           limits=options.limits)
             for index in range(options.workers)]
         cleanup.callback(self._stop_workers)
         for index in range(options.workers):

@@ -35,6 +35,7 @@ from grpc_reflection.v1alpha import reflection
 
 from engine import decide
 from engine.config import Config, ConfigError, default_config, load_config
+from engine.model import InvalidField
 from engine.snapshot import Snapshot, SnapshotReader
 from placecheck.v1 import placement_pb2, placement_pb2_grpc
 from server import convert
@@ -45,10 +46,10 @@ from server.metrics import DecisionMetrics, mark_worker_dead
 log = logging.getLogger(__name__)
 
 PLACEMENT_SERVICE = placement_pb2.DESCRIPTOR.services_by_name["PlacementCheck"].full_name
-# A call with min_generation but no deadline waits at most this long.
-MAX_GENERATION_WAIT_S = 10.0
 # Answer FAILED_PRECONDITION this much before the caller's deadline, so the caller sees it.
 DEADLINE_MARGIN_S = 0.05
+# A wait for a generation looks at the worker's shutdown this often.
+WAIT_SLICE_S = 0.1
 # Between announcing NOT_SERVING and refusing new calls, so health pollers see the change.
 NOT_SERVING_NOTICE_S = 0.25
 # How often a worker looks at its snapshot's presence and age for its health.
@@ -66,6 +67,31 @@ TRIM_THRESHOLD_BYTES = 32 << 20
 
 
 @dataclass(frozen=True)
+class RequestLimits:
+    """What one call may cost a worker (`placecheck serve --max-*`); past a limit the call is
+    refused with the field, or for waits FAILED_PRECONDITION, before it costs anything."""
+
+    max_instances: int = 1000  # SelectDestinations' num_instances (a pick and a rescan each)
+    max_check_hosts: int = 1000  # CheckDestination's hosts (a one-row scan and explanation each)
+    # A min_generation not reached this soon (or by the caller's deadline, if sooner) is
+    # FAILED_PRECONDITION: a write is published before it is acknowledged, so a generation
+    # that has not appeared by then is not coming soon.
+    max_generation_wait_s: float = 2.0
+    # Calls of one worker waiting for a generation at once; more are FAILED_PRECONDITION at
+    # once, so waiting callers never hold every handler thread (None: one fewer than threads).
+    max_waiting_calls: int | None = None
+
+    def waiting_calls(self, threads: int) -> int:
+        return self.max_waiting_calls if self.max_waiting_calls is not None else max(1, threads - 1)
+
+    def check(self, request, hosts=()) -> None:
+        if request.num_instances > self.max_instances:
+            raise InvalidField("request.num_instances", f"at most {self.max_instances} (--max-instances)")
+        if len(hosts) > self.max_check_hosts:
+            raise InvalidField("hosts", f"at most {self.max_check_hosts} hosts (--max-check-hosts)")
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     index: int
     listen: str
@@ -76,6 +102,7 @@ class WorkerSettings:
     log_level: str
     max_snapshot_age_s: float | None = None  # NOT_SERVING when the last write is older; None: no limit
     orphan_grace_s: float = 0.0  # answering on after the supervisor died
+    limits: RequestLimits = RequestLimits()
 
 
 def configure_logging(level: str, role: str) -> None:
@@ -94,10 +121,14 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
     `config` is replaced whole on reload; each call reads it once, so its profile
     and the revision its response names come from the same configuration."""
 
-    def __init__(self, reader: SnapshotReader, config: Config, metrics: DecisionMetrics):
+    def __init__(self, reader: SnapshotReader, config: Config, metrics: DecisionMetrics, limits: RequestLimits,
+                 threads: int, stopping: threading.Event):
         self._reader = reader
         self.config = config
         self._metrics = metrics
+        self._limits = limits
+        self._waiting = threading.BoundedSemaphore(limits.waiting_calls(threads))
+        self._stopping = stopping  # set at shutdown: waits end at once
         self.orphaned = False  # set once the supervisor is gone: answers then report the snapshot's age
 
     def CheckDestination(self, message: placement_pb2.CheckDestinationRequest, context):
@@ -105,6 +136,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
             config = self.config
             request = convert.request_from_proto(message.request)
             hosts = convert.check_hosts_from_proto(message)
+            self._limits.check(request, hosts)
             profile = config.profile(request.profile)
             snapshot = self._snapshot(message.min_generation, message.expected_epoch, context)
             try:
@@ -128,6 +160,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
         def decide_select():
             config = self.config
             request = convert.request_from_proto(message.request)
+            self._limits.check(request)
             profile = config.profile(request.profile)
             max_alternates = convert.max_alternates_from_proto(message)
             snapshot = self._snapshot(message.min_generation, message.expected_epoch, context)
@@ -157,12 +190,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
         if expected_epoch and snapshot is not None and snapshot.epoch != expected_epoch:
             raise EpochMismatch(expected_epoch, snapshot.epoch)  # no generation of this history will do
         if min_generation and (snapshot is None or snapshot.generation < min_generation):
-            remaining = context.time_remaining()
-            if remaining is None:
-                wait_s = MAX_GENERATION_WAIT_S
-            else:
-                wait_s = max(0.0, remaining - min(DEADLINE_MARGIN_S, remaining / 5))
-            snapshot = self._reader.wait_for(min_generation, wait_s) or self._reader.current()
+            snapshot = self._wait_for(min_generation, context)
             if snapshot is None or snapshot.generation < min_generation:
                 raise GenerationNotReached(min_generation, snapshot.generation if snapshot else 0)
         if snapshot is None:
@@ -172,6 +200,28 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
         if self.orphaned:
             context.set_trailing_metadata(((SNAPSHOT_AGE_METADATA, f"{snapshot_age(snapshot):.3f}"),))
         return snapshot
+
+
+    def _wait_for(self, min_generation: int, context) -> Snapshot | None:
+        """The snapshot once it reaches min_generation, or the current one when the wait is
+        over: at the limit, before the caller's deadline, at shutdown, or at once when as many
+        calls as allowed are waiting already."""
+        wait_s = self._limits.max_generation_wait_s
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait_s = min(wait_s, max(0.0, remaining - min(DEADLINE_MARGIN_S, remaining / 5)))
+        if not self._waiting.acquire(blocking=False):
+            return self._reader.current()
+        try:
+            deadline = time.monotonic() + wait_s
+            while not self._stopping.is_set():
+                left = deadline - time.monotonic()
+                snapshot = self._reader.wait_for(min_generation, max(0.0, min(left, WAIT_SLICE_S)))
+                if snapshot is not None or left <= WAIT_SLICE_S:
+                    return snapshot or self._reader.current()
+            return self._reader.current()
+        finally:
+            self._waiting.release()
 
 
 def snapshot_age(snapshot: Snapshot) -> float:
@@ -193,7 +243,8 @@ class Worker:
                                                      thread_name_prefix="decision"),
                                   options=[("grpc.so_reuseport", 1)],
                                   maximum_concurrent_rpcs=MAX_CALLS_PER_THREAD * settings.threads)
-        self.placement = PlacementServicer(self.reader, config, DecisionMetrics())
+        self.placement = PlacementServicer(self.reader, config, DecisionMetrics(), settings.limits,
+                                           settings.threads, stopping)
         add_unary_servicer(self.server, self.placement, placement_pb2.DESCRIPTOR.services_by_name["PlacementCheck"])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -76,7 +76,8 @@ def placement_requests(draw) -> placement_pb2.PlacementRequest:
     if draw(st.booleans()):
         request.scheduler_hints.CopyFrom(placement_pb2.SchedulerHints(
             same_host=draw(st.lists(texts, max_size=2)), different_host=draw(st.lists(texts, max_size=2)),
-            build_near_host_ip=draw(mostly(st.sampled_from(["", "10.0.0.1"]), texts)), cidr=draw(st.sampled_from(["", "/24", "/129", "24", draw(texts)])),
+            build_near_host_ip=draw(mostly(st.sampled_from(["", "10.0.0.1"]), texts)),
+            cidr=draw(st.sampled_from(["", "/24", "/129", "24", draw(texts)])),
             query=draw(queries)))
     if draw(st.booleans()):
         group = placement_pb2.ServerGroup(policy=draw(st.sampled_from([0, 1, 2, 3, 4, 9])),

@@ -165,6 +165,8 @@ INVALID_DECISIONS = [
     ("check", small_request(scheduler_hints=placement_pb2.SchedulerHints(build_near_host_ip="not-an-ip")), ["h"],
      "request.scheduler_hints.build_near_host_ip", None),
     ("select", small_request(num_instances=-1), None, "request.num_instances", "must be >= 0"),
+    ("select", small_request(num_instances=1001), None, "request.num_instances", "at most 1000 (--max-instances)"),
+    ("check", small_request(), [f"h{index}" for index in range(1001)], "hosts", "at most 1000 hosts (--max-check-hosts)"),
     ("select", small_request(), -1, "max_alternates", "must be >= 0"),
 ]
 
