@@ -91,7 +91,7 @@ def clean_up_after_predecessor(directory: str, stop_timeout_s: float) -> str | N
         log.warning("ignoring unreadable %s: %s", path, error)
         return None
     log.warning("supervisor pid %s did not stop cleanly; removing what it left", record.get("pid"))
-    _stop_orphans([(pid, started) for pid, started in record.get("workers", {}).values()], stop_timeout_s)
+    stop_orphans([(pid, started) for pid, started in record.get("workers", {}).values()], stop_timeout_s)
     prefix = record.get("snapshot_prefix")
     if prefix:
         for segment in glob.glob(os.path.join(SHM_DIR, glob.escape(prefix) + ".*")):
@@ -103,7 +103,7 @@ def clean_up_after_predecessor(directory: str, stop_timeout_s: float) -> str | N
     return record.get("state_socket")
 
 
-def _stop_orphans(workers: list[tuple[int, int]], timeout_s: float) -> None:
+def stop_orphans(workers: list[tuple[int, int]], timeout_s: float) -> None:
     """SIGTERM the workers still running (they drain, then exit); SIGKILL any left at the deadline."""
     alive = [pid for pid, started in workers if started is not None and process_start_time(pid) == started]
     for pid in alive:

@@ -33,6 +33,7 @@ import signal
 import socket
 import stat
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,7 +49,8 @@ from engine.store import FleetStore, StoreDamaged
 from placecheck.v1 import state_pb2_grpc
 from server.owner import STATE_SERVICE, FleetStateServicer
 from server.metrics import MULTIPROC_DIR_ENV, SnapshotFigures, mark_worker_dead, serve_metrics
-from server.rundir import RunRecord, StateDirBusy, clean_up_after_predecessor, lock_state_dir
+from server.rundir import (RunRecord, StateDirBusy, clean_up_after_predecessor, lock_state_dir,
+                           process_start_time, stop_orphans)
 from server.worker import NOT_SERVING_NOTICE_S, RequestLimits, WorkerSettings, configure_logging, run as run_worker
 
 log = logging.getLogger(__name__)
@@ -184,6 +186,10 @@ class Supervisor:
         self.workers: list[multiprocessing.Process | None] = [None] * options.workers
         self.started_at = [0.0] * options.workers
         self.restart_delay = [0.0] * options.workers
+        self.start_times: list[int | None] = [None] * options.workers  # to tell a live worker from a reused pid
+        self.restart_at: dict[int, float] = {}  # worker index -> when to start it again
+        # Stopping the workers a dead fork server left running (see _restart_later).
+        self.orphan_stoppers: list[threading.Thread] = []
         self.stopping = False
         self.reload_requested = False
         self.config: Config | None = None
@@ -379,15 +385,54 @@ class Supervisor:
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         try:
             process.start()
+        except Exception as error:  # noqa: BLE001 - whatever a start raises, the supervisor must live on
+            # A fork server killed between multiprocessing's liveness check and its reply gives
+            # EOFError or a socket error here; the next start finds it dead and starts another.
+            log.error("worker %d could not start (%s: %s)", index, type(error).__name__, error)
+            self.started_at[index] = time.monotonic()
+            self._restart_later(index, time.monotonic())
+            return
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.workers[index] = process
+        self.start_times[index] = process_start_time(process.pid)
         self.run_record.worker_started(index, process.pid)
         self.started_at[index] = time.monotonic()
         log.info("worker %d started, pid %d", index, process.pid)
 
+    def _restart_later(self, index: int, now: float) -> None:
+        """Start worker `index` again: at once, or after a growing delay if it lasted under
+        CRASH_LOOP_WINDOW_S (so a start that keeps failing is retried with backoff, never given up)."""
+        crashed_early = now - self.started_at[index] < CRASH_LOOP_WINDOW_S
+        self.restart_delay[index] = (min(max(2 * self.restart_delay[index], 0.1), MAX_RESTART_DELAY_S)
+                                     if crashed_early else 0.0)
+        self.restart_at[index] = now + self.restart_delay[index]
+
+    def _worker_exited(self, index: int, process: multiprocessing.Process, now: float) -> None:
+        process.join()
+        # A worker's exit status comes through the fork server: when the fork server dies, every
+        # worker it forked reads as exited (255) though it may still run, out of our sight. Such a
+        # worker is told to drain and stop (a new one replaces it) rather than left to serve.
+        if self.start_times[index] is not None and process_start_time(process.pid) == self.start_times[index]:
+            log.warning("worker %d (pid %d) lost its fork server; stopping it and starting another",
+                        index, process.pid)
+            stopper = threading.Thread(
+                target=stop_orphans, name=f"stop-worker-{process.pid}", daemon=True,
+                args=([(process.pid, self.start_times[index])],
+                      NOT_SERVING_NOTICE_S + self.options.grace_s + STOP_MARGIN_S))
+            stopper.start()
+            self.orphan_stoppers.append(stopper)
+            self.started_at[index] = 0.0  # it did not crash: no backoff
+            self._restart_later(index, now)
+        else:
+            mark_worker_dead(process.pid)  # a crashed worker could not do it itself
+            self._restart_later(index, now)
+            log.warning("worker %d (pid %d) exited with %s; restarting in %.1fs",
+                        index, process.pid, process.exitcode, self.restart_delay[index])
+        self.start_times[index] = None
+
     def _supervise(self) -> None:
-        restart_at: dict[int, float] = {}
+        restart_at = self.restart_at
         while not self.stopping:
             if self.reload_requested:
                 self.reload_requested = False
@@ -399,16 +444,9 @@ class Supervisor:
                         del restart_at[index]
                         self._start_worker(index)
                     continue
-                if process.exitcode is None:
-                    continue
-                process.join()
-                mark_worker_dead(process.pid)  # a crashed worker could not do it itself
-                crashed_early = now - self.started_at[index] < CRASH_LOOP_WINDOW_S
-                self.restart_delay[index] = (min(max(2 * self.restart_delay[index], 0.1), MAX_RESTART_DELAY_S)
-                                             if crashed_early else 0.0)
-                log.warning("worker %d (pid %d) exited with %s; restarting in %.1fs",
-                            index, process.pid, process.exitcode, self.restart_delay[index])
-                restart_at[index] = now + self.restart_delay[index]
+                if process.exitcode is not None:
+                    self._worker_exited(index, process, now)
+            now = time.monotonic()
             timeout = min([SUPERVISE_POLL_S] + [max(0.0, at - now) for at in restart_at.values()])
             running = [p.sentinel for i, p in enumerate(self.workers) if i not in restart_at]
             ready = multiprocessing.connection.wait(running + [self._wake_read], timeout)
@@ -416,7 +454,8 @@ class Supervisor:
                 os.read(self._wake_read, 64)
 
     def _stop_workers(self) -> None:
-        running = [p for p in self.workers if p is not None and p.exitcode is None]
+        running = [p for i, p in enumerate(self.workers)
+                   if p is not None and i not in self.restart_at and p.exitcode is None]
         for process in running:
             process.terminate()  # SIGTERM: NOT_SERVING, drain, exit
         deadline = time.monotonic() + NOT_SERVING_NOTICE_S + self.options.grace_s + STOP_MARGIN_S
@@ -429,6 +468,8 @@ class Supervisor:
                 mark_worker_dead(process.pid)
             elif process.exitcode != 0:
                 log.warning("worker pid %d exited with %s", process.pid, process.exitcode)
+        for stopper in self.orphan_stoppers:
+            stopper.join()  # each ends by its own deadline
 
 
 def _figures(state: FleetState, max_snapshot_age_s: float | None) -> SnapshotFigures:

@@ -67,6 +67,15 @@ class Sidecar:
     def worker_pids(self) -> list[int]:
         """The decision workers: the children of the supervisor's fork server (not of
         multiprocessing's resource tracker, the supervisor's other child)."""
+        parents, fork_servers = self._processes()
+        return sorted(pid for pid, parent in parents.items() if parent in fork_servers)
+
+    def fork_server_pids(self) -> list[int]:
+        """multiprocessing's fork server(s) among the supervisor's children."""
+        return sorted(self._processes()[1])
+
+    def _processes(self) -> tuple[dict[int, int], set[int]]:
+        """Every process's parent, and the supervisor's fork servers."""
         parents, fork_servers = {}, set()
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -78,9 +87,10 @@ class Sidecar:
                 continue
             pid, parent = int(entry.name), int(stat.rsplit(")", 1)[1].split()[1])
             parents[pid] = parent
-            if parent == self.process.pid and b"multiprocessing.forkserver" in cmdline:
+            if parent == self.process.pid and b"multiprocessing.forkserver" in cmdline and \
+                    stat.rsplit(")", 1)[1].split()[0] != "Z":
                 fork_servers.add(pid)
-        return sorted(pid for pid, parent in parents.items() if parent in fork_servers)
+        return parents, fork_servers
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM, wait, and assert a clean exit; returns the exit code."""

@@ -1,0 +1,51 @@
+"""The supervisor outlives any of its children, the multiprocessing fork server included."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from placecheck import PlacementClient, wait_until_serving
+from placecheck.v1 import placement_pb2
+from server.rundir import running
+from sidecar import start_sidecar
+
+TIMEOUT_S = 10.0
+# Alternately the fork server first (every worker loses it at once) and a worker first (the fork
+# server then dies while the supervisor restarts that worker: the start itself fails, EOFError).
+ROUNDS = 6
+
+
+def small_request() -> placement_pb2.PlacementRequest:
+    return placement_pb2.PlacementRequest(resources={"VCPU": 2, "MEMORY_MB": 4_096, "DISK_GB": 20})
+
+
+def wait_for(condition, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def test_killing_the_fork_server_and_a_worker_leaves_the_supervisor_serving():
+    with start_sidecar(workers=2, demo_hosts=200) as sidecar:
+        for round_number in range(ROUNDS):
+            [fork_server] = sidecar.fork_server_pids()
+            workers = sidecar.worker_pids()
+            assert len(workers) == 2
+            victims = [fork_server, workers[0]]
+            for pid in victims if round_number % 2 == 0 else reversed(victims):
+                os.kill(pid, signal.SIGKILL)
+            # Two fresh workers from a fresh fork server; the one left running drains and stops.
+            fresh = wait_for(lambda: (now := sidecar.worker_pids()) and len(now) == 2
+                             and not set(now) & set(workers) and now, "two new workers")
+            assert sidecar.fork_server_pids() != [fork_server]
+            wait_for(lambda: not any(running(pid) for pid in workers), "the old workers to stop")
+            assert sidecar.process.poll() is None, sidecar.log()[-4000:]
+            wait_until_serving(sidecar.decision_target, timeout=30)
+            with PlacementClient(sidecar.decision_target, channels=8) as client:
+                for _ in range(16):
+                    assert client.select_destinations(small_request(), timeout=TIMEOUT_S).placements
+            assert sorted(sidecar.worker_pids()) == sorted(fresh)
+        assert "lost its fork server" in sidecar.log()
