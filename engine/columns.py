@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import socket
+import sys
+import threading
 import uuid
 from bisect import bisect_left
 from collections import defaultdict
@@ -53,12 +55,15 @@ class Columns:
     (the *_id columns index these dicts) and broadcast the verdicts over hosts in the kernel.
     """
 
-    __slots__ = ("arrays", "dicts", "_derived")
+    __slots__ = ("arrays", "dicts", "_derived", "_instance_overlay")
 
-    def __init__(self, arrays: dict[str, np.ndarray], dicts: dict):
+    def __init__(self, arrays: dict[str, np.ndarray], dicts: dict,
+                 instance_overlay: "_InstanceOverlay | None" = None):
         self.arrays = arrays
         self.dicts = dicts
         self._derived = {}
+        # An overlaid generation's instance lists of the rows whose list changed since its base.
+        self._instance_overlay = instance_overlay
 
     def derived(self, name: str, compute):
         """compute(self), once per Columns: a Columns and its arrays never change (a worker holds
@@ -103,14 +108,30 @@ class Columns:
 
     def rows_of_instances(self, uuids) -> np.ndarray:
         """Sorted unique rows of the hosts running any of these instance uuids."""
-        return self._instance_index().rows_per_instance(uuids, True)
+        rows = self._instance_index().rows_per_instance(uuids, True)
+        overlay = self._instance_overlay
+        if overlay is None:
+            return rows
+        return np.union1d(overlay.without_changed_rows(rows),
+                          np.array(sorted({row for uuid_ in uuids for row in overlay.rows_running(uuid_)}),
+                                   dtype=np.int32)).astype(np.int32)
 
     def instance_rows(self, uuids) -> np.ndarray:
         """For each distinct uuid, the rows of the hosts running it: a row appears once per
         distinct uuid among these that it runs (counts per host, as Nova's set intersection)."""
-        return self._instance_index().rows_per_instance(set(uuids), False)
+        distinct = set(uuids)
+        rows = self._instance_index().rows_per_instance(distinct, False)
+        overlay = self._instance_overlay
+        if overlay is None:
+            return rows
+        changed_rows = [row for uuid_ in distinct for row in overlay.rows_running(uuid_)]
+        return np.concatenate([overlay.without_changed_rows(rows),
+                               np.array(changed_rows, dtype=np.int32)]).astype(np.int32)
 
     def instances_of(self, row: int) -> list[str]:
+        overlay = self._instance_overlay
+        if overlay is not None and overlay.changed(row):
+            return list(overlay.lists()[row])
         first, last = self.arrays["instance_offsets"][row:row + 2]
         other_entries = self.arrays["instance_other_entries"]
         other_offsets, other_bytes = self.arrays["instance_other_offsets"], self.arrays["instance_other_bytes"]
@@ -421,6 +442,151 @@ def columns_with_usage(previous: Columns, hosts: Sequence[Host], rows: Iterable[
     if instances_changed:
         arrays.update(_instance_arrays(hosts))
     return Columns(arrays, previous.dicts)
+
+
+# The arrays a usage update (used, num_instances, num_io_ops) changes; hosts are their last axis.
+# A generation that differs from its base only in usage is published as a delta of these at the
+# changed rows (usage_delta), which every reader overlays on its base (overlay).
+USAGE_ARRAYS = ("rc_used", "rc_free", "num_instances", "num_io_ops",
+                "w_free_ram_mb", "w_free_disk_mb", "w_free_vcpus")
+
+
+def usage_delta(base: Columns, previous: Columns | None, changed: dict[int, Host],
+                instance_lists: dict[int, Sequence[str]]) -> Columns:
+    """The delta that makes `base` the fleet whose hosts at these rows are `changed` (the new Host
+    of each, differing from base's in usage only), on top of `previous` (the last delta on the same
+    base, or None): every usage array at every row changed since the base ("rows", sorted), and
+    `instance_lists`, each row's list where it differs from the base's."""
+    rc_index = {rc: index for index, rc in enumerate(base.dicts["resource_classes"])}
+    rows = np.array(sorted(changed), dtype=np.int64)
+    used = base.arrays["rc_used"][:, rows].copy()
+    for column, row in enumerate(rows.tolist()):
+        for rc, inventory in changed[row].resources.items():
+            used[rc_index[rc], column] = inventory.used
+    total, ratio = base.arrays["rc_total"][:, rows], base.arrays["rc_ratio"][:, rows]
+    values = {
+        "rc_used": used,
+        "rc_free": _free(total, base.arrays["rc_reserved"][:, rows], ratio, used),
+        "num_instances": _counts([changed[row].num_instances for row in rows.tolist()]),
+        "num_io_ops": _counts([changed[row].num_io_ops for row in rows.tolist()]),
+    }
+    values.update(_weigher_inputs({"rc_free": values["rc_free"], "rc_total": total, "rc_used": used,
+                                   "rc_ratio": ratio}, rc_index))
+    if previous is not None:  # keep the previous delta's rows that this change leaves alone
+        kept = ~np.isin(previous.arrays["rows"], rows)
+        rows = np.concatenate([previous.arrays["rows"][kept], rows])
+        values = {name: np.concatenate([previous.arrays[name][..., kept], values[name]], axis=-1)
+                  for name in USAGE_ARRAYS}
+    order = np.argsort(rows, kind="stable")
+    arrays = {name: np.ascontiguousarray(values[name][..., order]) for name in USAGE_ARRAYS}
+    arrays["rows"] = rows[order].astype(np.int32)
+    instance_rows = sorted(instance_lists)
+    arrays["instance_rows"] = np.array(instance_rows, dtype=np.int32)
+    (arrays["instance_groups"], arrays["instance_offsets"],
+     arrays["instance_bytes"]) = _fastfilters.pack_string_groups([instance_lists[row] for row in instance_rows])
+    return Columns(arrays, {})
+
+
+def _counts(values: list[int]) -> np.ndarray:
+    return np.clip(np.array(values, dtype=np.int64), 0, INT32_MAX).astype(np.int32)
+
+
+def overlay(base: Columns, delta: Columns) -> Columns:
+    """The generation `delta` (usage_delta) makes of `base`: private copies of the usage arrays
+    patched at the delta's rows, every other array and the dicts the base's own. What rules derive
+    (Columns.derived) is derived afresh for it: it is another Columns."""
+    arrays = dict(base.arrays)
+    arrays.update(base.derived("usage_buffers", _UsageBuffers).patched(delta.arrays))
+    instances = _InstanceOverlay(delta.arrays) if len(delta.arrays["instance_rows"]) else None
+    return Columns(arrays, base.dicts, instances)
+
+
+class _UsageBuffers:
+    """A base's private copies of its usage arrays, which its overlaid generations take in turn.
+
+    A copy is taken again only once nothing refers to any array of the generation that held it
+    (its owner arrays' reference counts are back to what the pool alone holds: every view, and
+    every Cython memoryview of one, holds its owner), so a generation in use never changes. It is
+    then reset to the base at the rows that generation changed and patched at the next one's: the
+    cost of a generation is its delta's size, not the fleet's, once the pool has a free copy."""
+
+    KEPT = 4  # copies remembered; a copy still in use beyond them is left to its users
+
+    def __init__(self, base: Columns):
+        self._base = base
+        self._lock = threading.Lock()
+        self._copies: list[_UsageCopy] = []
+
+    def patched(self, delta: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        base, rows = self._base.arrays, delta["rows"]
+        with self._lock:
+            copy = next((copy for copy in self._copies if copy.unused()), None)
+            if copy is None:
+                copy = _UsageCopy({name: np.array(base[name]) for name in USAGE_ARRAYS})
+                self._copies = [*self._copies[-(self.KEPT - 1):], copy]
+            else:
+                for name, owner in copy.owners.items():
+                    owner[..., copy.rows] = base[name][..., copy.rows]
+            for name, owner in copy.owners.items():
+                owner[..., rows] = delta[name]
+            copy.rows = np.array(rows, dtype=np.int64)
+            return copy.views()
+
+
+class _UsageCopy:
+    def __init__(self, owners: dict[str, np.ndarray]):
+        self.owners = owners
+        self.rows = np.zeros(0, dtype=np.int64)  # where the copy differs from the base
+        self._unreferenced = self._references()
+
+    def _references(self) -> list[int]:
+        return [sys.getrefcount(owner) for owner in self.owners.values()]
+
+    def unused(self) -> bool:
+        return self._references() == self._unreferenced
+
+    def views(self) -> dict[str, np.ndarray]:
+        views = {}
+        for name, owner in self.owners.items():
+            views[name] = owner.view()
+            views[name].flags.writeable = False
+        return views
+
+
+class _InstanceOverlay:
+    """The instance lists of the rows a delta changed; the base's index answers for the others."""
+
+    def __init__(self, delta: dict[str, np.ndarray]):
+        self._delta = delta
+        self._rows = delta["instance_rows"]
+        self._lists: dict[int, list[str]] | None = None
+        self._rows_by_instance: dict[str, list[int]] | None = None
+
+    def changed(self, row: int) -> bool:
+        index = np.searchsorted(self._rows, row)
+        return index < len(self._rows) and self._rows[index] == row
+
+    def without_changed_rows(self, rows: np.ndarray) -> np.ndarray:
+        return rows[~np.isin(rows, self._rows)]
+
+    def lists(self) -> dict[int, list[str]]:
+        if self._lists is None:  # decoded on first use: most requests look no instance up
+            groups, offsets, heap = (self._delta[name] for name in
+                                     ("instance_groups", "instance_offsets", "instance_bytes"))
+            strings = [heap[offsets[index]:offsets[index + 1]].tobytes().decode()
+                       for index in range(len(offsets) - 1)]
+            self._lists = {int(row): strings[groups[index]:groups[index + 1]]
+                           for index, row in enumerate(self._rows)}
+        return self._lists
+
+    def rows_running(self, instance: str) -> list[int]:
+        if self._rows_by_instance is None:
+            by_instance = defaultdict(list)
+            for row, instances in self.lists().items():
+                for uuid_ in dict.fromkeys(instances):
+                    by_instance[uuid_].append(row)
+            self._rows_by_instance = dict(by_instance)
+        return self._rows_by_instance.get(instance, [])
 
 
 def _distinct_rows(bitset: np.ndarray) -> tuple[list[list[int]], np.ndarray]:

@@ -1,8 +1,14 @@
 """Columns <-> POSIX shared-memory segments, one immutable segment per generation.
 
+A generation is either a base, the whole fleet's columns, or a delta on a base: a small segment
+of what changed since that base (engine.columns.usage_delta), which the writer and every reader
+overlay on their mapping of the base (engine.columns.overlay) to make the generation's columns.
+The base stays mapped while deltas name it, so a write costs what it changes; a change that is
+not a delta (or a delta grown too big) is published as a new base.
+
 Layout of a generation segment, /dev/shm/<prefix>.g<generation>:
 
-    header (64 bytes, little-endian)   see _HEADER
+    header (128 bytes, little-endian)  see _HEADER: base generation (0: a base), schema hash
     arrays                             each 64-byte aligned, in table-of-contents order
     dicts                              JSON (UTF-8)
     table of contents                  JSON: every array's name, dtype, shape, offset, and the
@@ -10,7 +16,8 @@ Layout of a generation segment, /dev/shm/<prefix>.g<generation>:
 
 The checksum (CRC32C, hardware-accelerated: a publish and every reader's attach
 run it over the whole segment) covers every byte after the header. A segment is written once,
-fully, before the control segment names it, and never changes afterwards.
+fully, before the control segment names it, and never changes afterwards. The schema hash is the
+writer's column declaration (engine.columns.SCHEMA_HASH); a reader refuses another.
 
 The control segment, /dev/shm/<prefix>.ctl, is one 64-byte record naming the
 current generation. The writer updates it under a seqlock: the sequence is odd
@@ -41,14 +48,17 @@ import crc32c
 import numpy as np
 
 SHM_DIR = "/dev/shm"
-LAYOUT_VERSION = 3  # 3: the table of contents names the fleet epoch and last write; 2: CRC32C checksum
+# 4: base and delta segments, the schema hash; 3: the table of contents names the fleet epoch and
+# last write; 2: CRC32C checksum
+LAYOUT_VERSION = 4
 ALIGNMENT = 64
 
 SEGMENT_MAGIC = b"PLCHKSNP"
 # magic, layout version, (padding), generation, published ns, payload length, crc32c,
-# (padding), table of contents offset, table of contents length
-_HEADER = struct.Struct("<8sI4xQQQI4xQQ")
-HEADER_SIZE = 64
+# (padding), table of contents offset, table of contents length, base generation, schema hash
+_HEADER = struct.Struct("<8sI4xQQQI4xQQQ16s")
+HEADER_SIZE = 128
+SCHEMA_HASH_SIZE = 16
 
 CONTROL_MAGIC = b"PLCHKCTL"
 # magic, layout version, state, sequence, generation, published ns
@@ -85,14 +95,37 @@ class Snapshot:
     nbytes: int  # size of the segment
     epoch: str = ""  # the fleet history this generation belongs to (engine.store); "" when not kept
     written_at: float = 0.0  # unix seconds of the last write the generation includes; 0: published_at
+    base_generation: int = 0  # the base this delta generation overlays; 0: a base itself
 
 
 ColumnsFactory = Callable[[dict, dict], Any]
+Overlay = Callable[[Any, Any], Any]  # (base columns, delta columns) -> the generation's columns
 
 
-def _default_columns_factory(arrays: dict, dicts: dict):
-    from engine.columns import Columns  # lazily: the snapshot layer stores any Columns
-    return Columns.from_parts(arrays, dicts)
+@dataclass(frozen=True)
+class ColumnsLayout:
+    """How segments become columns: the factory of a segment's columns, how a delta overlays its
+    base, the schema hash every segment carries (a reader refuses a segment with another), and the
+    writer's check of the arrays it publishes ((arrays, is a delta) -> None, raising if misshapen)."""
+    columns_factory: ColumnsFactory
+    overlay: Overlay | None = None  # None: this layout publishes no deltas
+    schema_hash: bytes = bytes(SCHEMA_HASH_SIZE)
+    check: Callable[[dict, bool], None] = lambda arrays, is_delta: None
+
+
+def engine_layout() -> ColumnsLayout:
+    from engine import column_schema, columns  # lazily: the snapshot layer stores any Columns
+
+    def check(arrays: dict, is_delta: bool) -> None:
+        column_schema.check(arrays, column_schema.DELTA_SCHEMA if is_delta else column_schema.SCHEMA)
+
+    return ColumnsLayout(columns.Columns.from_parts, columns.overlay, column_schema.SCHEMA_HASH, check)
+
+
+def _layout(layout: ColumnsLayout | ColumnsFactory | None) -> ColumnsLayout:
+    if layout is None:
+        return engine_layout()
+    return layout if isinstance(layout, ColumnsLayout) else ColumnsLayout(layout)
 
 
 def segment_name(prefix: str, generation: int) -> str:
@@ -119,12 +152,13 @@ def _check_prefix(prefix: str) -> None:
 class SnapshotWriter:
     """The one process that publishes generations under a prefix (an exclusive flock enforces it)."""
 
-    def __init__(self, prefix: str, columns_factory: ColumnsFactory = _default_columns_factory):
+    def __init__(self, prefix: str, layout: ColumnsLayout | ColumnsFactory | None = None):
         _check_prefix(prefix)
         self.prefix = prefix
-        self._columns_factory = columns_factory
+        self._layout = _layout(layout)
         self._lock = threading.Lock()
         self._current: Snapshot | None = None
+        self._base: Snapshot | None = None  # the base the current generation is or overlays
         self._control_fd = os.open(_shm_path(control_name(prefix)), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._control_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -162,29 +196,59 @@ class SnapshotWriter:
     def current(self) -> Snapshot | None:
         return self._current
 
+    @property
+    def base(self) -> Snapshot | None:
+        """The last base published (the current generation, or the base it overlays)."""
+        return self._base
+
     def publish(self, columns, *, generation: int | None = None, epoch: str = "",
                 written_ns: int = 0) -> Snapshot:
-        """Write `columns` as the next generation (or as `generation`, which must be later than the
-        last one: the state owner numbers its durable writes), make it current, unlink the previous one."""
+        """Write `columns` as the next generation, a base (or as `generation`, which must be later
+        than the last one: the state owner numbers its durable writes), make it current, unlink the
+        previous generation and base."""
+        return self._publish(columns, 0, generation, epoch, written_ns)
+
+    def publish_delta(self, delta, *, generation: int | None = None, epoch: str = "",
+                      written_ns: int = 0) -> Snapshot:
+        """Write `delta` (engine.columns.usage_delta over the last base) as the next generation;
+        the base stays, the previous delta generation is unlinked."""
+        if self._layout.overlay is None:
+            raise SnapshotError("this writer's layout has no overlay: it publishes no deltas")
+        if self._base is None:
+            raise SnapshotError("a delta needs a base published first")
+        return self._publish(delta, self._base.generation, generation, epoch, written_ns)
+
+    def _publish(self, columns, base_generation: int, generation: int | None, epoch: str,
+                 written_ns: int) -> Snapshot:
         with self._lock:
             if self._control is None:
                 raise SnapshotError(f"snapshot writer for {self.prefix!r} is closed")
+            if base_generation and (self._base is None or self._base.generation != base_generation):
+                raise SnapshotError(f"base {base_generation} is no longer the current base")
             if generation is None:
                 generation = self._generation + 1
             elif generation <= self._generation:
                 raise SnapshotError(f"generation {generation} is not after {self._generation}")
+            self._layout.check(columns.arrays, bool(base_generation))
             published_ns = time.time_ns()
             name = segment_name(self.prefix, generation)
-            _write_segment(name, generation, published_ns, columns.arrays, columns.dicts,
+            _write_segment(name, generation, published_ns, base_generation, self._layout.schema_hash,
+                           columns.arrays, columns.dicts,
                            {"epoch": epoch, "written_ns": written_ns or published_ns})
             try:
-                snapshot = _attach(name, generation, self._columns_factory, verify=False)
+                segment = _map(name, generation, self._layout, verify=False)
+                snapshot = segment.snapshot(self._layout, self._base)
             except BaseException:
                 _unlink_quietly(name)
                 raise
             self._write_control(CONTROL_OPEN, generation, published_ns)
-            if self._current is not None:
-                _unlink_quietly(segment_name(self.prefix, self._current.generation))
+            previous, previous_base = self._current, self._base
+            if previous is not None and previous is not previous_base:
+                _unlink_quietly(segment_name(self.prefix, previous.generation))
+            if not base_generation:
+                if previous_base is not None:
+                    _unlink_quietly(segment_name(self.prefix, previous_base.generation))
+                self._base = snapshot
             self._generation = generation
             self._current = snapshot
             return snapshot
@@ -195,8 +259,9 @@ class SnapshotWriter:
             if self._control is None:
                 return
             self._write_control(CONTROL_CLOSED, self._generation, time.time_ns())
-            if self._current is not None:
-                _unlink_quietly(segment_name(self.prefix, self._current.generation))
+            for snapshot in (self._current, self._base):
+                if snapshot is not None:
+                    _unlink_quietly(segment_name(self.prefix, snapshot.generation))
             _unlink_quietly(control_name(self.prefix))
             self._control.close()
             self._control = None
@@ -212,12 +277,13 @@ class SnapshotWriter:
 class SnapshotReader:
     """Follows a writer's generations; `current()` is cheap while the generation is unchanged."""
 
-    def __init__(self, prefix: str, columns_factory: ColumnsFactory = _default_columns_factory):
+    def __init__(self, prefix: str, layout: ColumnsLayout | ColumnsFactory | None = None):
         _check_prefix(prefix)
         self.prefix = prefix
-        self._columns_factory = columns_factory
+        self._layout = _layout(layout)
         self._control: mmap.mmap | None = None
         self._snapshot: Snapshot | None = None
+        self._base: Snapshot | None = None  # the last base attached: deltas on it reuse its mapping
 
     def current(self) -> Snapshot | None:
         """The current generation, or None while no writer has published one."""
@@ -229,24 +295,33 @@ class SnapshotReader:
             state, generation = record
             if state == CONTROL_CLOSED:
                 self._control = None  # the next writer makes a new control segment
-                self._snapshot = None
+                self._snapshot = self._base = None
                 return None
             if generation == 0:
                 return None
             if self._snapshot is not None and self._snapshot.generation == generation:
                 return self._snapshot
             try:
-                self._snapshot = _attach(segment_name(self.prefix, generation), generation,
-                                         self._columns_factory, verify=True)
+                self._snapshot = self._attach(generation)
             except FileNotFoundError:
-                # The writer unlinks a generation only after naming a newer one, so the
-                # control record must have moved on; if it has not, the segment was removed.
+                # The writer unlinks a generation (or a base) only after naming a newer one, so
+                # the control record must have moved on; if it has not, the segment was removed.
                 if generation == missing_generation:
                     raise SnapshotError(f"{segment_name(self.prefix, generation)} named by the "
                                         f"control record is missing") from None
                 missing_generation = generation
                 continue
             return self._snapshot
+
+    def _attach(self, generation: int) -> Snapshot:
+        segment = _map(segment_name(self.prefix, generation), generation, self._layout, verify=True)
+        base = self._base
+        if segment.base_generation and (base is None or base.generation != segment.base_generation):
+            base = _map(segment_name(self.prefix, segment.base_generation), segment.base_generation,
+                        self._layout, verify=True).snapshot(self._layout, None)
+        snapshot = segment.snapshot(self._layout, base)
+        self._base = base if segment.base_generation else snapshot
+        return snapshot
 
     def wait_for(self, generation: int, timeout_s: float) -> Snapshot | None:
         """The first snapshot at `generation` or later, or None when none appears within the timeout."""
@@ -307,8 +382,8 @@ def _unlink_quietly(name: str) -> None:
         pass
 
 
-def _write_segment(name: str, generation: int, published_ns: int, arrays: dict, dicts: dict,
-                   fleet_meta: dict) -> int:
+def _write_segment(name: str, generation: int, published_ns: int, base_generation: int, schema_hash: bytes,
+                   arrays: dict, dicts: dict, fleet_meta: dict) -> int:
     entries, offset = [], HEADER_SIZE
     for array_name, array in arrays.items():
         array = np.asarray(array)
@@ -341,7 +416,8 @@ def _write_segment(name: str, generation: int, published_ns: int, arrays: dict, 
             with memoryview(segment) as view:
                 checksum = crc32c.crc32c(view[HEADER_SIZE:])
             _HEADER.pack_into(segment, 0, SEGMENT_MAGIC, LAYOUT_VERSION, generation, published_ns,
-                              size - HEADER_SIZE, checksum, toc_offset, len(toc_json))
+                              size - HEADER_SIZE, checksum, toc_offset, len(toc_json), base_generation,
+                              schema_hash)
     except BaseException:
         _unlink_quietly(name)
         raise
@@ -350,8 +426,33 @@ def _write_segment(name: str, generation: int, published_ns: int, arrays: dict, 
     return size
 
 
-def _attach(name: str, generation: int, columns_factory: ColumnsFactory, verify: bool) -> Snapshot:
-    """Map a generation read-only and rebuild its Columns as zero-copy views (FileNotFoundError if gone)."""
+@dataclass(frozen=True)
+class _Segment:
+    """One mapped, checked generation segment."""
+    generation: int
+    base_generation: int
+    published_ns: int
+    nbytes: int
+    arrays: dict
+    dicts: dict
+    epoch: str
+    written_ns: int
+
+    def snapshot(self, layout: ColumnsLayout, base: Snapshot | None) -> Snapshot:
+        """This generation's snapshot: its own columns, or for a delta, overlaid on `base`."""
+        columns, nbytes = layout.columns_factory(self.arrays, self.dicts), self.nbytes
+        if self.base_generation:
+            if base is None or base.generation != self.base_generation or layout.overlay is None:
+                raise SnapshotError(f"generation {self.generation} overlays base {self.base_generation}, "
+                                    f"which is not at hand")
+            columns, nbytes = layout.overlay(base.columns, columns), base.nbytes + nbytes
+        return Snapshot(generation=self.generation, columns=columns, published_at=self.published_ns / 1e9,
+                        nbytes=nbytes, epoch=self.epoch,
+                        written_at=self.written_ns / 1e9, base_generation=self.base_generation)
+
+
+def _map(name: str, generation: int, layout: ColumnsLayout, verify: bool) -> _Segment:
+    """Map a generation read-only with its arrays as zero-copy views (FileNotFoundError if gone)."""
     fd = os.open(_shm_path(name), os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
@@ -360,14 +461,18 @@ def _attach(name: str, generation: int, columns_factory: ColumnsFactory, verify:
         segment = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
     finally:
         os.close(fd)
-    (magic, version, header_generation, published_ns, payload_length, checksum,
-     toc_offset, toc_length) = _HEADER.unpack_from(segment, 0)
+    magic, version = _HEADER.unpack_from(segment, 0)[:2]
     if magic != SEGMENT_MAGIC:
         raise SnapshotError(f"{name} is not a placecheck snapshot segment")
     if version != LAYOUT_VERSION:
         raise SnapshotError(f"{name} has layout version {version}, this reader understands {LAYOUT_VERSION}")
+    (_, _, header_generation, published_ns, payload_length, checksum, toc_offset, toc_length,
+     base_generation, schema_hash) = _HEADER.unpack_from(segment, 0)
     if header_generation != generation or HEADER_SIZE + payload_length != size:
         raise SnapshotError(f"{name} header does not match its name or size")
+    if schema_hash != layout.schema_hash:
+        raise SnapshotError(f"{name} has column schema {schema_hash.hex()}, this reader's is "
+                            f"{layout.schema_hash.hex()} (engine.columns.SCHEMA)")
     if verify:
         with memoryview(segment) as view:
             actual = crc32c.crc32c(view[HEADER_SIZE:])
@@ -382,9 +487,7 @@ def _attach(name: str, generation: int, columns_factory: ColumnsFactory, verify:
             arrays[entry["name"]] = array
         dicts_offset, dicts_length = toc["dicts"]
         dicts = json.loads(segment[dicts_offset:dicts_offset + dicts_length])
-        fleet_meta = toc["fleet"]
+        epoch, written_ns = toc["fleet"]["epoch"], toc["fleet"]["written_ns"]
     except (ValueError, KeyError, TypeError) as error:
         raise SnapshotError(f"{name} has an unreadable table of contents: {error}") from error
-    return Snapshot(generation=generation, columns=columns_factory(arrays, dicts),
-                    published_at=published_ns / 1e9, nbytes=size, epoch=fleet_meta["epoch"],
-                    written_at=fleet_meta["written_ns"] / 1e9)
+    return _Segment(generation, base_generation, published_ns, size, arrays, dicts, epoch, written_ns)

@@ -4,6 +4,11 @@ A change is computed on copies of the host and aggregate tables, with its column
 changes are serialised; it is then committed to the store (engine.store, group commit) and, once
 durable, published as its generation before the caller hears of it. A refused change touches
 nothing; a change the store cannot keep is undone, with every change queued on top of it.
+
+A usage update costs what it changes: the version keeps the base (the fleet as of the last other
+change, with its columns) and the hosts whose usage changed since, and is published as a delta
+segment on the base (engine.columns.usage_delta). Once the delta outgrows DELTA_ROWS (or
+DELTA_INSTANCE_IDS), or on any other change, the next version is a new base.
 """
 from __future__ import annotations
 
@@ -17,6 +22,11 @@ from engine.fleetfile import validate_aggregates, validate_fleet, validate_hosts
 from engine.model import MAX_USED, Aggregate, Fleet, Host, InvalidField
 from engine.snapshot import SnapshotWriter
 from engine.store import Change, FleetStore, StoreError, Ticket
+
+# A delta that outgrows these becomes a new base: readers patch their copies of the usage arrays
+# at every row of the delta on every generation, and decode its instance lists on first lookup.
+DELTA_ROWS = 2048
+DELTA_INSTANCE_IDS = 16384
 
 
 @dataclass(frozen=True)
@@ -46,18 +56,36 @@ ColumnsWithUsage = Callable[[object, tuple[Host, ...], list[int], bool], object]
 
 
 @dataclass
-class _Version:
-    """One state of the fleet, as of one generation."""
+class _Base:
+    """The fleet as of its last change other than usage; never changed once made."""
     generation: int
-    hosts: dict[str, Host]
+    hosts: dict[str, Host]  # in fleet order
     aggregates: dict[int, Aggregate]
-    # Built for this generation; None once published (the segment holds them: one copy, not two)
-    # or while the history has no write.
+    # Built for this base; once published, the published segment's (one copy, not two); None
+    # while the history has no write.
     columns: object
+
+
+@dataclass
+class _Version:
+    """One state of the fleet, as of one generation: its base and the usage changed since."""
+    generation: int
+    base: _Base
     written_ns: int
+    usage: dict[str, Host] = field(default_factory=dict)  # hosts whose usage changed since the base
+    instance_lists: dict[int, tuple[str, ...]] = field(default_factory=dict)  # rows whose list changed
+    delta: object = None  # engine.columns.usage_delta over the base; None: the version is its base
+
+    def host(self, name: str) -> Host | None:
+        return self.usage.get(name) or self.base.hosts.get(name)
+
+    def hosts(self) -> dict[str, Host]:
+        if not self.usage:
+            return self.base.hosts
+        return {name: self.usage.get(name, host) for name, host in self.base.hosts.items()}
 
     def fleet(self) -> Fleet:
-        return Fleet(hosts=tuple(self.hosts.values()), aggregates=tuple(self.aggregates.values()))
+        return Fleet(hosts=tuple(self.hosts().values()), aggregates=tuple(self.base.aggregates.values()))
 
 
 def _unknown(kind: str, missing: list) -> KeyError:
@@ -71,11 +99,14 @@ class FleetState:
 
     def __init__(self, writer: SnapshotWriter, store: FleetStore, build_columns: BuildColumns | None = None,
                  columns_with_usage: ColumnsWithUsage | None = None):
-        """build_columns defaults to engine.columns' builder, with its usage patcher; any other
-        builder rebuilds on usage updates too unless given its own `columns_with_usage`."""
+        """build_columns defaults to engine.columns' builder, with its usage patcher and usage
+        deltas; any other builder rebuilds on usage updates too unless given its own
+        `columns_with_usage`."""
+        self._usage_delta = None
         if build_columns is None:
             from engine import columns  # lazily, so the state owner can be tested with any builder
             build_columns, columns_with_usage = columns.build_columns, columns.columns_with_usage
+            self._usage_delta = columns.usage_delta
         self._writer = writer
         self._store = store
         self.epoch = store.recovered.epoch
@@ -88,8 +119,8 @@ class FleetState:
         aggregates = {aggregate.id: aggregate for aggregate in recovered.fleet.aggregates}
         columns = build_columns(recovered.fleet) if recovered.generation else None
         # _latest: the last change made (maybe not yet durable); _committed: the last durable one.
-        self._latest = self._committed = _Version(recovered.generation, hosts, aggregates, columns,
-                                                  recovered.written_ns)
+        self._latest = self._committed = _Version(
+            recovered.generation, _Base(recovered.generation, hosts, aggregates, columns), recovered.written_ns)
         store.on_commit = self._on_commit
         store.on_failure = self._on_failure
         if recovered.generation:
@@ -107,7 +138,7 @@ class FleetState:
             raise InvalidField(hosts_field, "a fleet without hosts would remove every host; "
                                             "set allow_empty to mean it")
         with self._lock:
-            ticket, version = self._make(
+            ticket, version = self._make_base(
                 {host.name: host for host in fleet.hosts},
                 {aggregate.id: aggregate for aggregate in fleet.aggregates}, self._build_columns,
                 Change(0, 0, replace=True, hosts=list(fleet.hosts), aggregates=list(fleet.aggregates)))
@@ -118,10 +149,10 @@ class FleetState:
         hosts = list(hosts)
         validate_hosts(hosts)
         with self._lock:
-            new_hosts = dict(self._latest.hosts)
+            new_hosts = dict(self._latest.hosts())
             new_hosts.update((host.name, host) for host in hosts)
-            ticket, version = self._make(new_hosts, self._latest.aggregates, self._build_columns,
-                                         Change(0, 0, hosts=hosts))
+            ticket, version = self._make_base(new_hosts, self._latest.base.aggregates, self._build_columns,
+                                              Change(0, 0, hosts=hosts))
         return self._acknowledge(ticket, version)
 
     def remove_hosts(self, names: Iterable[str]) -> int:
@@ -129,15 +160,15 @@ class FleetState:
         doomed = set(names)
         with self._lock:
             latest = self._latest
-            missing = sorted(doomed - latest.hosts.keys())
+            missing = sorted(doomed - latest.base.hosts.keys())
             if missing:
                 raise _unknown("host", missing)
-            new_hosts = {name: host for name, host in latest.hosts.items() if name not in doomed}
+            new_hosts = {name: host for name, host in latest.hosts().items() if name not in doomed}
             left = [dataclasses.replace(aggregate, hosts=aggregate.hosts - doomed)
-                    for aggregate in latest.aggregates.values() if aggregate.hosts & doomed]
-            new_aggregates = {**latest.aggregates, **{aggregate.id: aggregate for aggregate in left}}
-            ticket, version = self._make(new_hosts, new_aggregates, self._build_columns,
-                                         Change(0, 0, removed_hosts=sorted(doomed), aggregates=left))
+                    for aggregate in latest.base.aggregates.values() if aggregate.hosts & doomed]
+            new_aggregates = {**latest.base.aggregates, **{aggregate.id: aggregate for aggregate in left}}
+            ticket, version = self._make_base(new_hosts, new_aggregates, self._build_columns,
+                                              Change(0, 0, removed_hosts=sorted(doomed), aggregates=left))
         return self._acknowledge(ticket, version)
 
     def upsert_aggregates(self, aggregates: Iterable[Aggregate]) -> int:
@@ -145,23 +176,23 @@ class FleetState:
         aggregates = list(aggregates)
         validate_aggregates(aggregates)
         with self._lock:
-            new_aggregates = dict(self._latest.aggregates)
+            new_aggregates = dict(self._latest.base.aggregates)
             new_aggregates.update((aggregate.id, aggregate) for aggregate in aggregates)
-            ticket, version = self._make(self._latest.hosts, new_aggregates, self._build_columns,
-                                         Change(0, 0, aggregates=aggregates))
+            ticket, version = self._make_base(self._latest.hosts(), new_aggregates, self._build_columns,
+                                              Change(0, 0, aggregates=aggregates))
         return self._acknowledge(ticket, version)
 
     def remove_aggregates(self, ids: Iterable[int]) -> int:
         doomed = set(ids)
         with self._lock:
             latest = self._latest
-            missing = sorted(doomed - latest.aggregates.keys())
+            missing = sorted(doomed - latest.base.aggregates.keys())
             if missing:
                 raise _unknown("aggregate id", missing)
-            new_aggregates = {aggregate_id: aggregate for aggregate_id, aggregate in latest.aggregates.items()
+            new_aggregates = {aggregate_id: aggregate for aggregate_id, aggregate in latest.base.aggregates.items()
                               if aggregate_id not in doomed}
-            ticket, version = self._make(latest.hosts, new_aggregates, self._build_columns,
-                                         Change(0, 0, removed_aggregates=sorted(doomed)))
+            ticket, version = self._make_base(latest.hosts(), new_aggregates, self._build_columns,
+                                              Change(0, 0, removed_aggregates=sorted(doomed)))
         return self._acknowledge(ticket, version)
 
     def update_usage(self, usages: Iterable[HostUsage]) -> int:
@@ -171,15 +202,19 @@ class FleetState:
             latest = self._latest
             changed: dict[str, Host] = {}
             for index, usage in enumerate(usages):
-                host = changed.get(usage.name) or latest.hosts.get(usage.name)
+                host = changed.get(usage.name) or latest.host(usage.name)
                 if host is None:
                     raise _unknown("host", [usage.name])
                 changed[usage.name] = _with_usage(host, usage, f"usages[{index}]")
-            new_hosts = dict(latest.hosts)
-            new_hosts.update(changed)
-            ticket, version = self._make(new_hosts, latest.aggregates,
-                                         lambda fleet: self._columns_after_usage(fleet, changed),
-                                         Change(0, 0, hosts=list(changed.values())))
+            change = Change(0, 0, hosts=list(changed.values()))
+            version = self._usage_version(latest, changed)
+            if version is None:
+                new_hosts = dict(latest.hosts())
+                new_hosts.update(changed)
+                ticket, version = self._make_base(new_hosts, latest.base.aggregates,
+                                                  lambda fleet: self._columns_after_usage(fleet, changed), change)
+            else:
+                ticket = self._submit(version, change)
         return self._acknowledge(ticket, version)
 
     def status(self) -> FleetStatus:
@@ -188,21 +223,45 @@ class FleetState:
         return FleetStatus(
             generation=0 if snapshot is None else snapshot.generation,
             epoch=self.epoch,
-            host_count=len(committed.hosts),
-            aggregate_count=len(committed.aggregates),
+            host_count=len(committed.base.hosts),
+            aggregate_count=len(committed.base.aggregates),
             age_seconds=0.0 if snapshot is None else max(0.0, time.time() - snapshot.written_at),
             snapshot_bytes=0 if snapshot is None else snapshot.nbytes,
         )
 
-    def _make(self, hosts: dict[str, Host], aggregates: dict[int, Aggregate], build_columns: BuildColumns,
-              change: Change) -> tuple[Ticket, _Version]:
-        """Build the new version and queue it for the store. Caller holds the lock."""
+    def _make_base(self, hosts: dict[str, Host], aggregates: dict[int, Aggregate], build_columns: BuildColumns,
+                   change: Change) -> tuple[Ticket, _Version]:
+        """Build the new version, a base, and queue it for the store. Caller holds the lock."""
         columns = build_columns(Fleet(hosts=tuple(hosts.values()), aggregates=tuple(aggregates.values())))
-        version = _Version(self._latest.generation + 1, hosts, aggregates, columns, time.time_ns())
+        generation = self._latest.generation + 1
+        version = _Version(generation, _Base(generation, hosts, aggregates, columns), time.time_ns())
+        return self._submit(version, change), version
+
+    def _usage_version(self, latest: _Version, changed: dict[str, Host]) -> _Version | None:
+        """The version `changed` makes as a delta on the latest base; None when it should be a base."""
+        base = latest.base
+        base_columns = base.columns
+        if self._usage_delta is None or base_columns is None:
+            return None
+        usage = {**latest.usage, **changed}
+        instance_lists = dict(latest.instance_lists)
+        rows = {}
+        for name, host in changed.items():
+            row = base_columns.row_of(name)
+            rows[row] = host
+            if row in instance_lists or host.instances != base.hosts[name].instances:
+                instance_lists[row] = host.instances
+        if len(usage) > DELTA_ROWS or sum(map(len, instance_lists.values())) > DELTA_INSTANCE_IDS:
+            return None
+        return _Version(latest.generation + 1, base, time.time_ns(), usage, instance_lists,
+                        self._usage_delta(base_columns, latest.delta, rows, instance_lists))
+
+    def _submit(self, version: _Version, change: Change) -> Ticket:
+        """Queue the version's change for the store; it becomes the latest. Caller holds the lock."""
         change.generation, change.written_ns, change.payload = version.generation, version.written_ns, version
         ticket = self._store.submit(change)
         self._latest = version
-        return ticket, version
+        return ticket
 
     def _acknowledge(self, ticket: Ticket, version: _Version) -> int:
         """Wait until the change is durable and published (raises StoreError when it is not kept)."""
@@ -217,18 +276,16 @@ class FleetState:
             if current is not None and current.generation >= version.generation:
                 return
             durable = self._committed  # at or after `version`: it committed
-            self._writer.publish(durable.columns, generation=durable.generation, epoch=self.epoch,
-                                 written_ns=durable.written_ns)
-            durable.columns = None
-
-    def _columns_of(self, version: _Version):
-        """A version's columns: its own until published, then the published segment's."""
-        columns = version.columns
-        if columns is None:
-            current = self._writer.current
-            if current is not None and current.generation == version.generation:
-                columns = current.columns
-        return columns
+            base = durable.base
+            published_base = self._writer.base
+            if published_base is None or published_base.generation != base.generation:
+                # A base not published yet (a later version overtook it in one group commit).
+                snapshot = self._writer.publish(base.columns, generation=base.generation, epoch=self.epoch,
+                                                written_ns=durable.written_ns)
+                base.columns = snapshot.columns  # the segment's: one copy of the fleet, not two
+            if durable.delta is not None:
+                self._writer.publish_delta(durable.delta, generation=durable.generation, epoch=self.epoch,
+                                           written_ns=durable.written_ns)
 
     def _on_commit(self, change: Change) -> None:
         """The store's writer thread: `change` and every change before it are durable."""
@@ -244,11 +301,13 @@ class FleetState:
         """The latest version's columns patched for the changed hosts' usage, when the builder
         can patch; a usage update is the frequent one, and only a handful of arrays derive from it."""
         latest = self._latest
-        columns = self._columns_of(latest)
+        columns = latest.base.columns
         if self._columns_with_usage is None or columns is None:
             return self._build_columns(fleet)
+        changed = {**latest.usage, **changed}  # the base's columns miss the usage changed since
         rows = [columns.row_of(name) for name in changed]
-        instances_changed = any(host.instances != latest.hosts[name].instances for name, host in changed.items())
+        instances_changed = any(host.instances != latest.base.hosts[name].instances
+                                for name, host in changed.items())
         return self._columns_with_usage(columns, fleet.hosts, rows, instances_changed)
 
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine import state as state_module
 from engine.columns import build_columns
 from engine.model import Aggregate, Fleet, Host, InvalidField, Inventory
 from engine.snapshot import SnapshotReader, SnapshotWriter
@@ -223,26 +224,45 @@ def fleets_and_usage_updates(draw):
     return fleet, updates
 
 
-def assert_same_columns(patched, rebuilt) -> None:
+def assert_same_columns(patched, rebuilt, fleet: Fleet) -> None:
+    """Equal arrays and dicts, but for the instance section (a delta generation keeps its base's and
+    overlays the changed lists): every instance lookup gives the rebuild's answer."""
     assert patched.arrays.keys() == rebuilt.arrays.keys()
     for name, array in rebuilt.arrays.items():
+        if name.startswith("instance_"):
+            continue
         assert patched.arrays[name].dtype == array.dtype, name
         np.testing.assert_array_equal(patched.arrays[name], array, err_msg=name)
     assert patched.dicts == rebuilt.dicts
+    uuids = sorted({uuid_ for host_ in fleet.hosts for uuid_ in host_.instances} | set(INSTANCE_UUIDS))
+    for row in range(rebuilt.host_count):
+        assert patched.instances_of(row) == rebuilt.instances_of(row), row
+    for some in [uuids, *([uuid_] for uuid_ in uuids), uuids[::2]]:
+        assert patched.rows_of_instances(some).tolist() == rebuilt.rows_of_instances(some).tolist(), some
+        assert sorted(patched.instance_rows(some).tolist()) == sorted(rebuilt.instance_rows(some).tolist()), some
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fleets_and_usage_updates())
-def test_usage_updates_patch_the_columns_a_rebuild_would_give(prefix, tmp_path, fleet_and_updates):
-    """The engine's builder patches usage into the published columns; the result is the rebuild's."""
+@given(fleets_and_usage_updates(), st.sampled_from([state_module.DELTA_ROWS, 2]))
+def test_usage_updates_publish_the_columns_a_rebuild_would_give(prefix, tmp_path, fleet_and_updates, delta_rows):
+    """Usage updates are published as deltas on the base and, past the delta limit, as a new base
+    patched from the last; what the writer and a reader make of each is the rebuild's."""
     fleet, updates = fleet_and_updates
     unique = uuid.uuid4().hex[:8]
-    with SnapshotWriter(f"{prefix}-{unique}") as engine_writer, closing(FleetStore(str(tmp_path / unique))) as store:
+    with SnapshotWriter(f"{prefix}-{unique}") as engine_writer, closing(FleetStore(str(tmp_path / unique))) as store, \
+            pytest.MonkeyPatch.context() as patch:
+        patch.setattr(state_module, "DELTA_ROWS", delta_rows)
         fleet_state = FleetState(engine_writer, store)
         fleet_state.replace(fleet)
+        reader = SnapshotReader(f"{prefix}-{unique}")
         for usages in updates:
-            fleet_state.update_usage(usages)
-            assert_same_columns(engine_writer.current.columns, build_columns(fleet_state.fleet()))
+            generation = fleet_state.update_usage(usages)
+            rebuilt = build_columns(fleet_state.fleet())
+            changed_since_base = len(fleet_state._latest.usage)
+            assert (engine_writer.current.base_generation != 0) == (0 < changed_since_base <= delta_rows)
+            assert reader.current().generation == generation
+            for columns in (engine_writer.current.columns, reader.current().columns):
+                assert_same_columns(columns, rebuilt, fleet_state.fleet())
 
 
 # ---------------------------------------------------------------- the store: durable, recovered exactly
