@@ -1,6 +1,7 @@
 """Every rule's compiled kernel against its plain-Python reference, on random fleets."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -9,12 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.columns import Columns, build_columns
+from engine import decide
+from engine.columns import Columns, build_columns, overlay, usage_delta
 from engine.config import Profile
 from engine.model import Fleet, Host, Inventory, Operation, Request
 from engine.rules import RULES, rule_names
 from engine.rules import move_source, resource
-from fleetgen import fleets, scenarios
+from fleetgen import INSTANCE_UUIDS, fleets, scenarios
 from placecheck.v1 import placement_pb2
 
 NUMBER_FIELDS = {field.name for field in placement_pb2.RejectionNumbers.DESCRIPTOR.fields}
@@ -192,3 +194,60 @@ def test_empty_fleet():
     for rule in RULES.values():
         for active in rule.compile(request, columns, Profile()):
             assert rule.scan(active, columns, fail_bits, BIT, 0, 0, 0) == 0
+
+
+@st.composite
+def usage_changes(draw, fleet: Fleet) -> list[dict[int, Host]]:
+    """Rounds of usage updates (each the new Host at some rows), as UpdateUsage makes them."""
+    rounds = []
+    hosts = list(fleet.hosts)
+    for _ in range(draw(st.integers(1, 3))):
+        changed = {}
+        for row in draw(st.lists(st.integers(0, len(hosts) - 1), min_size=1, max_size=4, unique=True)):
+            host = hosts[row]
+            resources = {rc: dataclasses.replace(inventory, used=draw(st.integers(0, 2**20)))
+                         for rc, inventory in host.resources.items()}
+            host = dataclasses.replace(
+                host, resources=resources, num_instances=draw(st.integers(0, 60)),
+                num_io_ops=draw(st.integers(0, 12)),
+                instances=tuple(draw(st.lists(st.sampled_from(INSTANCE_UUIDS), max_size=4))))
+            hosts[row] = changed[row] = host
+        rounds.append(changed)
+    return rounds
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(max_hosts=10), st.data())
+def test_a_base_with_usage_deltas_decides_as_a_full_build(scenario, data):
+    """A generation published as deltas on a base (engine.columns.overlay, as every reader makes
+    it) scans, explains and decides exactly as the columns built afresh from the same fleet."""
+    fleet, request, profile = scenario
+    base = as_snapshot(build_columns(fleet))
+    hosts, delta, instance_lists = list(fleet.hosts), None, {}
+    for changed in data.draw(usage_changes(fleet), label="rounds"):
+        for row, host in changed.items():
+            if row in instance_lists or host.instances != fleet.hosts[row].instances:
+                instance_lists[row] = host.instances
+            hosts[row] = host
+        delta = usage_delta(base, delta, changed, instance_lists)
+    overlaid = overlay(base, as_snapshot(delta))
+    new_fleet = dataclasses.replace(fleet, hosts=tuple(hosts))
+    fresh = as_snapshot(build_columns(new_fleet))
+    n = fresh.host_count
+    for rule in RULES.values():
+        actives = rule.compile(request, overlaid, profile)
+        assert [active.name for active in actives] == [active.name for active in rule.compile(request, fresh, profile)]
+        for active, fresh_active in zip(actives, rule.compile(request, fresh, profile)):
+            for placed in (0, 1):
+                refused_rows, refused = scan(rule, active, overlaid, 0, n, placed)
+                expected = [not rule.reference(active.name, host, new_fleet, request, profile, placed)
+                            for host in new_fleet.hosts]
+                assert refused_rows.tolist() == expected, (active.name, placed)
+                assert scan(rule, fresh_active, fresh, 0, n, placed)[0].tolist() == expected
+                for row in np.flatnonzero(refused_rows).tolist():
+                    assert rule.explain(active, overlaid, row, placed) == rule.explain(fresh_active, fresh, row, placed)
+    names = [host.name for host in new_fleet.hosts]
+    assert decide.check_destination(overlaid, request, profile, names) == \
+        decide.check_destination(fresh, request, profile, names)
+    assert decide.select_destinations(overlaid, request, profile, "decision", 2) == \
+        decide.select_destinations(fresh, request, profile, "decision", 2)

@@ -1,13 +1,18 @@
 """The shared-memory snapshot: round trip, generations, torn reads, refusal of foreign segments."""
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
+import threading
 import time
 
 import numpy as np
 import pytest
 
+from engine.column_schema import SchemaError
+from engine.columns import build_columns, usage_delta
+from engine.demo import demo_fleet
 from engine.snapshot import (
     HEADER_SIZE, SHM_DIR, SnapshotError, SnapshotReader, SnapshotWriter, control_name, segment_name,
 )
@@ -258,3 +263,133 @@ def test_concurrent_readers_never_see_a_torn_snapshot(prefix, writer):
         assert newest == last_generation
         assert seen_count > 10  # the readers really followed the writer along
     assert segments_of(prefix) == [control_name(prefix), segment_name(prefix, last_generation)]
+
+
+# ------------------------------------------- deltas: a usage change overlaid on a base, never torn
+
+def _delta_expectation(columns, generation: int, base_generation: int) -> list[str]:
+    """A base of generation b has every host's num_instances b; each delta generation g on it sets
+    row 0 and every row changed since b to g (num_instances and MEMORY_MB used, and row 0's instance
+    list to ["g<g>"]). So a generation reads b and g only, g at row 0."""
+    counts = columns.arrays["num_instances"]
+    wrong = []
+    if not set(np.unique(counts).tolist()) <= {generation, base_generation}:
+        wrong.append(f"num_instances holds {sorted(set(np.unique(counts).tolist()) - {generation, base_generation})}")
+    if counts[0] != generation:
+        wrong.append(f"row 0 has {counts[0]}")
+    memory = columns.resource_class_index("MEMORY_MB")
+    changed = counts == generation
+    if base_generation != generation and not (
+            (columns.arrays["rc_used"][memory][changed] == generation).all()
+            and (columns.arrays["w_free_ram_mb"][changed]
+                 == columns.arrays["rc_total"][memory][changed] - generation).all()):
+        wrong.append("MEMORY_MB used or w_free_ram_mb of the changed rows")
+    if columns.instances_of(0) != [f"g{generation}"] and base_generation != generation:
+        wrong.append(f"instances_of(0) is {columns.instances_of(0)}")
+    return wrong
+
+
+def _follow_deltas(prefix: str, last_generation: int, result_queue, ready) -> None:
+    """Two threads share one reader (as a worker's do), each holding a generation for a while and
+    checking it again afterwards: a private copy of the usage arrays is never reused under it."""
+    reader = SnapshotReader(prefix)
+    seen, torn = set(), []
+    ready.release()
+
+    def follow() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            snapshot = reader.current()
+            if snapshot is None:
+                continue
+            seen.add(snapshot.generation)
+            for _ in range(2):
+                wrong = _delta_expectation(snapshot.columns, snapshot.generation,
+                                           snapshot.base_generation or snapshot.generation)
+                if wrong:
+                    torn.append((snapshot.generation, wrong))
+                time.sleep(0.002)
+            if snapshot.generation == last_generation:
+                return
+
+    threads = [threading.Thread(target=follow) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result_queue.put((len(seen), max(seen, default=0), torn))
+
+
+def _with_usage(host, generation: int):
+    memory = dataclasses.replace(host.resources["MEMORY_MB"], used=generation)
+    return dataclasses.replace(host, num_instances=generation, resources={**host.resources, "MEMORY_MB": memory})
+
+
+def _base_of_generation(fleet, generation: int):
+    columns = build_columns(fleet)
+    columns.arrays["num_instances"] = np.full(columns.host_count, generation, dtype=np.int32)
+    return columns
+
+
+def test_concurrent_readers_of_deltas_never_see_a_torn_generation(prefix):
+    fleet = demo_fleet(3_000, 1)
+    last_generation, rebase_every = 239, 60
+    context = multiprocessing.get_context("spawn")
+    results, ready = context.Queue(), context.Semaphore(0)
+    readers = [context.Process(target=_follow_deltas, args=(prefix, last_generation, results, ready))
+               for _ in range(2)]
+    rng = np.random.default_rng(7)
+    with SnapshotWriter(prefix) as writer:
+        writer.publish(_base_of_generation(fleet, 1), generation=1)
+        for reader in readers:
+            reader.start()
+        for _ in readers:
+            assert ready.acquire(timeout=60)
+        delta, changed_rows = None, {0}
+        for generation in range(2, last_generation + 1):
+            if generation % rebase_every == 0:
+                writer.publish(_base_of_generation(fleet, generation), generation=generation)
+                delta, changed_rows = None, {0}
+                continue
+            changed_rows |= set(rng.integers(0, len(fleet.hosts), 5).tolist())
+            changed = {row: _with_usage(fleet.hosts[row], generation) for row in changed_rows}
+            delta = usage_delta(writer.base.columns, delta, changed, {0: (f"g{generation}",)})
+            snapshot = writer.publish_delta(delta, generation=generation)
+            assert snapshot.base_generation == generation // rebase_every * rebase_every or 1
+            assert not _delta_expectation(snapshot.columns, generation, snapshot.base_generation)
+        outcomes = [results.get(timeout=120) for _ in readers]
+        for reader in readers:
+            reader.join(timeout=30)
+        # Only the current generation (a delta) and its base remain.
+        assert segments_of(prefix) == sorted([control_name(prefix), segment_name(prefix, last_generation),
+                                              segment_name(prefix, writer.base.generation)])
+    for seen_count, newest, torn in outcomes:
+        assert torn == []
+        assert newest == last_generation
+        assert seen_count > 10
+
+
+def test_a_delta_needs_its_base_and_a_layout_that_overlays(prefix, writer):
+    with pytest.raises(SnapshotError, match="publishes no deltas"):
+        writer.publish_delta(columns_for_generation(1))
+    with SnapshotWriter(prefix + "-engine") as engine_writer:
+        with pytest.raises(SnapshotError, match="base published first"):
+            engine_writer.publish_delta(columns_for_generation(1))
+
+
+def test_the_writer_checks_the_schema_and_readers_refuse_another_schema(prefix):
+    fleet = demo_fleet(20, 1)
+    with SnapshotWriter(prefix) as engine_writer:
+        misshapen = build_columns(fleet)
+        misshapen.arrays["num_instances"] = misshapen.arrays["num_instances"].astype(np.int64)
+        with pytest.raises(SchemaError, match="num_instances is int64"):
+            engine_writer.publish(misshapen)
+        extra = build_columns(fleet)
+        extra.arrays["surprise"] = np.zeros(20)
+        with pytest.raises(SchemaError, match="undeclared \\['surprise'\\]"):
+            engine_writer.publish(extra)
+        assert engine_writer.current is None
+        engine_writer.publish(build_columns(fleet))
+        _corrupt(prefix, 1, 72, b"\x00" * 16)  # the schema hash, after the base generation
+        with pytest.raises(SnapshotError, match="column schema 0{32}"):
+            SnapshotReader(prefix).current()
