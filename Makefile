@@ -8,7 +8,7 @@ STUBS := clients/python/placecheck/v1
 PROTOS := $(wildcard proto/placecheck/v1/*.proto)
 PYX := engine/_fastfilters.pyx $(wildcard engine/*.pxi engine/rules/*.pxi)
 
-.PHONY: all run test bench clean proto build placement
+.PHONY: all run test bench clean proto build placement nova
 
 all: build
 
@@ -36,7 +36,7 @@ build: $(VENV)/.built
 run: build
 	$(VENV)/bin/placecheck serve --demo
 
-test: build placement
+test: build placement nova
 	$(PY) -m pytest -q
 
 bench: build
@@ -55,8 +55,19 @@ $(PLACEMENT_VENV)/.installed: requirements-placement.txt
 
 placement: $(PLACEMENT_VENV)/.installed
 
+# nova-api likewise (its WSGI app under gunicorn, on SQLite databases made by nova-manage).
+NOVA_VENV := .venv-nova
+
+$(NOVA_VENV)/.installed: requirements-nova.txt
+	@if $(PYTHON) -m venv $(NOVA_VENV) >$(NOVA_VENV).log 2>&1 \
+		&& $(NOVA_VENV)/bin/pip install -q -r requirements-nova.txt >>$(NOVA_VENV).log 2>&1; then \
+		touch $@; \
+	else echo "nova did not install (see $(NOVA_VENV).log): its tests will skip"; fi
+
+nova: $(NOVA_VENV)/.installed
+
 clean:
-	rm -rf $(VENV) $(PLACEMENT_VENV) $(PLACEMENT_VENV).log build engine/_fastfilters.c engine/*.so $(STUBS) *.egg-info
+	rm -rf $(VENV) $(PLACEMENT_VENV) $(PLACEMENT_VENV).log $(NOVA_VENV) $(NOVA_VENV).log build engine/_fastfilters.c engine/*.so $(STUBS) *.egg-info
 
 # The Node.js and Go clients (clients/node, clients/go). Their dependencies install once, behind
 # stamp files, like the venv; without npm or go the targets say so and the clients' tests skip.
