@@ -57,6 +57,9 @@ public final class Readiness {
           lastSeen = "the Watch ended after " + lastSeen;
         } catch (StatusRuntimeException error) {
           Status status = error.getStatus();
+          if (status.getCode() == Status.Code.DEADLINE_EXCEEDED && !lastSeen.equals("no answer")) {
+            break;  // out of time: what the Watch said last says more than the deadline
+          }
           lastSeen = status.getCode() + ": " + status.getDescription();
           if (status.getCode() == Status.Code.UNIMPLEMENTED) {
             break;

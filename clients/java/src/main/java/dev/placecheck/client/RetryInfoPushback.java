@@ -23,8 +23,8 @@ import io.grpc.protobuf.ProtoUtils;
 final class RetryInfoPushback implements ClientInterceptor {
   static final Metadata.Key<String> PUSHBACK_MS =
       Metadata.Key.of("grpc-retry-pushback-ms", Metadata.ASCII_STRING_MARSHALLER);
-  static final Metadata.Key<com.google.rpc.Status> STATUS_DETAILS =
-      ProtoUtils.keyForProto(com.google.rpc.Status.getDefaultInstance());
+  static final Metadata.Key<com.google.rpc.Status> STATUS_DETAILS = Metadata.Key.of(
+      "grpc-status-details-bin", ProtoUtils.metadataMarshaller(com.google.rpc.Status.getDefaultInstance()));
 
   private static final ClientStreamTracer ATTEMPT_TRACER = new ClientStreamTracer() {
     @Override

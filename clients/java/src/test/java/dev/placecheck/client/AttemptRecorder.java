@@ -13,7 +13,10 @@ import java.net.SocketAddress;
 import java.util.List;
 import java.util.concurrent.CopyOnWriteArrayList;
 
-/** Records every attempt gRPC makes (retries included) and the local address of its connection. */
+/**
+ * Records every attempt gRPC makes (retries included): when it sent its headers (gRPC creates a
+ * retry's stream before its backoff, and starts it after) and its connection's local address.
+ */
 final class AttemptRecorder implements ClientInterceptor {
   final List<SocketAddress> localAddresses = new CopyOnWriteArrayList<>();
   final List<Long> attemptNanos = new CopyOnWriteArrayList<>();
@@ -23,8 +26,12 @@ final class AttemptRecorder implements ClientInterceptor {
     public ClientStreamTracer newClientStreamTracer(ClientStreamTracer.StreamInfo info, Metadata headers) {
       return new ClientStreamTracer() {
         @Override
-        public void streamCreated(Attributes transportAttributes, Metadata headers) {
+        public void outboundHeaders() {
           attemptNanos.add(System.nanoTime());
+        }
+
+        @Override
+        public void streamCreated(Attributes transportAttributes, Metadata headers) {
           SocketAddress local = transportAttributes.get(Grpc.TRANSPORT_ATTR_LOCAL_ADDR);
           if (local != null) {
             localAddresses.add(local);

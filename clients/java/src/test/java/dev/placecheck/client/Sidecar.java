@@ -39,9 +39,9 @@ final class Sidecar implements AutoCloseable {
     this.stateTarget = stateTarget;
   }
 
-  /** A sidecar with a demo fleet of {@code demoHosts} hosts, once health reports SERVING. */
+  /** A sidecar of 2 workers with a demo fleet of {@code demoHosts} hosts, once health reports SERVING. */
   static Sidecar withDemoFleet(int demoHosts) throws IOException, TimeoutException {
-    Sidecar sidecar = start(List.of("--demo", "--demo-hosts", Integer.toString(demoHosts)));
+    Sidecar sidecar = start(List.of("--workers", "2", "--demo", "--demo-hosts", Integer.toString(demoHosts)));
     try {
       Readiness.waitUntilServing(sidecar.decisionTarget, "", STARTUP_TIMEOUT, ClientOptions.defaults());
     } catch (TimeoutException notServing) {
@@ -52,12 +52,15 @@ final class Sidecar implements AutoCloseable {
     return sidecar;
   }
 
-  /** A sidecar with no fleet yet: its state service answers, decisions are UNAVAILABLE. */
-  static Sidecar withoutFleet() throws IOException {
-    return start(List.of());
+  /**
+   * A sidecar of one worker deciding one call at a time, with no fleet yet: its state service
+   * answers, its decisions are UNAVAILABLE, and 128 calls in flight make it shed load.
+   */
+  static Sidecar withoutFleetOnOneThread() throws IOException {
+    return start(List.of("--workers", "1", "--threads-per-worker", "1"));
   }
 
-  private static Sidecar start(List<String> fleetArguments) throws IOException {
+  private static Sidecar start(List<String> arguments) throws IOException {
     Path repo = Paths.get(System.getProperty("placecheck.repo", "../..")).toAbsolutePath().normalize();
     Path python = repo.resolve(".venv/bin/python");
     if (!Files.isExecutable(python)) {
@@ -68,8 +71,8 @@ final class Sidecar implements AutoCloseable {
     String stateTarget = "unix:" + directory.resolve("state.sock");
     List<String> command = new ArrayList<>(List.of(python.toString(), "-m", "server.cli", "serve",
         "--listen", decisionTarget, "--state-listen", stateTarget, "--metrics-port", "0",
-        "--workers", "2", "--state-dir", directory.resolve("state").toString()));
-    command.addAll(fleetArguments);
+        "--state-dir", directory.resolve("state").toString()));
+    command.addAll(arguments);
     ProcessBuilder builder = new ProcessBuilder(command).directory(repo.toFile()).redirectErrorStream(true)
         .redirectOutput(directory.resolve("sidecar.log").toFile());
     builder.environment().put("TMPDIR", directory.toString());
