@@ -96,6 +96,7 @@ SCHEMA = _specs(
 # base, and the changed instance lists.
 DELTA_SCHEMA = _specs(
     ("rows", "int32", "k", "the rows changed since the base, ascending"),
+    ("changed_at", "int64", "k", "the generation that last changed each of those rows"),
     ("rc_used", "int64", "R, k", "`rc_used` at those rows"),
     ("rc_free", "int64", "R, k", "`rc_free` at those rows"),
     ("num_instances", "int32", "k", "`num_instances` at those rows"),

@@ -451,12 +451,13 @@ USAGE_ARRAYS = ("rc_used", "rc_free", "num_instances", "num_io_ops",
                 "w_free_ram_mb", "w_free_disk_mb", "w_free_vcpus")
 
 
-def usage_delta(base: Columns, previous: Columns | None, changed: dict[int, Host],
+def usage_delta(base: Columns, previous: Columns | None, generation: int, changed: dict[int, Host],
                 instance_lists: dict[int, Sequence[str]]) -> Columns:
     """The delta that makes `base` the fleet whose hosts at these rows are `changed` (the new Host
-    of each, differing from base's in usage only), on top of `previous` (the last delta on the same
-    base, or None): every usage array at every row changed since the base ("rows", sorted), and
-    `instance_lists`, each row's list where it differs from the base's."""
+    of each, differing from base's in usage only) as of `generation`, on top of `previous` (the
+    last delta on the same base, or None): every usage array at every row changed since the base
+    ("rows", sorted; "changed_at", the generation that last changed each), and `instance_lists`,
+    each row's list where it differs from the base's."""
     rc_index = {rc: index for index, rc in enumerate(base.dicts["resource_classes"])}
     rows = np.array(sorted(changed), dtype=np.int64)
     used = base.arrays["rc_used"][:, rows].copy()
@@ -472,13 +473,14 @@ def usage_delta(base: Columns, previous: Columns | None, changed: dict[int, Host
     }
     values.update(_weigher_inputs({"rc_free": values["rc_free"], "rc_total": total, "rc_used": used,
                                    "rc_ratio": ratio}, rc_index))
+    values["changed_at"] = np.full(len(rows), generation, dtype=np.int64)
     if previous is not None:  # keep the previous delta's rows that this change leaves alone
         kept = ~np.isin(previous.arrays["rows"], rows)
         rows = np.concatenate([previous.arrays["rows"][kept], rows])
-        values = {name: np.concatenate([previous.arrays[name][..., kept], values[name]], axis=-1)
-                  for name in USAGE_ARRAYS}
+        values = {name: np.concatenate([previous.arrays[name][..., kept], value], axis=-1)
+                  for name, value in values.items()}
     order = np.argsort(rows, kind="stable")
-    arrays = {name: np.ascontiguousarray(values[name][..., order]) for name in USAGE_ARRAYS}
+    arrays = {name: np.ascontiguousarray(value[..., order]) for name, value in values.items()}
     arrays["rows"] = rows[order].astype(np.int32)
     instance_rows = sorted(instance_lists)
     arrays["instance_rows"] = np.array(instance_rows, dtype=np.int32)
@@ -508,7 +510,9 @@ class _UsageBuffers:
     (its owner arrays' reference counts are back to what the pool alone holds: every view, and
     every Cython memoryview of one, holds its owner), so a generation in use never changes. It is
     then reset to the base at the rows that generation changed and patched at the next one's: the
-    cost of a generation is its delta's size, not the fleet's, once the pool has a free copy."""
+    cost of a generation is what changed since the copy's, once the pool has a free copy: a delta
+    holds every row changed since the base, with the generation that last changed it, so only the
+    rows changed after the copy's generation are written (deltas on one base only grow)."""
 
     KEPT = 4  # copies remembered; a copy still in use beyond them is left to its users
 
@@ -518,25 +522,37 @@ class _UsageBuffers:
         self._copies: list[_UsageCopy] = []
 
     def patched(self, delta: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        base, rows = self._base.arrays, delta["rows"]
+        base, rows, changed_at = self._base.arrays, delta["rows"], delta["changed_at"]
+        newest = int(changed_at.max()) if len(changed_at) else 0
         with self._lock:
             copy = next((copy for copy in self._copies if copy.unused()), None)
             if copy is None:
                 copy = _UsageCopy({name: np.array(base[name]) for name in USAGE_ARRAYS})
                 self._copies = [*self._copies[-(self.KEPT - 1):], copy]
-            else:
-                for name, owner in copy.owners.items():
+            elif newest < copy.newest or not _sorted_subset(copy.rows, rows):
+                for name, owner in copy.owners.items():  # not a later delta of the copy's: reset it
                     owner[..., copy.rows] = base[name][..., copy.rows]
+                copy.newest = 0
+            later = changed_at > copy.newest
             for name, owner in copy.owners.items():
-                owner[..., rows] = delta[name]
-            copy.rows = np.array(rows, dtype=np.int64)
+                owner[..., rows[later]] = delta[name][..., later]
+            copy.rows, copy.newest = rows, newest
             return copy.views()
+
+
+def _sorted_subset(some: np.ndarray, rows: np.ndarray) -> bool:
+    """Whether every one of `some` is in `rows` (both ascending)."""
+    if not len(some):
+        return True
+    positions = np.searchsorted(rows, some)
+    return bool(positions[-1] < len(rows) and (rows[positions] == some).all())
 
 
 class _UsageCopy:
     def __init__(self, owners: dict[str, np.ndarray]):
         self.owners = owners
-        self.rows = np.zeros(0, dtype=np.int64)  # where the copy differs from the base
+        self.rows = np.zeros(0, dtype=np.int32)  # where the copy differs from the base
+        self.newest = 0  # the generation of the newest change it holds
         self._unreferenced = self._references()
 
     def _references(self) -> list[int]:

@@ -23,9 +23,12 @@ from engine.model import MAX_USED, Aggregate, Fleet, Host, InvalidField
 from engine.snapshot import SnapshotWriter
 from engine.store import Change, FleetStore, StoreError, Ticket
 
-# A delta that outgrows these becomes a new base: readers patch their copies of the usage arrays
-# at every row of the delta on every generation, and decode its instance lists on first lookup.
+# A delta that outgrows these becomes a new base: each write copies the delta's rows, and readers
+# decode its instance lists on first lookup; a new base costs the fleet's size once. So at most
+# a 32nd of the fleet (at least 256 hosts, at most DELTA_ROWS).
 DELTA_ROWS = 2048
+DELTA_MIN_ROWS = 256
+DELTA_FLEET_SHARE = 32
 DELTA_INSTANCE_IDS = 16384
 
 
@@ -251,10 +254,11 @@ class FleetState:
             rows[row] = host
             if row in instance_lists or host.instances != base.hosts[name].instances:
                 instance_lists[row] = host.instances
-        if len(usage) > DELTA_ROWS or sum(map(len, instance_lists.values())) > DELTA_INSTANCE_IDS:
+        row_limit = min(DELTA_ROWS, max(DELTA_MIN_ROWS, len(base.hosts) // DELTA_FLEET_SHARE))
+        if len(usage) > row_limit or sum(map(len, instance_lists.values())) > DELTA_INSTANCE_IDS:
             return None
         return _Version(latest.generation + 1, base, time.time_ns(), usage, instance_lists,
-                        self._usage_delta(base_columns, latest.delta, rows, instance_lists))
+                        self._usage_delta(base_columns, latest.delta, latest.generation + 1, rows, instance_lists))
 
     def _submit(self, version: _Version, change: Change) -> Ticket:
         """Queue the version's change for the store; it becomes the latest. Caller holds the lock."""

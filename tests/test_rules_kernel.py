@@ -224,12 +224,12 @@ def test_a_base_with_usage_deltas_decides_as_a_full_build(scenario, data):
     fleet, request, profile = scenario
     base = as_snapshot(build_columns(fleet))
     hosts, delta, instance_lists = list(fleet.hosts), None, {}
-    for changed in data.draw(usage_changes(fleet), label="rounds"):
+    for generation, changed in enumerate(data.draw(usage_changes(fleet), label="rounds"), start=2):
         for row, host in changed.items():
             if row in instance_lists or host.instances != fleet.hosts[row].instances:
                 instance_lists[row] = host.instances
             hosts[row] = host
-        delta = usage_delta(base, delta, changed, instance_lists)
+        delta = usage_delta(base, delta, generation, changed, instance_lists)
     overlaid = overlay(base, as_snapshot(delta))
     new_fleet = dataclasses.replace(fleet, hosts=tuple(hosts))
     fresh = as_snapshot(build_columns(new_fleet))

@@ -353,7 +353,7 @@ def test_concurrent_readers_of_deltas_never_see_a_torn_generation(prefix):
                 continue
             changed_rows |= set(rng.integers(0, len(fleet.hosts), 5).tolist())
             changed = {row: _with_usage(fleet.hosts[row], generation) for row in changed_rows}
-            delta = usage_delta(writer.base.columns, delta, changed, {0: (f"g{generation}",)})
+            delta = usage_delta(writer.base.columns, delta, generation, changed, {0: (f"g{generation}",)})
             snapshot = writer.publish_delta(delta, generation=generation)
             assert snapshot.base_generation == generation // rebase_every * rebase_every or 1
             assert not _delta_expectation(snapshot.columns, generation, snapshot.base_generation)
