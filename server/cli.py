@@ -15,7 +15,27 @@ OPERATIONS = ("boot", "live_migrate", "cold_migrate", "resize", "evacuate", "uns
 DEFAULT_TIMEOUT_S = 10.0
 
 
+def _names(text: str) -> frozenset[str]:
+    names = frozenset(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected NAME[,NAME...], got {text!r}")
+    return names
+
+
+def _uids(text: str) -> frozenset[int]:
+    import pwd
+
+    uids = set()
+    for name in _names(text):
+        try:
+            uids.add(int(name) if name.isdigit() else pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            raise argparse.ArgumentTypeError(f"no user {name!r}") from None
+    return frozenset(uids)
+
+
 def _serve(args) -> int:
+    from server.security import read_tls, read_tokens
     from server.supervisor import ServeOptions, serve
     from server.worker import RequestLimits
 
@@ -32,7 +52,11 @@ def _serve(args) -> int:
         demo_hosts=args.demo_hosts, demo_seed=args.demo_seed, max_snapshot_age_s=args.max_snapshot_age,
         orphan_grace_s=args.orphan_grace, grace_s=args.grace, log_level=args.log_level,
         limits=RequestLimits(max_instances=args.max_instances, max_check_hosts=args.max_check_hosts,
-                             max_generation_wait_s=args.max_generation_wait, max_waiting_calls=args.max_waiting_calls)))
+                             max_generation_wait_s=args.max_generation_wait, max_waiting_calls=args.max_waiting_calls),
+        tls=read_tls(args.tls_cert, args.tls_key, args.tls_client_ca),
+        tokens=read_tokens(args.tokens_file) if args.tokens_file else None,
+        decision_callers=args.decision_callers, state_writers=args.state_writers or frozenset(),
+        state_allow_uids=args.state_allow_uid))
 
 
 def _placement_request(args):
@@ -246,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--demo", action="store_true", help="a generated demo fleet instead of --fleet")
     serve.add_argument("--listen", default=defaults.listen, help="decision address HOST:PORT (%(default)s)")
     serve.add_argument("--state-listen", default=defaults.state_listen,
-                       help="fleet-state address, unix:PATH or HOST:PORT (%(default)s)")
+                       help="fleet-state address, unix:PATH or HOST:PORT (%(default)s; a unix socket's "
+                            "directory must be this user's own, writable by no one else)")
     serve.add_argument("--metrics-port", default=str(defaults.metrics_port),
                        help="Prometheus endpoint PORT or HOST:PORT on loopback by default; 0 disables (%(default)s)")
     serve.add_argument("--workers", type=int, default=defaults.workers, help="decision processes (%(default)s)")
@@ -274,6 +299,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-waiting-calls", type=_positive_int, metavar="N",
                        help="calls one worker lets wait for a generation at once; more are FAILED_PRECONDITION "
                             "at once (default: one fewer than --threads-per-worker, at least 1)")
+    security = serve.add_argument_group("security", "who may call (README: Security)")
+    security.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain: serve TLS on the decision port (and on a TCP --state-listen)")
+    security.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    security.add_argument("--tls-client-ca", metavar="FILE",
+                          help="PEM CA certificates: clients must present a certificate they signed (mutual "
+                               "TLS); its subject alternative names (else common name) identify the caller")
+    security.add_argument("--tokens-file", metavar="FILE",
+                          help="bearer tokens, one 'TOKEN IDENTITY' per line (# comments); a caller sends "
+                               "'authorization: Bearer TOKEN'")
+    security.add_argument("--decision-callers", type=_names, metavar="IDENTITY,...",
+                          help="identities that may call PlacementCheck (default: every authenticated caller; "
+                               "with neither --tokens-file nor --tls-client-ca, every caller)")
+    security.add_argument("--state-writers", type=_names, metavar="IDENTITY,...",
+                          help="identities that may call FleetState when --state-listen is HOST:PORT (required "
+                               "then)")
+    security.add_argument("--state-allow-uid", type=_uids, metavar="UID,...",
+                          help="users (uid or name) that may connect to a unix --state-listen, checked with "
+                               "SO_PEERCRED (default: this user and root)")
     serve.add_argument("--grace", type=float, default=defaults.grace_s,
                        help="seconds in-flight calls may take to finish at shutdown (%(default)s)")
     serve.add_argument("--log-level", default=defaults.log_level,

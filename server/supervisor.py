@@ -46,8 +46,12 @@ from engine.config import Config, ConfigError, config_from_bytes, default_config
 from engine.snapshot import SnapshotWriter
 from engine.state import FleetState
 from engine.store import FleetStore, StoreDamaged
+from placecheck.client import default_state_dir, default_state_socket
 from placecheck.v1 import state_pb2_grpc
 from server.owner import STATE_SERVICE, FleetStateServicer
+from server.security import AccessPolicy, AuthInterceptor, TlsMaterial, Tokens
+from server.state_socket import SocketDirError, StateSocketRelay, default_allowed_uids, private_directory, \
+    private_socket_path
 from server.metrics import MULTIPROC_DIR_ENV, SnapshotFigures, mark_worker_dead, serve_metrics
 from server.rundir import (RunRecord, StateDirBusy, clean_up_after_predecessor, lock_state_dir,
                            process_start_time, stop_orphans)
@@ -72,12 +76,6 @@ WORKER_PRELOAD = ["server.worker", "grpc._server", "numpy.ma",
                   "prometheus_client", "prometheus_client.multiprocess"]
 
 
-def default_state_dir() -> str:
-    """$XDG_STATE_HOME/placecheck, else ~/.local/state/placecheck: writable without privileges."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "placecheck")
-
-
 class StartupError(Exception):
     """The sidecar cannot start as asked (address in use, bad config or fleet file...)."""
 
@@ -85,7 +83,7 @@ class StartupError(Exception):
 @dataclass(frozen=True)
 class ServeOptions:
     listen: str = "127.0.0.1:50051"
-    state_listen: str = "unix:/tmp/placecheck-state.sock"
+    state_listen: str = f"unix:{default_state_socket()}"
     metrics_port: int = 9464  # 0 disables
     metrics_host: str = "127.0.0.1"
     workers: int = os.cpu_count() or 1
@@ -106,6 +104,24 @@ class ServeOptions:
     limits: RequestLimits = RequestLimits()
     grace_s: float = 5.0
     log_level: str = "info"
+    # Who may call (README "Security"): TLS for every TCP port; callers identified by client
+    # certificate (with tls.client_ca) or bearer token.
+    tls: TlsMaterial | None = None
+    tokens: Tokens | None = None
+    decision_callers: frozenset[str] | None = None  # None: every authenticated caller
+    state_writers: frozenset[str] = frozenset()  # who may call FleetState served over TCP
+    state_allow_uids: frozenset[int] | None = None  # the unix state socket's; None: own uid and root
+
+    def authenticates(self) -> bool:
+        return self.tokens is not None or (self.tls is not None and self.tls.client_ca is not None)
+
+    def decision_access(self) -> AccessPolicy | None:
+        if not self.authenticates():
+            if self.decision_callers is not None:
+                raise StartupError("--decision-callers needs callers to authenticate: give --tokens-file or "
+                                   "--tls-client-ca")
+            return None
+        return AccessPolicy(self.tokens, self.decision_callers)
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -288,7 +304,7 @@ class Supervisor:
                            config_path=self.accepted_config_path, threads=options.threads_per_worker,
                            grace_s=options.grace_s, log_level=options.log_level,
                            max_snapshot_age_s=options.max_snapshot_age_s, orphan_grace_s=options.orphan_grace_s,
-                           limits=options.limits)
+                           limits=options.limits, tls=options.tls, access=options.decision_access())
             for index in range(options.workers)]
         cleanup.callback(self._stop_workers)
         for index in range(options.workers):
@@ -320,19 +336,53 @@ class Supervisor:
                  generation, len(fleet.hosts), len(fleet.aggregates))
 
     def _serve_state(self, state: FleetState, cleanup: contextlib.ExitStack) -> None:
-        socket_path = remove_stale_socket(self.options.state_listen)
+        """FleetState on a unix socket (relayed to uids of the allow list) or over TCP (TLS when
+        configured; only --state-writers may call)."""
+        options = self.options
+        public_path = remove_stale_socket(options.state_listen)  # None: TCP
+        interceptors = None
+        if public_path is None:
+            if not (options.state_writers and options.authenticates()):
+                raise StartupError(f"FleetState over TCP ({options.state_listen}) needs --state-writers and a way "
+                                   "to authenticate them (--tokens-file or --tls-client-ca)")
+            interceptors = [AuthInterceptor(AccessPolicy(options.tokens, options.state_writers))]
         server = grpc.server(ThreadPoolExecutor(max_workers=4, thread_name_prefix="state"),
-                             options=[("grpc.max_receive_message_length", MAX_STATE_MESSAGE_BYTES)])
+                             options=[("grpc.max_receive_message_length", MAX_STATE_MESSAGE_BYTES)],
+                             interceptors=interceptors)
         state_pb2_grpc.add_FleetStateServicer_to_server(FleetStateServicer(state), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection((STATE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        if server.add_insecure_port(self.options.state_listen) == 0:
-            raise StartupError(f"cannot listen on {self.options.state_listen}")
+        if public_path is None:
+            address = options.state_listen
+        else:
+            allowed_uids = options.state_allow_uids or default_allowed_uids()
+            private_path = private_socket_path(public_path)
+            try:
+                # Searchable by others only when the allow list names others.
+                private_directory(os.path.dirname(os.path.abspath(public_path)),
+                                  0o700 if allowed_uids <= default_allowed_uids() else 0o711)
+                private_directory(os.path.dirname(private_path))
+            except SocketDirError as error:
+                raise StartupError(str(error)) from None
+            address = f"unix:{private_path}"
+            remove_stale_socket(address)
+        try:
+            port = (server.add_secure_port(address, options.tls.server_credentials())
+                    if options.tls and public_path is None else server.add_insecure_port(address))
+        except RuntimeError:  # grpcio raises rather than return 0 for some addresses (a path too long)
+            port = 0
+        if port == 0:
+            raise StartupError(f"cannot listen on {address}")
         server.start()
-        if socket_path:
-            cleanup.callback(_unlink_if_present, socket_path)
-        cleanup.callback(lambda: server.stop(self.options.grace_s).wait())
+        if public_path:
+            cleanup.callback(_unlink_if_present, private_path)
+        cleanup.callback(lambda: server.stop(options.grace_s).wait())
+        if public_path:
+            relay = StateSocketRelay(public_path, private_path, allowed_uids)
+            cleanup.callback(relay.close)
+            log.info("state socket %s (uids %s) relayed to %s", public_path,
+                     ", ".join(map(str, sorted(allowed_uids))), private_path)
         cleanup.callback(health_servicer.enter_graceful_shutdown)
 
     def _read_config(self) -> tuple[Config, bytes]:

@@ -42,6 +42,7 @@ from server import convert
 from server.errors import EpochMismatch, GenerationNotReached, NotFound, SnapshotUnavailable, rpc_status_for
 from server.handlers import add_unary_servicer
 from server.metrics import DecisionMetrics, mark_worker_dead
+from server.security import AccessPolicy, AuthInterceptor, TlsMaterial
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ class WorkerSettings:
     max_snapshot_age_s: float | None = None  # NOT_SERVING when the last write is older; None: no limit
     orphan_grace_s: float = 0.0  # answering on after the supervisor died
     limits: RequestLimits = RequestLimits()
+    tls: TlsMaterial | None = None  # None: plaintext
+    access: AccessPolicy | None = None  # None: every caller is served
 
 
 def configure_logging(level: str, role: str) -> None:
@@ -242,14 +245,17 @@ class Worker:
         self.server = grpc.server(ThreadPoolExecutor(max_workers=settings.threads,
                                                      thread_name_prefix="decision"),
                                   options=[("grpc.so_reuseport", 1)],
-                                  maximum_concurrent_rpcs=MAX_CALLS_PER_THREAD * settings.threads)
+                                  maximum_concurrent_rpcs=MAX_CALLS_PER_THREAD * settings.threads,
+                                  interceptors=[AuthInterceptor(settings.access)] if settings.access else None)
         self.placement = PlacementServicer(self.reader, config, DecisionMetrics(), settings.limits,
                                            settings.threads, stopping)
         add_unary_servicer(self.server, self.placement, placement_pb2.DESCRIPTOR.services_by_name["PlacementCheck"])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (PLACEMENT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-        if self.server.add_insecure_port(settings.listen) == 0:
+        port = (self.server.add_secure_port(settings.listen, settings.tls.server_credentials()) if settings.tls
+                else self.server.add_insecure_port(settings.listen))
+        if port == 0:
             raise OSError(f"cannot bind the decision address {settings.listen}")
 
     def serve(self) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import grpc
 
-from placecheck import wait_until_serving
+from placecheck import ClientTls, wait_until_serving
 
 REPO = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 60.0
@@ -126,7 +126,8 @@ class Sidecar:
 
 def start_sidecar(*, config=None, fleet=None, workers: int = 2, demo_hosts: int | None = None,
                   metrics: bool = True, extra_args: tuple[str, ...] = (), state_dir: Path | None = None,
-                  decision_target: str | None = None, wait_serving: bool = True) -> Sidecar:
+                  decision_target: str | None = None, wait_serving: bool = True,
+                  decision_tls: ClientTls | None = None) -> Sidecar:
     """Run the sidecar and wait until its state service answers and (unless wait_serving=False)
     its decision port reports SERVING.
 
@@ -134,6 +135,7 @@ def start_sidecar(*, config=None, fleet=None, workers: int = 2, demo_hosts: int 
     `demo_hosts` the size of a demo fleet (--demo) when no fleet is given; with neither the
     sidecar starts with no fleet. `state_dir` defaults to one in the sidecar's temp directory;
     give one to restart on another sidecar's state (and `decision_target` to keep its port).
+    `decision_tls`: how to reach a decision port that serves TLS (--tls-cert in extra_args).
     """
     workdir = tempfile.TemporaryDirectory(prefix="placecheck-test-")
     directory = Path(workdir.name)
@@ -162,7 +164,7 @@ def start_sidecar(*, config=None, fleet=None, workers: int = 2, demo_hosts: int 
         # which may still report SERVING on a reused decision port, are gone.
         _wait_state_answers(sidecar)
         if wait_serving:
-            _wait_serving(sidecar)
+            _wait_serving(sidecar, decision_tls)
     except BaseException:
         sidecar.process.kill()
         sidecar.process.wait()
@@ -172,13 +174,13 @@ def start_sidecar(*, config=None, fleet=None, workers: int = 2, demo_hosts: int 
     return sidecar
 
 
-def _wait_serving(sidecar: Sidecar) -> None:
+def _wait_serving(sidecar: Sidecar, tls: ClientTls | None) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while True:
         if sidecar.process.poll() is not None:
             raise RuntimeError(f"exited with {sidecar.process.returncode}")
         try:
-            wait_until_serving(sidecar.decision_target, timeout=min(1.0, deadline - time.monotonic()))
+            wait_until_serving(sidecar.decision_target, timeout=min(1.0, deadline - time.monotonic()), tls=tls)
             return
         except TimeoutError:
             if time.monotonic() >= deadline:

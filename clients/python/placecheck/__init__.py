@@ -2,6 +2,7 @@
 from placecheck.client import (
     DEFAULT_DECISION_TARGET,
     DEFAULT_STATE_TARGET,
+    ClientTls,
     Generation,
     PlacementClient,
     StateClient,
@@ -12,6 +13,7 @@ from placecheck.client import (
 __all__ = [
     "DEFAULT_DECISION_TARGET",
     "DEFAULT_STATE_TARGET",
+    "ClientTls",
     "Generation",
     "PlacementClient",
     "StateClient",

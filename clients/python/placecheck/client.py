@@ -9,6 +9,7 @@ import itertools
 import os
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import grpc
 from google.rpc import error_details_pb2
@@ -18,11 +19,61 @@ from grpc_status import rpc_status
 from placecheck.v1 import fleet_pb2, placement_pb2, placement_pb2_grpc, state_pb2, state_pb2_grpc
 
 DEFAULT_DECISION_TARGET = "127.0.0.1:50051"
-DEFAULT_STATE_TARGET = "unix:/tmp/placecheck-state.sock"
+
+
+def default_state_dir() -> str:
+    """$XDG_STATE_HOME/placecheck, else ~/.local/state/placecheck: writable without privileges."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "placecheck")
+
+
+def default_state_socket() -> str:
+    """$XDG_RUNTIME_DIR/placecheck/state.sock, else state.sock in default_state_dir()'s `run`
+    directory: a directory of the user's own, never a shared one like /tmp."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    directory = os.path.join(runtime, "placecheck") if runtime else os.path.join(default_state_dir(), "run")
+    return os.path.join(directory, "state.sock")
+
+
+DEFAULT_STATE_TARGET = f"unix:{default_state_socket()}"
 
 ChannelOptions = Sequence[tuple[str, object]]
 # A part of a streamed fleet: about 1.3 MB for demo-sized hosts, well under gRPC's 4 MiB default.
 HOSTS_PER_PART = 1_000
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """TLS for a channel: the CA certificates that verify the sidecar (PEM; None: the system's),
+    and for mutual TLS the client's certificate chain and private key (PEM)."""
+
+    root_certificates: bytes | None = None
+    certificate_chain: bytes | None = None
+    private_key: bytes | None = None
+
+    @classmethod
+    def from_files(cls, root_certificates: str | None = None, certificate_chain: str | None = None,
+                   private_key: str | None = None) -> ClientTls:
+        def read(path):
+            if path is None:
+                return None
+            with open(path, "rb") as file:
+                return file.read()
+        return cls(read(root_certificates), read(certificate_chain), read(private_key))
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(self.root_certificates, self.private_key, self.certificate_chain)
+
+
+def _channel(target: str, options: ChannelOptions, tls: ClientTls | None) -> grpc.Channel:
+    if tls is None:
+        return grpc.insecure_channel(target, options=list(options))
+    return grpc.secure_channel(target, tls.credentials(), options=list(options))
+
+
+def _token_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    """The bearer token as call metadata (sent with TLS or, to a loopback sidecar, without)."""
+    return (("authorization", f"Bearer {token}"),) if token else None
 
 
 class Generation(int):
@@ -48,19 +99,19 @@ class PlacementClient:
     connections, not calls: one channel would pin every call to one worker.
     Each channel therefore gets its own subchannel pool (and so its own TCP
     connection) and a distinct channel id.
+
+    `tls` connects over TLS (mutual TLS with a client certificate); `token` is sent as
+    `authorization: Bearer <token>` with every call.
     """
 
     def __init__(self, target: str = DEFAULT_DECISION_TARGET, channels: int = os.cpu_count() or 2,
-                 options: ChannelOptions = ()):
+                 options: ChannelOptions = (), *, tls: ClientTls | None = None, token: str | None = None):
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
         self.target = target
+        self._metadata = _token_metadata(token)
         self._channels = [
-            grpc.insecure_channel(target, options=[
-                *options,
-                ("grpc.use_local_subchannel_pool", 1),
-                ("grpc.channel_id", index),
-            ])
+            _channel(target, [*options, ("grpc.use_local_subchannel_pool", 1), ("grpc.channel_id", index)], tls)
             for index in range(channels)
         ]
         self._stubs = [placement_pb2_grpc.PlacementCheckStub(channel) for channel in self._channels]
@@ -78,7 +129,7 @@ class PlacementClient:
         message = placement_pb2.CheckDestinationRequest(
             request=request, hosts=list(hosts), min_generation=min_generation,
             expected_epoch=_expected_epoch(min_generation, expected_epoch))
-        return self._next_stub().CheckDestination(message, timeout=timeout)
+        return self._next_stub().CheckDestination(message, timeout=timeout, metadata=self._metadata)
 
     def select_destinations(self, request: placement_pb2.PlacementRequest, *,
                             max_alternates: int | None = None, min_generation: int = 0,
@@ -91,7 +142,7 @@ class PlacementClient:
             expected_epoch=_expected_epoch(min_generation, expected_epoch))
         if max_alternates is not None:
             message.max_alternates = max_alternates
-        return self._next_stub().SelectDestinations(message, timeout=timeout)
+        return self._next_stub().SelectDestinations(message, timeout=timeout, metadata=self._metadata)
 
     def close(self) -> None:
         for channel in self._channels:
@@ -106,18 +157,22 @@ class PlacementClient:
 
 class StateClient:
     """Feeds the fleet to the sidecar's state owner; every mutator returns the Generation it
-    published (durably), to pass on as `min_generation`."""
+    published (durably), to pass on as `min_generation`. `tls` and `token` as for PlacementClient
+    (for a sidecar serving FleetState over TCP)."""
 
-    def __init__(self, target: str = DEFAULT_STATE_TARGET, options: ChannelOptions = ()):
+    def __init__(self, target: str = DEFAULT_STATE_TARGET, options: ChannelOptions = (), *,
+                 tls: ClientTls | None = None, token: str | None = None):
         self.target = target
-        self._channel = grpc.insecure_channel(target, options=list(options))
+        self._metadata = _token_metadata(token)
+        self._channel = _channel(target, options, tls)
         self._stub = state_pb2_grpc.FleetStateStub(self._channel)
 
     def replace_fleet(self, fleet: fleet_pb2.Fleet, *, allow_empty: bool = False,
                       timeout: float | None = None) -> Generation:
         """Replace the whole fleet; one without hosts only with allow_empty."""
         return _generation(self._stub.ReplaceFleet(
-            state_pb2.ReplaceFleetRequest(fleet=fleet, allow_empty=allow_empty), timeout=timeout))
+            state_pb2.ReplaceFleetRequest(fleet=fleet, allow_empty=allow_empty), timeout=timeout,
+            metadata=self._metadata))
 
     def replace_fleet_stream(self, fleet: fleet_pb2.Fleet, *, allow_empty: bool = False,
                              hosts_per_part: int = HOSTS_PER_PART, timeout: float | None = None) -> Generation:
@@ -131,29 +186,31 @@ class StateClient:
             for start in range(hosts_per_part, len(fleet.hosts), hosts_per_part):
                 yield state_pb2.ReplaceFleetPart(hosts=fleet.hosts[start:start + hosts_per_part])
 
-        return _generation(self._stub.ReplaceFleetStream(parts(), timeout=timeout))
+        return _generation(self._stub.ReplaceFleetStream(parts(), timeout=timeout, metadata=self._metadata))
 
     def upsert_hosts(self, hosts: Iterable[fleet_pb2.Host], *, timeout: float | None = None) -> Generation:
-        return _generation(self._stub.UpsertHosts(state_pb2.UpsertHostsRequest(hosts=list(hosts)), timeout=timeout))
+        return _generation(self._stub.UpsertHosts(state_pb2.UpsertHostsRequest(hosts=list(hosts)), timeout=timeout,
+                                                  metadata=self._metadata))
 
     def remove_hosts(self, names: Iterable[str], *, timeout: float | None = None) -> Generation:
-        return _generation(self._stub.RemoveHosts(state_pb2.RemoveHostsRequest(names=list(names)), timeout=timeout))
+        return _generation(self._stub.RemoveHosts(state_pb2.RemoveHostsRequest(names=list(names)), timeout=timeout,
+                                                  metadata=self._metadata))
 
     def upsert_aggregates(self, aggregates: Iterable[fleet_pb2.Aggregate], *,
                           timeout: float | None = None) -> Generation:
         message = state_pb2.UpsertAggregatesRequest(aggregates=list(aggregates))
-        return _generation(self._stub.UpsertAggregates(message, timeout=timeout))
+        return _generation(self._stub.UpsertAggregates(message, timeout=timeout, metadata=self._metadata))
 
     def remove_aggregates(self, ids: Iterable[int], *, timeout: float | None = None) -> Generation:
         return _generation(self._stub.RemoveAggregates(state_pb2.RemoveAggregatesRequest(ids=list(ids)),
-                                                       timeout=timeout))
+                                                       timeout=timeout, metadata=self._metadata))
 
     def update_usage(self, usages: Iterable[state_pb2.HostUsage], *, timeout: float | None = None) -> Generation:
         return _generation(self._stub.UpdateUsage(state_pb2.UpdateUsageRequest(usages=list(usages)),
-                                                  timeout=timeout))
+                                                  timeout=timeout, metadata=self._metadata))
 
     def status(self, *, timeout: float | None = None) -> state_pb2.GetStatusResponse:
-        return self._stub.GetStatus(state_pb2.GetStatusRequest(), timeout=timeout)
+        return self._stub.GetStatus(state_pb2.GetStatusRequest(), timeout=timeout, metadata=self._metadata)
 
     def close(self) -> None:
         self._channel.close()
@@ -184,7 +241,7 @@ def bad_request_violations(rpc_error: grpc.Call) -> list[tuple[str, str]]:
     return violations
 
 
-def wait_until_serving(target: str, timeout: float, *, service: str = "") -> None:
+def wait_until_serving(target: str, timeout: float, *, service: str = "", tls: ClientTls | None = None) -> None:
     """Block until grpc.health.v1 reports `service` SERVING at `target`.
 
     Raises TimeoutError when it does not within `timeout` seconds (nothing
@@ -192,7 +249,7 @@ def wait_until_serving(target: str, timeout: float, *, service: str = "") -> Non
     """
     deadline = time.monotonic() + timeout
     last_seen = "no answer"
-    with grpc.insecure_channel(target) as channel:
+    with _channel(target, (), tls) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         while (remaining := deadline - time.monotonic()) > 0:
             try:
