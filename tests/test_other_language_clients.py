@@ -4,12 +4,17 @@ PLACECHECK_DECISION_TARGET and PLACECHECK_STATE_TARGET.
 
 `make test` installs their dependencies first (`make node-client go-client`); a test skips only
 when `node` or `go` is not installed.
+
+The Java client's JUnit tests (`mvn test` in clients/java, offline once `make java-client` has
+fetched its dependencies) start sidecars of their own: one with a demo fleet, and one without a
+fleet on one thread for the retry policy (UNAVAILABLE, then RESOURCE_EXHAUSTED).
 """
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+from xml.etree import ElementTree
 
 import pytest
 
@@ -19,6 +24,7 @@ DEMO_HOSTS = 500
 RUN_TIMEOUT_S = 300.0  # a cold Go build cache compiles gRPC first (about a minute on 2 cores)
 NODE_CLIENT = REPO / "clients" / "node"
 GO_CLIENT = REPO / "clients" / "go"
+JAVA_CLIENT = REPO / "clients" / "java"
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +66,41 @@ def test_go_client_against_the_sidecar(polyglot_sidecar):
                  "TestInvalidArgumentDecodedToItsField", "TestUnknownHostIsNotFound",
                  "TestOneConnectionPerChannelToTheSidecar"):
         assert f"--- PASS: {test} " in output, output[-8000:]
+
+
+def surefire_outcomes(reports) -> dict[str, list[str]]:
+    """'Class.method' -> the failure, error or skipped marks of its run (empty: passed)."""
+    outcomes = {}
+    for report in reports.glob("TEST-*.xml"):
+        for case in ElementTree.parse(report).getroot().iter("testcase"):
+            marks = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+            outcomes[f"{case.get('classname').rsplit('.', 1)[-1]}.{case.get('name')}"] = marks
+    return outcomes
+
+
+@pytest.mark.skipif(shutil.which("mvn") is None or shutil.which("java") is None,
+                    reason="mvn/java is not installed: the Java client is not tested")
+def test_java_client_against_the_sidecar():
+    assert (JAVA_CLIENT / ".installed").exists(), "clients/java has not been built: run `make java-client`"
+    reports = JAVA_CLIENT / "target" / "surefire-reports"
+    shutil.rmtree(reports, ignore_errors=True)
+    result = subprocess.run(["mvn", "-q", "-B", "-o", "test"], cwd=JAVA_CLIENT, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"`mvn -q -B -o test` in {JAVA_CLIENT} exited {result.returncode}:\n{output[-8000:]}"
+    outcomes = surefire_outcomes(reports)
+    assert not any(outcomes.values()), {test: marks for test, marks in outcomes.items() if marks}
+    for test in ("PlacementClientTest.allowedHostReadsItsOwnWrite",
+                 "PlacementClientTest.refusalNamesEveryRuleWithReasonsAndNumbers",
+                 "PlacementClientTest.selectRanksOurHostsWithAlternates",
+                 "PlacementClientTest.invalidArgumentIsDecodedToItsField",
+                 "PlacementClientTest.unknownHostIsNotFoundWithItsResourceInfo",
+                 "PlacementClientTest.unreachableMinGenerationIsFailedPrecondition",
+                 "PlacementClientTest.anotherHistorysGenerationIsRefused",
+                 "PlacementClientTest.callsRotateOverOneConnectionPerChannel",
+                 "PlacementClientTest.healthWatchReportsServing",
+                 "RetryPolicyTest.retryInfoPacesGrpcsOwnRetries",
+                 "RetryPolicyTest.unavailableIsRetriedUntilTheFleetArrives",
+                 "RetryPolicyTest.resourceExhaustedIsRetriedUntilTheLoadIsShed",
+                 "TlsTest.mutualTlsCarriesTheBearerToken"):
+        assert test in outcomes, f"{test} did not run; ran: {sorted(outcomes)}"
