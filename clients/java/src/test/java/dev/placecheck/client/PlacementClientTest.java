@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.placecheck.example.Example;
 import dev.placecheck.v1.CheckDestinationResponse;
 import dev.placecheck.v1.FilterSummary;
 import dev.placecheck.v1.GetStatusResponse;
@@ -20,6 +21,9 @@ import dev.placecheck.v1.SelectDestinationsRequest;
 import dev.placecheck.v1.SelectDestinationsResponse;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.HashSet;
 import java.util.List;
@@ -220,6 +224,18 @@ class PlacementClientTest {
     TimeoutException timeout = assertThrows(TimeoutException.class,
         () -> Readiness.waitUntilServing(nowhere, Duration.ofMillis(300)));
     assertTrue(timeout.getMessage().contains("not serving"), timeout.getMessage());
+  }
+
+  @Test
+  void theReadmesExampleRunsAndLeavesTheFleetAsItWas() throws Exception {
+    long hostsBefore = state.status().getHostCount();
+    ByteArrayOutputStream printed = new ByteArrayOutputStream();
+    Example.run(sidecar.decisionTarget, sidecar.stateTarget, new PrintStream(printed, true, StandardCharsets.UTF_8));
+    String output = printed.toString(StandardCharsets.UTF_8);
+    assertTrue(output.contains("java-example-roomy: allowed"), output);
+    assertTrue(output.contains("java-example-full: refused\n  resource:MEMORY_MB [INSUFFICIENT_CAPACITY]"), output);
+    assertTrue(output.contains("INVALID_ARGUMENT on [request.resources[VCPU]]"), output);
+    assertEquals(hostsBefore, state.status().getHostCount());
   }
 
   @Test
