@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import bandwidth, grpc_e2e, inprocess, kernel, nova_compare, openstack_feed, scaling, snapshot, workload
+from bench import (bandwidth, grpc_e2e, inprocess, kernel, nova_compare, openstack_feed, scaling, snapshot,
+                   state_path, workload)
 from bench.timing import Figure, machine_description, render_table
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
@@ -40,16 +41,17 @@ class Sizes:
     publish_repeats: int
     copy_bytes: int
     feed_providers: int  # resource providers in the real Placement the OpenStack feeder syncs
+    state_path_seconds: float  # per sustained-write and CheckDestination-p99 figure
 
 
 FULL = Sizes(kernel_hosts=(1_000, 10_000, 100_000), nova_hosts=10_000, nova_repeats=3, install_nova=True,
              select_hosts=100_000, server_hosts=100_000, min_seconds=0.5, reference_seconds=2.0,
-             e2e_seconds=6.0, scaling_block_seconds=1.5, scaling_rounds=7, propagation_repeats=5, publish_repeats=5,
-             copy_bytes=256 << 20, feed_providers=1_000)
+             e2e_seconds=6.0, scaling_block_seconds=1.5, scaling_rounds=7, propagation_repeats=21, publish_repeats=5,
+             copy_bytes=256 << 20, feed_providers=1_000, state_path_seconds=5.0)
 QUICK = Sizes(kernel_hosts=(1_000, 2_000), nova_hosts=1_000, nova_repeats=1, install_nova=False,
               select_hosts=2_000, server_hosts=2_000, min_seconds=0.02, reference_seconds=0.1,
-              e2e_seconds=0.6, scaling_block_seconds=0.2, scaling_rounds=3, propagation_repeats=2, publish_repeats=2,
-              copy_bytes=16 << 20, feed_providers=50)
+              e2e_seconds=0.6, scaling_block_seconds=0.2, scaling_rounds=3, propagation_repeats=3, publish_repeats=2,
+              copy_bytes=16 << 20, feed_providers=50, state_path_seconds=0.5)
 
 
 def progress(message: str) -> None:
@@ -108,9 +110,13 @@ def run(sizes: Sizes) -> list[Figure]:
                                                      worker_pids[workers], sizes.server_hosts,
                                                      sizes.propagation_repeats)
                         for workers, sidecar in sidecars.items()]
+        progress(f"9 state path: sustained writes, ReplaceFleet stream, kill -9 recovery, {sizes.server_hosts:,} hosts")
+        state_run = state_path.measure(sidecars[2].decision_target, sidecars[2].state_target, sidecars[2].pid,
+                                       sizes.server_hosts, sizes.state_path_seconds, start_sidecar)
     figures += scaling.figures(loads, sizes.scaling_block_seconds)
     figures += snapshot.figures(publish_seconds, segment_bytes, sizes.server_hosts, copy_traffic, propagations)
     figures += bandwidth_figures
+    figures += state_path.figures(state_run)
 
     progress(f"8 OpenStack feed: {sizes.feed_providers:,} providers in a real Placement")
     figures += openstack_feed.figures(openstack_feed.measure(sizes.feed_providers))

@@ -99,7 +99,11 @@ def descendant_pids(pid: int) -> list[int]:
     """A process's children, their children and so on, from /proc/<pid>/task/*/children."""
     descendants = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        for child in children:
             descendants += [int(child), *descendant_pids(int(child))]
     return sorted(descendants)
 

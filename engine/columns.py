@@ -55,40 +55,33 @@ class Columns:
     (the *_id columns index these dicts) and broadcast the verdicts over hosts in the kernel.
     """
 
-    __slots__ = ("arrays", "dicts", "_derived", "_instance_overlay")
+    __slots__ = ("arrays", "dicts", "_derived", "_shared", "_instance_overlay")
 
     def __init__(self, arrays: dict[str, np.ndarray], dicts: dict,
-                 instance_overlay: "_InstanceOverlay | None" = None):
-        self.arrays = arrays
+                 instance_overlay: "_InstanceOverlay | None" = None, shared: dict | None = None):
+        self.arrays = _Arrays(arrays)
         self.dicts = dicts
-        self._derived = {}
+        self._derived = {}  # derived from this generation's usage
+        # Derived from anything else: one dict for a base and every generation overlaid on it.
+        self._shared = {} if shared is None else shared
         # An overlaid generation's instance lists of the rows whose list changed since its base.
         self._instance_overlay = instance_overlay
 
     def derived(self, name: str, compute):
         """compute(self), once per Columns: a Columns and its arrays never change (a worker holds
         one per snapshot generation), so what rules derive from them is computed on first use
-        rather than per request. Two threads may both compute it; either result is the same."""
-        try:
-            return self._derived[name]
-        except KeyError:
-            value = self._derived[name] = compute(self)
-            return value
+        rather than per request. A value computed without reading usage (USAGE_ARRAYS, overlaid
+        instance lists) is kept for the base and all its overlaid generations, so a usage update
+        does not make every rule derive its tables again. Two threads may both compute it; either
+        result is the same."""
+        return _cached(self._derived, self._shared, name, lambda: compute(self))
 
     def memo(self, name: str, key, compute, limit: int = 256):
-        """compute(), once per (name, key) on this Columns, for request-derived values that repeat
-        across requests (a project, a flavor, an image); at most `limit` keys per name, the oldest
-        dropped first."""
-        table = self.derived(name, lambda _: {})
-        try:
-            return table[key]
-        except KeyError:
-            pass
-        value = compute()
-        if len(table) >= limit:
-            table.pop(next(iter(table), None), None)
-        table[key] = value
-        return value
+        """compute(), once per (name, key) on this Columns (or its base, as for `derived`), for
+        request-derived values that repeat across requests (a project, a flavor, an image); at
+        most `limit` keys per name and kind, the oldest dropped first."""
+        own, shared = (cache.setdefault(("memo", name), {}) for cache in (self._derived, self._shared))
+        return _cached(own, shared, key, compute, limit)
 
     @classmethod
     def from_parts(cls, arrays: dict[str, np.ndarray], dicts: dict) -> "Columns":
@@ -96,7 +89,7 @@ class Columns:
 
     @property
     def host_count(self) -> int:
-        return len(self.arrays["num_instances"])
+        return len(self.arrays["host_name_order"])
 
     def host_name(self, row: int) -> str:
         offsets = self.arrays["host_name_offsets"]
@@ -112,6 +105,7 @@ class Columns:
         overlay = self._instance_overlay
         if overlay is None:
             return rows
+        _note_usage_read()
         return np.union1d(overlay.without_changed_rows(rows),
                           np.array(sorted({row for uuid_ in uuids for row in overlay.rows_running(uuid_)}),
                                    dtype=np.int32)).astype(np.int32)
@@ -124,14 +118,17 @@ class Columns:
         overlay = self._instance_overlay
         if overlay is None:
             return rows
+        _note_usage_read()
         changed_rows = [row for uuid_ in distinct for row in overlay.rows_running(uuid_)]
         return np.concatenate([overlay.without_changed_rows(rows),
                                np.array(changed_rows, dtype=np.int32)]).astype(np.int32)
 
     def instances_of(self, row: int) -> list[str]:
         overlay = self._instance_overlay
-        if overlay is not None and overlay.changed(row):
-            return list(overlay.lists()[row])
+        if overlay is not None:
+            _note_usage_read()
+            if overlay.changed(row):
+                return list(overlay.lists()[row])
         first, last = self.arrays["instance_offsets"][row:row + 2]
         other_entries = self.arrays["instance_other_entries"]
         other_offsets, other_bytes = self.arrays["instance_other_offsets"], self.arrays["instance_other_bytes"]
@@ -178,6 +175,73 @@ class Columns:
     def aggregate_metadata_by_set(self, set_id: int) -> dict[str, set[str]]:
         """Nova's aggregate_metadata_get_by_host for the hosts of one aggregate_set_id."""
         return aggregate_metadata_get_by_host(self.aggregate_metadata_of_set(set_id))
+
+
+# Derived computations in progress on this thread, innermost last: each a [reads usage] flag.
+_computing = threading.local()
+
+
+def _frames() -> list[list[bool]]:
+    try:
+        return _computing.frames
+    except AttributeError:
+        _computing.frames = []
+        return _computing.frames
+
+
+def _note_usage_read() -> None:
+    """Whatever is being derived now depends on the generation's usage."""
+    for frame in getattr(_computing, "frames", ()):
+        frame[0] = True
+
+
+def _cached(own: dict, shared: dict, key, compute, limit: int | None = None):
+    """own[key] (derived from usage) or shared[key], else compute() kept in the one it belongs to."""
+    try:
+        value = own[key]
+        _note_usage_read()  # whoever uses it depends on usage too
+        return value
+    except KeyError:
+        pass
+    try:
+        return shared[key]
+    except KeyError:
+        pass
+    frames = _frames()
+    frames.append(frame := [False])
+    try:
+        value = compute()
+    finally:
+        frames.pop()
+    if frame[0]:
+        _note_usage_read()
+    table = own if frame[0] else shared
+    if limit is not None and len(table) >= limit:
+        table.pop(next(iter(table), None), None)
+    table[key] = value
+    return value
+
+
+class _Arrays(dict):
+    """A Columns' arrays; reading a usage array (or all of them) notes it for `_cached`."""
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in _USAGE_ARRAY_SET:
+            _note_usage_read()
+        return dict.__getitem__(self, name)
+
+    def get(self, name: str, default=None):
+        if name in _USAGE_ARRAY_SET:
+            _note_usage_read()
+        return dict.get(self, name, default)
+
+    def values(self):
+        _note_usage_read()
+        return dict.values(self)
+
+    def items(self):
+        _note_usage_read()
+        return dict.items(self)
 
 
 def aggregate_metadata_get_by_host(metadatas) -> dict[str, set[str]]:
@@ -449,6 +513,7 @@ def columns_with_usage(previous: Columns, hosts: Sequence[Host], rows: Iterable[
 # changed rows (usage_delta), which every reader overlays on its base (overlay).
 USAGE_ARRAYS = ("rc_used", "rc_free", "num_instances", "num_io_ops",
                 "w_free_ram_mb", "w_free_disk_mb", "w_free_vcpus")
+_USAGE_ARRAY_SET = frozenset(USAGE_ARRAYS)
 
 
 def usage_delta(base: Columns, previous: Columns | None, generation: int, changed: dict[int, Host],
@@ -500,7 +565,7 @@ def overlay(base: Columns, delta: Columns) -> Columns:
     arrays = dict(base.arrays)
     arrays.update(base.derived("usage_buffers", _UsageBuffers).patched(delta.arrays))
     instances = _InstanceOverlay(delta.arrays) if len(delta.arrays["instance_rows"]) else None
-    return Columns(arrays, base.dicts, instances)
+    return Columns(arrays, base.dicts, instances, base._shared)
 
 
 class _UsageBuffers:

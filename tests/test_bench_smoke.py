@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = ("1 kernel", "3 select in-process", "4 gRPC end to end", "5 scaling", "6 snapshot", "7 bandwidth")
+SECTIONS = ("1 kernel", "3 select in-process", "4 gRPC end to end", "5 scaling", "6 snapshot", "7 bandwidth",
+            "9 state path")
 
 
 def test_quick_bench_reports_every_section(tmp_path):

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from engine import decide
 from engine.columns import Columns, build_columns, overlay, usage_delta
-from engine.config import Profile
-from engine.model import Fleet, Host, Inventory, Operation, Request
+from engine.config import Profile, default_config
+from engine.model import Fleet, Host, Inventory, Operation, Request, SchedulerHints
 from engine.rules import RULES, rule_names
 from engine.rules import move_source, resource
 from fleetgen import INSTANCE_UUIDS, fleets, scenarios
@@ -220,9 +220,13 @@ def usage_changes(draw, fleet: Fleet) -> list[dict[int, Host]]:
 @given(scenarios(max_hosts=10), st.data())
 def test_a_base_with_usage_deltas_decides_as_a_full_build(scenario, data):
     """A generation published as deltas on a base (engine.columns.overlay, as every reader makes
-    it) scans, explains and decides exactly as the columns built afresh from the same fleet."""
+    it) scans, explains and decides exactly as the columns built afresh from the same fleet, with
+    what rules derived from the base beforehand (and kept for its overlays) in place."""
     fleet, request, profile = scenario
     base = as_snapshot(build_columns(fleet))
+    names = [host.name for host in fleet.hosts]
+    decide.check_destination(base, request, profile, names)
+    decide.select_destinations(base, request, profile, "decision", 2)
     hosts, delta, instance_lists = list(fleet.hosts), None, {}
     for generation, changed in enumerate(data.draw(usage_changes(fleet), label="rounds"), start=2):
         for row, host in changed.items():
@@ -246,8 +250,28 @@ def test_a_base_with_usage_deltas_decides_as_a_full_build(scenario, data):
                 assert scan(rule, fresh_active, fresh, 0, n, placed)[0].tolist() == expected
                 for row in np.flatnonzero(refused_rows).tolist():
                     assert rule.explain(active, overlaid, row, placed) == rule.explain(fresh_active, fresh, row, placed)
-    names = [host.name for host in new_fleet.hosts]
     assert decide.check_destination(overlaid, request, profile, names) == \
         decide.check_destination(fresh, request, profile, names)
     assert decide.select_destinations(overlaid, request, profile, "decision", 2) == \
         decide.select_destinations(fresh, request, profile, "decision", 2)
+
+
+def test_what_a_rule_derives_from_usage_is_not_kept_for_the_overlaid_generations():
+    """JsonFilter's program loads the free RAM column: derived on the base, it must not be reused
+    by a generation in which that column changed (tables derived from anything else are)."""
+    memory = {"MEMORY_MB": Inventory(total=4096)}
+    fleet = Fleet(hosts=(Host(name="a", resources=memory), Host(name="b", resources=memory)))
+    request = Request(resources={"MEMORY_MB": 512},
+                      scheduler_hints=SchedulerHints(query=json.dumps([">=", "$free_ram_mb", 1024])))
+    profile = default_config().profile("")
+    base = as_snapshot(build_columns(fleet))
+
+    def refused(columns) -> list[list[str]]:
+        return [[rejection.rule for rejection in verdict.rejections]
+                for verdict in decide.check_destination(columns, request, profile, ["a", "b"]).verdicts]
+
+    assert refused(base) == [[], []]
+    busy = dataclasses.replace(fleet.hosts[0], resources={"MEMORY_MB": Inventory(total=4096, used=3500)})
+    overlaid = overlay(base, as_snapshot(usage_delta(base, None, 2, {0: busy}, {})))
+    assert refused(overlaid) == [["JsonFilter"], []]
+    assert refused(base) == [[], []]
