@@ -89,7 +89,7 @@ def measure(providers: int) -> FeedRun | None:
     from openstack_services import placement_unavailable_reason, start_placement
     from placecheck import PlacementClient, StateClient
     from placecheck.v1 import placement_pb2
-    from server.openstack_feed import PlacementFeed, PlacementReader, run
+    from server.openstack_feed import OpenStackFeed, PlacementReader, run
     from sidecar import start_sidecar
 
     if placement_unavailable_reason():
@@ -107,7 +107,7 @@ def measure(providers: int) -> FeedRun | None:
         reader = PlacementReader(adapter, CONCURRENCY)
         sequential = PlacementReader(adapter, 1)
         try:
-            feed = PlacementFeed(reader, state)
+            feed = OpenStackFeed(reader, state)
             placement_pids = [placement.process.pid, *descendant_pids(placement.process.pid)]
             placement_cpu = sum(map(cpu_seconds, placement_pids))
             started, feeder_cpu = time.perf_counter(), time.process_time()
@@ -138,7 +138,7 @@ def measure(providers: int) -> FeedRun | None:
 
 
 def _adapter(endpoint: str):
-    """A keystoneauth Adapter with the noauth2 token, as connect_placement makes from clouds.yaml."""
+    """A keystoneauth Adapter with the noauth2 token, as server.openstack_feed.connect makes from clouds.yaml."""
     from keystoneauth1.adapter import Adapter
     from keystoneauth1.session import Session, TCPKeepAliveAdapter
     from keystoneauth1.token_endpoint import Token

@@ -183,17 +183,21 @@ def _sync_openstack(args) -> int:
 
     from placecheck import StateClient
     from server.feed_metrics import FeedMetrics, serve_feed_metrics
-    from server.openstack_feed import FeedError, PlacementFeed, PlacementReader, connect_placement, run
+    from server.openstack_feed import FeedError, NovaReader, OpenStackFeed, PlacementReader, connect, run
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = FeedMetrics()
     metrics_host, _, metrics_port = args.metrics_port.rpartition(":")
     http = serve_feed_metrics(metrics_host or "127.0.0.1", int(metrics_port), metrics) if int(metrics_port) else None
-    reader = PlacementReader(connect_placement(args.os_cloud, args.concurrency), args.concurrency,
-                             on_request=metrics.placement_requests.inc)
+
+    def count_request(service: str) -> None:
+        metrics.api_requests.labels(service).inc()
+
+    reader = PlacementReader(connect(args.os_cloud, "placement", args.concurrency), args.concurrency, count_request)
+    nova = None if args.without_nova else NovaReader(connect(args.os_cloud, "compute"), count_request)
     try:
         with StateClient(args.state) as state:
-            feed = PlacementFeed(reader, state, metrics)
+            feed = OpenStackFeed(reader, state, nova, metrics)
             if args.once:
                 try:
                     print(feed.sync())
@@ -371,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", help="keep the sidecar's fleet equal to a source")
     sources = sync.add_subparsers(dest="source", required=True)
     openstack = sources.add_parser(
-        "openstack", help="from OpenStack Placement: a full sync, then polls (docs/openstack-feed.md)")
+        "openstack", help="from OpenStack Placement and Nova: a full sync, then polls (docs/openstack-feed.md)")
     openstack.add_argument("--os-cloud", help="cloud name in clouds.yaml (default: $OS_CLOUD, else the OS_* "
                                               "environment variables)")
     openstack.add_argument("--state", default=DEFAULT_STATE_TARGET, help="state address (%(default)s)")
@@ -384,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     openstack.add_argument("--metrics-port", default="0",
                            help="the feeder's Prometheus endpoint PORT or HOST:PORT (loopback by default); "
                                 "0 disables (%(default)s)")
+    openstack.add_argument("--without-nova", action="store_true",
+                           help="Placement only: hosts count as enabled and up, aggregates have no metadata")
     openstack.add_argument("--once", action="store_true", help="one full sync, then exit (0, or 2 if it failed)")
     openstack.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                            help="(%(default)s)")

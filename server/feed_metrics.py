@@ -12,6 +12,8 @@ import time
 ERROR_KINDS = (
     "placement_unreachable",  # no connection to Placement (or to Keystone for a token), or a timeout
     "placement_error",  # Placement (or Keystone) answered with an error
+    "nova_unreachable",  # likewise for Nova
+    "nova_error",
     "placecheck_unavailable",  # the sidecar's state service did not answer
     "placecheck_refused",  # the sidecar refused a write
     "aggregate_id_collision",  # two Placement aggregates with one placecheck id
@@ -31,8 +33,8 @@ class FeedMetrics:
         self.errors = Counter("placecheck_feed_errors", "Failed syncs, by why.", ["kind"], registry=self.registry)
         for kind in ERROR_KINDS:
             self.errors.labels(kind)
-        self.placement_requests = Counter("placecheck_feed_placement_requests",
-                                          "HTTP requests made to Placement.", registry=self.registry)
+        self.api_requests = Counter("placecheck_feed_api_requests", "HTTP requests made, by service "
+                                    "(placement, nova).", ["service"], registry=self.registry)
         self.providers_read = Counter("placecheck_feed_providers_read",
                                       "Resource providers read in full (inventories, usages, traits, "
                                       "aggregates).", registry=self.registry)

@@ -1,14 +1,16 @@
-"""`placecheck sync openstack`: keep placecheck's fleet equal to OpenStack Placement.
+"""`placecheck sync openstack`: keep placecheck's fleet equal to OpenStack Placement and Nova.
 
 A full sync first (ReplaceFleet), then a poll every interval. Placement has no changes-since
 query, but its provider list (one call) carries each provider's `generation`, which moves on
 any change to the provider's inventories, allocations, traits or aggregates; a poll reads again
 only the providers whose generation moved (4 calls each: inventories, usages, traits,
-aggregates; a bounded pool of providers at once) and writes only what changed, through the
-sidecar's FleetState API: RemoveHosts for providers gone, UpdateUsage when only usage moved,
-UpsertHosts otherwise, UpsertAggregates / RemoveAggregates for membership. A poll with nothing
-to write sends an empty UpdateUsage, so that the sidecar's --max-snapshot-age tells a feeder
-that cannot reach Placement from a quiet cloud. docs/openstack-feed.md maps every field.
+aggregates; a bounded pool of providers at once). Nova's compute services and host aggregates
+(neither API has a changes-since query either) are listed whole, one call each. Each host and
+aggregate placecheck would hold is compared with what was last written, and only what changed
+is written through the sidecar's FleetState API: RemoveHosts, UpsertHosts, UpdateUsage (when
+only usage moved), UpsertAggregates, RemoveAggregates. A poll with nothing to write sends an
+empty UpdateUsage, so that the sidecar's --max-snapshot-age tells a feeder that cannot reach its
+sources from a quiet cloud. docs/openstack-feed.md maps every field.
 
 Only root providers become hosts (Nova's compute nodes); nested and sharing providers are not
 mapped yet.
@@ -21,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -34,6 +36,8 @@ log = logging.getLogger("placecheck.sync.openstack")
 # 1.14: providers list their root; 1.19: aggregates come with the provider generation. Every
 # Placement since Rocky serves it.
 PLACEMENT_MICROVERSION = "1.19"
+# 2.41: aggregates have their uuid (the Placement aggregate's); 2.53: services by uuid. Pike on.
+NOVA_MICROVERSION = "2.53"
 DEFAULT_CONCURRENCY = 8
 DEFAULT_INTERVAL_S = 10.0
 DEFAULT_MAX_BACKOFF_S = 60.0
@@ -78,13 +82,6 @@ class Provider:
                 used=self.used.get(resource_class, 0))
             for resource_class, inventory in self.inventories.items()})
 
-    def usage(self) -> state_pb2.HostUsage:
-        return state_pb2.HostUsage(name=self.name, used={
-            resource_class: self.used.get(resource_class, 0) for resource_class in self.inventories})
-
-    def differs_beyond_usage(self, other: Provider) -> bool:
-        return (self.name, self.inventories, self.traits) != (other.name, other.inventories, other.traits)
-
 
 @dataclass(frozen=True)
 class Listed:
@@ -95,33 +92,46 @@ class Listed:
     generation: int
 
 
-class PlacementReader:
-    """Reads Placement through a keystoneauth Adapter (openstacksdk's placement proxy), with a
-    bounded pool for the per-provider reads; `on_request` is called once per HTTP request."""
+class ApiReader:
+    """GETs through a keystoneauth Adapter, every failure a FeedError of `<service>_unreachable`
+    or `<service>_error`; `on_request(service)` is called once per HTTP request."""
 
-    def __init__(self, adapter, concurrency: int = DEFAULT_CONCURRENCY,
-                 on_request: Callable[[], None] = lambda: None):
+    service = ""
+    title = ""
+    microversion = ""
+
+    def __init__(self, adapter, on_request: Callable[[str], None] = lambda service: None):
         self._adapter = adapter
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="placement-read")
         self._on_request = on_request
 
     def _get(self, path: str, *, missing_ok: bool = False) -> dict | None:
         """The JSON answer; None for a 404 when `missing_ok` (a provider deleted meanwhile)."""
         from keystoneauth1 import exceptions
 
-        self._on_request()
+        self._on_request(self.service)
         try:
-            response = self._adapter.get(path, microversion=PLACEMENT_MICROVERSION, raise_exc=False)
+            response = self._adapter.get(path, microversion=self.microversion, raise_exc=False)
         except exceptions.ConnectionError as error:  # refused, reset, timed out, DNS
-            raise FeedError("placement_unreachable", f"cannot reach Placement ({path}): {error}") from None
+            raise FeedError(f"{self.service}_unreachable", f"cannot reach {self.title} ({path}): {error}") from None
         except exceptions.ClientException as error:  # e.g. Keystone refused the credentials
-            raise FeedError("placement_error", f"Placement ({path}): {error}") from None
+            raise FeedError(f"{self.service}_error", f"{self.title} ({path}): {error}") from None
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code >= 400:
-            raise FeedError("placement_error", f"Placement answered {response.status_code} to GET {path}: "
-                                               f"{response.text[:300]}")
+            raise FeedError(f"{self.service}_error", f"{self.title} answered {response.status_code} to GET {path}: "
+                                                     f"{response.text[:300]}")
         return response.json()
+
+
+class PlacementReader(ApiReader):
+    """Reads Placement's root providers, with a bounded pool for the per-provider reads."""
+
+    service, title, microversion = "placement", "Placement", PLACEMENT_MICROVERSION
+
+    def __init__(self, adapter, concurrency: int = DEFAULT_CONCURRENCY,
+                 on_request: Callable[[str], None] = lambda service: None):
+        super().__init__(adapter, on_request)
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="placement-read")
 
     def list_roots(self) -> dict[str, Listed]:
         """Every root provider, by UUID (one call)."""
@@ -156,26 +166,86 @@ class PlacementReader:
         self._pool.shutdown(wait=True)
 
 
-def _memberships(providers: Iterable[Provider]) -> dict[str, frozenset[str]]:
-    """Placement aggregate UUID -> names of the hosts in it."""
+@dataclass(frozen=True)
+class NovaService:
+    """A nova-compute service as os-services shows it."""
+
+    enabled: bool  # status "enabled"
+    up: bool  # state "up": the servicegroup driver heard from it (and it is not forced down)
+
+
+@dataclass(frozen=True)
+class NovaAggregate:
+    """A Nova host aggregate as os-aggregates shows it."""
+
+    name: str
+    hosts: frozenset[str]
+    metadata: tuple[tuple[str, str], ...]  # sorted items: comparable and hashable
+
+
+@dataclass(frozen=True)
+class NovaView:
+    services: dict[str, NovaService] = field(default_factory=dict)  # by service host
+    aggregates: dict[str, NovaAggregate] = field(default_factory=dict)  # by aggregate uuid
+
+
+class NovaReader(ApiReader):
+    """Reads Nova's compute services and host aggregates: one call each."""
+
+    service, title, microversion = "nova", "Nova", NOVA_MICROVERSION
+
+    def read(self) -> NovaView:
+        services = self._get("/os-services?binary=nova-compute")["services"]
+        aggregates = self._get("/os-aggregates")["aggregates"]
+        return NovaView(
+            services={service["host"]: NovaService(enabled=service["status"] == "enabled",
+                                                   up=service["state"] == "up") for service in services},
+            aggregates={aggregate["uuid"]: NovaAggregate(
+                name=aggregate["name"], hosts=frozenset(aggregate.get("hosts") or ()),
+                metadata=tuple(sorted((aggregate.get("metadata") or {}).items()))) for aggregate in aggregates})
+
+
+def _host(provider: Provider, service: NovaService | None) -> fleet_pb2.Host:
+    """The host placecheck holds for a provider; Nova's service facts when Nova has the host."""
+    host = provider.host()
+    if service is not None:
+        host.enabled, host.up = service.enabled, service.up
+    return host
+
+
+def _without_usage(host: fleet_pb2.Host) -> fleet_pb2.Host:
+    copy = fleet_pb2.Host()
+    copy.CopyFrom(host)
+    for inventory in copy.resources.values():
+        inventory.used = 0
+    return copy
+
+
+def _usage(host: fleet_pb2.Host) -> state_pb2.HostUsage:
+    return state_pb2.HostUsage(name=host.name, used={rc: inventory.used for rc, inventory in host.resources.items()})
+
+
+def _aggregates(providers: Iterable[Provider], nova: NovaView) -> dict[int, fleet_pb2.Aggregate]:
+    """Every aggregate, by placecheck id: Placement's (members: the providers in it) and Nova's
+    (its name, metadata and hosts), one aggregate where Nova mirrored its own into Placement."""
     members: dict[str, set[str]] = {}
     for provider in providers:
         for aggregate_uuid in provider.aggregates:
             members.setdefault(aggregate_uuid, set()).add(provider.name)
-    return {aggregate_uuid: frozenset(names) for aggregate_uuid, names in members.items()}
-
-
-def _aggregate(aggregate_uuid: str, hosts: Iterable[str]) -> fleet_pb2.Aggregate:
-    return fleet_pb2.Aggregate(id=aggregate_id(aggregate_uuid), name=aggregate_uuid, hosts=sorted(hosts))
-
-
-def _check_ids_distinct(aggregate_uuids: Iterable[str]) -> None:
-    seen: dict[int, str] = {}
-    for aggregate_uuid in aggregate_uuids:
-        other = seen.setdefault(aggregate_id(aggregate_uuid), aggregate_uuid)
+    aggregates: dict[int, fleet_pb2.Aggregate] = {}
+    by_id: dict[int, str] = {}
+    for aggregate_uuid in sorted(members.keys() | nova.aggregates.keys()):
+        identifier = aggregate_id(aggregate_uuid)
+        other = by_id.setdefault(identifier, aggregate_uuid)
         if other != aggregate_uuid:
             raise FeedError("aggregate_id_collision",
-                            f"aggregates {other} and {aggregate_uuid} share placecheck id {aggregate_id(other)}")
+                            f"aggregates {other} and {aggregate_uuid} share placecheck id {identifier}")
+        in_nova = nova.aggregates.get(aggregate_uuid)
+        hosts = members.get(aggregate_uuid, set()) | (in_nova.hosts if in_nova else set())
+        aggregates[identifier] = fleet_pb2.Aggregate(
+            id=identifier, name=in_nova.name if in_nova else aggregate_uuid, hosts=sorted(hosts),
+            metadata=dict(in_nova.metadata) if in_nova else {})
+    return aggregates
 
 
 @dataclass
@@ -192,14 +262,20 @@ class SyncReport:
     aggregates_written: int = 0
 
 
-class PlacementFeed:
-    """placecheck's fleet kept equal to Placement's root providers, through a StateClient."""
+class OpenStackFeed:
+    """placecheck's fleet kept equal to Placement's root providers (and, given a NovaReader,
+    Nova's compute services and host aggregates), through a StateClient."""
 
-    def __init__(self, reader: PlacementReader, state, metrics: FeedMetrics | None = None):
-        self._reader = reader
+    def __init__(self, placement: PlacementReader, state, nova: NovaReader | None = None,
+                 metrics: FeedMetrics | None = None):
+        self._placement = placement
+        self._nova_reader = nova
         self._state = state
         self._metrics = metrics
-        self._providers: dict[str, Provider] = {}  # what placecheck holds, by provider UUID
+        self._providers: dict[str, Provider] = {}  # by provider UUID, as last read
+        self._nova = NovaView()
+        self._hosts: dict[str, fleet_pb2.Host] = {}  # what placecheck holds, by name
+        self._aggregates: dict[int, fleet_pb2.Aggregate] = {}
         self._epoch: str | None = None  # the sidecar's fleet history we wrote into
         self._history_changed = False
         self.needs_full_sync = True
@@ -221,51 +297,57 @@ class PlacementFeed:
             self._metrics.providers_read.inc(report.providers_read)
         return report
 
+    def _read_nova(self) -> NovaView:
+        return self._nova_reader.read() if self._nova_reader else NovaView()
+
     def _full_sync(self) -> SyncReport:
         listed_at = time.time()
-        listing = self._reader.list_roots()
-        read = self._reader.read_all(listing.values())
+        listing = self._placement.list_roots()
+        nova = self._read_nova()
+        read = self._placement.read_all(listing.values())
         providers = {uuid: provider for uuid, provider in read.items() if provider is not None}
-        memberships = _memberships(providers.values())
-        _check_ids_distinct(memberships)
-        fleet = fleet_pb2.Fleet(
-            hosts=[provider.host() for provider in sorted(providers.values(), key=lambda p: p.name)],
-            aggregates=[_aggregate(uuid, hosts) for uuid, hosts in sorted(memberships.items())])
+        hosts = {provider.name: _host(provider, nova.services.get(provider.name)) for provider in providers.values()}
+        aggregates = _aggregates(providers.values(), nova)
+        fleet = fleet_pb2.Fleet(hosts=[hosts[name] for name in sorted(hosts)],
+                                aggregates=[aggregates[identifier] for identifier in sorted(aggregates)])
         # Placement is the truth: an empty Placement empties the fleet.
         self._write(lambda timeout: self._state.replace_fleet(fleet, allow_empty=True, timeout=timeout))
         self._history_changed = False  # the new history now holds the whole fleet
-        self._providers = providers
-        return SyncReport("full", listed_at, providers_read=len(listing), hosts=len(providers),
-                          upserted=len(providers), aggregates_written=len(memberships))
+        self._providers, self._nova, self._hosts, self._aggregates = providers, nova, hosts, aggregates
+        return SyncReport("full", listed_at, providers_read=len(listing), hosts=len(hosts),
+                          upserted=len(hosts), aggregates_written=len(aggregates))
 
     def _poll(self) -> SyncReport:
         listed_at = time.time()
-        listing = self._reader.list_roots()
+        listing = self._placement.list_roots()
+        nova = self._read_nova()
         known = self._providers
         moved = [entry for uuid, entry in listing.items()
                  if uuid not in known or known[uuid].generation != entry.generation]
-        read = self._reader.read_all(moved)
+        read = self._placement.read_all(moved)
         providers = {uuid: provider for uuid, provider in known.items() if uuid in listing}
         providers.update(read)
         providers = {uuid: provider for uuid, provider in providers.items() if provider is not None}
 
-        removed = [provider.name for uuid, provider in known.items()
-                   if uuid not in providers or providers[uuid].name != provider.name]
+        # Hosts to rebuild: the providers read again, and those whose Nova service changed.
+        by_name = {provider.name: provider for provider in providers.values()}
+        rebuilt = {provider.name for provider in read.values() if provider is not None}
+        rebuilt |= {name for name in by_name if nova.services.get(name) != self._nova.services.get(name)}
+        hosts = {name: host for name, host in self._hosts.items() if name in by_name}
+        removed = sorted(self._hosts.keys() - hosts.keys())
         upserts, usages = [], []
-        for uuid, provider in read.items():
-            before = known.get(uuid)
-            if provider is None:
-                continue
-            if before is None or provider.differs_beyond_usage(before):
-                upserts.append(provider.host())
-            elif provider.used != before.used:
-                usages.append(provider.usage())
-        memberships_before = _memberships(known.values())
-        memberships = _memberships(providers.values())
-        _check_ids_distinct(memberships)
-        changed_aggregates = [_aggregate(uuid, hosts) for uuid, hosts in sorted(memberships.items())
-                              if memberships_before.get(uuid) != hosts]
-        emptied = sorted(aggregate_id(uuid) for uuid in memberships_before if uuid not in memberships)
+        for name in sorted(rebuilt):
+            host = _host(by_name[name], nova.services.get(name))
+            before = hosts.get(name)
+            if before is None or _without_usage(before) != _without_usage(host):
+                upserts.append(host)
+            elif before != host:
+                usages.append(_usage(host))
+            hosts[name] = host
+        aggregates = _aggregates(providers.values(), nova)
+        changed_aggregates = [aggregate for identifier, aggregate in sorted(aggregates.items())
+                              if self._aggregates.get(identifier) != aggregate]
+        emptied = sorted(self._aggregates.keys() - aggregates.keys())
 
         # Hosts before the aggregates that name them; a failure part-way leaves placecheck
         # between two states, so the next sync is a full one.
@@ -280,8 +362,8 @@ class PlacementFeed:
         # Nothing changed: an empty usage update still tells the sidecar its fleet is current.
         for write in due or [lambda timeout: self._state.update_usage([], timeout=timeout)]:
             self._write(write)
-        self._providers = providers
-        return SyncReport("incremental", listed_at, providers_read=len(moved), hosts=len(providers),
+        self._providers, self._nova, self._hosts, self._aggregates = providers, nova, hosts, aggregates
+        return SyncReport("incremental", listed_at, providers_read=len(moved), hosts=len(hosts),
                           removed=len(removed), upserted=len(upserts), usage_updated=len(usages),
                           aggregates_written=len(changed_aggregates) + len(emptied))
 
@@ -302,11 +384,12 @@ class PlacementFeed:
         self._epoch = generation.epoch
 
 
-def connect_placement(cloud: str | None, concurrency: int, timeout: float = 30.0):
-    """A keystoneauth Adapter for Placement, configured by openstacksdk from a clouds.yaml cloud
-    (None: $OS_CLOUD, or the OS_* variables), with an HTTP connection per reader thread. A plain
-    Adapter rather than openstacksdk's proxy: that one asks Placement for its versions when made,
-    so a feeder started while Placement is down would stop instead of retrying."""
+def connect(cloud: str | None, service_type: str, concurrency: int = 1, timeout: float = 30.0):
+    """A keystoneauth Adapter for one service (placement, compute), configured by openstacksdk
+    from a clouds.yaml cloud (None: $OS_CLOUD, or the OS_* variables), with an HTTP connection
+    per reader thread. A plain Adapter rather than openstacksdk's proxy: that one asks the
+    service for its versions when made, so a feeder started while the service is down would
+    stop instead of retrying."""
     import openstack.config
     from keystoneauth1.adapter import Adapter
     from keystoneauth1.session import TCPKeepAliveAdapter
@@ -317,12 +400,12 @@ def connect_placement(cloud: str | None, concurrency: int, timeout: float = 30.0
     http = TCPKeepAliveAdapter(pool_maxsize=concurrency)
     for scheme in ("https://", "http://"):
         session.session.mount(scheme, http)
-    return Adapter(session=session, service_type=region.get_service_type("placement"),
-                   interface=region.get_interface("placement"), region_name=region.get_region_name("placement"),
-                   endpoint_override=region.get_endpoint("placement"))
+    return Adapter(session=session, service_type=region.get_service_type(service_type),
+                   interface=region.get_interface(service_type), region_name=region.get_region_name(service_type),
+                   endpoint_override=region.get_endpoint(service_type))
 
 
-def run(feed: PlacementFeed, interval: float, stop: threading.Event,
+def run(feed: OpenStackFeed, interval: float, stop: threading.Event,
         max_backoff: float = DEFAULT_MAX_BACKOFF_S) -> None:
     """Sync every `interval` seconds until `stop`; after a failure, again after a backoff that
     doubles per failure up to `max_backoff` (with jitter, so feeders do not retry in step)."""

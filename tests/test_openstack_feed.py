@@ -22,11 +22,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from openstack_services import NOAUTH_TOKEN, placement  # noqa: F401 (the fixture)
+from openstack_services import NOAUTH_TOKEN, nova, placement  # noqa: F401 (the fixtures)
 from placecheck import PlacementClient, StateClient, wait_until_serving
 from placecheck.openstack import aggregate_id
 from placecheck.v1 import placement_pb2
-from server.openstack_feed import PlacementFeed, PlacementReader, connect_placement
+from server.openstack_feed import NovaReader, OpenStackFeed, PlacementReader, connect
 from sidecar import REPO, free_port, start_sidecar
 
 AGGREGATES = [str(uuid.UUID(int=random.Random(f"aggregate{n}").getrandbits(128), version=4)) for n in range(3)]
@@ -199,11 +199,11 @@ def clouds_yaml(placement, tmp_path_factory):  # noqa: F811 (the fixture)
 
 def test_verdicts_equal_allocation_candidates_through_full_sync_and_polls(placement, clouds_yaml):  # noqa: F811
     cloud = build_cloud(placement)
-    counting = CountingAdapter(connect_placement("test", concurrency=4))
+    counting = CountingAdapter(connect("test", "placement", concurrency=4))
     reader = PlacementReader(counting, concurrency=4)
     with start_sidecar(wait_serving=False) as sidecar, StateClient(sidecar.state_target) as state, \
             PlacementClient(sidecar.decision_target, channels=1) as client:
-        feed = PlacementFeed(reader, state)
+        feed = OpenStackFeed(reader, state)
         report = feed.sync()
         assert (report.sync, report.hosts) == ("full", 16)
         assert counting.requests == 1 + 4 * 16
@@ -254,7 +254,7 @@ def _feeder(clouds_yaml: Path, cloud: str, state_target: str, metrics_port: int,
     with open(log_path, "wb") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", "server.cli", "sync", "openstack", "--os-cloud", cloud, "--state", state_target,
-             "--metrics-port", str(metrics_port), *extra],
+             "--metrics-port", str(metrics_port), "--without-nova", *extra],
             cwd=REPO, env={**os.environ, "OS_CLIENT_CONFIG_FILE": str(clouds_yaml)},
             stdout=log_file, stderr=subprocess.STDOUT)
 
@@ -298,7 +298,7 @@ def test_feeder_process_makes_the_sidecar_ready_and_follows_allocations(placemen
             assert _metric(url, "placecheck_feed_sync_lag_seconds") < 5
             assert time.time() - _metric(url, "placecheck_feed_last_success_timestamp_seconds") < 5
             assert _metric(url, "placecheck_feed_hosts") >= 1
-            assert _metric(url, "placecheck_feed_placement_requests_total") >= 5
+            assert _metric(url, 'placecheck_feed_api_requests_total{service="placement"}') >= 5
         finally:
             assert _stop(feeder) == 0, (tmp_path / "feeder.log").read_text()
 
@@ -329,3 +329,121 @@ def test_feeder_that_cannot_reach_placement_keeps_trying_and_says_so(clouds_yaml
                 wait_until_serving(sidecar.decision_target, timeout=0.5)
         finally:
             assert _stop(feeder) == 0, log_path.read_text()
+
+
+NOVA_HOSTS = ["nova-a", "nova-b", "nova-c", "nova-d"]
+
+
+class NovaCloud:
+    """Nova's side of the test fleet: compute hosts (with their Placement providers), aggregates."""
+
+    def __init__(self, nova, cloud: Cloud):
+        self.nova = nova
+        self.cloud = cloud
+
+    def aggregate(self, name: str, availability_zone: str | None = None) -> dict:
+        body = {"name": name, **({"availability_zone": availability_zone} if availability_zone else {})}
+        return self.nova.post("/v2.1/os-aggregates", {"aggregate": body})["aggregate"]
+
+    def action(self, aggregate: dict, action: str, body: dict) -> None:
+        self.nova.post(f"/v2.1/os-aggregates/{aggregate['id']}/action", {action: body})
+
+    def service(self, host: str) -> dict:
+        return next(service for service in self.nova.get("/v2.1/os-services?binary=nova-compute")["services"]
+                    if service["host"] == host)
+
+    def expected_refusals(self, project: str, zone: str) -> dict[str, set[str]]:
+        """For each host, the rules Nova's own answers say refuse a boot into `zone` for `project`:
+        ComputeFilter when os-services has the service disabled or down; AvailabilityZone when
+        some aggregate has the zone as its availability_zone and the host's provider is in none of
+        them in Placement (Nova 34's map_az_to_placement_aggregate: a zone no aggregate names
+        constrains nothing); AggregateMultiTenancyIsolation
+        when an os-aggregates aggregate of the host names tenants that exclude the project."""
+        services = {s["host"]: s for s in self.nova.get("/v2.1/os-services?binary=nova-compute")["services"]}
+        aggregates = self.nova.get("/v2.1/os-aggregates")["aggregates"]
+        zone_aggregates = {a["uuid"] for a in aggregates if a["metadata"].get("availability_zone") == zone}
+        refusals = {}
+        for host in NOVA_HOSTS:
+            rules = set()
+            if services[host]["status"] != "enabled" or services[host]["state"] != "up":
+                rules.add("ComputeFilter")
+            placement_aggregates = self.cloud.placement.get(
+                f"/resource_providers/{self.cloud.providers[host]}/aggregates")["aggregates"]
+            if zone_aggregates and not zone_aggregates & set(placement_aggregates):
+                rules.add("AvailabilityZone")
+            tenants = [value for aggregate in aggregates if host in aggregate["hosts"]
+                       for key, value in aggregate["metadata"].items() if key.startswith("filter_tenant_id")]
+            if tenants and project not in {t.strip() for value in tenants for t in value.split(",")}:
+                rules.add("AggregateMultiTenancyIsolation")
+            refusals[host] = rules
+        return refusals
+
+
+def placecheck_refusals(client: PlacementClient, project: str, zone: str, min_generation: int) -> dict[str, set[str]]:
+    request = placement_pb2.PlacementRequest(resources={"VCPU": 1, "MEMORY_MB": 512}, availability_zone=zone,
+                                             project_id=project)
+    response = client.check_destination(request, NOVA_HOSTS, min_generation=min_generation, timeout=10)
+    return {verdict.host: {rejection.rule for rejection in verdict.rejections} for verdict in response.verdicts}
+
+
+def test_nova_services_and_aggregates_reach_placecheck(placement, nova, tmp_path, monkeypatch):  # noqa: F811
+    cloud = Cloud(placement)
+    for name in NOVA_HOSTS:
+        cloud.add_provider(name, {"VCPU": inventory(8), "MEMORY_MB": inventory(16384)})
+    nova.register_computes([{"host": name, "uuid": cloud.providers[name], "host_ip": f"192.0.2.{number + 1}",
+                             "disabled": name == "nova-b"} for number, name in enumerate(NOVA_HOSTS)])
+    compute = NovaCloud(nova, cloud)
+    east = compute.aggregate("east", availability_zone="east")
+    for host in ("nova-a", "nova-b", "nova-c"):
+        compute.action(east, "add_host", {"host": host})
+    tenant = compute.aggregate("tenant-p1")
+    compute.action(tenant, "add_host", {"host": "nova-c"})
+    compute.action(tenant, "set_metadata", {"metadata": {"filter_tenant_id": "p1"}})
+    # Nova mirrors its aggregates into Placement under the same UUID.
+    assert east["uuid"] in placement.get(f"/resource_providers/{cloud.providers['nova-a']}/aggregates")["aggregates"]
+
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(f"clouds:\n  test-nova:\n    auth_type: admin_token\n    auth:\n"
+                      f"      endpoint: {placement.endpoint}\n      token: {NOAUTH_TOKEN}\n"
+                      f"    compute_endpoint_override: {nova.endpoint}/v2.1\n")
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+    placement_adapter = CountingAdapter(connect("test-nova", "placement", concurrency=4))
+    nova_adapter = CountingAdapter(connect("test-nova", "compute"))
+    reader = PlacementReader(placement_adapter, concurrency=4)
+    with start_sidecar(wait_serving=False) as sidecar, StateClient(sidecar.state_target) as state, \
+            PlacementClient(sidecar.decision_target, channels=1) as client:
+        feed = OpenStackFeed(reader, state, NovaReader(nova_adapter))
+        feed.sync()
+        generation = state.status().generation
+        cases = [("p1", "east"), ("p2", "east"), ("p1", "nova"), ("p2", "nova")]
+        for project, zone in cases:
+            expected = compute.expected_refusals(project, zone)
+            assert placecheck_refusals(client, project, zone, generation) == expected, (project, zone)
+        assert compute.expected_refusals("p2", "east") == {
+            "nova-a": set(), "nova-b": {"ComputeFilter"}, "nova-c": {"AggregateMultiTenancyIsolation"},
+            "nova-d": {"AvailabilityZone"}}
+        # member_of with a Nova aggregate's UUID: the hosts Placement offers for it.
+        expected = cloud.candidates({"VCPU": 1}, (), (), [[east["uuid"]]]) & set(NOVA_HOSTS)
+        assert placecheck_allowed(client, NOVA_HOSTS, {"VCPU": 1}, (), (), [[east["uuid"]]], generation) == {
+            host for host in expected if host not in ("nova-b", "nova-c")}  # disabled; tenants only
+
+        # Nova changes: a service forced down, a host leaves the zone (and, mirrored, its
+        # Placement aggregate), the tenant list changes. One provider's generation moved.
+        before = {name: cloud.generation(name) for name in NOVA_HOSTS}
+        nova.put(f"/v2.1/os-services/{compute.service('nova-a')['id']}", {"forced_down": True})
+        compute.action(east, "remove_host", {"host": "nova-b"})
+        compute.action(tenant, "set_metadata", {"metadata": {"filter_tenant_id": "p2"}})
+        moved = [name for name in NOVA_HOSTS if cloud.generation(name) != before[name]]
+        assert moved == ["nova-b"]
+        placement_adapter.requests = nova_adapter.requests = 0
+        report = feed.sync()
+        assert (report.sync, report.providers_read) == ("incremental", 1)
+        assert (placement_adapter.requests, nova_adapter.requests) == (1 + 4, 2)
+        generation = state.status().generation
+        for project, zone in cases:
+            expected = compute.expected_refusals(project, zone)
+            assert placecheck_refusals(client, project, zone, generation) == expected, (project, zone)
+        assert compute.expected_refusals("p2", "east") == {
+            "nova-a": {"ComputeFilter"}, "nova-b": {"ComputeFilter", "AvailabilityZone"}, "nova-c": set(),
+            "nova-d": {"AvailabilityZone"}}
+    reader.close()
