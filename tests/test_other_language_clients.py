@@ -1,6 +1,7 @@
 """The Node.js and Go clients against one real sidecar: each client's own tests (`npm test` in
 clients/node, `go test ./...` in clients/go), run by its own tool with the sidecar's addresses in
-PLACECHECK_DECISION_TARGET and PLACECHECK_STATE_TARGET.
+PLACECHECK_DECISION_TARGET and PLACECHECK_STATE_TARGET, and the TLS options against a second one
+that requires mutual TLS and admits one identity (PLACECHECK_TLS_* and PLACECHECK_TOKEN).
 
 `make test` installs their dependencies first (`make node-client go-client`); a test skips only
 when `node` or `go` is not installed.
@@ -18,10 +19,13 @@ from xml.etree import ElementTree
 
 import pytest
 
+from pki import Authority
+from placecheck import ClientTls
 from sidecar import REPO, start_sidecar
 
 DEMO_HOSTS = 500
 RUN_TIMEOUT_S = 300.0  # a cold Go build cache compiles gRPC first (about a minute on 2 cores)
+ADMITTED_TOKEN = "polyglot-conductor-token-4e1b"
 NODE_CLIENT = REPO / "clients" / "node"
 GO_CLIENT = REPO / "clients" / "go"
 JAVA_CLIENT = REPO / "clients" / "java"
@@ -34,8 +38,25 @@ def polyglot_sidecar():
         yield running
 
 
-def run_client_tests(command: list[str], cwd, sidecar) -> str:
-    env = {**os.environ,
+@pytest.fixture(scope="module")
+def tls_sidecar(tmp_path_factory):
+    """Mutual TLS, tokens, and only "conductor" may decide; the clients hold "intruder"'s certificate."""
+    directory = tmp_path_factory.mktemp("pki")
+    authority = Authority(directory, "polyglot-ca")
+    server, intruder = authority.server(), authority.client("intruder")
+    tokens = directory / "tokens"
+    tokens.write_text(f"{ADMITTED_TOKEN} conductor\n")
+    tls = ClientTls.from_files(str(authority.path), str(intruder.certificate), str(intruder.key))
+    with start_sidecar(workers=1, demo_hosts=50, decision_tls=tls, extra_args=(
+            "--tls-cert", str(server.certificate), "--tls-key", str(server.key), "--tls-client-ca",
+            str(authority.path), "--tokens-file", str(tokens), "--decision-callers", "conductor")) as running:
+        yield {"PLACECHECK_TLS_DECISION_TARGET": running.decision_target, "PLACECHECK_TLS_CA": str(authority.path),
+               "PLACECHECK_TLS_CERT": str(intruder.certificate), "PLACECHECK_TLS_KEY": str(intruder.key),
+               "PLACECHECK_TOKEN": ADMITTED_TOKEN}
+
+
+def run_client_tests(command: list[str], cwd, sidecar, tls_env: dict[str, str]) -> str:
+    env = {**os.environ, **tls_env,
            "PLACECHECK_DECISION_TARGET": sidecar.decision_target,
            "PLACECHECK_STATE_TARGET": sidecar.state_target}
     result = subprocess.run(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
@@ -47,24 +68,25 @@ def run_client_tests(command: list[str], cwd, sidecar) -> str:
 
 @pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
                     reason="node/npm is not installed: the Node.js client is not tested")
-def test_node_client_against_the_sidecar(polyglot_sidecar):
+def test_node_client_against_the_sidecar(polyglot_sidecar, tls_sidecar):
     assert (NODE_CLIENT / "node_modules" / ".installed").exists(), \
         "clients/node has no dependencies installed: run `make node-client`"
-    output = run_client_tests(["npm", "test", "--silent"], NODE_CLIENT, polyglot_sidecar)
+    output = run_client_tests(["npm", "test", "--silent"], NODE_CLIENT, polyglot_sidecar, tls_sidecar)
     # The spec reporter marks a passed suite with ✔ and a skipped one with ﹣.
     assert "✔ against the real sidecar" in output, output[-8000:]
+    assert "✔ with TLS and a token" in output, output[-8000:]
     assert "ℹ fail 0" in output and "ℹ skipped 0" in output, output[-8000:]
 
 
 @pytest.mark.skipif(shutil.which("go") is None, reason="go is not installed: the Go client is not tested")
-def test_go_client_against_the_sidecar(polyglot_sidecar):
+def test_go_client_against_the_sidecar(polyglot_sidecar, tls_sidecar):
     assert (GO_CLIENT / "gen" / "placecheck" / "v1" / ".generated").exists(), \
         "clients/go has no generated stubs: run `make go-client`"
-    output = run_client_tests(["go", "test", "-count=1", "-v", "./..."], GO_CLIENT, polyglot_sidecar)
+    output = run_client_tests(["go", "test", "-count=1", "-v", "./..."], GO_CLIENT, polyglot_sidecar, tls_sidecar)
     assert "--- SKIP" not in output, output[-8000:]
     for test in ("TestAllowedHost", "TestRefusedHostWithRulesAndReasons", "TestSelectWithAlternates",
                  "TestInvalidArgumentDecodedToItsField", "TestUnknownHostIsNotFound",
-                 "TestOneConnectionPerChannelToTheSidecar"):
+                 "TestOneConnectionPerChannelToTheSidecar", "TestTLSAndTokenOptions"):
         assert f"--- PASS: {test} " in output, output[-8000:]
 
 

@@ -7,14 +7,19 @@ package placecheck
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -22,12 +27,62 @@ import (
 	pb "placecheck/gen/placecheck/v1"
 )
 
-const (
-	// DefaultDecisionTarget is where the sidecar serves PlacementCheck by default.
-	DefaultDecisionTarget = "127.0.0.1:50051"
-	// DefaultStateTarget is where the sidecar serves FleetState by default.
-	DefaultStateTarget = "unix:/tmp/placecheck-state.sock"
-)
+// DefaultDecisionTarget is where the sidecar serves PlacementCheck by default.
+const DefaultDecisionTarget = "127.0.0.1:50051"
+
+// DefaultStateTarget is where the sidecar serves FleetState by default:
+// $XDG_RUNTIME_DIR/placecheck/state.sock, else placecheck/run/state.sock under $XDG_STATE_HOME
+// (~/.local/state), as `placecheck serve` computes it.
+var DefaultStateTarget = "unix:" + defaultStateSocket()
+
+func defaultStateSocket() string {
+	if runtime := os.Getenv("XDG_RUNTIME_DIR"); runtime != "" {
+		return filepath.Join(runtime, "placecheck", "state.sock")
+	}
+	stateHome := os.Getenv("XDG_STATE_HOME")
+	if stateHome == "" {
+		home, _ := os.UserHomeDir()
+		stateHome = filepath.Join(home, ".local", "state")
+	}
+	return filepath.Join(stateHome, "placecheck", "run", "state.sock")
+}
+
+// WithTLS connects over TLS. caFile (PEM) verifies the sidecar's certificate (empty: the
+// system's roots); certFile and keyFile (PEM, both or neither) present a client certificate,
+// for a sidecar that requires mutual TLS (--tls-client-ca).
+func WithTLS(caFile, certFile, keyFile string) (grpc.DialOption, error) {
+	config := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("placecheck: CA file: %w", err)
+		}
+		config.RootCAs = x509.NewCertPool()
+		if !config.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("placecheck: CA file %s holds no PEM certificate", caFile)
+		}
+	}
+	if certFile != "" || keyFile != "" {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("placecheck: client certificate: %w", err)
+		}
+		config.Certificates = []tls.Certificate{pair}
+	}
+	return grpc.WithTransportCredentials(credentials.NewTLS(config)), nil
+}
+
+// WithToken sends `authorization: Bearer <token>` with every call (--tokens-file).
+func WithToken(token string) grpc.DialOption { return grpc.WithPerRPCCredentials(bearerToken(token)) }
+
+type bearerToken string
+
+func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+// RequireTransportSecurity is false: a token may also go to a loopback sidecar without TLS.
+func (bearerToken) RequireTransportSecurity() bool { return false }
 
 // PlacementClient calls PlacementCheck over several connections, round-robin.
 //
@@ -44,7 +99,7 @@ type PlacementClient struct {
 
 // NewPlacementClient opens `channels` connections to target (runtime.NumCPU() when channels < 1;
 // open at least as many as the sidecar has workers). Without dial options the connections are
-// plaintext. Connections are made on first use.
+// plaintext; WithTLS and WithToken give credentials. Connections are made on first use.
 func NewPlacementClient(target string, channels int, opts ...grpc.DialOption) (*PlacementClient, error) {
 	if channels < 1 {
 		channels = runtime.NumCPU()
@@ -181,11 +236,12 @@ func BadRequestViolations(err error) []FieldViolation {
 }
 
 // WaitUntilServing blocks until grpc.health.v1 reports the server SERVING at target, or returns
-// an error saying "not serving" when it does not within timeout.
-func WaitUntilServing(ctx context.Context, target string, timeout time.Duration) error {
+// an error saying "not serving" when it does not within timeout. opts as for NewPlacementClient
+// (WithTLS for a TLS port).
+func WaitUntilServing(ctx context.Context, target string, timeout time.Duration, opts ...grpc.DialOption) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(target, withDefaultCredentials(opts)...)
 	if err != nil {
 		return err
 	}

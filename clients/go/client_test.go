@@ -365,3 +365,47 @@ func TestWaitUntilServingTimesOutOnAClosedPort(t *testing.T) {
 		t.Fatalf("took %s", elapsed)
 	}
 }
+
+// TestTLSAndTokenOptions calls a sidecar that requires mutual TLS and admits the identity
+// "conductor" only (tests/test_other_language_clients.py): the certificate given here is another
+// identity's, so the call gets through only with conductor's bearer token.
+func TestTLSAndTokenOptions(t *testing.T) {
+	target, ca := os.Getenv("PLACECHECK_TLS_DECISION_TARGET"), os.Getenv("PLACECHECK_TLS_CA")
+	cert, key, token := os.Getenv("PLACECHECK_TLS_CERT"), os.Getenv("PLACECHECK_TLS_KEY"), os.Getenv("PLACECHECK_TOKEN")
+	if target == "" || ca == "" || cert == "" || key == "" || token == "" {
+		t.Skip("PLACECHECK_TLS_DECISION_TARGET, _CA, _CERT, _KEY and PLACECHECK_TOKEN are not set (no TLS sidecar)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	withCert, err := placecheck.WithTLS(ca, cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withoutCert, err := placecheck.WithTLS(ca, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := placecheck.WaitUntilServing(ctx, target, timeout, withCert); err != nil {
+		t.Fatal(err)
+	}
+	for _, attempt := range []struct {
+		name string
+		opts []grpc.DialOption
+		want codes.Code
+	}{
+		{"certificate of an identity not admitted", []grpc.DialOption{withCert}, codes.PermissionDenied},
+		{"that certificate and an admitted token", []grpc.DialOption{withCert, placecheck.WithToken(token)}, codes.OK},
+		{"no client certificate", []grpc.DialOption{withoutCert, placecheck.WithToken(token)}, codes.Unavailable},
+	} {
+		client, err := placecheck.NewPlacementClient(target, 1, attempt.opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = client.CheckDestination(ctx, &pb.PlacementRequest{Resources: map[string]int64{"VCPU": 1}},
+			[]string{"compute-00000"}, 0)
+		client.Close()
+		if got := status.Code(err); got != attempt.want {
+			t.Errorf("%s: %v, want %v (%v)", attempt.name, got, attempt.want, err)
+		}
+	}
+}

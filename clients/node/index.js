@@ -7,6 +7,7 @@
  * field names (snake_case), enums as their names ('OPERATION_LIVE_MIGRATE'), 64-bit integers as
  * JavaScript numbers (every amount, count and generation placecheck uses fits in 2**53).
  */
+const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
@@ -14,7 +15,16 @@ const protoLoader = require('@grpc/proto-loader');
 const protobuf = require('protobufjs');
 
 const DEFAULT_DECISION_TARGET = '127.0.0.1:50051';
-const DEFAULT_STATE_TARGET = 'unix:/tmp/placecheck-state.sock';
+/**
+ * Where `placecheck serve` puts its state socket by default: $XDG_RUNTIME_DIR/placecheck/state.sock,
+ * else placecheck/run/state.sock under $XDG_STATE_HOME (~/.local/state).
+ */
+function defaultStateSocket() {
+  if (process.env.XDG_RUNTIME_DIR) return path.join(process.env.XDG_RUNTIME_DIR, 'placecheck', 'state.sock');
+  const stateHome = process.env.XDG_STATE_HOME || path.join(os.homedir(), '.local', 'state');
+  return path.join(stateHome, 'placecheck', 'run', 'state.sock');
+}
+const DEFAULT_STATE_TARGET = `unix:${defaultStateSocket()}`;
 /** proto/ of the checkout this client sits in; PLACECHECK_PROTO_DIR or the protoDir option override it. */
 const DEFAULT_PROTO_DIR = process.env.PLACECHECK_PROTO_DIR || path.resolve(__dirname, '..', '..', 'proto');
 
@@ -76,9 +86,26 @@ function callOptions(timeoutMs) {
   return timeoutMs == null ? {} : {deadline: new Date(Date.now() + timeoutMs)};
 }
 
-function unary(stub, method, message, timeoutMs) {
+/**
+ * Channel credentials: plaintext without `tls`; with `tls` = {ca, cert, key} (PEM file paths), TLS
+ * verified by `ca` (omitted: the system's roots), presenting `cert`/`key` for mutual TLS.
+ */
+function channelCredentials(tls) {
+  if (!tls) return grpc.credentials.createInsecure();
+  const read = (file) => (file ? fs.readFileSync(file) : null);
+  return grpc.credentials.createSsl(read(tls.ca), read(tls.key), read(tls.cert));
+}
+
+/** Call metadata carrying `authorization: Bearer <token>` (none without a token). */
+function tokenMetadata(token) {
+  const metadata = new grpc.Metadata();
+  if (token) metadata.set('authorization', `Bearer ${token}`);
+  return metadata;
+}
+
+function unary(stub, method, message, timeoutMs, metadata = new grpc.Metadata()) {
   return new Promise((resolve, reject) => {
-    stub[method](message, new grpc.Metadata(), callOptions(timeoutMs), (error, response) => {
+    stub[method](message, metadata.clone(), callOptions(timeoutMs), (error, response) => {
       if (error) reject(error);
       else resolve(response);
     });
@@ -91,19 +118,24 @@ function unary(stub, method, message, timeoutMs) {
  * The sidecar's workers share one port with SO_REUSEPORT, which spreads connections, not calls:
  * one channel would pin every call to one worker. Each channel therefore gets its own subchannel
  * pool (and so its own TCP connection) and a distinct channel id.
+ *
+ * `tls` ({ca, cert, key} file paths) connects over TLS, mutual with cert and key; `token` is sent
+ * as `authorization: Bearer <token>` with every call; `credentials` replaces `tls` outright.
  */
 class PlacementClient {
   /**
    * @param {string} target host:port of the decision API
-   * @param {{channels?: number, options?: object, credentials?: grpc.ChannelCredentials, protoDir?: string}} settings
+   * @param {{channels?: number, options?: object, tls?: {ca?: string, cert?: string, key?: string},
+   *   token?: string, credentials?: grpc.ChannelCredentials, protoDir?: string}} settings
    */
-  constructor(target = DEFAULT_DECISION_TARGET, {channels = defaultChannels(), options = {},
-    credentials = grpc.credentials.createInsecure(), protoDir = DEFAULT_PROTO_DIR} = {}) {
+  constructor(target = DEFAULT_DECISION_TARGET, {channels = defaultChannels(), options = {}, tls, token,
+    credentials = channelCredentials(tls), protoDir = DEFAULT_PROTO_DIR} = {}) {
     if (!Number.isInteger(channels) || channels < 1) {
       throw new RangeError(`channels must be an integer >= 1, got ${channels}`);
     }
     const {PlacementCheck} = loadPlacecheck(protoDir);
     this.target = target;
+    this._metadata = tokenMetadata(token);
     this._stubs = Array.from({length: channels}, (_, index) => new PlacementCheck(target, credentials, {
       ...options,
       'grpc.use_local_subchannel_pool': 1,
@@ -124,7 +156,7 @@ class PlacementClient {
    */
   checkDestination(request, hosts, {minGeneration = 0, timeoutMs} = {}) {
     return unary(this._nextStub(), 'CheckDestination',
-      {request, hosts: [...hosts], min_generation: minGeneration}, timeoutMs);
+      {request, hosts: [...hosts], min_generation: minGeneration}, timeoutMs, this._metadata);
   }
 
   /**
@@ -134,7 +166,7 @@ class PlacementClient {
   selectDestinations(request, {maxAlternates, minGeneration = 0, decisionId = '', timeoutMs} = {}) {
     const message = {request, min_generation: minGeneration, decision_id: decisionId};
     if (maxAlternates != null) message.max_alternates = maxAlternates;
-    return unary(this._nextStub(), 'SelectDestinations', message, timeoutMs);
+    return unary(this._nextStub(), 'SelectDestinations', message, timeoutMs, this._metadata);
   }
 
   close() {
@@ -144,18 +176,20 @@ class PlacementClient {
 
 /**
  * Feeds the fleet to the sidecar's state owner; every mutator resolves to the generation it
- * published, to pass on as `minGeneration`.
+ * published, to pass on as `minGeneration`. `tls`, `token` and `credentials` as for
+ * PlacementClient (a sidecar serving FleetState over TCP).
  */
 class StateClient {
-  constructor(target = DEFAULT_STATE_TARGET, {options = {}, credentials = grpc.credentials.createInsecure(),
+  constructor(target = DEFAULT_STATE_TARGET, {options = {}, tls, token, credentials = channelCredentials(tls),
     protoDir = DEFAULT_PROTO_DIR} = {}) {
     const {FleetState} = loadPlacecheck(protoDir);
     this.target = target;
+    this._metadata = tokenMetadata(token);
     this._stub = new FleetState(target, credentials, options);
   }
 
   async _generation(method, message, timeoutMs) {
-    return (await unary(this._stub, method, message, timeoutMs)).generation;
+    return (await unary(this._stub, method, message, timeoutMs, this._metadata)).generation;
   }
 
   replaceFleet(fleet, {timeoutMs} = {}) { return this._generation('ReplaceFleet', {fleet}, timeoutMs); }
@@ -167,7 +201,7 @@ class StateClient {
   removeAggregates(ids, {timeoutMs} = {}) { return this._generation('RemoveAggregates', {ids: [...ids]}, timeoutMs); }
   updateUsage(usages, {timeoutMs} = {}) { return this._generation('UpdateUsage', {usages: [...usages]}, timeoutMs); }
   /** @returns {Promise<object>} a GetStatusResponse */
-  status({timeoutMs} = {}) { return unary(this._stub, 'GetStatus', {}, timeoutMs); }
+  status({timeoutMs} = {}) { return unary(this._stub, 'GetStatus', {}, timeoutMs, this._metadata); }
 
   close() { this._stub.close(); }
 }
@@ -202,11 +236,11 @@ function badRequestViolations(error) {
 
 /**
  * Resolves once grpc.health.v1 reports `service` SERVING at `target`; rejects with an Error
- * whose message says "not serving" when it does not within `timeoutMs`.
+ * whose message says "not serving" when it does not within `timeoutMs`. `tls` as for PlacementClient.
  */
-async function waitUntilServing(target, timeoutMs, {service = ''} = {}) {
+async function waitUntilServing(target, timeoutMs, {service = '', tls} = {}) {
   const deadline = Date.now() + timeoutMs;
-  const health = new healthPackage.Health(target, grpc.credentials.createInsecure());
+  const health = new healthPackage.Health(target, channelCredentials(tls));
   let lastSeen = 'no answer';
   try {
     while (Date.now() < deadline) {

@@ -178,6 +178,38 @@ describe('against the real sidecar', {skip: NO_SIDECAR}, () => {
   });
 });
 
+const TLS = {
+  target: process.env.PLACECHECK_TLS_DECISION_TARGET, ca: process.env.PLACECHECK_TLS_CA,
+  cert: process.env.PLACECHECK_TLS_CERT, key: process.env.PLACECHECK_TLS_KEY, token: process.env.PLACECHECK_TOKEN,
+};
+const NO_TLS_SIDECAR = !Object.values(TLS).every(Boolean)
+  && 'PLACECHECK_TLS_DECISION_TARGET, _CA, _CERT, _KEY and PLACECHECK_TOKEN are not set (no TLS sidecar)';
+
+// A sidecar that requires mutual TLS and admits the identity "conductor" only
+// (tests/test_other_language_clients.py): the certificate given here is another identity's, so a
+// call gets through only with conductor's bearer token.
+describe('with TLS and a token', {skip: NO_TLS_SIDECAR}, () => {
+  async function checkCode(settings) {
+    const client = new PlacementClient(TLS.target, {channels: 1, ...settings});
+    try {
+      await client.checkDestination({resources: {VCPU: 1}}, ['compute-00000'], {timeoutMs: TIMEOUT_MS});
+      return grpc.status.OK;
+    } catch (error) {
+      return error.code;
+    } finally {
+      client.close();
+    }
+  }
+
+  it('needs an admitted identity and a client certificate', async () => {
+    const withCert = {ca: TLS.ca, cert: TLS.cert, key: TLS.key};
+    await waitUntilServing(TLS.target, TIMEOUT_MS, {tls: withCert});
+    assert.equal(await checkCode({tls: withCert}), grpc.status.PERMISSION_DENIED);
+    assert.equal(await checkCode({tls: withCert, token: TLS.token}), grpc.status.OK);
+    assert.equal(await checkCode({tls: {ca: TLS.ca}, token: TLS.token}), grpc.status.UNAVAILABLE);
+  });
+});
+
 describe('round-robin over connections', () => {
   it('gives each channel its own connection and calls rotate over them', async () => {
     const {PlacementCheck} = loadPlacecheck();
