@@ -1,61 +1,231 @@
-"""Prometheus metrics: per-worker decision counters, summed by the supervisor.
+"""Prometheus metrics: per-process counters in multiprocess mode, summed by the supervisor.
 
-prometheus_client's multiprocess mode: every worker writes its values to
-files in PROMETHEUS_MULTIPROC_DIR (which must be set before prometheus_client
-is first imported in that process), and the supervisor's HTTP endpoint sums
-them. The snapshot gauges are computed by the supervisor at scrape time.
-Labels are bounded: rpc, outcome, rule; never a host or a workload.
+prometheus_client's multiprocess mode: every process (the workers and the supervisor itself)
+writes its values to files in PROMETHEUS_MULTIPROC_DIR, which must be set before
+prometheus_client is first imported in that process, and the supervisor's HTTP endpoint sums
+them. The snapshot gauges, the last reload's result and build info are computed by the
+supervisor at scrape time. Labels are bounded: rpc, service, code, outcome, rule, kind,
+reason; never a host, a caller or a workload.
 """
 from __future__ import annotations
 
 import os
+import platform
+import time
 from dataclasses import dataclass
 from typing import Callable
+
+import grpc
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # From 50 us: a CheckDestination's kernel work is far below the RPC's own cost.
 DURATION_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2,
                     0.1, 0.25, 0.5, 1.0, 2.5)
+# Writes and publishes: a usage delta takes about a millisecond, a 100,000-host base seconds.
+WRITE_BUCKETS = (5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# grpcio refuses a call past its server's maximum_concurrent_rpcs before any handler runs.
+SHED_CODE = grpc.StatusCode.RESOURCE_EXHAUSTED.name
 
 
-class DecisionMetrics:
-    """A worker's counters; created in the worker, after PROMETHEUS_MULTIPROC_DIR is set."""
+def _multiprocess_metric(kind: str, *args, **kwargs):
+    """A metric whose values live in this process's multiprocess files (registry=None: the
+    supervisor's MultiProcessCollector reads them)."""
+    assert os.environ.get(MULTIPROC_DIR_ENV), "metrics need multiprocess mode"
+    import prometheus_client
+
+    return getattr(prometheus_client, kind)(*args, registry=None, **kwargs)
+
+
+class _BoundChildren:
+    """Children bound once per label set: .labels() costs a lock, str() of every value and a
+    dict lookup, more than the mmap'd write each update does."""
 
     def __init__(self):
-        assert os.environ.get(MULTIPROC_DIR_ENV), "decision metrics need multiprocess mode"
-        from prometheus_client import Counter, Histogram
-
-        # registry=None: values live in the multiprocess files, read by the supervisor.
-        self.decisions = Counter("placecheck_decisions", "Decisions answered, by RPC and outcome.",
-                                 ["rpc", "outcome"], registry=None)
-        self.rejections = Counter("placecheck_rejections",
-                                  "Hosts refused, per rule (a host refused by two rules counts for both).",
-                                  ["rpc", "rule"], registry=None)
-        self.duration = Histogram("placecheck_request_duration_seconds", "Time to answer a decision RPC.",
-                                  ["rpc"], buckets=DURATION_BUCKETS, registry=None)
-
-        # Children bound once per label set: .labels() costs a lock, str() of every value and a
-        # dict lookup, more than the mmap'd write each update does.
         self._children: dict[tuple, object] = {}
 
-    def _child(self, metric, *labels: str):
+    def child(self, metric, *labels: str):
         child = self._children.get((metric, labels))
         if child is None:
             child = self._children[metric, labels] = metric.labels(*labels)
         return child
 
-    def record(self, rpc: str, outcome: str, seconds: float, rejections: dict[str, int]) -> None:
-        self._child(self.decisions, rpc, outcome).inc()
-        for rule, hosts in rejections.items():
+
+class DecisionMetrics(_BoundChildren):
+    """A worker's decision counters; created in the worker, after PROMETHEUS_MULTIPROC_DIR is set.
+
+    CheckDestination's refusals and SelectDestinations' eliminations are separate families: a
+    select scan eliminates most of the fleet by design, which says nothing of refused calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.decisions = _multiprocess_metric("Counter", "placecheck_decisions",
+                                              "Decisions answered, by RPC and outcome.", ["rpc", "outcome"])
+        self.check_refusals = _multiprocess_metric(
+            "Counter", "placecheck_check_refusals",
+            "CheckDestination: hosts refused, per refusing rule (a host refused by two rules counts for both).",
+            ["rule"])
+        self.select_eliminations = _multiprocess_metric(
+            "Counter", "placecheck_select_eliminations",
+            "SelectDestinations: hosts eliminated per rule, summed over every scan of every call.", ["rule"])
+        self.duration = _multiprocess_metric("Histogram", "placecheck_request_duration_seconds",
+                                             "Time to answer a decision RPC.", ["rpc"], buckets=DURATION_BUCKETS)
+        self._per_rule = {"CheckDestination": self.check_refusals, "SelectDestinations": self.select_eliminations}
+
+    def record(self, rpc: str, outcome: str, seconds: float, hosts_per_rule: dict[str, int]) -> None:
+        self.child(self.decisions, rpc, outcome).inc()
+        per_rule = self._per_rule[rpc]
+        for rule, hosts in hosts_per_rule.items():
             if hosts:
-                self._child(self.rejections, rpc, rule).inc(hosts)
-        self._child(self.duration, rpc).observe(seconds)
+                self.child(per_rule, rule).inc(hosts)
+        self.child(self.duration, rpc).observe(seconds)
+
+
+class CallMetrics(grpc.ServerInterceptor, _BoundChildren):
+    """Every call of a gRPC server by service, method and status code, shed load included.
+
+    grpcio refuses a call past `maximum_concurrent_rpcs` with RESOURCE_EXHAUSTED without running
+    any handler, but only after it has run the interceptors (to find the method's handler), in
+    its polling thread under the server's lock, with the limit already decided on. So the
+    interceptor tells a shed call by the same test on the same state (`watch` hands it the
+    server), counts it, and lets grpcio refuse it. With `timed`, also how long handlers take
+    (the state server's writes; the decision RPCs have placecheck_request_duration_seconds)."""
+
+    def __init__(self, timed: bool = False):
+        _BoundChildren.__init__(self)
+        self.started = _multiprocess_metric("Counter", "placecheck_grpc_server_started",
+                                            "gRPC calls received, by service and method.", ["service", "rpc"])
+        self.handled = _multiprocess_metric(
+            "Counter", "placecheck_grpc_server_handled",
+            "gRPC calls completed, by service, method and status code (load shed by the concurrency limit "
+            "included, as RESOURCE_EXHAUSTED).", ["service", "rpc", "code"])
+        self.handling = _multiprocess_metric(
+            "Histogram", "placecheck_grpc_server_handling_seconds", "Time from a call's handler start to its end.",
+            ["service", "rpc"], buckets=WRITE_BUCKETS) if timed else None
+        self._server_state = None
+
+    def watch(self, server: grpc.Server) -> None:
+        """Read `server`'s concurrency limit (grpcio's private state: tests/test_metrics.py checks
+        the count against the refusals callers see)."""
+        self._server_state = server._state  # noqa: SLF001
+
+    def _shed_now(self) -> bool:
+        state = self._server_state
+        return (state is not None and state.maximum_concurrent_rpcs is not None
+                and state.active_rpc_count >= state.maximum_concurrent_rpcs)
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:  # grpcio answers UNIMPLEMENTED; the method name is the caller's string
+            self.child(self.handled, "unknown", "unknown", grpc.StatusCode.UNIMPLEMENTED.name).inc()
+            return None
+        service, _, rpc = handler_call_details.method.lstrip("/").rpartition("/")
+        self.child(self.started, service, rpc).inc()
+        if self._shed_now():
+            self.child(self.handled, service, rpc, SHED_CODE).inc()
+            return handler
+        return self._counted(handler, service, rpc)
+
+    def _finished(self, service: str, rpc: str, context, started: float, failed: bool) -> None:
+        code = context.code()
+        name = code.name if isinstance(code, grpc.StatusCode) else ("UNKNOWN" if failed else "OK")
+        self.child(self.handled, service, rpc, name).inc()
+        if self.handling is not None:
+            self.child(self.handling, service, rpc).observe(time.perf_counter() - started)
+
+    def _counted(self, handler, service: str, rpc: str):
+        def answer(behaviour):
+            def counted(request, context):
+                started, failed = time.perf_counter(), True
+                try:
+                    response = behaviour(request, context)
+                    failed = False
+                    return response
+                finally:
+                    self._finished(service, rpc, context, started, failed)
+            return counted
+
+        def stream(behaviour):
+            def counted(request, context):
+                started, failed = time.perf_counter(), True
+                try:
+                    yield from behaviour(request, context)
+                    failed = False
+                except GeneratorExit:  # the caller went away mid-stream
+                    context.set_code(grpc.StatusCode.CANCELLED)
+                    raise
+                finally:
+                    self._finished(service, rpc, context, started, failed)
+            return counted
+
+        kind = ("unary_unary" if not handler.request_streaming and not handler.response_streaming else
+                "unary_stream" if not handler.request_streaming else
+                "stream_unary" if not handler.response_streaming else "stream_stream")
+        wrap = stream if handler.response_streaming else answer
+        return getattr(grpc, f"{kind}_rpc_method_handler")(
+            wrap(getattr(handler, kind)), request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+
+class TimedPublisher:
+    """A SnapshotWriter whose publishes are counted and timed (the state owner publishes
+    through it: a base after a replace or a big change, a delta after a usage update)."""
+
+    def __init__(self, writer):
+        self._writer = writer
+        self._duration = _multiprocess_metric(
+            "Histogram", "placecheck_snapshot_publish_duration_seconds",
+            "Time to publish a fleet snapshot to the workers, by kind (base or usage delta).", ["kind"],
+            buckets=WRITE_BUCKETS)
+
+    def __getattr__(self, name):  # current, base, prefix...: the writer's own
+        return getattr(self._writer, name)
+
+    def publish(self, *args, **kwargs):
+        with self._duration.labels("base").time():
+            return self._writer.publish(*args, **kwargs)
+
+    def publish_delta(self, *args, **kwargs):
+        with self._duration.labels("delta").time():
+            return self._writer.publish_delta(*args, **kwargs)
+
+
+class SupervisorMetrics:
+    """Worker restarts and configuration reloads, counted by the supervisor."""
+
+    RESTART_REASONS = ("exited", "lost_fork_server", "start_failed")
+
+    def __init__(self):
+        self.worker_restarts = _multiprocess_metric(
+            "Counter", "placecheck_worker_restarts",
+            "Decision workers started again, by why: it exited, its fork server died, or its start failed.",
+            ["reason"])
+        self.config_reloads = _multiprocess_metric("Counter", "placecheck_config_reloads",
+                                                   "SIGHUP reloads of --config, by outcome (ok, failed).",
+                                                   ["outcome"])
+        for reason in self.RESTART_REASONS:  # zero from the start, so increase() sees the first one
+            self.worker_restarts.labels(reason)
+        for outcome in ("ok", "failed"):
+            self.config_reloads.labels(outcome)
+        self.last_reload_ok = True
+
+    def reloaded(self, ok: bool) -> None:
+        self.last_reload_ok = ok
+        self.config_reloads.labels("ok" if ok else "failed").inc()
 
 
 def mark_worker_dead(pid: int) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(pid)
+
+
+def placecheck_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("placecheck")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 @dataclass(frozen=True)
@@ -98,12 +268,33 @@ class SnapshotCollector:
                                 value=figures.hosts)
 
 
-def serve_metrics(host: str, port: int, figures: Callable[[], SnapshotFigures]):
-    """Start the HTTP endpoint summing every worker's files; returns the HTTP server to shut down."""
+class SupervisorCollector:
+    """Build info and the last reload's result, at scrape time."""
+
+    def __init__(self, supervisor_metrics: SupervisorMetrics):
+        self._metrics = supervisor_metrics
+        self._build = {"version": placecheck_version(), "python_version": platform.python_version(),
+                       "grpcio_version": grpc.__version__}
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        build = GaugeMetricFamily("placecheck_build_info", "1, labelled with the running build.",
+                                  labels=list(self._build))
+        build.add_metric(list(self._build.values()), 1)
+        yield build
+        yield GaugeMetricFamily("placecheck_config_last_reload_successful",
+                                "1 unless the last SIGHUP reload was refused (the previous configuration stays).",
+                                value=1 if self._metrics.last_reload_ok else 0)
+
+
+def serve_metrics(host: str, port: int, figures: Callable[[], SnapshotFigures], supervisor_metrics: SupervisorMetrics):
+    """Start the HTTP endpoint summing every process's files; returns the HTTP server to shut down."""
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     registry.register(SnapshotCollector(figures))
+    registry.register(SupervisorCollector(supervisor_metrics))
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server

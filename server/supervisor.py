@@ -52,7 +52,8 @@ from server.owner import STATE_SERVICE, FleetStateServicer
 from server.security import AccessPolicy, AuthInterceptor, TlsMaterial, Tokens
 from server.state_socket import SocketDirError, StateSocketRelay, default_allowed_uids, private_directory, \
     private_socket_path
-from server.metrics import MULTIPROC_DIR_ENV, SnapshotFigures, mark_worker_dead, serve_metrics
+from server.metrics import (MULTIPROC_DIR_ENV, CallMetrics, SnapshotFigures, SupervisorMetrics, TimedPublisher,
+                            mark_worker_dead, serve_metrics)
 from server.rundir import (RunRecord, StateDirBusy, clean_up_after_predecessor, lock_state_dir,
                            process_start_time, stop_orphans)
 from server.worker import NOT_SERVING_NOTICE_S, RequestLimits, WorkerSettings, configure_logging, run as run_worker
@@ -284,6 +285,7 @@ class Supervisor:
         metrics_dir = tempfile.mkdtemp(prefix="placecheck-metrics-")
         cleanup.callback(shutil.rmtree, metrics_dir, ignore_errors=True)
         os.environ[MULTIPROC_DIR_ENV] = metrics_dir  # inherited by the fork server, so by every worker
+        self.metrics = SupervisorMetrics()
 
         writer = SnapshotWriter(f"placecheck-{os.getpid()}")
         cleanup.callback(writer.close)
@@ -311,11 +313,11 @@ class Supervisor:
             self._start_worker(index)
 
         # gRPC objects only from here on: the workers are already running.
-        state = FleetState(writer, store)  # publishes the recovered fleet, if any
+        state = FleetState(TimedPublisher(writer), store)  # publishes the recovered fleet, if any
         self._serve_state(state, cleanup)
         if options.metrics_port:
             http_server = serve_metrics(options.metrics_host, options.metrics_port,
-                                        lambda: _figures(state, options.max_snapshot_age_s))
+                                        lambda: _figures(state, options.max_snapshot_age_s), self.metrics)
             cleanup.callback(http_server.shutdown)
         log.info("decisions on %s (%d workers), state on %s, metrics on %s",
                  decision_address, options.workers, options.state_listen,
@@ -340,12 +342,12 @@ class Supervisor:
         configured; only --state-writers may call)."""
         options = self.options
         public_path = remove_stale_socket(options.state_listen)  # None: TCP
-        interceptors = None
+        interceptors = [CallMetrics(timed=True)]  # writes by method and code, and how long they took
         if public_path is None:
             if not (options.state_writers and options.authenticates()):
                 raise StartupError(f"FleetState over TCP ({options.state_listen}) needs --state-writers and a way "
                                    "to authenticate them (--tokens-file or --tls-client-ca)")
-            interceptors = [AuthInterceptor(AccessPolicy(options.tokens, options.state_writers))]
+            interceptors.append(AuthInterceptor(AccessPolicy(options.tokens, options.state_writers)))
         server = grpc.server(ThreadPoolExecutor(max_workers=4, thread_name_prefix="state"),
                              options=[("grpc.max_receive_message_length", MAX_STATE_MESSAGE_BYTES)],
                              interceptors=interceptors)
@@ -406,16 +408,20 @@ class Supervisor:
             config, content = self._read_config()
         except ConfigError as error:
             log.error("config reload refused, keeping revision %s: %s", self.config.revision, error)
+            self.metrics.reloaded(ok=False)
             return
         if config.revision == self.config.revision:
             log.info("SIGHUP: %s unchanged, still revision %s", path, config.revision)
+            self.metrics.reloaded(ok=True)
             return
         try:
             self._accept_config(content)
         except OSError as error:
             log.error("config reload refused, keeping revision %s: cannot write %s: %s",
                       self.config.revision, self.accepted_config_path, error.strerror)
+            self.metrics.reloaded(ok=False)
             return
+        self.metrics.reloaded(ok=True)
         previous, self.config = self.config, config
         for process in self.workers:
             if process is not None and process.exitcode is None:
@@ -439,6 +445,7 @@ class Supervisor:
             # A fork server killed between multiprocessing's liveness check and its reply gives
             # EOFError or a socket error here; the next start finds it dead and starts another.
             log.error("worker %d could not start (%s: %s)", index, type(error).__name__, error)
+            self.metrics.worker_restarts.labels("start_failed").inc()
             self.started_at[index] = time.monotonic()
             self._restart_later(index, time.monotonic())
             return
@@ -473,9 +480,11 @@ class Supervisor:
             stopper.start()
             self.orphan_stoppers.append(stopper)
             self.started_at[index] = 0.0  # it did not crash: no backoff
+            self.metrics.worker_restarts.labels("lost_fork_server").inc()
             self._restart_later(index, now)
         else:
             mark_worker_dead(process.pid)  # a crashed worker could not do it itself
+            self.metrics.worker_restarts.labels("exited").inc()
             self._restart_later(index, now)
             log.warning("worker %d (pid %d) exited with %s; restarting in %.1fs",
                         index, process.pid, process.exitcode, self.restart_delay[index])

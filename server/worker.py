@@ -41,7 +41,7 @@ from placecheck.v1 import placement_pb2, placement_pb2_grpc
 from server import convert
 from server.errors import EpochMismatch, GenerationNotReached, NotFound, SnapshotUnavailable, rpc_status_for
 from server.handlers import add_unary_servicer
-from server.metrics import DecisionMetrics, mark_worker_dead
+from server.metrics import CallMetrics, DecisionMetrics, mark_worker_dead
 from server.security import AccessPolicy, AuthInterceptor, TlsMaterial
 
 log = logging.getLogger(__name__)
@@ -242,11 +242,15 @@ class Worker:
         self.health = health.HealthServicer()
         for service in ("", PLACEMENT_SERVICE):
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        call_metrics = CallMetrics()
         self.server = grpc.server(ThreadPoolExecutor(max_workers=settings.threads,
                                                      thread_name_prefix="decision"),
                                   options=[("grpc.so_reuseport", 1)],
                                   maximum_concurrent_rpcs=MAX_CALLS_PER_THREAD * settings.threads,
-                                  interceptors=[AuthInterceptor(settings.access)] if settings.access else None)
+                                  # First: it counts every call, those refused by the others too.
+                                  interceptors=[call_metrics] + ([AuthInterceptor(settings.access)]
+                                                                 if settings.access else []))
+        call_metrics.watch(self.server)
         self.placement = PlacementServicer(self.reader, config, DecisionMetrics(), settings.limits,
                                            settings.threads, stopping)
         add_unary_servicer(self.server, self.placement, placement_pb2.DESCRIPTOR.services_by_name["PlacementCheck"])

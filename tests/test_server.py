@@ -421,8 +421,9 @@ def test_metrics_sum_decisions_across_workers(sidecar, state, test_hosts):
         return after.get(sample, 0.0) - before.get(sample, 0.0)
 
     assert delta('placecheck_decisions_total{outcome="refused",rpc="CheckDestination"}') == calls
-    assert delta('placecheck_rejections_total{rpc="CheckDestination",rule="ComputeFilter"}') == calls
-    assert delta('placecheck_rejections_total{rpc="CheckDestination",rule="resource:MEMORY_MB"}') == calls
+    assert delta('placecheck_check_refusals_total{rule="ComputeFilter"}') == calls
+    assert delta('placecheck_check_refusals_total{rule="resource:MEMORY_MB"}') == calls
+    assert not any(name.startswith("placecheck_select_eliminations_total") and delta(name) for name in after)
     assert delta('placecheck_request_duration_seconds_count{rpc="CheckDestination"}') == calls
     status = state.status(timeout=TIMEOUT_S)
     assert after["placecheck_snapshot_generation"] == status.generation
@@ -605,9 +606,9 @@ def test_decision_metrics_count_every_update_on_bound_children(tmp_path, monkeyp
 
     assert value(metrics.decisions, "CheckDestination", "refused") == 3
     assert value(metrics.decisions, "CheckDestination", "allowed") == 1
-    assert value(metrics.rejections, "CheckDestination", "ComputeFilter") == 3
-    assert value(metrics.rejections, "CheckDestination", "RequiredTraits") == 0
-    assert value(metrics.rejections, "SelectDestinations", "ComputeFilter") == 40
+    assert value(metrics.check_refusals, "ComputeFilter") == 3
+    assert value(metrics.check_refusals, "RequiredTraits") == 0
+    assert value(metrics.select_eliminations, "ComputeFilter") == 40
     assert metrics.duration.labels("CheckDestination")._sum.get() == pytest.approx(0.0026)
 
 
