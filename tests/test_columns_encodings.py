@@ -4,11 +4,14 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
+from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine import column_schema
 from engine.columns import FLAG_HOST_IPV4, aggregate_metadata_get_by_host, build_columns
 from engine.model import Aggregate, Fleet, Host
 from fleetgen import INSTANCE_UUIDS, fleets
@@ -103,3 +106,19 @@ def test_instance_lookups_match_the_model(fleet, data):
         assert columns.instance_rows(uuids).dtype == columns.rows_of_instances(uuids).dtype == np.int32
     for row, host in enumerate(fleet.hosts):
         assert columns.instances_of(row) == list(host.instances)
+
+
+@pytest.mark.parametrize("schema_name", ["SCHEMA", "DELTA_SCHEMA"])
+def test_the_docs_table_is_the_declared_schema(schema_name):
+    """docs/architecture.md's tables are engine/column_schema.py's, generated (see their markers)."""
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    marker = f"<!-- generated: engine.column_schema.markdown_table({schema_name}) -->\n"
+    assert marker in docs
+    table = docs.split(marker, 1)[1].split("\n<!-- end generated -->", 1)[0]
+    assert table == column_schema.markdown_table(getattr(column_schema, schema_name))
+
+
+@settings(max_examples=40, deadline=None)
+@given(fleets())
+def test_every_built_fleet_matches_the_schema(fleet):
+    column_schema.check(build_columns(fleet).arrays)
