@@ -8,14 +8,14 @@ STUBS := clients/python/placecheck/v1
 PROTOS := $(wildcard proto/placecheck/v1/*.proto)
 PYX := engine/_fastfilters.pyx $(wildcard engine/*.pxi engine/rules/*.pxi)
 
-.PHONY: all run test bench clean proto build placement nova
+.PHONY: all run test bench clean proto build placement nova dashboard prometheus
 
 all: build
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 	touch $@
 
 $(STUBS)/.generated: $(VENV)/.installed $(PROTOS)
@@ -36,11 +36,31 @@ build: $(VENV)/.built
 run: build
 	$(VENV)/bin/placecheck serve --demo
 
-test: build placement nova
+test: build placement nova prometheus
 	$(PY) -m pytest -q
 
 bench: build
 	$(PY) -m bench
+
+# The Grafana dashboard, generated from deploy/grafana/dashboard.py (tests/test_dashboard.py
+# fails when the checked-in JSON differs).
+dashboard: $(VENV)/.installed
+	$(PY) deploy/grafana/dashboard.py > deploy/grafana/placecheck.json
+
+# Debian's prometheus (with promtool) for the alert rules' tests and a real Prometheus scraping
+# the sidecar: installed once behind a stamp, by apt-get when running as root. Otherwise make
+# says so and those tests skip, naming the reason.
+PROMETHEUS_STAMP := $(VENV)/.prometheus
+
+$(PROMETHEUS_STAMP): $(VENV)/.installed
+	@if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then touch $@; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		if (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus) \
+			>$(VENV)/prometheus.log 2>&1; then touch $@; \
+		else echo "prometheus did not install (see $(VENV)/prometheus.log): its tests will skip"; fi; \
+	else echo "prometheus not found and not root to install it: its tests will skip"; fi
+
+prometheus: $(PROMETHEUS_STAMP)
 
 # A real OpenStack Placement service for the feeder's tests, in a venv of its own (its
 # dependencies are not placecheck's). When it cannot be installed, make says so, the log stays in
