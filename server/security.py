@@ -201,7 +201,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 try:
                     caller_identity(self._policy, metadata, context.peer_identities())
                 except Refused as refusal:
-                    self._log_refusal(str(refusal), context.peer(), method)
+                    # By address, not port: a caller reconnecting must not earn a log line each time.
+                    self._log_refusal(str(refusal), context.peer().rpartition(":")[0], method)
                     context.abort(refusal.code, str(refusal))
                 return behaviour(request_or_iterator, context)
             return call
