@@ -74,6 +74,11 @@ class Sidecar:
         """multiprocessing's fork server(s) among the supervisor's children."""
         return sorted(self._processes()[1])
 
+    def other_child_pids(self) -> list[int]:
+        """The supervisor's children besides its fork server: multiprocessing's resource tracker."""
+        parents, fork_servers = self._processes()
+        return sorted(pid for pid, parent in parents.items() if parent == self.process.pid and pid not in fork_servers)
+
     def _processes(self) -> tuple[dict[int, int], set[int]]:
         """Every process's parent, and the supervisor's fork servers."""
         parents, fork_servers = {}, set()

@@ -1,12 +1,13 @@
-"""The supervisor outlives any of its children, the multiprocessing fork server included."""
+"""The supervisor outlives any of its children: workers, multiprocessing's fork server and its
+resource tracker."""
 from __future__ import annotations
 
 import os
 import signal
 import time
 
-from placecheck import PlacementClient, wait_until_serving
-from placecheck.v1 import placement_pb2
+from placecheck import PlacementClient, StateClient, wait_until_serving
+from placecheck.v1 import placement_pb2, state_pb2
 from server.rundir import running
 from sidecar import start_sidecar
 
@@ -34,7 +35,7 @@ def test_killing_the_fork_server_and_a_worker_leaves_the_supervisor_serving():
             [fork_server] = sidecar.fork_server_pids()
             workers = sidecar.worker_pids()
             assert len(workers) == 2
-            victims = [fork_server, workers[0]]
+            victims = [fork_server, workers[0]] + (sidecar.other_child_pids() if round_number == 0 else [])
             for pid in victims if round_number % 2 == 0 else reversed(victims):
                 os.kill(pid, signal.SIGKILL)
             # Two fresh workers from a fresh fork server; the one left running drains and stops.
@@ -49,3 +50,9 @@ def test_killing_the_fork_server_and_a_worker_leaves_the_supervisor_serving():
                     assert client.select_destinations(small_request(), timeout=TIMEOUT_S).placements
             assert sorted(sidecar.worker_pids()) == sorted(fresh)
         assert "lost its fork server" in sidecar.log()
+        with StateClient(sidecar.state_target) as state:  # writes publish, the resource tracker long gone
+            generation = state.update_usage([state_pb2.HostUsage(name="compute-00001", used={"VCPU": 1})],
+                                            timeout=TIMEOUT_S)
+        with PlacementClient(sidecar.decision_target, channels=2) as client:
+            assert client.select_destinations(small_request(), min_generation=generation,
+                                              timeout=TIMEOUT_S).generation == generation
