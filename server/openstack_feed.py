@@ -4,8 +4,8 @@ A full sync first (ReplaceFleet), then a poll every interval. Placement has no c
 query, but its provider list (one call) carries each provider's `generation`, which moves on
 any change to the provider's inventories, allocations, traits or aggregates; a poll reads again
 only the providers whose generation moved (4 calls each: inventories, usages, traits,
-aggregates; a bounded pool of providers at once). Nova's compute services and host aggregates
-(neither API has a changes-since query either) are listed whole, one call each. Each host and
+aggregates; a bounded pool of providers at once). Nova's compute services, hypervisors and host
+aggregates (none of these APIs has a changes-since query either) are listed whole, one call each. Each host and
 aggregate placecheck would hold is compared with what was last written, and only what changed
 is written through the sidecar's FleetState API: RemoveHosts, UpsertHosts, UpdateUsage (when
 only usage moved), UpsertAggregates, RemoveAggregates. A poll with nothing to write sends an
@@ -36,7 +36,8 @@ log = logging.getLogger("placecheck.sync.openstack")
 # 1.14: providers list their root; 1.19: aggregates come with the provider generation. Every
 # Placement since Rocky serves it.
 PLACEMENT_MICROVERSION = "1.19"
-# 2.41: aggregates have their uuid (the Placement aggregate's); 2.53: services by uuid. Pike on.
+# 2.41: aggregates have their uuid (the Placement aggregate's); 2.53: hypervisors by uuid (the
+# provider's). Below 2.88, which dropped running_vms from os-hypervisors. Pike on.
 NOVA_MICROVERSION = "2.53"
 DEFAULT_CONCURRENCY = 8
 DEFAULT_INTERVAL_S = 10.0
@@ -167,11 +168,17 @@ class PlacementReader(ApiReader):
 
 
 @dataclass(frozen=True)
-class NovaService:
-    """A nova-compute service as os-services shows it."""
+class NovaNode:
+    """What Nova knows of one compute node (a root provider: same uuid), from os-hypervisors
+    and its nova-compute service in os-services."""
 
-    enabled: bool  # status "enabled"
-    up: bool  # state "up": the servicegroup driver heard from it (and it is not forced down)
+    service_host: str
+    enabled: bool  # the service's status "enabled"
+    up: bool  # the service's state "up": heard from recently, not forced down
+    host_ip: str
+    hypervisor_type: str
+    hypervisor_version: int | None
+    running_vms: int  # the resource tracker's instance count: HostState.num_instances
 
 
 @dataclass(frozen=True)
@@ -179,37 +186,47 @@ class NovaAggregate:
     """A Nova host aggregate as os-aggregates shows it."""
 
     name: str
-    hosts: frozenset[str]
+    hosts: frozenset[str]  # service hosts
     metadata: tuple[tuple[str, str], ...]  # sorted items: comparable and hashable
 
 
 @dataclass(frozen=True)
 class NovaView:
-    services: dict[str, NovaService] = field(default_factory=dict)  # by service host
+    nodes: dict[str, NovaNode] = field(default_factory=dict)  # by compute node (= provider) uuid
     aggregates: dict[str, NovaAggregate] = field(default_factory=dict)  # by aggregate uuid
 
 
 class NovaReader(ApiReader):
-    """Reads Nova's compute services and host aggregates: one call each."""
+    """Reads Nova's compute services, hypervisors and host aggregates: one call each."""
 
     service, title, microversion = "nova", "Nova", NOVA_MICROVERSION
 
     def read(self) -> NovaView:
-        services = self._get("/os-services?binary=nova-compute")["services"]
+        services = {service["host"]: service for service in self._get("/os-services?binary=nova-compute")["services"]}
+        hypervisors = self._get("/os-hypervisors/detail")["hypervisors"]
         aggregates = self._get("/os-aggregates")["aggregates"]
-        return NovaView(
-            services={service["host"]: NovaService(enabled=service["status"] == "enabled",
-                                                   up=service["state"] == "up") for service in services},
-            aggregates={aggregate["uuid"]: NovaAggregate(
-                name=aggregate["name"], hosts=frozenset(aggregate.get("hosts") or ()),
-                metadata=tuple(sorted((aggregate.get("metadata") or {}).items()))) for aggregate in aggregates})
+        nodes = {}
+        for hypervisor in hypervisors:
+            service = services.get(hypervisor["service"]["host"])
+            if service is None:
+                continue  # not a nova-compute node
+            nodes[hypervisor["id"]] = NovaNode(
+                service_host=service["host"], enabled=service["status"] == "enabled", up=service["state"] == "up",
+                host_ip=hypervisor.get("host_ip") or "", hypervisor_type=hypervisor.get("hypervisor_type") or "",
+                hypervisor_version=hypervisor.get("hypervisor_version"), running_vms=hypervisor.get("running_vms") or 0)
+        return NovaView(nodes=nodes, aggregates={aggregate["uuid"]: NovaAggregate(
+            name=aggregate["name"], hosts=frozenset(aggregate.get("hosts") or ()),
+            metadata=tuple(sorted((aggregate.get("metadata") or {}).items()))) for aggregate in aggregates})
 
 
-def _host(provider: Provider, service: NovaService | None) -> fleet_pb2.Host:
-    """The host placecheck holds for a provider; Nova's service facts when Nova has the host."""
+def _host(provider: Provider, node: NovaNode | None) -> fleet_pb2.Host:
+    """The host placecheck holds for a provider; with Nova's facts when Nova has its node."""
     host = provider.host()
-    if service is not None:
-        host.enabled, host.up = service.enabled, service.up
+    if node is not None:
+        host.enabled, host.up, host.host_ip = node.enabled, node.up, node.host_ip
+        host.hypervisor_type, host.num_instances = node.hypervisor_type, node.running_vms
+        if node.hypervisor_version is not None:
+            host.hypervisor_version = node.hypervisor_version
     return host
 
 
@@ -227,11 +244,15 @@ def _usage(host: fleet_pb2.Host) -> state_pb2.HostUsage:
 
 def _aggregates(providers: Iterable[Provider], nova: NovaView) -> dict[int, fleet_pb2.Aggregate]:
     """Every aggregate, by placecheck id: Placement's (members: the providers in it) and Nova's
-    (its name, metadata and hosts), one aggregate where Nova mirrored its own into Placement."""
+    (its name, metadata and hosts), one aggregate where Nova mirrored its own into Placement.
+    Nova names a member by its service host; placecheck by the node's provider name."""
     members: dict[str, set[str]] = {}
+    nodes_of_service: dict[str, set[str]] = {}
     for provider in providers:
         for aggregate_uuid in provider.aggregates:
             members.setdefault(aggregate_uuid, set()).add(provider.name)
+        if (node := nova.nodes.get(provider.uuid)) is not None:
+            nodes_of_service.setdefault(node.service_host, set()).add(provider.name)
     aggregates: dict[int, fleet_pb2.Aggregate] = {}
     by_id: dict[int, str] = {}
     for aggregate_uuid in sorted(members.keys() | nova.aggregates.keys()):
@@ -241,7 +262,9 @@ def _aggregates(providers: Iterable[Provider], nova: NovaView) -> dict[int, flee
             raise FeedError("aggregate_id_collision",
                             f"aggregates {other} and {aggregate_uuid} share placecheck id {identifier}")
         in_nova = nova.aggregates.get(aggregate_uuid)
-        hosts = members.get(aggregate_uuid, set()) | (in_nova.hosts if in_nova else set())
+        hosts = set(members.get(aggregate_uuid, ()))
+        for service_host in in_nova.hosts if in_nova else ():
+            hosts |= nodes_of_service.get(service_host, {service_host})
         aggregates[identifier] = fleet_pb2.Aggregate(
             id=identifier, name=in_nova.name if in_nova else aggregate_uuid, hosts=sorted(hosts),
             metadata=dict(in_nova.metadata) if in_nova else {})
@@ -306,7 +329,7 @@ class OpenStackFeed:
         nova = self._read_nova()
         read = self._placement.read_all(listing.values())
         providers = {uuid: provider for uuid, provider in read.items() if provider is not None}
-        hosts = {provider.name: _host(provider, nova.services.get(provider.name)) for provider in providers.values()}
+        hosts = {provider.name: _host(provider, nova.nodes.get(provider.uuid)) for provider in providers.values()}
         aggregates = _aggregates(providers.values(), nova)
         fleet = fleet_pb2.Fleet(hosts=[hosts[name] for name in sorted(hosts)],
                                 aggregates=[aggregates[identifier] for identifier in sorted(aggregates)])
@@ -329,15 +352,17 @@ class OpenStackFeed:
         providers.update(read)
         providers = {uuid: provider for uuid, provider in providers.items() if provider is not None}
 
-        # Hosts to rebuild: the providers read again, and those whose Nova service changed.
+        # Hosts to rebuild: the providers read again, and those whose Nova node changed.
         by_name = {provider.name: provider for provider in providers.values()}
         rebuilt = {provider.name for provider in read.values() if provider is not None}
-        rebuilt |= {name for name in by_name if nova.services.get(name) != self._nova.services.get(name)}
+        rebuilt |= {provider.name for uuid, provider in providers.items()
+                    if nova.nodes.get(uuid) != self._nova.nodes.get(uuid)}
         hosts = {name: host for name, host in self._hosts.items() if name in by_name}
         removed = sorted(self._hosts.keys() - hosts.keys())
         upserts, usages = [], []
         for name in sorted(rebuilt):
-            host = _host(by_name[name], nova.services.get(name))
+            provider = by_name[name]
+            host = _host(provider, nova.nodes.get(provider.uuid))
             before = hosts.get(name)
             if before is None or _without_usage(before) != _without_usage(host):
                 upserts.append(host)

@@ -422,6 +422,14 @@ def test_nova_services_and_aggregates_reach_placecheck(placement, nova, tmp_path
         assert compute.expected_refusals("p2", "east") == {
             "nova-a": set(), "nova-b": {"ComputeFilter"}, "nova-c": {"AggregateMultiTenancyIsolation"},
             "nova-d": {"AvailabilityZone"}}
+        # Host addresses from os-hypervisors: SimpleCIDRAffinityFilter keeps the hosts near one.
+        addresses = {hypervisor["hypervisor_hostname"]: hypervisor["host_ip"]
+                     for hypervisor in nova.get("/v2.1/os-hypervisors/detail", microversion="2.53")["hypervisors"]}
+        near = placement_pb2.PlacementRequest(resources={"VCPU": 1}, scheduler_hints=placement_pb2.SchedulerHints(
+            build_near_host_ip=addresses["nova-c"], cidr="/32"))
+        verdicts = client.check_destination(near, NOVA_HOSTS, min_generation=generation, timeout=10).verdicts
+        assert {v.host for v in verdicts if "SimpleCIDRAffinityFilter" not in {r.rule for r in v.rejections}} == {
+            host for host in NOVA_HOSTS if addresses[host] == addresses["nova-c"]} == {"nova-c"}
         # member_of with a Nova aggregate's UUID: the hosts Placement offers for it.
         expected = cloud.candidates({"VCPU": 1}, (), (), [[east["uuid"]]]) & set(NOVA_HOSTS)
         assert placecheck_allowed(client, NOVA_HOSTS, {"VCPU": 1}, (), (), [[east["uuid"]]], generation) == {
@@ -438,7 +446,7 @@ def test_nova_services_and_aggregates_reach_placecheck(placement, nova, tmp_path
         placement_adapter.requests = nova_adapter.requests = 0
         report = feed.sync()
         assert (report.sync, report.providers_read) == ("incremental", 1)
-        assert (placement_adapter.requests, nova_adapter.requests) == (1 + 4, 2)
+        assert (placement_adapter.requests, nova_adapter.requests) == (1 + 4, 3)
         generation = state.status().generation
         for project, zone in cases:
             expected = compute.expected_refusals(project, zone)
