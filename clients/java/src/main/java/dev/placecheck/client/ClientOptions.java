@@ -137,9 +137,10 @@ public final class ClientOptions {
     }
 
     /**
-     * Sends {@code authorization: Bearer <token>} with every call, over TLS only: a call on a
-     * plaintext channel fails UNAUTHENTICATED rather than leak the token, unless
-     * {@link #bearerTokenOverPlaintext()} allows it (a loopback or Unix-socket sidecar).
+     * Sends {@code authorization: Bearer <token>} with every call: over TLS, or in plaintext to
+     * a sidecar on this machine (a loopback address or a Unix socket). A plaintext call to
+     * another machine fails UNAUTHENTICATED rather than leak the token, unless
+     * {@link #bearerTokenOverPlaintext()} allows it (e.g. behind a mesh proxy that adds TLS).
      */
     public Builder bearerToken(String token) {
       if (token.isBlank()) {

@@ -14,6 +14,7 @@ import dev.placecheck.v1.UpdateUsageRequest;
 import dev.placecheck.v1.UpsertAggregatesRequest;
 import dev.placecheck.v1.UpsertHostsRequest;
 import io.grpc.ManagedChannel;
+import java.nio.file.Path;
 import java.util.List;
 
 /**
@@ -21,8 +22,12 @@ import java.util.List;
  * durably published: pass it as a decision's {@code minGeneration} to read your own writes.
  */
 public final class StateClient implements AutoCloseable {
-  /** Where the sidecar serves FleetState by default. */
-  public static final String DEFAULT_TARGET = "unix:/tmp/placecheck-state.sock";
+  /**
+   * Where the sidecar serves FleetState by default: {@code $XDG_RUNTIME_DIR/placecheck/state.sock},
+   * else {@code run/state.sock} in {@code $XDG_STATE_HOME/placecheck} (default
+   * {@code ~/.local/state/placecheck}): a directory of the user's own, never a shared one.
+   */
+  public static final String DEFAULT_TARGET = "unix:" + defaultSocket();
 
   private final ManagedChannel channel;
   private final FleetStateGrpc.FleetStateBlockingStub stub;
@@ -85,5 +90,16 @@ public final class StateClient implements AutoCloseable {
   @Override
   public void close() {
     Channels.close(List.of(channel));
+  }
+
+  private static Path defaultSocket() {
+    String runtime = System.getenv("XDG_RUNTIME_DIR");
+    if (runtime != null && !runtime.isEmpty()) {
+      return Path.of(runtime, "placecheck", "state.sock");
+    }
+    String stateHome = System.getenv("XDG_STATE_HOME");
+    Path base = stateHome != null && !stateHome.isEmpty()
+        ? Path.of(stateHome) : Path.of(System.getProperty("user.home"), ".local", "state");
+    return base.resolve(Path.of("placecheck", "run", "state.sock"));
   }
 }

@@ -24,7 +24,10 @@ import java.util.List;
  * shows a refusal's reasons and an INVALID_ARGUMENT's field, and removes the hosts again (the
  * rest of the fleet is left as it was).
  *
- * <pre>mvn -q compile exec:java -Dexec.args="127.0.0.1:50051 unix:/tmp/placecheck-state.sock"</pre>
+ * <pre>mvn -q compile exec:java [-Dexec.args="DECISION_TARGET STATE_TARGET"]</pre>
+ *
+ * <p>Without arguments: PLACECHECK_DECISION_TARGET and PLACECHECK_STATE_TARGET, else the
+ * sidecar's defaults ({@link PlacementClient#DEFAULT_TARGET}, {@link StateClient#DEFAULT_TARGET}).
  */
 public final class Example {
   private static final List<String> HOSTS = List.of("java-example-roomy", "java-example-full");

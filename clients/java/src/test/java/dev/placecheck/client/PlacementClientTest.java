@@ -237,15 +237,4 @@ class PlacementClientTest {
     assertTrue(output.contains("INVALID_ARGUMENT on [request.resources[VCPU]]"), output);
     assertEquals(hostsBefore, state.status().getHostCount());
   }
-
-  @Test
-  void bearerTokenIsNotSentOverPlaintext() {
-    ClientOptions withToken = ClientOptions.builder().channels(1).bearerToken("s3cret").build();
-    try (PlacementClient tokenClient = new PlacementClient(sidecar.decisionTarget, withToken)) {
-      StatusRuntimeException error = assertThrows(StatusRuntimeException.class,
-          () -> tokenClient.checkDestination(workload(1024), List.of(OURS.get(0))));
-      assertEquals(Status.Code.UNAUTHENTICATED, error.getStatus().getCode());
-      assertTrue(error.getStatus().getDescription().contains("plaintext"), error.toString());
-    }
-  }
 }

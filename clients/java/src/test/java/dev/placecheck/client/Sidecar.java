@@ -41,9 +41,17 @@ final class Sidecar implements AutoCloseable {
 
   /** A sidecar of 2 workers with a demo fleet of {@code demoHosts} hosts, once health reports SERVING. */
   static Sidecar withDemoFleet(int demoHosts) throws IOException, TimeoutException {
-    Sidecar sidecar = start(List.of("--workers", "2", "--demo", "--demo-hosts", Integer.toString(demoHosts)));
+    return withDemoFleet(demoHosts, List.of(), ClientOptions.defaults());
+  }
+
+  /** As {@link #withDemoFleet(int)}, with more arguments, asking for health with {@code options}. */
+  static Sidecar withDemoFleet(int demoHosts, List<String> arguments, ClientOptions options)
+      throws IOException, TimeoutException {
+    List<String> all = new ArrayList<>(List.of("--workers", "2", "--demo", "--demo-hosts", Integer.toString(demoHosts)));
+    all.addAll(arguments);
+    Sidecar sidecar = start(all);
     try {
-      Readiness.waitUntilServing(sidecar.decisionTarget, "", STARTUP_TIMEOUT, ClientOptions.defaults());
+      Readiness.waitUntilServing(sidecar.decisionTarget, "", STARTUP_TIMEOUT, options);
     } catch (TimeoutException notServing) {
       String log = sidecar.log();
       sidecar.close();

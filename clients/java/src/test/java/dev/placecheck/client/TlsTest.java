@@ -1,7 +1,6 @@
 package dev.placecheck.client;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import io.grpc.Grpc;
@@ -18,12 +17,7 @@ import io.grpc.TlsServerCredentials;
 import io.grpc.health.v1.HealthCheckRequest;
 import io.grpc.health.v1.HealthGrpc;
 import io.grpc.protobuf.services.HealthStatusManager;
-import java.io.File;
-import java.io.IOException;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.time.Duration;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
@@ -33,31 +27,21 @@ import org.junit.jupiter.api.Test;
 
 /**
  * The TLS options (root certificates, client certificate and key, bearer token) against an
- * in-process grpc-java server that requires a client certificate and records the token: the
- * sidecar serves plaintext only so far. Certificates are made with openssl for each run.
+ * in-process grpc-java server that requires a client certificate and records the token it
+ * receives (SidecarSecurityTest has the sidecar's own TLS and tokens).
  */
 class TlsTest {
   private static final String TOKEN = "java-client-test-token";
 
-  private static Path directory;
+  private static TestCertificates certificates;
   private static Server server;
   private static String target;
   private static final List<String> authorizations = new CopyOnWriteArrayList<>();
 
   @BeforeAll
   static void start() throws Exception {
-    assumeTrue(Files.isExecutable(Path.of("/usr/bin/openssl")), "openssl is not installed: no certificates to test with");
-    directory = Files.createTempDirectory("placecheck-java-tls-");
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=placecheck test CA",
-        "-keyout", "ca.key", "-out", "ca.pem");
-    Files.writeString(directory.resolve("server.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
-    Files.writeString(directory.resolve("client.ext"), "extendedKeyUsage=clientAuth\n");
-    for (String name : List.of("server", "client")) {
-      openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=" + name, "-keyout", name + ".key",
-          "-out", name + ".csr");
-      openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-          "-days", "2", "-extfile", name + ".ext", "-out", name + ".pem");
-    }
+    assumeTrue(TestCertificates.opensslInstalled(), "openssl is not installed: no certificates to test with");
+    certificates = TestCertificates.make();
     ServerInterceptor recordAuthorization = new ServerInterceptor() {
       @Override
       public <ReqT, RespT> ServerCall.Listener<ReqT> interceptCall(
@@ -67,8 +51,8 @@ class TlsTest {
       }
     };
     TlsServerCredentials.Builder tls = TlsServerCredentials.newBuilder()
-        .keyManager(file("server.pem"), file("server.key"))
-        .trustManager(file("ca.pem"))
+        .keyManager(certificates.serverCertificate.toFile(), certificates.serverKey.toFile())
+        .trustManager(certificates.ca.toFile())
         .clientAuth(TlsServerCredentials.ClientAuth.REQUIRE);
     server = Grpc.newServerBuilderForPort(0, tls.build())
         .addService(ServerInterceptors.intercept(new HealthStatusManager().getHealthService(), recordAuthorization))
@@ -82,22 +66,8 @@ class TlsTest {
     if (server != null) {
       server.shutdownNow();
     }
-    if (directory != null) {
-      Sidecar.deleteRecursively(directory);
-    }
-  }
-
-  private static File file(String name) {
-    return directory.resolve(name).toFile();
-  }
-
-  private static void openssl(String... arguments) throws IOException, InterruptedException {
-    List<String> command = new ArrayList<>(List.of("openssl"));
-    command.addAll(List.of(arguments));
-    Process process = new ProcessBuilder(command).directory(directory.toFile()).redirectErrorStream(true).start();
-    String output = new String(process.getInputStream().readAllBytes());
-    if (process.waitFor() != 0) {
-      throw new IOException("openssl " + String.join(" ", arguments) + ":\n" + output);
+    if (certificates != null) {
+      certificates.delete();
     }
   }
 
@@ -114,33 +84,27 @@ class TlsTest {
     }
   }
 
-  private static ClientOptions.Builder mutualTls() {
-    return ClientOptions.builder()
-        .trustCertificates(directory.resolve("ca.pem"))
-        .clientCertificate(directory.resolve("client.pem"), directory.resolve("client.key"));
-  }
-
   @Test
   void mutualTlsCarriesTheBearerToken() throws Exception {
     authorizations.clear();
-    Readiness.waitUntilServing(target, "", Duration.ofSeconds(10), mutualTls().bearerToken(TOKEN).build());
+    Readiness.waitUntilServing(target, "", Duration.ofSeconds(10), certificates.mutualTls().bearerToken(TOKEN).build());
     assertEquals(List.of("Bearer " + TOKEN), authorizations);
   }
 
   @Test
   void anUntrustedServerIsRefused() {
     ClientOptions trustingAnotherRoot = ClientOptions.builder()
-        .trustCertificates(directory.resolve("client.pem"))
-        .clientCertificate(directory.resolve("client.pem"), directory.resolve("client.key"))
+        .trustCertificates(certificates.clientCertificate)
+        .clientCertificate(certificates.clientCertificate, certificates.clientKey)
         .retryPolicy(ClientOptions.RetryPolicy.NONE).build();
     assertEquals(Status.Code.UNAVAILABLE, healthCheck(trustingAnotherRoot));
   }
 
   @Test
   void withoutAClientCertificateTheServerRefuses() {
-    ClientOptions serverOnly = ClientOptions.builder().trustCertificates(directory.resolve("ca.pem"))
+    ClientOptions serverOnly = ClientOptions.builder().trustCertificates(certificates.ca)
         .retryPolicy(ClientOptions.RetryPolicy.NONE).build();
     assertEquals(Status.Code.UNAVAILABLE, healthCheck(serverOnly));
-    assertEquals(Status.Code.OK, healthCheck(mutualTls().build()));
+    assertEquals(Status.Code.OK, healthCheck(certificates.mutualTls().build()));
   }
 }
