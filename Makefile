@@ -62,28 +62,27 @@ $(PROMETHEUS_STAMP): $(VENV)/.installed
 
 prometheus: $(PROMETHEUS_STAMP)
 
-# A real OpenStack Placement service for the feeder's tests, in a venv of its own (its
-# dependencies are not placecheck's). When it cannot be installed, make says so, the log stays in
-# .venv-placement.log and the tests that need it skip, naming the log.
+# Real OpenStack services for the feeder's tests (Placement, nova-api), each in a venv of its own
+# (their dependencies are not placecheck's). When one cannot be installed, make says so, the log
+# stays in <venv>.log and the tests that need it skip, naming the log.
 PLACEMENT_VENV := .venv-placement
-
-$(PLACEMENT_VENV)/.installed: requirements-placement.txt
-	@if $(PYTHON) -m venv $(PLACEMENT_VENV) >$(PLACEMENT_VENV).log 2>&1 \
-		&& $(PLACEMENT_VENV)/bin/pip install -q -r requirements-placement.txt >>$(PLACEMENT_VENV).log 2>&1; then \
-		touch $@; \
-	else echo "openstack-placement did not install (see $(PLACEMENT_VENV).log): its tests will skip"; fi
-
-placement: $(PLACEMENT_VENV)/.installed
-
-# nova-api likewise (its WSGI app under gunicorn, on SQLite databases made by nova-manage).
 NOVA_VENV := .venv-nova
 
-$(NOVA_VENV)/.installed: requirements-nova.txt
-	@if $(PYTHON) -m venv $(NOVA_VENV) >$(NOVA_VENV).log 2>&1 \
-		&& $(NOVA_VENV)/bin/pip install -q -r requirements-nova.txt >>$(NOVA_VENV).log 2>&1; then \
-		touch $@; \
-	else echo "nova did not install (see $(NOVA_VENV).log): its tests will skip"; fi
+# $(call service_venv,VENV,REQUIREMENTS,PACKAGE)
+define service_venv
+	@if $(PYTHON) -m venv $(1) >$(1).log 2>&1 \
+		&& $(1)/bin/pip install -q -r $(2) >>$(1).log 2>&1; then \
+		touch $(1)/.installed; \
+	else echo "$(3) did not install (see $(1).log): its tests will skip"; fi
+endef
 
+$(PLACEMENT_VENV)/.installed: requirements-placement.txt
+	$(call service_venv,$(PLACEMENT_VENV),requirements-placement.txt,openstack-placement)
+
+$(NOVA_VENV)/.installed: requirements-nova.txt
+	$(call service_venv,$(NOVA_VENV),requirements-nova.txt,nova)
+
+placement: $(PLACEMENT_VENV)/.installed
 nova: $(NOVA_VENV)/.installed
 
 clean:
