@@ -129,21 +129,23 @@ class RetryPolicyTest {
   void resourceExhaustedIsRetriedUntilTheLoadIsShed() throws Exception {
     ManagedChannel flood = Grpc.newChannelBuilder(sidecar.decisionTarget, InsecureChannelCredentials.create()).build();
     try {
-      // Calls waiting for a generation that never comes hold the one thread for up to their
-      // 1.5 s deadline, one after another; the calls queued behind them fill the admission limit.
+      // A call waiting for a generation that never comes holds the one thread until shortly
+      // before its 1.5 s deadline; the calls queued behind it fill the admission limit, and
+      // the sidecar sheds the rest.
       int calls = CALLS_ADMITTED_PER_THREAD + 32;
       CountDownLatch done = new CountDownLatch(calls);
+      CountDownLatch shed = new CountDownLatch(1);  // the admission limit is full
       CheckDestinationRequest unreachable = CheckDestinationRequest.newBuilder()
           .setRequest(PlacementClientTest.workload(1024)).addHosts(HOST).setMinGeneration(1_000_000).build();
       for (int call = 0; call < calls; call++) {
         PlacementCheckGrpc.newStub(flood).withDeadlineAfter(1500, TimeUnit.MILLISECONDS)
-            .checkDestination(unreachable, countDown(done));
+            .checkDestination(unreachable, countDown(done, shed));
       }
-      Sidecar.sleep(200);
+      assertTrue(shed.await(5, TimeUnit.SECONDS), "the sidecar shed none of " + calls + " calls");
       AttemptRecorder once = new AttemptRecorder();
       try (PlacementClient client = client(ClientOptions.RetryPolicy.NONE, once)) {
-        StatusRuntimeException shed = assertThrows(StatusRuntimeException.class, () -> checkOurHost(client));
-        assertEquals(Status.Code.RESOURCE_EXHAUSTED, shed.getStatus().getCode(), shed.toString());
+        StatusRuntimeException refused = assertThrows(StatusRuntimeException.class, () -> checkOurHost(client));
+        assertEquals(Status.Code.RESOURCE_EXHAUSTED, refused.getStatus().getCode(), refused.toString());
       }
       AttemptRecorder recorder = new AttemptRecorder();
       var policy = new ClientOptions.RetryPolicy(20, Duration.ofMillis(200), Duration.ofSeconds(1), 2.0);
@@ -157,13 +159,16 @@ class RetryPolicyTest {
     }
   }
 
-  private static <T> StreamObserver<T> countDown(CountDownLatch done) {
+  private static <T> StreamObserver<T> countDown(CountDownLatch done, CountDownLatch shed) {
     return new StreamObserver<>() {
       @Override
       public void onNext(T value) {}
 
       @Override
       public void onError(Throwable error) {
+        if (Status.fromThrowable(error).getCode() == Status.Code.RESOURCE_EXHAUSTED) {
+          shed.countDown();
+        }
         done.countDown();
       }
 
