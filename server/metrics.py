@@ -50,6 +50,12 @@ class _BoundChildren:
         return child
 
 
+# Created at 0 when a worker starts: Prometheus sees a counter's first increase only when the
+# series existed before it (a series born at 2,000 after a burst has a rate of 0).
+DECISION_OUTCOMES = {"CheckDestination": ("allowed", "refused"), "SelectDestinations": ("placed", "no_fit")}
+ZERO_CODES = ("OK", SHED_CODE)
+
+
 class DecisionMetrics(_BoundChildren):
     """A worker's decision counters; created in the worker, after PROMETHEUS_MULTIPROC_DIR is set.
 
@@ -70,6 +76,9 @@ class DecisionMetrics(_BoundChildren):
         self.duration = _multiprocess_metric("Histogram", "placecheck_request_duration_seconds",
                                              "Time to answer a decision RPC.", ["rpc"], buckets=DURATION_BUCKETS)
         self._per_rule = {"CheckDestination": self.check_refusals, "SelectDestinations": self.select_eliminations}
+        for rpc, outcomes in DECISION_OUTCOMES.items():
+            for outcome in outcomes:
+                self.child(self.decisions, rpc, outcome)
 
     def record(self, rpc: str, outcome: str, seconds: float, hosts_per_rule: dict[str, int]) -> None:
         self.child(self.decisions, rpc, outcome).inc()
@@ -90,7 +99,8 @@ class CallMetrics(grpc.ServerInterceptor, _BoundChildren):
     server), counts it, and lets grpcio refuse it. With `timed`, also how long handlers take
     (the state server's writes; the decision RPCs have placecheck_request_duration_seconds)."""
 
-    def __init__(self, timed: bool = False):
+    def __init__(self, timed: bool = False, services=()):
+        """`services`: ServiceDescriptors whose methods' started and OK/shed counts start at 0."""
         _BoundChildren.__init__(self)
         self.started = _multiprocess_metric("Counter", "placecheck_grpc_server_started",
                                             "gRPC calls received, by service and method.", ["service", "rpc"])
@@ -102,6 +112,11 @@ class CallMetrics(grpc.ServerInterceptor, _BoundChildren):
             "Histogram", "placecheck_grpc_server_handling_seconds", "Time from a call's handler start to its end.",
             ["service", "rpc"], buckets=WRITE_BUCKETS) if timed else None
         self._server_state = None
+        for service in services:
+            for method in service.methods:
+                self.child(self.started, service.full_name, method.name)
+                for code in ZERO_CODES:
+                    self.child(self.handled, service.full_name, method.name, code)
 
     def watch(self, server: grpc.Server) -> None:
         """Read `server`'s concurrency limit (grpcio's private state: tests/test_metrics.py checks

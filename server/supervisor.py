@@ -47,7 +47,7 @@ from engine.snapshot import SnapshotWriter
 from engine.state import FleetState
 from engine.store import FleetStore, StoreDamaged
 from placecheck.client import default_state_dir, default_state_socket
-from placecheck.v1 import state_pb2_grpc
+from placecheck.v1 import state_pb2, state_pb2_grpc
 from server.owner import STATE_SERVICE, FleetStateServicer
 from server.security import AccessPolicy, AuthInterceptor, TlsMaterial, Tokens
 from server.state_socket import SocketDirError, StateSocketRelay, default_allowed_uids, private_directory, \
@@ -342,7 +342,8 @@ class Supervisor:
         configured; only --state-writers may call)."""
         options = self.options
         public_path = remove_stale_socket(options.state_listen)  # None: TCP
-        interceptors = [CallMetrics(timed=True)]  # writes by method and code, and how long they took
+        # Writes by method and code, and how long they took.
+        interceptors = [CallMetrics(timed=True, services=[state_pb2.DESCRIPTOR.services_by_name["FleetState"]])]
         if public_path is None:
             if not (options.state_writers and options.authenticates()):
                 raise StartupError(f"FleetState over TCP ({options.state_listen}) needs --state-writers and a way "
