@@ -55,7 +55,7 @@ from server.state_socket import SocketDirError, StateSocketRelay, default_allowe
 from server.metrics import (MULTIPROC_DIR_ENV, CallMetrics, SnapshotFigures, SupervisorMetrics, TimedPublisher,
                             mark_worker_dead, serve_metrics)
 from server.rundir import (RunRecord, StateDirBusy, clean_up_after_predecessor, lock_state_dir,
-                           process_start_time, stop_orphans)
+                           process_start_time, running, stop_orphans)
 from server.worker import NOT_SERVING_NOTICE_S, RequestLimits, WorkerSettings, configure_logging, run as run_worker
 
 log = logging.getLogger(__name__)
@@ -471,7 +471,8 @@ class Supervisor:
         # A worker's exit status comes through the fork server: when the fork server dies, every
         # worker it forked reads as exited (255) though it may still run, out of our sight. Such a
         # worker is told to drain and stop (a new one replaces it) rather than left to serve.
-        if self.start_times[index] is not None and process_start_time(process.pid) == self.start_times[index]:
+        if (self.start_times[index] is not None and process_start_time(process.pid) == self.start_times[index]
+                and running(process.pid)):  # not its zombie, awaiting init
             log.warning("worker %d (pid %d) lost its fork server; stopping it and starting another",
                         index, process.pid)
             stopper = threading.Thread(
