@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
@@ -101,10 +102,37 @@ def _print_json(response) -> None:
     print(json_format.MessageToJson(response, preserving_proto_field_name=True))
 
 
+def _add_credentials(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group("credentials", "for a sidecar serving TLS or authenticating callers "
+                                                      "(README: Security)")
+    group.add_argument("--tls-ca", metavar="FILE", help="PEM CA certificates that verify the sidecar: connect "
+                                                        "over TLS (any --tls-* does; without this one the "
+                                                        "system's roots verify)")
+    group.add_argument("--tls-cert", metavar="FILE", help="PEM client certificate, for mutual TLS (with --tls-key)")
+    group.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    group.add_argument("--token-file", metavar="FILE",
+                       help="a file holding the bearer token to send (default: $PLACECHECK_TOKEN, if set)")
+
+
+def _credentials(args) -> dict:
+    """PlacementClient's and StateClient's tls and token from _add_credentials' options."""
+    from placecheck import ClientTls
+
+    tls = None
+    if args.tls_ca or args.tls_cert or args.tls_key:
+        tls = ClientTls.from_files(args.tls_ca, args.tls_cert, args.tls_key)
+    if args.token_file:
+        with open(args.token_file) as file:
+            token = file.read().strip()
+    else:
+        token = os.environ.get("PLACECHECK_TOKEN") or None
+    return {"tls": tls, "token": token}
+
+
 def _check(args) -> int:
     from placecheck import PlacementClient
 
-    with PlacementClient(args.target, channels=1) as client:
+    with PlacementClient(args.target, channels=1, **_credentials(args)) as client:
         response = client.check_destination(_placement_request(args), args.host, timeout=args.timeout)
     refused = [v for v in response.verdicts if not v.allowed]
     if args.json:
@@ -130,7 +158,7 @@ def _weighed(weighed) -> str:
 def _select(args) -> int:
     from placecheck import PlacementClient
 
-    with PlacementClient(args.target, channels=1) as client:
+    with PlacementClient(args.target, channels=1, **_credentials(args)) as client:
         response = client.select_destinations(_placement_request(args), max_alternates=args.max_alternates,
                                               timeout=args.timeout)
     if args.json:
@@ -155,7 +183,7 @@ def _load(args) -> int:
     from server.convert import fleet_to_proto
 
     fleet = load_fleet(args.fleet)
-    with StateClient(args.state) as client:
+    with StateClient(args.state, **_credentials(args)) as client:
         generation = client.replace_fleet_stream(fleet_to_proto(fleet), allow_empty=args.allow_empty,
                                                  timeout=args.timeout)
     print(f"published generation {generation}: {len(fleet.hosts)} hosts, {len(fleet.aggregates)} aggregates")
@@ -165,7 +193,7 @@ def _load(args) -> int:
 def _status(args) -> int:
     from placecheck import StateClient
 
-    with StateClient(args.state) as client:
+    with StateClient(args.state, **_credentials(args)) as client:
         status = client.status(timeout=args.timeout)
     if args.json:
         _print_json(status)
@@ -345,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--profile", help="configuration profile (default: the sidecar's default)")
         command.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds (%(default)s)")
         command.add_argument("--json", action="store_true", help="print the response as JSON")
+        _add_credentials(command)
         return command
 
     check = decision_command("check", "may the workload go to these hosts? every reason if not")
@@ -362,12 +391,14 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--allow-empty", action="store_true",
                       help="accept a file without hosts (it removes every host)")
     load.add_argument("--timeout", type=float, default=60.0, help="seconds (%(default)s)")
+    _add_credentials(load)
     load.set_defaults(handler=_load)
 
     status = commands.add_parser("status", help="the snapshot's generation, size and age")
     status.add_argument("--state", default=DEFAULT_STATE_TARGET, help="state address (%(default)s)")
     status.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds (%(default)s)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+    _add_credentials(status)
     status.set_defaults(handler=_status)
 
     from server.openstack_feed import DEFAULT_CONCURRENCY, DEFAULT_INTERVAL_S, DEFAULT_MAX_BACKOFF_S

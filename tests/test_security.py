@@ -87,6 +87,25 @@ def test_over_tls_a_caller_needs_a_token_of_an_admitted_identity(token_sidecar, 
         assert client.select_destinations(request(), timeout=TIMEOUT_S).placements
 
 
+def placecheck(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    environment = {key: value for key, value in os.environ.items() if key != "PLACECHECK_TOKEN"}
+    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=REPO, env={**environment, **(env or {})},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_command_line_takes_tls_and_a_token(token_sidecar, pki, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(CONDUCTOR_TOKEN + "\n")
+    check = ("check", "--target", token_sidecar.decision_target, "--host", "compute-00000", "--vcpus", "1",
+             "--tls-ca", str(pki["ca"]))
+    refused = placecheck(*check)
+    assert refused.returncode == 2 and "UNAUTHENTICATED" in refused.stderr
+    allowed = placecheck(*check, "--token-file", str(token_file))
+    assert allowed.returncode == 0, allowed.stderr
+    assert "compute-00000: allowed" in allowed.stdout
+    assert placecheck(*check, env={"PLACECHECK_TOKEN": CONDUCTOR_TOKEN}).returncode == 0
+
+
 def test_a_malformed_authorization_is_unauthenticated_and_tokens_are_never_logged(token_sidecar, pki):
     with grpc.secure_channel(token_sidecar.decision_target, client_tls(pki).credentials()) as channel:
         check = channel.unary_unary("/placecheck.v1.PlacementCheck/CheckDestination",
@@ -174,6 +193,9 @@ def test_fleet_state_over_tcp_admits_the_state_writers_only(tmp_path, pki):
                     codes[token] = error.code()
         assert codes == {None: grpc.StatusCode.UNAUTHENTICATED, CONDUCTOR_TOKEN: grpc.StatusCode.PERMISSION_DENIED,
                          FEEDER_TOKEN: grpc.StatusCode.OK}
+        status = placecheck("status", "--state", state_target, "--tls-ca", str(pki["ca"]),
+                            env={"PLACECHECK_TOKEN": FEEDER_TOKEN})
+        assert status.returncode == 0 and "50 hosts" in status.stdout, status.stderr
         # The writers' identities are FleetState's, not the decision port's (no --decision-callers: any token).
         assert check_code(decision_target, tls=client_tls(pki), token=FEEDER_TOKEN) == grpc.StatusCode.OK
 
