@@ -320,3 +320,30 @@ def test_an_allowed_uid_gets_through_and_the_sidecars_own_is_refused_when_not_li
                 state.status(timeout=2)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "refused a connection from uid 0" in log_path.read_text()
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("short-token conductor\n", "line 1: a token needs at least 16 characters"),
+    (f"# comment\n{CONDUCTOR_TOKEN}\n", "line 2: expected TOKEN IDENTITY"),
+    (f"{CONDUCTOR_TOKEN} conductor\n{CONDUCTOR_TOKEN} other\n", "line 2: the same token as an earlier line"),
+    ("# nothing but a comment\n", "holds no token"),
+])
+def test_a_bad_tokens_file_stops_the_start_naming_the_line_not_the_token(tmp_path, content, problem):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(content)
+    result = placecheck("serve", "--listen", "127.0.0.1:0", "--metrics-port", "0", "--workers", "1",
+                        "--state-dir", str(tmp_path / "state"), "--tokens-file", str(tokens))
+    assert result.returncode == 2
+    assert problem in result.stderr
+    assert CONDUCTOR_TOKEN not in result.stderr and "short-token" not in result.stderr
+
+
+def test_tls_files_must_come_together_and_hold_pem(tmp_path, pki):
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello")
+    for args, problem in ((("--tls-cert", str(pki["server"].certificate)), "--tls-cert and --tls-key go together"),
+                          (("--tls-client-ca", str(pki["ca"])), "--tls-client-ca needs --tls-cert and --tls-key"),
+                          (("--tls-cert", str(not_pem), "--tls-key", str(pki["server"].key)), "holds no PEM block")):
+        result = placecheck("serve", "--listen", "127.0.0.1:0", "--metrics-port", "0", "--workers", "1",
+                            "--state-dir", str(tmp_path / "state"), *args)
+        assert result.returncode == 2 and problem in result.stderr, result.stderr
