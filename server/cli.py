@@ -36,6 +36,7 @@ def _uids(text: str) -> frozenset[int]:
 
 
 def _serve(args) -> int:
+    from server.json_logs import DecisionLogSettings
     from server.security import read_tls, read_tokens
     from server.supervisor import ServeOptions, serve
     from server.worker import RequestLimits
@@ -57,7 +58,10 @@ def _serve(args) -> int:
         tls=read_tls(args.tls_cert, args.tls_key, args.tls_client_ca),
         tokens=read_tokens(args.tokens_file) if args.tokens_file else None,
         decision_callers=args.decision_callers, state_writers=args.state_writers or frozenset(),
-        state_allow_uids=args.state_allow_uid))
+        state_allow_uids=args.state_allow_uid,
+        decision_log=DecisionLogSettings(args.decision_log, args.decision_log_sample, args.decision_log_rate)
+        if args.decision_log else None,
+        audit_log=args.audit_log))
 
 
 def _placement_request(args):
@@ -282,6 +286,13 @@ def _non_negative_float(text: str) -> float:
     return _number_at_least(text, 0.0, inclusive=True)
 
 
+def _fraction(text: str) -> float:
+    value = _number_at_least(text, 0.0, inclusive=False)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from placecheck import DEFAULT_DECISION_TARGET, DEFAULT_STATE_TARGET
     from server.supervisor import ServeOptions, default_state_dir
@@ -349,6 +360,19 @@ def build_parser() -> argparse.ArgumentParser:
     security.add_argument("--state-allow-uid", type=_uids, metavar="UID,...",
                           help="users (uid or name) that may connect to a unix --state-listen, checked with "
                                "SO_PEERCRED (default: this user and root)")
+    logs = serve.add_argument_group("logs", "JSON lines of decisions and of fleet writes "
+                                            "(README: Decision log and audit log)")
+    logs.add_argument("--decision-log", metavar="PATH|-",
+                      help="append a JSON line per decision to PATH (- for standard output): its id, the caller's "
+                           "x-openstack-request-id, the request's digest, generation, profile, outcome and the "
+                           "rules refusing each host")
+    logs.add_argument("--decision-log-sample", type=_fraction, default=1.0, metavar="FRACTION",
+                      help="share of decisions logged (%(default)s)")
+    logs.add_argument("--decision-log-rate", type=_non_negative_float, default=1000.0, metavar="LINES",
+                      help="most decision lines a second per worker; 0: no limit (%(default)s)")
+    logs.add_argument("--audit-log", metavar="PATH|-",
+                      help="append a JSON line per FleetState write to PATH (- for standard output): when, who "
+                           "(the state socket caller's uid), what, and the generation it made")
     serve.add_argument("--grace", type=float, default=defaults.grace_s,
                        help="seconds in-flight calls may take to finish at shutdown (%(default)s)")
     serve.add_argument("--log-level", default=defaults.log_level,

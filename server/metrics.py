@@ -27,7 +27,7 @@ WRITE_BUCKETS = (5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1
 SHED_CODE = grpc.StatusCode.RESOURCE_EXHAUSTED.name
 
 
-def _multiprocess_metric(kind: str, *args, **kwargs):
+def multiprocess_metric(kind: str, *args, **kwargs):
     """A metric whose values live in this process's multiprocess files (registry=None: the
     supervisor's MultiProcessCollector reads them)."""
     assert os.environ.get(MULTIPROC_DIR_ENV), "metrics need multiprocess mode"
@@ -64,17 +64,17 @@ class DecisionMetrics(_BoundChildren):
 
     def __init__(self):
         super().__init__()
-        self.decisions = _multiprocess_metric("Counter", "placecheck_decisions",
-                                              "Decisions answered, by RPC and outcome.", ["rpc", "outcome"])
-        self.check_refusals = _multiprocess_metric(
+        self.decisions = multiprocess_metric("Counter", "placecheck_decisions",
+                                             "Decisions answered, by RPC and outcome.", ["rpc", "outcome"])
+        self.check_refusals = multiprocess_metric(
             "Counter", "placecheck_check_refusals",
             "CheckDestination: hosts refused, per refusing rule (a host refused by two rules counts for both).",
             ["rule"])
-        self.select_eliminations = _multiprocess_metric(
+        self.select_eliminations = multiprocess_metric(
             "Counter", "placecheck_select_eliminations",
             "SelectDestinations: hosts eliminated per rule, summed over every scan of every call.", ["rule"])
-        self.duration = _multiprocess_metric("Histogram", "placecheck_request_duration_seconds",
-                                             "Time to answer a decision RPC.", ["rpc"], buckets=DURATION_BUCKETS)
+        self.duration = multiprocess_metric("Histogram", "placecheck_request_duration_seconds",
+                                            "Time to answer a decision RPC.", ["rpc"], buckets=DURATION_BUCKETS)
         self._per_rule = {"CheckDestination": self.check_refusals, "SelectDestinations": self.select_eliminations}
         for rpc, outcomes in DECISION_OUTCOMES.items():
             for outcome in outcomes:
@@ -102,13 +102,13 @@ class CallMetrics(grpc.ServerInterceptor, _BoundChildren):
     def __init__(self, timed: bool = False, services=()):
         """`services`: ServiceDescriptors whose methods' started and OK/shed counts start at 0."""
         _BoundChildren.__init__(self)
-        self.started = _multiprocess_metric("Counter", "placecheck_grpc_server_started",
-                                            "gRPC calls received, by service and method.", ["service", "rpc"])
-        self.handled = _multiprocess_metric(
+        self.started = multiprocess_metric("Counter", "placecheck_grpc_server_started",
+                                           "gRPC calls received, by service and method.", ["service", "rpc"])
+        self.handled = multiprocess_metric(
             "Counter", "placecheck_grpc_server_handled",
             "gRPC calls completed, by service, method and status code (load shed by the concurrency limit "
             "included, as RESOURCE_EXHAUSTED).", ["service", "rpc", "code"])
-        self.handling = _multiprocess_metric(
+        self.handling = multiprocess_metric(
             "Histogram", "placecheck_grpc_server_handling_seconds", "Time from a call's handler start to its end.",
             ["service", "rpc"], buckets=WRITE_BUCKETS) if timed else None
         self._server_state = None
@@ -187,7 +187,7 @@ class TimedPublisher:
 
     def __init__(self, writer):
         self._writer = writer
-        self._duration = _multiprocess_metric(
+        self._duration = multiprocess_metric(
             "Histogram", "placecheck_snapshot_publish_duration_seconds",
             "Time to publish a fleet snapshot to the workers, by kind (base or usage delta).", ["kind"],
             buckets=WRITE_BUCKETS)
@@ -210,13 +210,13 @@ class SupervisorMetrics:
     RESTART_REASONS = ("exited", "lost_fork_server", "start_failed")
 
     def __init__(self):
-        self.worker_restarts = _multiprocess_metric(
+        self.worker_restarts = multiprocess_metric(
             "Counter", "placecheck_worker_restarts",
             "Decision workers started again, by why: it exited, its fork server died, or its start failed.",
             ["reason"])
-        self.config_reloads = _multiprocess_metric("Counter", "placecheck_config_reloads",
-                                                   "SIGHUP reloads of --config, by outcome (ok, failed).",
-                                                   ["outcome"])
+        self.config_reloads = multiprocess_metric("Counter", "placecheck_config_reloads",
+                                                  "SIGHUP reloads of --config, by outcome (ok, failed).",
+                                                  ["outcome"])
         for reason in self.RESTART_REASONS:  # zero from the start, so increase() sees the first one
             self.worker_restarts.labels(reason)
         for outcome in ("ok", "failed"):

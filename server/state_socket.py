@@ -15,6 +15,7 @@ own and writable by nobody else, so no other user can squat or replace the socke
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import select
@@ -32,6 +33,7 @@ PRIVATE_DIR = ".grpc"  # short: a unix socket path holds at most 107 bytes
 # At most one log line per refused uid this often: a local user cannot flood the log.
 REFUSAL_LOG_INTERVAL_S = 60.0
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+RELAY_ADDRESS_PREFIX = "placecheck-relay/"
 
 
 class SocketDirError(Exception):
@@ -85,6 +87,7 @@ class StateSocketRelay:
         self._allowed = allowed_uids
         self._slots = threading.BoundedSemaphore(MAX_RELAYED_CONNECTIONS)
         self._refusals_logged: dict[int, float] = {}
+        self._relayed = itertools.count()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._listener.bind(public_path)
@@ -128,7 +131,7 @@ class StateSocketRelay:
                             MAX_RELAYED_CONNECTIONS, uid)
                 connection.close()
                 continue
-            threading.Thread(target=self._relay, args=(connection,), name="state-relay", daemon=True).start()
+            threading.Thread(target=self._relay, args=(connection, uid), name="state-relay", daemon=True).start()
 
     def _log_refusal(self, uid: int) -> None:
         now = time.monotonic()
@@ -138,9 +141,12 @@ class StateSocketRelay:
             self._refusals_logged[uid] = now
             log.warning("state socket: refused a connection from uid %d (not in --state-allow-uid)", uid)
 
-    def _relay(self, client: socket.socket) -> None:
+    def _relay(self, client: socket.socket, uid: int) -> None:
         try:
             with client, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+                # From an abstract address naming the uid: gRPC shows it as the call's peer
+                # (unix-abstract:placecheck-relay/...), which the audit log records as who wrote.
+                server.bind(f"\0{RELAY_ADDRESS_PREFIX}{os.getpid()}/{next(self._relayed)}/uid={uid}")
                 server.connect(self._private_path)
                 peers = {client.fileno(): server, server.fileno(): client}
                 poller = select.poll()

@@ -48,6 +48,7 @@ from engine.state import FleetState
 from engine.store import FleetStore, StoreDamaged
 from placecheck.client import default_state_dir, default_state_socket
 from placecheck.v1 import state_pb2, state_pb2_grpc
+from server.json_logs import AuditLog, DecisionLogSettings
 from server.owner import STATE_SERVICE, FleetStateServicer
 from server.security import AccessPolicy, AuthInterceptor, TlsMaterial, Tokens
 from server.state_socket import SocketDirError, StateSocketRelay, default_allowed_uids, private_directory, \
@@ -112,6 +113,8 @@ class ServeOptions:
     decision_callers: frozenset[str] | None = None  # None: every authenticated caller
     state_writers: frozenset[str] = frozenset()  # who may call FleetState served over TCP
     state_allow_uids: frozenset[int] | None = None  # the unix state socket's; None: own uid and root
+    decision_log: DecisionLogSettings | None = None  # a JSON line per decision (sampled, rate-limited)
+    audit_log: str | None = None  # a JSON line per FleetState write: a file path, or "-" for stdout
 
     def authenticates(self) -> bool:
         return self.tokens is not None or (self.tls is not None and self.tls.client_ca is not None)
@@ -306,7 +309,8 @@ class Supervisor:
                            config_path=self.accepted_config_path, threads=options.threads_per_worker,
                            grace_s=options.grace_s, log_level=options.log_level,
                            max_snapshot_age_s=options.max_snapshot_age_s, orphan_grace_s=options.orphan_grace_s,
-                           limits=options.limits, tls=options.tls, access=options.decision_access())
+                           limits=options.limits, tls=options.tls, access=options.decision_access(),
+                           decision_log=options.decision_log)
             for index in range(options.workers)]
         cleanup.callback(self._stop_workers)
         for index in range(options.workers):
@@ -344,6 +348,8 @@ class Supervisor:
         public_path = remove_stale_socket(options.state_listen)  # None: TCP
         # Writes by method and code, and how long they took.
         interceptors = [CallMetrics(timed=True, services=[state_pb2.DESCRIPTOR.services_by_name["FleetState"]])]
+        if options.audit_log:
+            interceptors.append(AuditLog(options.audit_log))
         if public_path is None:
             if not (options.state_writers and options.authenticates()):
                 raise StartupError(f"FleetState over TCP ({options.state_listen}) needs --state-writers and a way "

@@ -41,6 +41,7 @@ from placecheck.v1 import placement_pb2, placement_pb2_grpc
 from server import convert
 from server.errors import EpochMismatch, GenerationNotReached, NotFound, SnapshotUnavailable, rpc_status_for
 from server.handlers import add_unary_servicer
+from server.json_logs import DecisionLog, DecisionLogSettings
 from server.metrics import CallMetrics, DecisionMetrics, mark_worker_dead
 from server.security import AccessPolicy, AuthInterceptor, TlsMaterial
 
@@ -106,6 +107,7 @@ class WorkerSettings:
     limits: RequestLimits = RequestLimits()
     tls: TlsMaterial | None = None  # None: plaintext
     access: AccessPolicy | None = None  # None: every caller is served
+    decision_log: DecisionLogSettings | None = None  # None: decisions are not logged
 
 
 def configure_logging(level: str, role: str) -> None:
@@ -248,8 +250,9 @@ class Worker:
                                   options=[("grpc.so_reuseport", 1)],
                                   maximum_concurrent_rpcs=MAX_CALLS_PER_THREAD * settings.threads,
                                   # First: it counts every call, those refused by the others too.
-                                  interceptors=[call_metrics] + ([AuthInterceptor(settings.access)]
-                                                                 if settings.access else []))
+                                  interceptors=[call_metrics]
+                                  + ([AuthInterceptor(settings.access)] if settings.access else [])
+                                  + ([DecisionLog(settings.decision_log)] if settings.decision_log else []))
         call_metrics.watch(self.server)
         self.placement = PlacementServicer(self.reader, config, DecisionMetrics(), settings.limits,
                                            settings.threads, stopping)
