@@ -5,7 +5,9 @@ query, but its provider list (one call) carries each provider's `generation`, wh
 any change to the provider's inventories, allocations, traits or aggregates; a poll reads again
 only the providers whose generation moved (4 calls each: inventories, usages, traits,
 aggregates; a bounded pool of providers at once). Nova's compute services, hypervisors and host
-aggregates (none of these APIs has a changes-since query either) are listed whole, one call each. Each host and
+aggregates (none of these APIs has a changes-since query either) are listed whole, one call each;
+its servers (where they run, whether they load their host's I/O) all at the full sync, then
+those changed since the previous poll (`changes-since`). Each host and
 aggregate placecheck would hold is compared with what was last written, and only what changed
 is written through the sidecar's FleetState API: RemoveHosts, UpsertHosts, UpdateUsage (when
 only usage moved), UpsertAggregates, RemoveAggregates. A poll with nothing to write sends an
@@ -178,7 +180,6 @@ class NovaNode:
     host_ip: str
     hypervisor_type: str
     hypervisor_version: int | None
-    running_vms: int  # the resource tracker's instance count: HostState.num_instances
 
 
 @dataclass(frozen=True)
@@ -191,9 +192,37 @@ class NovaAggregate:
 
 
 @dataclass(frozen=True)
+class Server:
+    """A Nova server as /servers/detail shows it: where it runs and whether it loads its host's I/O."""
+
+    uuid: str
+    node: str  # OS-EXT-SRV-ATTR:hypervisor_hostname: the compute node, named as its provider
+    io_heavy: bool
+
+
+# Nova's compute/stats.py io_workload: instances building, or in one of these tasks.
+IO_TASK_STATES = frozenset({"resize_migrating", "rebuilding", "resize_prep", "image_snapshot", "image_backup",
+                            "rescuing", "unshelving"})
+SERVERS_PAGE = 1000  # Nova's default [api] max_limit
+# A poll asks Nova for the servers changed since the previous poll's start less this much: room
+# for the feeder's and Nova's clocks to differ, and for a change committed while a poll read.
+SERVER_CHANGES_OVERLAP_S = 60.0
+
+
+@dataclass(frozen=True)
 class NovaView:
     nodes: dict[str, NovaNode] = field(default_factory=dict)  # by compute node (= provider) uuid
     aggregates: dict[str, NovaAggregate] = field(default_factory=dict)  # by aggregate uuid
+    servers: dict[str, Server] = field(default_factory=dict)  # by server uuid, those on a host
+
+    def servers_on(self) -> dict[str, tuple[list[str], int]]:
+        """Node name -> (its servers' uuids, sorted; how many are I/O-heavy)."""
+        on: dict[str, tuple[list[str], int]] = {}
+        for server in self.servers.values():
+            uuids, io_heavy = on.get(server.node, ([], 0))
+            uuids.append(server.uuid)
+            on[server.node] = (uuids, io_heavy + server.io_heavy)
+        return {node: (sorted(uuids), io_heavy) for node, (uuids, io_heavy) in on.items()}
 
 
 class NovaReader(ApiReader):
@@ -201,7 +230,9 @@ class NovaReader(ApiReader):
 
     service, title, microversion = "nova", "Nova", NOVA_MICROVERSION
 
-    def read(self) -> NovaView:
+    def read(self, servers: dict[str, Server] | None = None, changed_since: float | None = None) -> NovaView:
+        """Nova's view; its servers are `servers` updated with those changed since `changed_since`
+        (a Unix time), or all of them read afresh when either is None."""
         services = {service["host"]: service for service in self._get("/os-services?binary=nova-compute")["services"]}
         hypervisors = self._get("/os-hypervisors/detail")["hypervisors"]
         aggregates = self._get("/os-aggregates")["aggregates"]
@@ -213,33 +244,69 @@ class NovaReader(ApiReader):
             nodes[hypervisor["id"]] = NovaNode(
                 service_host=service["host"], enabled=service["status"] == "enabled", up=service["state"] == "up",
                 host_ip=hypervisor.get("host_ip") or "", hypervisor_type=hypervisor.get("hypervisor_type") or "",
-                hypervisor_version=hypervisor.get("hypervisor_version"), running_vms=hypervisor.get("running_vms") or 0)
+                hypervisor_version=hypervisor.get("hypervisor_version"))
+        if servers is None or changed_since is None:
+            servers, changes = {}, self._servers(None)
+        else:
+            servers, changes = dict(servers), self._servers(changed_since - SERVER_CHANGES_OVERLAP_S)
+        for server in changes:
+            node = server.get("OS-EXT-SRV-ATTR:hypervisor_hostname")
+            if server["status"] in ("DELETED", "SOFT_DELETED") or not node:
+                servers.pop(server["id"], None)
+                continue
+            servers[server["id"]] = Server(server["id"], node, io_heavy=(
+                server.get("OS-EXT-STS:vm_state") == "building" or server.get("OS-EXT-STS:task_state") in IO_TASK_STATES))
         return NovaView(nodes=nodes, aggregates={aggregate["uuid"]: NovaAggregate(
             name=aggregate["name"], hosts=frozenset(aggregate.get("hosts") or ()),
-            metadata=tuple(sorted((aggregate.get("metadata") or {}).items()))) for aggregate in aggregates})
+            metadata=tuple(sorted((aggregate.get("metadata") or {}).items()))) for aggregate in aggregates},
+            servers=servers)
+
+    def _servers(self, since: float | None) -> list[dict]:
+        """Every server (deleted ones too, when `since` is given: Nova lists them then), page by page."""
+        query = f"/servers/detail?all_tenants=1&limit={SERVERS_PAGE}"
+        if since is not None:
+            query += "&changes-since=" + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
+        servers, marker = [], ""
+        while True:
+            page = self._get(query + (f"&marker={marker}" if marker else ""))["servers"]
+            servers += page
+            if len(page) < SERVERS_PAGE:
+                return servers
+            marker = page[-1]["id"]
 
 
-def _host(provider: Provider, node: NovaNode | None) -> fleet_pb2.Host:
-    """The host placecheck holds for a provider; with Nova's facts when Nova has its node."""
+def _host(provider: Provider, node: NovaNode | None, servers: tuple[list[str], int] | None) -> fleet_pb2.Host:
+    """The host placecheck holds for a provider; with Nova's facts when Nova has its node, and
+    the servers Nova places on it."""
     host = provider.host()
     if node is not None:
-        host.enabled, host.up, host.host_ip = node.enabled, node.up, node.host_ip
-        host.hypervisor_type, host.num_instances = node.hypervisor_type, node.running_vms
+        host.enabled, host.up, host.host_ip, host.hypervisor_type = node.enabled, node.up, node.host_ip, \
+            node.hypervisor_type
         if node.hypervisor_version is not None:
             host.hypervisor_version = node.hypervisor_version
+    if servers is not None:
+        uuids, io_heavy = servers
+        host.instances.extend(uuids)
+        host.num_instances, host.num_io_ops = len(uuids), io_heavy
     return host
 
 
 def _without_usage(host: fleet_pb2.Host) -> fleet_pb2.Host:
+    """The host without what UpdateUsage writes: used, instances and their counts."""
     copy = fleet_pb2.Host()
     copy.CopyFrom(host)
     for inventory in copy.resources.values():
         inventory.used = 0
+    copy.ClearField("instances")
+    copy.num_instances = copy.num_io_ops = 0
     return copy
 
 
 def _usage(host: fleet_pb2.Host) -> state_pb2.HostUsage:
-    return state_pb2.HostUsage(name=host.name, used={rc: inventory.used for rc, inventory in host.resources.items()})
+    return state_pb2.HostUsage(
+        name=host.name, used={rc: inventory.used for rc, inventory in host.resources.items()},
+        num_instances=host.num_instances, num_io_ops=host.num_io_ops,
+        instances=state_pb2.InstanceList(uuids=host.instances))
 
 
 def _aggregates(providers: Iterable[Provider], nova: NovaView) -> dict[int, fleet_pb2.Aggregate]:
@@ -297,6 +364,7 @@ class OpenStackFeed:
         self._metrics = metrics
         self._providers: dict[str, Provider] = {}  # by provider UUID, as last read
         self._nova = NovaView()
+        self._listed_at: float | None = None  # when the last successful sync began reading
         self._hosts: dict[str, fleet_pb2.Host] = {}  # what placecheck holds, by name
         self._aggregates: dict[int, fleet_pb2.Aggregate] = {}
         self._epoch: str | None = None  # the sidecar's fleet history we wrote into
@@ -320,8 +388,10 @@ class OpenStackFeed:
             self._metrics.providers_read.inc(report.providers_read)
         return report
 
-    def _read_nova(self) -> NovaView:
-        return self._nova_reader.read() if self._nova_reader else NovaView()
+    def _read_nova(self, changed_since: float | None = None) -> NovaView:
+        if self._nova_reader is None:
+            return NovaView()
+        return self._nova_reader.read(self._nova.servers, changed_since)
 
     def _full_sync(self) -> SyncReport:
         listed_at = time.time()
@@ -329,7 +399,9 @@ class OpenStackFeed:
         nova = self._read_nova()
         read = self._placement.read_all(listing.values())
         providers = {uuid: provider for uuid, provider in read.items() if provider is not None}
-        hosts = {provider.name: _host(provider, nova.nodes.get(provider.uuid)) for provider in providers.values()}
+        servers_on = nova.servers_on()
+        hosts = {provider.name: _host(provider, nova.nodes.get(provider.uuid), servers_on.get(provider.name))
+                 for provider in providers.values()}
         aggregates = _aggregates(providers.values(), nova)
         fleet = fleet_pb2.Fleet(hosts=[hosts[name] for name in sorted(hosts)],
                                 aggregates=[aggregates[identifier] for identifier in sorted(aggregates)])
@@ -337,13 +409,14 @@ class OpenStackFeed:
         self._write(lambda timeout: self._state.replace_fleet(fleet, allow_empty=True, timeout=timeout))
         self._history_changed = False  # the new history now holds the whole fleet
         self._providers, self._nova, self._hosts, self._aggregates = providers, nova, hosts, aggregates
+        self._listed_at = listed_at
         return SyncReport("full", listed_at, providers_read=len(listing), hosts=len(hosts),
                           upserted=len(hosts), aggregates_written=len(aggregates))
 
     def _poll(self) -> SyncReport:
         listed_at = time.time()
         listing = self._placement.list_roots()
-        nova = self._read_nova()
+        nova = self._read_nova(changed_since=self._listed_at)
         known = self._providers
         moved = [entry for uuid, entry in listing.items()
                  if uuid not in known or known[uuid].generation != entry.generation]
@@ -352,17 +425,20 @@ class OpenStackFeed:
         providers.update(read)
         providers = {uuid: provider for uuid, provider in providers.items() if provider is not None}
 
-        # Hosts to rebuild: the providers read again, and those whose Nova node changed.
+        # Hosts to rebuild: the providers read again, and those whose Nova node or servers changed.
         by_name = {provider.name: provider for provider in providers.values()}
         rebuilt = {provider.name for provider in read.values() if provider is not None}
         rebuilt |= {provider.name for uuid, provider in providers.items()
                     if nova.nodes.get(uuid) != self._nova.nodes.get(uuid)}
+        servers_on, servers_before = nova.servers_on(), self._nova.servers_on()
+        rebuilt |= {name for name in servers_on.keys() | servers_before.keys()
+                    if name in by_name and servers_on.get(name) != servers_before.get(name)}
         hosts = {name: host for name, host in self._hosts.items() if name in by_name}
         removed = sorted(self._hosts.keys() - hosts.keys())
         upserts, usages = [], []
         for name in sorted(rebuilt):
             provider = by_name[name]
-            host = _host(provider, nova.nodes.get(provider.uuid))
+            host = _host(provider, nova.nodes.get(provider.uuid), servers_on.get(name))
             before = hosts.get(name)
             if before is None or _without_usage(before) != _without_usage(host):
                 upserts.append(host)
@@ -388,6 +464,7 @@ class OpenStackFeed:
         for write in due or [lambda timeout: self._state.update_usage([], timeout=timeout)]:
             self._write(write)
         self._providers, self._nova, self._hosts, self._aggregates = providers, nova, hosts, aggregates
+        self._listed_at = listed_at
         return SyncReport("incremental", listed_at, providers_read=len(moved), hosts=len(hosts),
                           removed=len(removed), upserted=len(upserts), usage_updated=len(usages),
                           aggregates_written=len(changed_aggregates) + len(emptied))

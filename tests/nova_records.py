@@ -1,18 +1,26 @@
-"""Runs inside .venv-nova (Nova's own Python): registers compute hosts as database records.
+"""Runs inside .venv-nova (Nova's own Python): registers compute hosts and instances as records.
 
-    python nova_records.py NOVA_CONF '[{"host": "compute-00", "uuid": "...", "host_ip": "10.0.0.1", "disabled": false}]'
+    python nova_records.py NOVA_CONF computes '[{"host": "compute-00", "uuid": "...", "host_ip": "10.0.0.1",
+                                                "disabled": false}]'
+    python nova_records.py NOVA_CONF instances '[{"uuid": "...", "host": "compute-00", "project_id": "p1",
+                                                 "vm_state": "active", "task_state": null}]'
 
 A nova-compute cannot reach a conductor over the fake transport the test nova-api uses, so each
 compute host is written as Nova's functional tests write one: a nova-compute Service and its
 ComputeNode (the node's uuid is the host's Placement resource provider) in cell1, and a
 HostMapping in the API database, so that the API finds it (os-services, os-aggregates add_host).
 A service is disabled here, not through the API: disabling it there makes nova-api call the
-compute service (to sync the COMPUTE_STATUS_DISABLED trait), which never answers.
+compute service (to sync the COMPUTE_STATUS_DISABLED trait), which never answers. Instances
+likewise: nova-api hands a boot to the conductor, which the fake transport never reaches; an
+instance record (with its InstanceMapping) is what a built instance leaves in the databases.
+An instance given again (same uuid) has its host and states updated.
 """
 import json
 import sys
 
-from nova import config, context, objects
+from nova import config, context, exception, objects
+from nova.network import model as network_model
+from oslo_utils import timeutils
 
 
 def register(admin, cell, spec: dict) -> None:
@@ -32,14 +40,49 @@ def register(admin, cell, spec: dict) -> None:
     objects.HostMapping(admin, host=spec["host"], cell_mapping=cell).create()
 
 
+def record_instance(admin, cell, spec: dict) -> None:
+    with context.target_cell(admin, cell) as cell_context:
+        try:
+            instance = objects.Instance.get_by_uuid(cell_context, spec["uuid"])
+        except exception.InstanceNotFound:
+            instance = None
+        node = objects.ComputeNode.get_by_host_and_nodename(cell_context, spec["host"], spec["host"])
+        if instance is not None:
+            instance.host = instance.node = spec["host"]
+            instance.compute_id = node.id
+            instance.vm_state, instance.task_state = spec["vm_state"], spec["task_state"]
+            instance.save()
+            return
+        flavor = objects.Flavor(flavorid="1", name="small", memory_mb=512, vcpus=1, root_gb=1, ephemeral_gb=0,
+                                swap=0, rxtx_factor=1.0, vcpu_weight=0, disabled=False, is_public=True,
+                                extra_specs={}, description=None)
+        instance = objects.Instance(
+            cell_context, uuid=spec["uuid"], host=spec["host"], node=spec["host"], compute_id=node.id,
+            project_id=spec["project_id"],
+            user_id="user", vm_state="building", task_state="spawning", power_state=0,
+            flavor=flavor, old_flavor=None, new_flavor=None, instance_type_id=1, memory_mb=512, vcpus=1,
+            root_gb=1, ephemeral_gb=0, display_name=spec["uuid"][:8], availability_zone=None,
+            info_cache=objects.InstanceInfoCache(network_info=network_model.NetworkInfo([])),
+        )
+        instance.create()
+        # The build's last step, as nova-compute saves it: the record has been updated since
+        # (what a changes-since query goes by).
+        instance.vm_state, instance.task_state, instance.power_state = spec["vm_state"], spec["task_state"], 1
+        instance.launched_at = timeutils.utcnow()
+        instance.save()
+    objects.InstanceMapping(admin, instance_uuid=spec["uuid"], cell_mapping=cell,
+                            project_id=spec["project_id"], user_id="user").create()
+
+
 def main() -> None:
-    config_file, specs = sys.argv[1], json.loads(sys.argv[2])
+    config_file, kind, specs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     config.parse_args(["nova-records", "--config-file", config_file])
     objects.register_all()
     admin = context.get_admin_context()
     cell = next(mapping for mapping in objects.CellMappingList.get_all(admin) if not mapping.is_cell0())
+    record = {"computes": register, "instances": record_instance}[kind]
     for spec in specs:
-        register(admin, cell, spec)
+        record(admin, cell, spec)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,14 @@ context comes from the X-User-Id, X-Project-Id and X-Roles headers; `transport_u
 """
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -150,9 +152,46 @@ class Placement(Service):
         return {"X-Auth-Token": NOAUTH_TOKEN, "OpenStack-API-Version": f"placement {microversion}"}
 
 
+class NoPortsNeutron:
+    """Stands in for Neutron, which the tests do not run: nova-api's server views ask it for the
+    servers' ports (for their security groups); it answers that no server has one, and 404 to
+    anything else."""
+
+    def __init__(self):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                found = self.path.startswith("/v2.0/ports")
+                body = json.dumps({"ports": []} if found else {"NeutronError": "not in the stand-in"}).encode()
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 class Nova(Service):
     name = "nova-api"
     microversion = NOVA_MICROVERSION
+    neutron: NoPortsNeutron | None = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.neutron is not None:
+                self.neutron.close()
 
     def headers(self, microversion: str) -> dict[str, str]:
         return {"X-Auth-Token": NOAUTH_TOKEN, "OpenStack-API-Version": f"compute {microversion}"}
@@ -160,9 +199,18 @@ class Nova(Service):
     def register_computes(self, computes: list[dict]) -> None:
         """Compute hosts as database records (tests/nova_records.py): dicts of host, uuid (its
         Placement provider), host_ip and optionally disabled."""
-        subprocess.run([str(NOVA_VENV / "bin" / "python"), str(REPO / "tests" / "nova_records.py"),
-                        str(self.directory / "nova.conf"), json.dumps(computes)],
-                       check=True, capture_output=True, env=_without_venv(os.environ))
+        self._records("computes", computes)
+
+    def record_instances(self, instances: list[dict]) -> None:
+        """Instances as database records, or their host and states updated: dicts of uuid, host,
+        project_id, vm_state, task_state."""
+        self._records("instances", instances)
+
+    def _records(self, kind: str, specs: list[dict]) -> None:
+        finished = subprocess.run([str(NOVA_VENV / "bin" / "python"), str(REPO / "tests" / "nova_records.py"),
+                                   str(self.directory / "nova.conf"), kind, json.dumps(specs)],
+                                  capture_output=True, text=True, env=_without_venv(os.environ))
+        assert finished.returncode == 0, finished.stderr[-3000:]
 
 
 def unavailable_reason(venv: Path, package: str) -> str | None:
@@ -210,6 +258,7 @@ def start_nova(placement: Placement) -> Nova:
     mirrors it there, as Nova does."""
     workdir = tempfile.TemporaryDirectory(prefix="nova-test-")
     directory = Path(workdir.name)
+    neutron = NoPortsNeutron()
     database = f"sqlite:///{directory}/{{}}.db?timeout=30"
     (directory / "nova.conf").write_text(
         "[DEFAULT]\n"
@@ -225,7 +274,9 @@ def start_nova(placement: Placement) -> Nova:
         "[placement]\n"
         "auth_type = admin_token\n"
         f"endpoint = {placement.endpoint}\n"
-        f"token = {NOAUTH_TOKEN}\n")
+        f"token = {NOAUTH_TOKEN}\n"
+        "[neutron]\n"
+        f"endpoint_override = {neutron.endpoint}\n")
     paste = (NOVA_VENV / "etc" / "nova" / "api-paste.ini").read_text()
     (directory / "api-paste.ini").write_text(
         paste.replace(" authtoken keystonecontext", " noauthtoken keystonecontext")
@@ -246,8 +297,16 @@ def start_nova(placement: Placement) -> Nova:
         finished = subprocess.run(manage + command, env=env, capture_output=True, text=True)
         if finished.returncode:
             workdir.cleanup()
+            neutron.close()
             raise RuntimeError(f"nova-manage {' '.join(command)} failed:\n{finished.stdout}{finished.stderr}")
-    return _serve(Nova, workdir, NOVA_VENV, env, "nova_api_wsgi:application", workers=1, probe="/v2.1/os-services")
+    try:
+        nova = _serve(Nova, workdir, NOVA_VENV, env, "nova_api_wsgi:application", workers=1,
+                      probe="/v2.1/os-services")
+    except BaseException:
+        neutron.close()
+        raise
+    nova.neutron = neutron
+    return nova
 
 
 def _serve(kind: type[Service], workdir: tempfile.TemporaryDirectory, venv: Path, env: dict, app: str,

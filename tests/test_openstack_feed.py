@@ -332,6 +332,9 @@ def test_feeder_that_cannot_reach_placement_keeps_trying_and_says_so(clouds_yaml
 
 
 NOVA_HOSTS = ["nova-a", "nova-b", "nova-c", "nova-d"]
+# The task states Nova 34's compute/stats.py io_workload counts (besides vm_state building).
+NOVA_IO_TASK_STATES = {"resize_migrating", "rebuilding", "resize_prep", "image_snapshot", "image_backup", "rescuing",
+                       "unshelving"}
 
 
 class NovaCloud:
@@ -352,15 +355,22 @@ class NovaCloud:
         return next(service for service in self.nova.get("/v2.1/os-services?binary=nova-compute")["services"]
                     if service["host"] == host)
 
-    def expected_refusals(self, project: str, zone: str) -> dict[str, set[str]]:
-        """For each host, the rules Nova's own answers say refuse a boot into `zone` for `project`:
-        ComputeFilter when os-services has the service disabled or down; AvailabilityZone when
-        some aggregate has the zone as its availability_zone and the host's provider is in none of
-        them in Placement (Nova 34's map_az_to_placement_aggregate: a zone no aggregate names
-        constrains nothing); AggregateMultiTenancyIsolation
-        when an os-aggregates aggregate of the host names tenants that exclude the project."""
+    def expected_refusals(self, project: str, zone: str, same_host: str) -> dict[str, set[str]]:
+        """For each host, the rules Nova's own answers say refuse a boot into `zone` for `project`
+        next to server `same_host`: ComputeFilter when os-services has the service disabled or
+        down; AvailabilityZone when some aggregate has the zone as its availability_zone and the
+        host's provider is in none of them in Placement (Nova 34's map_az_to_placement_aggregate:
+        a zone no aggregate names constrains nothing); AggregateMultiTenancyIsolation when an
+        os-aggregates aggregate of the host names tenants that exclude the project; SameHostFilter
+        when /servers/detail places `same_host` elsewhere; AggregateIoOpsFilter when the host's
+        servers building or in an I/O-heavy task (Nova's io_workload) reach the smallest
+        max_io_ops_per_host of its aggregates."""
         services = {s["host"]: s for s in self.nova.get("/v2.1/os-services?binary=nova-compute")["services"]}
         aggregates = self.nova.get("/v2.1/os-aggregates")["aggregates"]
+        servers = self.nova.get("/v2.1/servers/detail?all_tenants=1", microversion="2.53")["servers"]
+        io_ops = {host: sum(server["OS-EXT-SRV-ATTR:hypervisor_hostname"] == host and (
+            server["OS-EXT-STS:vm_state"] == "building" or server["OS-EXT-STS:task_state"] in NOVA_IO_TASK_STATES)
+            for server in servers) for host in NOVA_HOSTS}
         zone_aggregates = {a["uuid"] for a in aggregates if a["metadata"].get("availability_zone") == zone}
         refusals = {}
         for host in NOVA_HOSTS:
@@ -375,13 +385,22 @@ class NovaCloud:
                        for key, value in aggregate["metadata"].items() if key.startswith("filter_tenant_id")]
             if tenants and project not in {t.strip() for value in tenants for t in value.split(",")}:
                 rules.add("AggregateMultiTenancyIsolation")
+            if not any(server["id"] == same_host and server["OS-EXT-SRV-ATTR:hypervisor_hostname"] == host
+                       for server in servers):
+                rules.add("SameHostFilter")
+            limits = [int(aggregate["metadata"]["max_io_ops_per_host"]) for aggregate in aggregates
+                      if host in aggregate["hosts"] and "max_io_ops_per_host" in aggregate["metadata"]]
+            if limits and io_ops[host] >= min(limits):
+                rules.add("AggregateIoOpsFilter")
             refusals[host] = rules
         return refusals
 
 
-def placecheck_refusals(client: PlacementClient, project: str, zone: str, min_generation: int) -> dict[str, set[str]]:
-    request = placement_pb2.PlacementRequest(resources={"VCPU": 1, "MEMORY_MB": 512}, availability_zone=zone,
-                                             project_id=project)
+def placecheck_refusals(client: PlacementClient, project: str, zone: str, same_host: str,
+                        min_generation: int) -> dict[str, set[str]]:
+    request = placement_pb2.PlacementRequest(
+        resources={"VCPU": 1, "MEMORY_MB": 512}, availability_zone=zone, project_id=project,
+        scheduler_hints=placement_pb2.SchedulerHints(same_host=[same_host]))
     response = client.check_destination(request, NOVA_HOSTS, min_generation=min_generation, timeout=10)
     return {verdict.host: {rejection.rule for rejection in verdict.rejections} for verdict in response.verdicts}
 
@@ -399,6 +418,16 @@ def test_nova_services_and_aggregates_reach_placecheck(placement, nova, tmp_path
     tenant = compute.aggregate("tenant-p1")
     compute.action(tenant, "add_host", {"host": "nova-c"})
     compute.action(tenant, "set_metadata", {"metadata": {"filter_tenant_id": "p1"}})
+    busy = compute.aggregate("busy")
+    for host in ("nova-a", "nova-d"):
+        compute.action(busy, "add_host", {"host": host})
+    compute.action(busy, "set_metadata", {"metadata": {"max_io_ops_per_host": "1"}})
+    servers = [str(uuid.UUID(int=number + 1, version=4)) for number in range(4)]
+    nova.record_instances([
+        {"uuid": servers[0], "host": "nova-a", "project_id": "p1", "vm_state": "active", "task_state": None},
+        {"uuid": servers[1], "host": "nova-a", "project_id": "p1", "vm_state": "active", "task_state": None},
+        {"uuid": servers[2], "host": "nova-d", "project_id": "p2", "vm_state": "active",
+         "task_state": "image_snapshot"}])
     # Nova mirrors its aggregates into Placement under the same UUID.
     assert east["uuid"] in placement.get(f"/resource_providers/{cloud.providers['nova-a']}/aggregates")["aggregates"]
 
@@ -415,13 +444,15 @@ def test_nova_services_and_aggregates_reach_placecheck(placement, nova, tmp_path
         feed = OpenStackFeed(reader, state, NovaReader(nova_adapter))
         feed.sync()
         generation = state.status().generation
-        cases = [("p1", "east"), ("p2", "east"), ("p1", "nova"), ("p2", "nova")]
-        for project, zone in cases:
-            expected = compute.expected_refusals(project, zone)
-            assert placecheck_refusals(client, project, zone, generation) == expected, (project, zone)
-        assert compute.expected_refusals("p2", "east") == {
-            "nova-a": set(), "nova-b": {"ComputeFilter"}, "nova-c": {"AggregateMultiTenancyIsolation"},
-            "nova-d": {"AvailabilityZone"}}
+        cases = [("p1", "east", servers[0]), ("p2", "east", servers[2]), ("p1", "nova", servers[0]),
+                 ("p2", "nova", servers[1])]
+        for project, zone, same_host in cases:
+            expected = compute.expected_refusals(project, zone, same_host)
+            assert placecheck_refusals(client, project, zone, same_host, generation) == expected, (project, zone)
+        assert compute.expected_refusals("p2", "east", servers[2]) == {
+            "nova-a": {"SameHostFilter"}, "nova-b": {"ComputeFilter", "SameHostFilter"},
+            "nova-c": {"AggregateMultiTenancyIsolation", "SameHostFilter"},
+            "nova-d": {"AvailabilityZone", "AggregateIoOpsFilter"}}
         # Host addresses from os-hypervisors: SimpleCIDRAffinityFilter keeps the hosts near one.
         addresses = {hypervisor["hypervisor_hostname"]: hypervisor["host_ip"]
                      for hypervisor in nova.get("/v2.1/os-hypervisors/detail", microversion="2.53")["hypervisors"]}
@@ -436,9 +467,15 @@ def test_nova_services_and_aggregates_reach_placecheck(placement, nova, tmp_path
             host for host in expected if host not in ("nova-b", "nova-c")}  # disabled; tenants only
 
         # Nova changes: a service forced down, a host leaves the zone (and, mirrored, its
-        # Placement aggregate), the tenant list changes. One provider's generation moved.
+        # Placement aggregate), the tenant list changes, a snapshot ends, a server moves and one
+        # starts building. One provider's generation moved.
         before = {name: cloud.generation(name) for name in NOVA_HOSTS}
         nova.put(f"/v2.1/os-services/{compute.service('nova-a')['id']}", {"forced_down": True})
+        nova.record_instances([
+            {"uuid": servers[2], "host": "nova-d", "project_id": "p2", "vm_state": "active", "task_state": None},
+            {"uuid": servers[0], "host": "nova-c", "project_id": "p1", "vm_state": "active", "task_state": None},
+            {"uuid": servers[3], "host": "nova-a", "project_id": "p1", "vm_state": "building",
+             "task_state": "spawning"}])
         compute.action(east, "remove_host", {"host": "nova-b"})
         compute.action(tenant, "set_metadata", {"metadata": {"filter_tenant_id": "p2"}})
         moved = [name for name in NOVA_HOSTS if cloud.generation(name) != before[name]]
@@ -446,12 +483,13 @@ def test_nova_services_and_aggregates_reach_placecheck(placement, nova, tmp_path
         placement_adapter.requests = nova_adapter.requests = 0
         report = feed.sync()
         assert (report.sync, report.providers_read) == ("incremental", 1)
-        assert (placement_adapter.requests, nova_adapter.requests) == (1 + 4, 3)
+        assert (placement_adapter.requests, nova_adapter.requests) == (1 + 4, 4)
         generation = state.status().generation
-        for project, zone in cases:
-            expected = compute.expected_refusals(project, zone)
-            assert placecheck_refusals(client, project, zone, generation) == expected, (project, zone)
-        assert compute.expected_refusals("p2", "east") == {
-            "nova-a": {"ComputeFilter"}, "nova-b": {"ComputeFilter", "AvailabilityZone"}, "nova-c": set(),
-            "nova-d": {"AvailabilityZone"}}
+        for project, zone, same_host in cases:
+            expected = compute.expected_refusals(project, zone, same_host)
+            assert placecheck_refusals(client, project, zone, same_host, generation) == expected, (project, zone)
+        assert compute.expected_refusals("p2", "east", servers[0]) == {
+            "nova-a": {"ComputeFilter", "SameHostFilter", "AggregateIoOpsFilter"},
+            "nova-b": {"ComputeFilter", "AvailabilityZone", "SameHostFilter"}, "nova-c": set(),
+            "nova-d": {"AvailabilityZone", "SameHostFilter"}}
     reader.close()
