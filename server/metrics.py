@@ -99,8 +99,10 @@ class CallMetrics(grpc.ServerInterceptor, _BoundChildren):
     server), counts it, and lets grpcio refuse it. With `timed`, also how long handlers take
     (the state server's writes; the decision RPCs have placecheck_request_duration_seconds)."""
 
-    def __init__(self, timed: bool = False, services=()):
-        """`services`: ServiceDescriptors whose methods' started and OK/shed counts start at 0."""
+    def __init__(self, timed: bool = False, services=(), worker: int | None = None):
+        """`services`: ServiceDescriptors whose methods' started and OK/shed counts start at 0.
+        `worker`: a decision worker's index, whose calls are counted apart too (SO_REUSEPORT
+        spreads connections, not calls: a caller holding one connection loads one worker)."""
         _BoundChildren.__init__(self)
         self.started = multiprocess_metric("Counter", "placecheck_grpc_server_started",
                                            "gRPC calls received, by service and method.", ["service", "rpc"])
@@ -111,6 +113,9 @@ class CallMetrics(grpc.ServerInterceptor, _BoundChildren):
         self.handling = multiprocess_metric(
             "Histogram", "placecheck_grpc_server_handling_seconds", "Time from a call's handler start to its end.",
             ["service", "rpc"], buckets=WRITE_BUCKETS) if timed else None
+        self._worker_calls = None if worker is None else multiprocess_metric(
+            "Counter", "placecheck_worker_calls", "Calls received by each decision worker.", ["worker"]
+        ).labels(str(worker))
         self._server_state = None
         for service in services:
             for method in service.methods:
@@ -135,6 +140,8 @@ class CallMetrics(grpc.ServerInterceptor, _BoundChildren):
             return None
         service, _, rpc = handler_call_details.method.lstrip("/").rpartition("/")
         self.child(self.started, service, rpc).inc()
+        if self._worker_calls is not None:
+            self._worker_calls.inc()
         if self._shed_now():
             self.child(self.handled, service, rpc, SHED_CODE).inc()
             return handler

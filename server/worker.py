@@ -244,7 +244,8 @@ class Worker:
         self.health = health.HealthServicer()
         for service in ("", PLACEMENT_SERVICE):
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-        call_metrics = CallMetrics(services=[placement_pb2.DESCRIPTOR.services_by_name["PlacementCheck"]])
+        call_metrics = CallMetrics(services=[placement_pb2.DESCRIPTOR.services_by_name["PlacementCheck"]],
+                                   worker=settings.index)
         self.server = grpc.server(ThreadPoolExecutor(max_workers=settings.threads,
                                                      thread_name_prefix="decision"),
                                   options=[("grpc.so_reuseport", 1)],

@@ -42,6 +42,7 @@ DEMO_HOSTS = 500
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$job": ".+"}
 ROOMY = placement_pb2.PlacementRequest(resources={"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 1})
 TOO_BIG = placement_pb2.PlacementRequest(resources={"VCPU": 100_000})
+SHED_SERIES = 'placecheck_grpc_server_handled_total{rpc="SelectDestinations", code="RESOURCE_EXHAUSTED"}'
 
 
 class Prometheus:
@@ -71,6 +72,12 @@ class Prometheus:
                 return reply.status == 200
         except OSError:
             return False
+
+    def wait_for(self, expr: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.query(expr):
+            assert time.monotonic() < deadline, f"{expr} not scraped in {timeout} s"
+            time.sleep(0.2)
 
     def query(self, expr: str) -> list[dict]:
         with urllib.request.urlopen(f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}",
@@ -157,6 +164,8 @@ def test_every_panel_has_data_and_every_alert_fires_for_its_fault(tmp_path):
             writer.start()
             try:
                 decide_for_a_while(sidecar.decision_target, 5)
+                # The shed count's 0 must be scraped before the burst, or its rate stays 0.
+                prometheus.wait_for(SHED_SERIES)
                 shed = burst(sidecar.decision_target, 3_000)["shed"]
                 assert shed, "the burst was not shed: the shed-load panel and alert would not be tested"
                 decide_for_a_while(sidecar.decision_target, 3)
@@ -177,9 +186,10 @@ def test_every_panel_has_data_and_every_alert_fires_for_its_fault(tmp_path):
                 if not (empty_panels or silent_alerts or unevaluated) or time.monotonic() > deadline:
                     break
                 time.sleep(1)
+            shed_history = [series["values"] for series in prometheus.query(f"{SHED_SERIES}[5m]")]
         finally:
             prometheus.close()
     assert not empty_panels, f"panels without data: {empty_panels}"
-    assert not silent_alerts, f"alert expressions that did not fire: {silent_alerts}"
+    assert not silent_alerts, f"alert expressions that did not fire: {silent_alerts} (shed: {shed_history})"
     assert not unevaluated, f"alerts Prometheus never set pending or firing: {unevaluated}"
     print(f"{len(panels)} panel queries, {len(alerts)} alerts; {time.monotonic() - started:.1f} s")

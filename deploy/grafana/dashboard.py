@@ -94,6 +94,11 @@ def dashboard() -> Dashboard:
                                      f'service="{PLACEMENT}", code="RESOURCE_EXHAUSTED"', "rpc"), "{{rpc}}")))
         .with_panel(graph("Status codes", "Completed calls per second by method and gRPC status code.", "reqps",
                           query(rate("placecheck_grpc_server_handled_total", by="rpc, code"), "{{rpc}} {{code}}")))
+        .with_panel(graph("Calls per worker", "Calls each decision worker received: the kernel spreads "
+                          "connections over the workers, not calls, so callers holding few connections can "
+                          "load one worker while another idles.", "reqps",
+                          query(rate("placecheck_worker_calls_total", by="worker"), "worker {{worker}}"),
+                          width=24))
 
         .with_row(Row("Fleet snapshot"))
         .with_panel(single("Ready", "1 while health reports SERVING.", "none", f"min (placecheck_ready{{{JOB}}})"))
