@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from server.metrics import multiprocess_metric
+from server.metrics import handler_kind, multiprocess_metric
 from server.state_socket import RELAY_ADDRESS_PREFIX
 
 QUEUE_LINES = 10_000
@@ -113,12 +113,6 @@ def _clip(text: str) -> str:
 def _listed(values) -> dict:
     values = list(values)
     return {"count": len(values), "first": [_clip(str(value)) for value in values[:MAX_LISTED]]}
-
-
-def _kind(handler) -> str:
-    return ("unary_unary" if not handler.request_streaming and not handler.response_streaming else
-            "unary_stream" if not handler.request_streaming else
-            "stream_unary" if not handler.response_streaming else "stream_stream")
 
 
 def _status(context) -> tuple[str, str]:
@@ -227,7 +221,7 @@ class AuditLog(grpc.ServerInterceptor):
         rpc = handler_call_details.method.rpartition("/")[2]
         if handler is None or rpc == "GetStatus" or handler.response_streaming:
             return handler
-        kind = _kind(handler)
+        kind = handler_kind(handler)
         behaviour = getattr(handler, kind)
 
         def audited(request_or_parts, context):

@@ -36,6 +36,13 @@ def multiprocess_metric(kind: str, *args, **kwargs):
     return getattr(prometheus_client, kind)(*args, registry=None, **kwargs)
 
 
+def handler_kind(handler) -> str:
+    """unary_unary, unary_stream, stream_unary or stream_stream: the RpcMethodHandler's behaviour."""
+    return ("unary_unary" if not handler.request_streaming and not handler.response_streaming else
+            "unary_stream" if not handler.request_streaming else
+            "stream_unary" if not handler.response_streaming else "stream_stream")
+
+
 class _BoundChildren:
     """Children bound once per label set: .labels() costs a lock, str() of every value and a
     dict lookup, more than the mmap'd write each update does."""
@@ -179,9 +186,7 @@ class CallMetrics(grpc.ServerInterceptor, _BoundChildren):
                     self._finished(service, rpc, context, started, failed)
             return counted
 
-        kind = ("unary_unary" if not handler.request_streaming and not handler.response_streaming else
-                "unary_stream" if not handler.request_streaming else
-                "stream_unary" if not handler.response_streaming else "stream_stream")
+        kind = handler_kind(handler)
         wrap = stream if handler.response_streaming else answer
         return getattr(grpc, f"{kind}_rpc_method_handler")(
             wrap(getattr(handler, kind)), request_deserializer=handler.request_deserializer,

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 from placecheck import PlacementClient, StateClient, wait_until_serving
 from placecheck.v1 import placement_pb2, state_pb2
 from server.rundir import running
-from sidecar import start_sidecar
+from sidecar import start_sidecar, wait_for
 
 TIMEOUT_S = 10.0
 # Alternately the fork server first (every worker loses it at once) and a worker first (the fork
@@ -19,14 +18,6 @@ ROUNDS = 6
 
 def small_request() -> placement_pb2.PlacementRequest:
     return placement_pb2.PlacementRequest(resources={"VCPU": 2, "MEMORY_MB": 4_096, "DISK_GB": 20})
-
-
-def wait_for(condition, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 def test_killing_the_fork_server_and_a_worker_leaves_the_supervisor_serving():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import grpc
 import pytest
@@ -12,19 +11,11 @@ import pytest
 from engine.demo import demo_fleet
 from placecheck import PlacementClient, StateClient
 from placecheck.v1 import placement_pb2, state_pb2
-from sidecar import REPO, start_sidecar
+from sidecar import REPO, start_sidecar, wait_for
 from sidecar_load import burst, sample, scrape, select_request
 
 PLACEMENT = "placecheck.v1.PlacementCheck"
 FLEET_STATE = "placecheck.v1.FleetState"
-
-
-def wait_for(condition, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
-        time.sleep(0.1)
-    return result
 
 
 def test_shed_load_is_counted_as_resource_exhausted_exactly_as_callers_see_it():

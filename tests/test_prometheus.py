@@ -27,7 +27,7 @@ import yaml
 from engine.demo import demo_fleet
 from placecheck import PlacementClient, StateClient
 from placecheck.v1 import placement_pb2, state_pb2
-from sidecar import REPO, free_port, start_sidecar
+from sidecar import REPO, free_port, start_sidecar, wait_for
 from sidecar_load import burst
 
 pytestmark = pytest.mark.skipif(
@@ -72,12 +72,6 @@ class Prometheus:
                 return reply.status == 200
         except OSError:
             return False
-
-    def wait_for(self, expr: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.query(expr):
-            assert time.monotonic() < deadline, f"{expr} not scraped in {timeout} s"
-            time.sleep(0.2)
 
     def query(self, expr: str) -> list[dict]:
         with urllib.request.urlopen(f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}",
@@ -165,7 +159,7 @@ def test_every_panel_has_data_and_every_alert_fires_for_its_fault(tmp_path):
             try:
                 decide_for_a_while(sidecar.decision_target, 5)
                 # The shed count's 0 must be scraped before the burst, or its rate stays 0.
-                prometheus.wait_for(SHED_SERIES)
+                wait_for(lambda: prometheus.query(SHED_SERIES), f"{SHED_SERIES} scraped")
                 shed = burst(sidecar.decision_target, 3_000)["shed"]
                 assert shed, "the burst was not shed: the shed-load panel and alert would not be tested"
                 decide_for_a_while(sidecar.decision_target, 3)
