@@ -65,10 +65,15 @@ def _serve(args) -> int:
 
 
 def _placement_request(args):
-    """The request from --request-json (if any) with the flags given on top."""
+    """The request from --server or --request-json (if any) with the flags given on top."""
     from placecheck.v1 import placement_pb2
 
-    if args.request_json:
+    if getattr(args, "server", None):
+        from server.openstack_check import NovaServers, server_request
+        from server.openstack_feed import connect
+
+        message = server_request(NovaServers(connect(args.os_cloud, "compute")), args.server, args.flavor)
+    elif args.request_json:
         from engine.fleetfile import request_from_json
         from server.convert import request_to_proto
 
@@ -402,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = decision_command("check", "may the workload go to these hosts? every reason if not")
     check.add_argument("--host", action="append", required=True, help="candidate host (repeatable)")
+    check.add_argument("--server", metavar="UUID",
+                       help="a real server: its flavor, image, project, zone, group and host read from Nova "
+                            "(give --operation; docs/openstack-feed.md); flags add to it")
+    check.add_argument("--flavor", metavar="NAME", help="with --server and --operation resize: the new flavor")
+    check.add_argument("--os-cloud", help="with --server: cloud name in clouds.yaml (default: $OS_CLOUD)")
     check.set_defaults(handler=_check)
 
     select = decision_command("select", "rank hosts for the workload")

@@ -47,8 +47,9 @@ DEFAULT_MAX_BACKOFF_S = 60.0
 WRITE_TIMEOUT_S = 60.0
 
 
-class FeedError(Exception):
-    """A sync that failed, with `kind` one of feed_metrics.ERROR_KINDS."""
+class FeedError(OSError):
+    """A read or write that failed (a sync's, or `check --server`'s), with `kind` one of
+    feed_metrics.ERROR_KINDS; an OSError, as the command reports I/O errors."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)

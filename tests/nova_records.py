@@ -3,7 +3,7 @@
     python nova_records.py NOVA_CONF computes '[{"host": "compute-00", "uuid": "...", "host_ip": "10.0.0.1",
                                                 "disabled": false}]'
     python nova_records.py NOVA_CONF instances '[{"uuid": "...", "host": "compute-00", "project_id": "p1",
-                                                 "vm_state": "active", "task_state": null}]'
+                                                 "vm_state": "active", "task_state": null, "image": "..."}]'
 
 A nova-compute cannot reach a conductor over the fake transport the test nova-api uses, so each
 compute host is written as Nova's functional tests write one: a nova-compute Service and its
@@ -62,6 +62,7 @@ def record_instance(admin, cell, spec: dict) -> None:
             user_id="user", vm_state="building", task_state="spawning", power_state=0,
             flavor=flavor, old_flavor=None, new_flavor=None, instance_type_id=1, memory_mb=512, vcpus=1,
             root_gb=1, ephemeral_gb=0, display_name=spec["uuid"][:8], availability_zone=None,
+            image_ref=spec.get("image", ""),  # none: booted from a volume
             info_cache=objects.InstanceInfoCache(network_info=network_model.NetworkInfo([])),
         )
         instance.create()

@@ -26,6 +26,7 @@ from openstack_services import NOAUTH_TOKEN, nova, placement  # noqa: F401 (the 
 from placecheck import PlacementClient, StateClient, wait_until_serving
 from placecheck.openstack import aggregate_id
 from placecheck.v1 import placement_pb2
+from server.openstack_check import NovaServers, server_request
 from server.openstack_feed import NovaReader, OpenStackFeed, PlacementReader, connect
 from sidecar import REPO, free_port, start_sidecar
 
@@ -423,8 +424,10 @@ def test_nova_services_and_aggregates_reach_placecheck(placement, nova, tmp_path
         compute.action(busy, "add_host", {"host": host})
     compute.action(busy, "set_metadata", {"metadata": {"max_io_ops_per_host": "1"}})
     servers = [str(uuid.UUID(int=number + 1, version=4)) for number in range(4)]
+    image = "00000000-0000-4000-8000-00000000beef"
     nova.record_instances([
-        {"uuid": servers[0], "host": "nova-a", "project_id": "p1", "vm_state": "active", "task_state": None},
+        {"uuid": servers[0], "host": "nova-a", "project_id": "p1", "vm_state": "active", "task_state": None,
+         "image": image},
         {"uuid": servers[1], "host": "nova-a", "project_id": "p1", "vm_state": "active", "task_state": None},
         {"uuid": servers[2], "host": "nova-d", "project_id": "p2", "vm_state": "active",
          "task_state": "image_snapshot"}])
@@ -492,4 +495,24 @@ def test_nova_services_and_aggregates_reach_placecheck(placement, nova, tmp_path
             "nova-a": {"ComputeFilter", "SameHostFilter", "AggregateIoOpsFilter"},
             "nova-b": {"ComputeFilter", "AvailabilityZone", "SameHostFilter"}, "nova-c": set(),
             "nova-d": {"AvailabilityZone", "SameHostFilter"}}
+
+        # `placecheck check --server`: a live migration of a real server, its request read from Nova.
+        request = server_request(NovaServers(connect("test-nova", "compute")), servers[0])
+        assert (dict(request.resources), request.project_id, request.source_host, request.instance_uuid,
+                request.image.id, request.flavor.name) == (
+            {"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 1}, "p1", "nova-c", servers[0], image, "small")
+        # Booted from a volume (no image): no root disk asked of the host, as Nova asks none.
+        assert dict(server_request(NovaServers(connect("test-nova", "compute")), servers[1]).resources) == {
+            "VCPU": 1, "MEMORY_MB": 512}
+        finished = subprocess.run(
+            [sys.executable, "-m", "server.cli", "check", "--target", sidecar.decision_target, "--server", servers[1],
+             "--os-cloud", "test-nova", "--operation", "live_migrate", "--host", "nova-a", "--host", "nova-c",
+             "--host", "nova-d"],
+            cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert finished.returncode == 1, finished.stdout + finished.stderr
+        # From nova-a (its source), to nova-c (tenant p2 only) or nova-d (nothing against it).
+        verdicts = [line.split(" [")[0].split(" (")[0].strip() for line in finished.stdout.splitlines()[:-1]]
+        assert verdicts == ["nova-a: refused by 3 rules", "MoveSource", "ComputeFilter", "AggregateIoOpsFilter",
+                            "nova-c: refused by 1 rule", "AggregateMultiTenancyIsolation", "nova-d: allowed"], \
+            finished.stdout
     reader.close()
