@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import logging
 import os
+import secrets
 import select
 import socket
 import stat
@@ -146,7 +147,9 @@ class StateSocketRelay:
             with client, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
                 # From an abstract address naming the uid: gRPC shows it as the call's peer
                 # (unix-abstract:placecheck-relay/...), which the audit log records as who wrote.
-                server.bind(f"\0{RELAY_ADDRESS_PREFIX}{os.getpid()}/{next(self._relayed)}/uid={uid}")
+                # Random, so another local user cannot take the name first and so refuse the write.
+                server.bind(f"\0{RELAY_ADDRESS_PREFIX}{os.getpid()}/{next(self._relayed)}/"
+                            f"{secrets.token_hex(8)}/uid={uid}")
                 server.connect(self._private_path)
                 peers = {client.fileno(): server, server.fileno(): client}
                 poller = select.poll()
