@@ -232,12 +232,16 @@ class SnapshotWriter:
             self._layout.check(columns.arrays, bool(base_generation))
             published_ns = time.time_ns()
             name = segment_name(self.prefix, generation)
-            _write_segment(name, generation, published_ns, base_generation, self._layout.schema_hash,
+            size = _write_segment(name, generation, published_ns, base_generation, self._layout.schema_hash,
                            columns.arrays, columns.dicts,
                            {"epoch": epoch, "written_ns": written_ns or published_ns})
             try:
-                segment = _map(name, generation, self._layout, verify=False)
-                snapshot = segment.snapshot(self._layout, self._base)
+                if base_generation:  # the delta at hand is small: overlay it, not its mapping
+                    snapshot = Snapshot(generation, self._layout.overlay(self._base.columns, columns),
+                                        published_ns / 1e9, self._base.nbytes + size, epoch,
+                                        (written_ns or published_ns) / 1e9, base_generation)
+                else:  # a base is big: keep the segment's pages, not a second copy
+                    snapshot = _map(name, generation, self._layout, verify=False).snapshot(self._layout, None)
             except BaseException:
                 _unlink_quietly(name)
                 raise

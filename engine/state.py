@@ -13,6 +13,7 @@ DELTA_INSTANCE_IDS), or on any other change, the next version is a new base.
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,10 +24,10 @@ from engine.model import MAX_USED, Aggregate, Fleet, Host, InvalidField
 from engine.snapshot import SnapshotWriter
 from engine.store import Change, FleetStore, StoreError, Ticket
 
-# A delta that outgrows these becomes a new base: each write copies the delta's rows, and readers
-# decode its instance lists on first lookup; a new base costs the fleet's size once. So at most
-# a 32nd of the fleet (at least 256 hosts, at most DELTA_ROWS).
-DELTA_ROWS = 2048
+# A delta that outgrows these becomes a new base. Each write copies the delta's rows (and readers
+# decode its instance lists on first lookup), a new base costs the fleet's size once: for writes
+# of r hosts the cheapest limit grows as sqrt(r), so a 32nd of the fleet (at least DELTA_MIN_ROWS)
+# times sqrt(r), at most a quarter of the fleet.
 DELTA_MIN_ROWS = 256
 DELTA_FLEET_SHARE = 32
 DELTA_INSTANCE_IDS = 16384
@@ -254,8 +255,7 @@ class FleetState:
             rows[row] = host
             if row in instance_lists or host.instances != base.hosts[name].instances:
                 instance_lists[row] = host.instances
-        row_limit = min(DELTA_ROWS, max(DELTA_MIN_ROWS, len(base.hosts) // DELTA_FLEET_SHARE))
-        if len(usage) > row_limit or sum(map(len, instance_lists.values())) > DELTA_INSTANCE_IDS:
+        if len(usage) > _delta_row_limit(len(base.hosts), len(changed)) or sum(map(len, instance_lists.values())) > DELTA_INSTANCE_IDS:
             return None
         return _Version(latest.generation + 1, base, time.time_ns(), usage, instance_lists,
                         self._usage_delta(base_columns, latest.delta, latest.generation + 1, rows, instance_lists))
@@ -313,6 +313,11 @@ class FleetState:
         instances_changed = any(host.instances != latest.base.hosts[name].instances
                                 for name, host in changed.items())
         return self._columns_with_usage(columns, fleet.hosts, rows, instances_changed)
+
+
+def _delta_row_limit(host_count: int, hosts_per_write: int) -> int:
+    share = max(DELTA_MIN_ROWS, host_count // DELTA_FLEET_SHARE) * math.isqrt(hosts_per_write)
+    return max(DELTA_MIN_ROWS, min(share, host_count // 4))
 
 
 def _with_usage(host: Host, usage: HostUsage, path: str) -> Host:

@@ -243,7 +243,7 @@ def assert_same_columns(patched, rebuilt, fleet: Fleet) -> None:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fleets_and_usage_updates(), st.sampled_from([state_module.DELTA_ROWS, 2]))
+@given(fleets_and_usage_updates(), st.sampled_from([state_module.DELTA_MIN_ROWS, 2]))
 def test_usage_updates_publish_the_columns_a_rebuild_would_give(prefix, tmp_path, fleet_and_updates, delta_rows):
     """Usage updates are published as deltas on the base and, past the delta limit, as a new base
     patched from the last; what the writer and a reader make of each is the rebuild's."""
@@ -251,7 +251,7 @@ def test_usage_updates_publish_the_columns_a_rebuild_would_give(prefix, tmp_path
     unique = uuid.uuid4().hex[:8]
     with SnapshotWriter(f"{prefix}-{unique}") as engine_writer, closing(FleetStore(str(tmp_path / unique))) as store, \
             pytest.MonkeyPatch.context() as patch:
-        patch.setattr(state_module, "DELTA_ROWS", delta_rows)
+        patch.setattr(state_module, "DELTA_MIN_ROWS", delta_rows)
         fleet_state = FleetState(engine_writer, store)
         fleet_state.replace(fleet)
         reader = SnapshotReader(f"{prefix}-{unique}")
