@@ -204,7 +204,7 @@ class Server:
 # Nova's compute/stats.py io_workload: instances building, or in one of these tasks.
 IO_TASK_STATES = frozenset({"resize_migrating", "rebuilding", "resize_prep", "image_snapshot", "image_backup",
                             "rescuing", "unshelving"})
-SERVERS_PAGE = 1000  # Nova's default [api] max_limit
+NOVA_PAGE = 1000  # Nova's default [api] max_limit
 # A poll asks Nova for the servers changed since the previous poll's start less this much: room
 # for the feeder's and Nova's clocks to differ, and for a change committed while a poll read.
 SERVER_CHANGES_OVERLAP_S = 60.0
@@ -235,7 +235,7 @@ class NovaReader(ApiReader):
         """Nova's view; its servers are `servers` updated with those changed since `changed_since`
         (a Unix time), or all of them read afresh when either is None."""
         services = {service["host"]: service for service in self._get("/os-services?binary=nova-compute")["services"]}
-        hypervisors = self._get("/os-hypervisors/detail")["hypervisors"]
+        hypervisors = self._paged("/os-hypervisors/detail?", "hypervisors")
         aggregates = self._get("/os-aggregates")["aggregates"]
         nodes = {}
         for hypervisor in hypervisors:
@@ -263,16 +263,20 @@ class NovaReader(ApiReader):
             servers=servers)
 
     def _servers(self, since: float | None) -> list[dict]:
-        """Every server (deleted ones too, when `since` is given: Nova lists them then), page by page."""
-        query = f"/servers/detail?all_tenants=1&limit={SERVERS_PAGE}"
+        """Every server (deleted ones too, when `since` is given: Nova lists them then)."""
+        query = "/servers/detail?all_tenants=1"
         if since is not None:
             query += "&changes-since=" + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
-        servers, marker = [], ""
+        return self._paged(query + "&", "servers")
+
+    def _paged(self, query: str, key: str) -> list[dict]:
+        """Every item of a list Nova pages (at most [api] max_limit, 1,000 by default, a page)."""
+        items, marker = [], ""
         while True:
-            page = self._get(query + (f"&marker={marker}" if marker else ""))["servers"]
-            servers += page
-            if len(page) < SERVERS_PAGE:
-                return servers
+            page = self._get(f"{query}limit={NOVA_PAGE}" + (f"&marker={marker}" if marker else ""))[key]
+            items += page
+            if len(page) < NOVA_PAGE:
+                return items
             marker = page[-1]["id"]
 
 
