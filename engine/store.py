@@ -110,7 +110,8 @@ def _aggregate_from_row(document: dict) -> Aggregate:
 class FleetStore:
     """Open (or create) the store in `directory`; `recovered` is what it held."""
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, commit_thread_setup: Callable[[], None] = lambda: None):
+        """commit_thread_setup runs first thing on the commit thread (the server lowers its priority)."""
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, STORE_FILE)
         created = not os.path.exists(self.path)
@@ -126,7 +127,8 @@ class FleetStore:
         self._closing = False
         self.on_commit: Callable[[Change], None] = lambda change: None
         self.on_failure: Callable[[StoreError], None] = lambda error: None
-        self._thread = threading.Thread(target=self._commit_loop, name="store-commit", daemon=True)
+        self._thread = threading.Thread(target=self._commit_loop, args=(commit_thread_setup,), name="store-commit",
+                                        daemon=True)
         self._thread.start()
 
     def _open(self, created: bool) -> Recovered:
@@ -189,7 +191,8 @@ class FleetStore:
         self._thread.join()
         self._connection.close()
 
-    def _commit_loop(self) -> None:
+    def _commit_loop(self, setup: Callable[[], None]) -> None:
+        setup()
         while True:
             with self._wakeup:
                 while not self._queue and not self._closing:
