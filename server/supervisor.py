@@ -39,8 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health_pb2_grpc
 
 from engine.config import Config, ConfigError, config_from_bytes, default_config, read_config_file
 from engine.snapshot import SnapshotWriter
@@ -51,6 +50,7 @@ from placecheck.v1 import state_pb2, state_pb2_grpc
 from server.json_logs import AuditLog, DecisionLogSettings
 from server.owner import STATE_SERVICE, FleetStateServicer
 from server.security import AccessPolicy, AuthInterceptor, TlsMaterial, Tokens
+from server.standard_services import HealthServicer, add_reflection
 from server.state_socket import SocketDirError, StateSocketRelay, default_allowed_uids, private_directory, \
     private_socket_path
 from server.metrics import (MULTIPROC_DIR_ENV, CallMetrics, SnapshotFigures, SupervisorMetrics, TimedPublisher,
@@ -110,6 +110,7 @@ class ServeOptions:
     # Workers of a supervisor that died keep answering this long from their last snapshot.
     orphan_grace_s: float = 30.0
     limits: RequestLimits = RequestLimits()
+    snapshot_verify_interval_s: float = 10.0  # workers verify their snapshot's checksum again this often
     grace_s: float = 5.0
     log_level: str = "info"
     # Who may call (README "Security"): TLS for every TCP port; callers identified by client
@@ -322,7 +323,8 @@ class Supervisor:
                            grace_s=options.grace_s, log_level=options.log_level,
                            max_snapshot_age_s=options.max_snapshot_age_s, orphan_grace_s=options.orphan_grace_s,
                            limits=options.limits, tls=options.tls, access=options.decision_access(),
-                           decision_log=options.decision_log)
+                           decision_log=options.decision_log,
+                           snapshot_verify_interval_s=options.snapshot_verify_interval_s)
             for index in range(options.workers)]
         cleanup.callback(self._stop_workers)
         for index in range(options.workers):
@@ -372,9 +374,9 @@ class Supervisor:
                              options=[("grpc.max_receive_message_length", MAX_STATE_MESSAGE_BYTES)],
                              interceptors=interceptors)
         state_pb2_grpc.add_FleetStateServicer_to_server(FleetStateServicer(state), server)
-        health_servicer = health.HealthServicer()
+        health_servicer = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection((STATE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        add_reflection(server, (STATE_SERVICE,))
         if public_path is None:
             address = options.state_listen
         else:
