@@ -87,6 +87,11 @@ class SnapshotError(RuntimeError):
     """A segment that is not ours, of another layout version, damaged, or a prefix already owned."""
 
 
+class SnapshotDamaged(SnapshotError):
+    """The current generation's segment no longer matches its checksum: nothing is decided on it
+    until a newer generation arrives."""
+
+
 @dataclass(frozen=True)
 class Snapshot:
     generation: int
@@ -288,6 +293,9 @@ class SnapshotReader:
         self._control: mmap.mmap | None = None
         self._snapshot: Snapshot | None = None
         self._base: Snapshot | None = None  # the last base attached: deltas on it reuse its mapping
+        self._segments: tuple[_Segment, ...] = ()  # what the current snapshot reads: its base, itself
+        self._base_segment: _Segment | None = None
+        self._damaged_generation = 0  # a generation found damaged: refused until a newer one
 
     def current(self) -> Snapshot | None:
         """The current generation, or None while no writer has published one."""
@@ -305,8 +313,14 @@ class SnapshotReader:
                 return None
             if self._snapshot is not None and self._snapshot.generation == generation:
                 return self._snapshot
+            if generation == self._damaged_generation:
+                raise SnapshotDamaged(f"{segment_name(self.prefix, generation)} is damaged; waiting for a newer "
+                                      f"generation")
             try:
                 self._snapshot = self._attach(generation)
+            except SnapshotError:
+                self._damaged_generation, self._snapshot = generation, None
+                raise
             except FileNotFoundError:
                 # The writer unlinks a generation (or a base) only after naming a newer one, so
                 # the control record must have moved on; if it has not, the segment was removed.
@@ -319,13 +333,28 @@ class SnapshotReader:
 
     def _attach(self, generation: int) -> Snapshot:
         segment = _map(segment_name(self.prefix, generation), generation, self._layout, verify=True)
-        base = self._base
+        base, base_segment = self._base, self._base_segment
         if segment.base_generation and (base is None or base.generation != segment.base_generation):
-            base = _map(segment_name(self.prefix, segment.base_generation), segment.base_generation,
-                        self._layout, verify=True).snapshot(self._layout, None)
+            base_segment = _map(segment_name(self.prefix, segment.base_generation), segment.base_generation,
+                                self._layout, verify=True)
+            base = base_segment.snapshot(self._layout, None)
         snapshot = segment.snapshot(self._layout, base)
-        self._base = base if segment.base_generation else snapshot
+        if segment.base_generation:
+            self._base, self._base_segment, self._segments = base, base_segment, (base_segment, segment)
+        else:
+            self._base, self._base_segment, self._segments = snapshot, segment, (segment,)
         return snapshot
+
+    def verify(self) -> None:
+        """Checksum the current generation's segments again (a base of 100,000 hosts: ~10 ms);
+        SnapshotDamaged if they changed since they were attached. Segments are never written
+        after publishing, so a change is damage: from then on the generation is refused."""
+        snapshot, segments = self._snapshot, self._segments
+        if snapshot is not None and any(segment.damaged() for segment in segments):
+            self._damaged_generation, self._snapshot = snapshot.generation, None
+            self._base = self._base_segment = None
+            raise SnapshotDamaged(f"{segment_name(self.prefix, snapshot.generation)} changed after it was "
+                                  f"published; waiting for a newer generation")
 
     def wait_for(self, generation: int, timeout_s: float) -> Snapshot | None:
         """The first snapshot at `generation` or later, or None when none appears within the timeout."""
@@ -441,6 +470,12 @@ class _Segment:
     dicts: dict
     epoch: str
     written_ns: int
+    mapping: mmap.mmap  # the segment itself, to verify its checksum again
+    checksum: int
+
+    def damaged(self) -> bool:
+        with memoryview(self.mapping) as view:
+            return crc32c.crc32c(view[HEADER_SIZE:]) != self.checksum
 
     def snapshot(self, layout: ColumnsLayout, base: Snapshot | None) -> Snapshot:
         """This generation's snapshot: its own columns, or for a delta, overlaid on `base`."""
@@ -494,4 +529,5 @@ def _map(name: str, generation: int, layout: ColumnsLayout, verify: bool) -> _Se
         epoch, written_ns = toc["fleet"]["epoch"], toc["fleet"]["written_ns"]
     except (ValueError, KeyError, TypeError) as error:
         raise SnapshotError(f"{name} has an unreadable table of contents: {error}") from error
-    return _Segment(generation, base_generation, published_ns, size, arrays, dicts, epoch, written_ns)
+    return _Segment(generation, base_generation, published_ns, size, arrays, dicts, epoch, written_ns, segment,
+                    checksum)

@@ -16,6 +16,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from engine.model import InvalidField
+from engine.snapshot import SnapshotError
 from engine.store import StoreError, StoreFull
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,11 @@ def rpc_status_for(error: BaseException) -> tuple[str, grpc.Status]:
                 type="EPOCH_MISMATCH", subject="expected_epoch", description=str(error))]),
             error_details_pb2.ErrorInfo(reason="EPOCH_MISMATCH", domain=ERROR_DOMAIN, metadata={
                 "snapshotEpoch": error.current, "expectedEpoch": error.expected}))
+    if isinstance(error, SnapshotError):  # damaged, or not this reader's: answer nothing from it
+        return "unavailable", _status(
+            code_pb2.UNAVAILABLE, str(error),
+            error_details_pb2.ErrorInfo(reason="SNAPSHOT_DAMAGED", domain=ERROR_DOMAIN),
+            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=STORE_RETRY_DELAY_S)))
     if isinstance(error, StoreError):  # the change was not kept: the caller may retry it
         full = isinstance(error, StoreFull)
         return ("resource_exhausted" if full else "unavailable"), _status(

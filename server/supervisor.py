@@ -110,6 +110,7 @@ class ServeOptions:
     # Workers of a supervisor that died keep answering this long from their last snapshot.
     orphan_grace_s: float = 30.0
     limits: RequestLimits = RequestLimits()
+    snapshot_verify_interval_s: float = 10.0  # workers verify their snapshot's checksum again this often
     grace_s: float = 5.0
     log_level: str = "info"
     # Who may call (README "Security"): TLS for every TCP port; callers identified by client
@@ -322,7 +323,8 @@ class Supervisor:
                            grace_s=options.grace_s, log_level=options.log_level,
                            max_snapshot_age_s=options.max_snapshot_age_s, orphan_grace_s=options.orphan_grace_s,
                            limits=options.limits, tls=options.tls, access=options.decision_access(),
-                           decision_log=options.decision_log)
+                           decision_log=options.decision_log,
+                           snapshot_verify_interval_s=options.snapshot_verify_interval_s)
             for index in range(options.workers)]
         cleanup.callback(self._stop_workers)
         for index in range(options.workers):

@@ -35,7 +35,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from engine import decide
 from engine.config import Config, ConfigError, default_config, load_config
 from engine.model import InvalidField
-from engine.snapshot import Snapshot, SnapshotReader
+from engine.snapshot import Snapshot, SnapshotError, SnapshotReader
 from placecheck.v1 import placement_pb2, placement_pb2_grpc
 from server import convert
 from server.errors import EpochMismatch, GenerationNotReached, NotFound, SnapshotUnavailable, rpc_status_for
@@ -104,6 +104,7 @@ class WorkerSettings:
     log_level: str
     max_snapshot_age_s: float | None = None  # NOT_SERVING when the last write is older; None: no limit
     orphan_grace_s: float = 0.0  # answering on after the supervisor died
+    snapshot_verify_interval_s: float = 10.0  # how often the current snapshot's checksum is verified again
     limits: RequestLimits = RequestLimits()
     tls: TlsMaterial | None = None  # None: plaintext
     access: AccessPolicy | None = None  # None: every caller is served
@@ -280,15 +281,25 @@ class Worker:
         log.info("worker %d stopped", self.settings.index)
 
     def _follow_readiness(self) -> None:
-        """SERVING while a snapshot is attached and, with a maximum age, its last write is recent enough."""
+        """SERVING while a snapshot is attached, undamaged (its checksum is verified again every
+        --snapshot-verify-interval) and, with a maximum age, its last write is recent enough."""
         serving = False
         max_age = self.settings.max_snapshot_age_s
+        next_verify = time.monotonic() + self.settings.snapshot_verify_interval_s
         while not self.stopping.is_set():
-            snapshot = self.reader.current()
+            try:
+                if time.monotonic() >= next_verify:
+                    next_verify = time.monotonic() + self.settings.snapshot_verify_interval_s
+                    self.reader.verify()
+                snapshot, damage = self.reader.current(), None
+            except SnapshotError as error:
+                snapshot, damage = None, error
             ready = snapshot is not None and (max_age is None or snapshot_age(snapshot) <= max_age)
             if ready != serving:
                 serving = ready
-                if snapshot is None:
+                if damage is not None:
+                    log.error("worker %d: %s: NOT_SERVING", self.settings.index, damage)
+                elif snapshot is None:
                     log.warning("worker %d: no snapshot, NOT_SERVING", self.settings.index)
                 elif ready:
                     log.info("worker %d on snapshot generation %d, SERVING", self.settings.index,

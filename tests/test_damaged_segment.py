@@ -1,0 +1,94 @@
+"""Shared memory is trusted only as far as it is checked.
+
+A live snapshot segment is overwritten in place (as a process of the same user could): the
+workers find it out by verifying the checksum again, report NOT_SERVING and answer UNAVAILABLE
+instead of deciding on it, none of them dies, and a newer generation brings them back, built
+from the state owner's own data (nothing damaged is published again). Kernels refuse a host
+whose value id points outside its table rather than read past it.
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import time
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from engine import _fastfilters
+from engine.snapshot import _HEADER, HEADER_SIZE, segment_name
+from placecheck import PlacementClient, StateClient
+from placecheck.v1 import fleet_pb2, placement_pb2
+from sidecar import start_sidecar, wait_for
+
+FLEET = {"hosts": [{"name": "host-a", "resources": {"VCPU": {"total": 16}}},
+                   {"name": "host-b", "resources": {"VCPU": {"total": 16}}}]}
+REQUEST = placement_pb2.PlacementRequest(resources={"VCPU": 8})
+TIMEOUT_S = 10.0
+
+
+def health(target: str) -> int:
+    with grpc.insecure_channel(target) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="placecheck.v1.PlacementCheck"), timeout=TIMEOUT_S).status
+
+
+def overwrite_column(path: str, column: str, value: int) -> None:
+    """Set every element of one column of a published segment, in place."""
+    with open(path, "r+b") as file, mmap.mmap(file.fileno(), 0) as segment:
+        toc_offset, toc_length = _HEADER.unpack_from(segment, 0)[6:8]
+        toc = json.loads(segment[toc_offset:toc_offset + toc_length])
+        [entry] = [entry for entry in toc["arrays"] if entry["name"] == column]
+        array = np.ndarray(tuple(entry["shape"]), np.lib.format.descr_to_dtype(entry["dtype"]),
+                           buffer=segment, offset=entry["offset"])
+        array[...] = value
+        del array
+        assert entry["offset"] >= HEADER_SIZE
+
+
+def allowed(placement: PlacementClient) -> list[bool]:
+    response = placement.check_destination(REQUEST, ["host-a", "host-b"], timeout=TIMEOUT_S)
+    return [verdict.allowed for verdict in response.verdicts]
+
+
+def test_a_damaged_segment_is_refused_until_a_good_generation_arrives():
+    with start_sidecar(fleet=FLEET, workers=2, metrics=False,
+                       extra_args=("--snapshot-verify-interval", "0.2")) as sidecar, \
+            StateClient(sidecar.state_target) as state, \
+            PlacementClient(sidecar.decision_target, channels=2) as placement:
+        workers = sorted(sidecar.worker_pids())
+        assert allowed(placement) == [True, True]
+        generation = state.status(timeout=TIMEOUT_S).generation
+        overwrite_column(f"/dev/shm/{segment_name(f'placecheck-{sidecar.pid}', generation)}", "rc_total", 0)
+
+        wait_for(lambda: health(sidecar.decision_target) == health_pb2.HealthCheckResponse.NOT_SERVING,
+                 "a worker to find the damage")
+        time.sleep(1.0)  # five verify intervals: every worker has found it
+        for _ in range(6):  # both workers, whichever answers
+            try:
+                allowed(placement)
+                raise AssertionError("decided on a damaged segment")
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.UNAVAILABLE and "damaged" in error.details()
+
+        # A host change makes a new base from the state owner's data, not from the segment.
+        state.upsert_hosts([fleet_pb2.Host(name="host-c", resources={"VCPU": fleet_pb2.Inventory(total=4)})],
+                           timeout=TIMEOUT_S)
+        wait_for(lambda: health(sidecar.decision_target) == health_pb2.HealthCheckResponse.SERVING,
+                 "the workers to serve the new generation")
+        assert allowed(placement) == [True, True]
+        assert sorted(sidecar.worker_pids()) == workers, "a worker died"
+
+
+def test_a_value_id_outside_its_table_refuses_the_host():
+    ids = np.array([0, 1, 2, -1, 2**31 - 1], dtype=np.int32)
+    refused_by_value = np.array([0, 1], dtype=np.uint8)
+    fail_bits = np.zeros(len(ids), dtype=np.uint64)
+    assert _fastfilters.scan_refused_values(ids, refused_by_value, fail_bits, 0, 0, len(ids)) == 4
+    assert fail_bits.tolist() == [0, 1, 1, 1, 1]
+    limits = np.array([5, 5], dtype=np.int64)
+    counts = np.zeros(len(ids), dtype=np.int32)
+    fail_bits[:] = 0
+    assert _fastfilters.scan_count_below_value_limit(counts, ids, limits, fail_bits, 0, 0, len(ids), 0) == 3
+    assert fail_bits.tolist() == [0, 0, 1, 1, 1]
