@@ -1,9 +1,4 @@
-"""The `placecheck` command: serve, check, select, load, status, sync openstack.
-
-Exit codes: 0 success (check: every host allowed; select: every instance
-placed), 1 a refusal (check: a host refused; select: nothing fits),
-2 a usage, file or RPC error.
-"""
+"""The placecheck command: serve, check, select, load, status, sync openstack."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +9,30 @@ import sys
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
 OPERATIONS = ("boot", "live_migrate", "cold_migrate", "resize", "evacuate", "unshelve")
 DEFAULT_TIMEOUT_S = 10.0
+# Where check/select and load/status/sync connect when --target / --state is not given.
+DECISION_TARGET_ENV = "PLACECHECK_DECISION_TARGET"
+STATE_TARGET_ENV = "PLACECHECK_STATE_TARGET"
+
+EPILOG = f"""\
+examples:
+  placecheck serve --demo
+  placecheck check --host compute-00042 --vcpus 2 --ram-mb 2048 --disk-gb 20
+  placecheck check --host compute-00007 --vcpus 4 --operation live_migrate \\
+      --source-host compute-00042 --instance-uuid 1f0e9a52-5b9e-4c1c-8a51-0d1c6a0f3b7e
+  placecheck select --vcpus 2 --ram-mb 2048 --num-instances 3
+  placecheck load etc/example-fleet.json
+  placecheck status
+
+exit codes:
+  0  success (check: every host allowed; select: every instance placed)
+  1  a refusal (check: a host refused; select: nothing fits)
+  2  a usage, file or RPC error
+
+environment:
+  {DECISION_TARGET_ENV}  check and select's default --target
+  {STATE_TARGET_ENV}     load, status and sync's default --state
+  PLACECHECK_TOKEN            the bearer token to send, unless --token-file
+"""
 
 
 def _names(text: str) -> frozenset[str]:
@@ -161,7 +180,8 @@ def _check(args) -> int:
 
 
 def _weighed(weighed) -> str:
-    parts = ", ".join(f"{s.weigher} {s.contribution:+.4f}" for s in weighed.weighers)
+    """The host, its weight and the weighers that moved it (a contribution of 0 says nothing)."""
+    parts = ", ".join(f"{s.weigher} {s.contribution:+.4f}" for s in weighed.weighers if s.contribution)
     return f"{weighed.host} weight {weighed.weight:.4f}" + (f" ({parts})" if parts else "")
 
 
@@ -304,7 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     from server.supervisor import ServeOptions, default_state_dir
 
     defaults = ServeOptions()
-    parser = argparse.ArgumentParser(prog="placecheck", description=__doc__.splitlines()[0])
+    decision_target = os.environ.get(DECISION_TARGET_ENV) or DEFAULT_DECISION_TARGET
+    state_target = os.environ.get(STATE_TARGET_ENV) or DEFAULT_STATE_TARGET
+    parser = argparse.ArgumentParser(prog="placecheck", description=__doc__.splitlines()[0], epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the sidecar")
@@ -391,8 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     def decision_command(name: str, help_text: str):
-        command = commands.add_parser(name, help=help_text)
-        command.add_argument("--target", default=DEFAULT_DECISION_TARGET, help="decision address (%(default)s)")
+        command = commands.add_parser(name, help=help_text, description=help_text, epilog=EPILOG,
+                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+        command.add_argument("--target", default=decision_target,
+                             help=f"decision address (${DECISION_TARGET_ENV}, else %(default)s)")
         command.add_argument("--request-json", help="a request in the fleet file's request shape; flags add to it")
         command.add_argument("--vcpus", type=int, help="VCPU requested")
         command.add_argument("--ram-mb", type=int, help="MEMORY_MB requested")
@@ -427,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     load = commands.add_parser("load", help="replace the sidecar's fleet with a fleet file")
     load.add_argument("fleet", metavar="FLEET.json")
-    load.add_argument("--state", default=DEFAULT_STATE_TARGET, help="state address (%(default)s)")
+    load.add_argument("--state", default=state_target,
+                          help=f"state address (${STATE_TARGET_ENV}, else %(default)s)")
     load.add_argument("--allow-empty", action="store_true",
                       help="accept a file without hosts (it removes every host)")
     load.add_argument("--timeout", type=float, default=60.0, help="seconds (%(default)s)")
@@ -435,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     load.set_defaults(handler=_load)
 
     status = commands.add_parser("status", help="the snapshot's generation, size and age")
-    status.add_argument("--state", default=DEFAULT_STATE_TARGET, help="state address (%(default)s)")
+    status.add_argument("--state", default=state_target,
+                          help=f"state address (${STATE_TARGET_ENV}, else %(default)s)")
     status.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds (%(default)s)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     _add_credentials(status)
@@ -449,7 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
         "openstack", help="from OpenStack Placement and Nova: a full sync, then polls (docs/openstack-feed.md)")
     openstack.add_argument("--os-cloud", help="cloud name in clouds.yaml (default: $OS_CLOUD, else the OS_* "
                                               "environment variables)")
-    openstack.add_argument("--state", default=DEFAULT_STATE_TARGET, help="state address (%(default)s)")
+    openstack.add_argument("--state", default=state_target,
+                          help=f"state address (${STATE_TARGET_ENV}, else %(default)s)")
     openstack.add_argument("--interval", type=_positive_float, default=DEFAULT_INTERVAL_S, metavar="SECONDS",
                            help="between polls (%(default)s)")
     openstack.add_argument("--concurrency", type=_positive_int, default=DEFAULT_CONCURRENCY,
@@ -471,9 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _report_rpc_error(error) -> None:
     from placecheck import bad_request_violations
 
-    print(f"placecheck: {error.code().name}: {error.details()}", file=sys.stderr)
+    message = error.details()
+    print(f"placecheck: {error.code().name}: {message}", file=sys.stderr)
     for field, description in bad_request_violations(error):
-        print(f"  {field}: {description}", file=sys.stderr)
+        if f"{field}: {description}" not in message:  # an InvalidField's message is its one violation
+            print(f"  {field}: {description}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,44 @@ def test_load_takes_a_fleet_over_grpcs_default_4_mib_message_limit(tmp_path):
         assert loaded.stdout.strip().startswith("published generation 1: 10000 hosts")
         with StateClient(own.state_target) as state:
             assert state.status(timeout=10).host_count == 10_000
+
+
+def test_select_prints_only_the_weighers_that_moved_a_host(cli_hosts):
+    placed = placecheck("select", "--target", cli_hosts.decision_target, "--vcpus", "1", "--max-alternates", "3")
+    assert placed.returncode == 0, placed.stderr
+    weighed = [line for line in placed.stdout.splitlines() if " weight " in line]
+    assert weighed
+    for line in weighed:
+        contributions = re.findall(r"(\w+Weigher) ([+-]\d+\.\d{4})", line)
+        assert all(float(value) != 0 for _, value in contributions), line
+    # The demo fleet's hosts differ in free RAM, so RAMWeigher moves every one but the emptiest.
+    assert any("RAMWeigher" in line for line in weighed)
+
+
+def test_invalid_argument_prints_its_reason_once(cli_hosts):
+    invalid = placecheck("check", "--target", cli_hosts.decision_target, "--host", "cli-roomy",
+                         "--operation", "live_migrate")
+    assert invalid.returncode == 2
+    assert invalid.stderr.count("request.source_host: required for OPERATION_LIVE_MIGRATE") == 1, invalid.stderr
+
+
+def test_targets_default_to_the_environment(cli_hosts, monkeypatch):
+    monkeypatch.setenv("PLACECHECK_DECISION_TARGET", cli_hosts.decision_target)
+    monkeypatch.setenv("PLACECHECK_STATE_TARGET", cli_hosts.state_target)
+    checked = placecheck("check", "--host", "cli-roomy", "--vcpus", "1")
+    assert checked.returncode == 0, checked.stderr
+    status = placecheck("status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert int(json.loads(status.stdout)["host_count"]) >= 2  # int64: a JSON string
+
+
+def test_help_shows_examples_exit_codes_and_no_markdown():
+    for command in ((), ("check",), ("select",), ("load",), ("status",), ("serve",), ("sync", "openstack")):
+        shown = placecheck(*command, "--help")
+        assert shown.returncode == 0, shown.stderr
+        assert "`" not in shown.stdout, command
+    for command in ((), ("check",), ("select",)):
+        shown = placecheck(*command, "--help").stdout
+        assert "examples:\n  placecheck serve --demo" in shown
+        assert "exit codes:\n  0  success" in shown and "\n  1  a refusal" in shown and "\n  2  a usage" in shown
+        assert "PLACECHECK_DECISION_TARGET" in shown
