@@ -1,5 +1,5 @@
 # Two commands set everything up on a machine with Python 3.11, a C compiler and make:
-#   make run    the sidecar on 127.0.0.1:50051 with a generated demo fleet
+#   make run    the sidecar on 127.0.0.1:50051 with a generated demo fleet (ARGS="..." adds serve options)
 #   make test   the whole test suite, real sidecar processes included
 PYTHON ?= python3
 VENV := .venv
@@ -33,8 +33,10 @@ $(VENV)/.built: $(STUBS)/.generated $(PYX) setup.py pyproject.toml
 
 build: $(VENV)/.built
 
+# make run ARGS="--listen 127.0.0.1:6000 --fleet etc/example-fleet.json": any `placecheck serve`
+# options; a --fleet file replaces the demo fleet (the state directory is temporary either way).
 run: build
-	$(VENV)/bin/placecheck serve --demo
+	$(VENV)/bin/placecheck serve --demo $(ARGS)
 
 test: build placement nova prometheus
 	$(PY) -m pytest -q
