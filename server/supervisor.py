@@ -50,6 +50,7 @@ from placecheck.v1 import state_pb2, state_pb2_grpc
 from server.json_logs import AuditLog, DecisionLogSettings
 from server.owner import STATE_SERVICE, FleetStateServicer
 from server.security import AccessPolicy, AuthInterceptor, TlsMaterial, Tokens
+from server.proctitle import set_process_title
 from server.standard_services import HealthServicer, add_reflection
 from server.state_socket import SocketDirError, StateSocketRelay, default_allowed_uids, private_directory, \
     private_socket_path
@@ -81,7 +82,7 @@ STATE_WRITE_NICE = 10
 # gRPC server, its metrics, numpy's masked arrays). prometheus_client reads
 # PROMETHEUS_MULTIPROC_DIR on import, which is set before the fork server starts.
 WORKER_PRELOAD = ["server.worker", "grpc._server", "numpy.ma",
-                  "prometheus_client", "prometheus_client.multiprocess"]
+                  "prometheus_client", "prometheus_client.multiprocess", "server.forkserver_title"]
 
 
 class StartupError(Exception):
@@ -573,4 +574,5 @@ def _unlink_if_present(path: str) -> None:
 
 def serve(options: ServeOptions) -> int:
     configure_logging(options.log_level, "supervisor")
+    set_process_title("supervisor")
     return Supervisor(options).run()

@@ -43,6 +43,7 @@ from server.handlers import add_unary_servicer
 from server.json_logs import DecisionLog, DecisionLogSettings
 from server.metrics import CallMetrics, DecisionMetrics, mark_worker_dead
 from server.security import AccessPolicy, AuthInterceptor, TlsMaterial
+from server.proctitle import set_process_title
 from server.standard_services import HealthServicer, add_reflection
 
 log = logging.getLogger(__name__)
@@ -366,6 +367,7 @@ def run(settings: WorkerSettings) -> None:
     # writes to every object it visits, which would copy the pages all workers share.
     gc.freeze()
     keep_freed_memory_for_reuse()
+    set_process_title(f"worker-{settings.index}")
     configure_logging(settings.log_level, f"worker{settings.index}")
     stopping = threading.Event()
     reload_requested = threading.Event()

@@ -27,6 +27,7 @@ from placecheck import ClientTls, wait_until_serving
 REPO = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
+FORK_SERVER_TITLE = b"placecheck-forkserver"  # server/forkserver_title.py
 
 
 def wait_for(condition, what: str, timeout: float = 30.0):
@@ -101,7 +102,7 @@ class Sidecar:
                 continue
             pid, parent = int(entry.name), int(stat.rsplit(")", 1)[1].split()[1])
             parents[pid] = parent
-            if parent == self.process.pid and b"multiprocessing.forkserver" in cmdline and \
+            if parent == self.process.pid and cmdline.startswith(FORK_SERVER_TITLE) and \
                     stat.rsplit(")", 1)[1].split()[0] != "Z":
                 fork_servers.add(pid)
         return parents, fork_servers
