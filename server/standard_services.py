@@ -17,8 +17,18 @@ from grpc_reflection.v1alpha import reflection
 MAX_LISTED_SERVICES = 100
 
 
+# A health service name that is SERVING for as long as the server answers (until its graceful
+# shutdown), fleet or no fleet: what a liveness probe asks, so a sidecar still waiting for its
+# first fleet (NOT_SERVING: not ready) is not restarted for it.
+LIVENESS_SERVICE = "placecheck.liveness"
+
+
 class HealthServicer(health.HealthServicer):
-    """grpcio's HealthServicer with List: every service set so far and its status."""
+    """grpcio's HealthServicer with List (every service set so far and its status) and LIVENESS_SERVICE."""
+
+    def __init__(self):
+        super().__init__()
+        self.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
 
     def List(self, request, context):
         with self._lock:

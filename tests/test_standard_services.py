@@ -6,6 +6,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from server.standard_services import LIVENESS_SERVICE
+from sidecar import start_sidecar
+
 TIMEOUT_S = 10.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -46,4 +49,19 @@ def test_health_list_names_every_service_and_its_status(sidecar, target_name, se
         reply = health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest(), timeout=TIMEOUT_S)
     assert reply.statuses[""].status == SERVING
     assert reply.statuses[service].status == SERVING
+    assert reply.statuses[LIVENESS_SERVICE].status == SERVING
     assert "Method not implemented" not in sidecar.log()
+
+
+def test_liveness_serves_while_readiness_waits_for_a_fleet():
+    """What deploy/kubernetes' probes ask: alive (not restarted) yet not ready before the first write."""
+    with start_sidecar(workers=1, metrics=False, wait_serving=False) as empty:
+        with grpc.insecure_channel(empty.decision_target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            def status(service: str):
+                return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT_S,
+                                  wait_for_ready=True).status
+
+            assert status(LIVENESS_SERVICE) == SERVING
+            assert status("placecheck.v1.PlacementCheck") == health_pb2.HealthCheckResponse.NOT_SERVING
