@@ -142,7 +142,36 @@ java-client: $(JAVA_CLIENT)/.installed
 
 test: node-client go-client java-client
 
+# buf (the proto's lint and breaking-change checks, buf.yaml) and kubeconform (deploy/kubernetes'
+# schema check) from the Go module proxy, into .tools/bin once behind stamps naming their versions;
+# without go make says so and their tests skip.
+TOOLS_BIN := .tools/bin
+BUF_VERSION := v1.75.0
+KUBECONFORM_VERSION := v0.8.0
+
+.PHONY: tools clean-tools
+
+# $(call go_tool,PACKAGE,VERSION)
+define go_tool
+	@if command -v go >/dev/null 2>&1; then \
+		set -e; mkdir -p $(TOOLS_BIN); GOBIN="$$PWD/$(TOOLS_BIN)" go install $(1)@$(2); touch $@; \
+	else echo "go not found: $(1) is not installed and its tests will skip"; fi
+endef
+
+$(TOOLS_BIN)/.buf-$(BUF_VERSION):
+	$(call go_tool,github.com/bufbuild/buf/cmd/buf,$(BUF_VERSION))
+
+$(TOOLS_BIN)/.kubeconform-$(KUBECONFORM_VERSION):
+	$(call go_tool,github.com/yannh/kubeconform/cmd/kubeconform,$(KUBECONFORM_VERSION))
+
+tools: $(TOOLS_BIN)/.buf-$(BUF_VERSION) $(TOOLS_BIN)/.kubeconform-$(KUBECONFORM_VERSION)
+
+test: tools
+
 clean-clients:
 	rm -rf $(NODE_CLIENT)/node_modules $(GO_BIN) $(GO_CLIENT)/gen $(JAVA_CLIENT)/target $(JAVA_CLIENT)/.installed
 
-clean: clean-clients
+clean-tools:
+	rm -rf $(TOOLS_BIN)
+
+clean: clean-clients clean-tools
