@@ -142,12 +142,14 @@ java-client: $(JAVA_CLIENT)/.installed
 
 test: node-client go-client java-client
 
-# buf (the proto's lint and breaking-change checks, buf.yaml) and kubeconform (deploy/kubernetes'
-# schema check) from the Go module proxy, into .tools/bin once behind stamps naming their versions;
-# without go make says so and their tests skip.
+# buf (the proto's lint and breaking-change checks, buf.yaml), kubeconform (deploy/kubernetes'
+# schema check) and ghz (gRPC load through one connection or several) from the Go module proxy,
+# into .tools/bin once behind stamps naming their versions; without go make says so and their
+# tests skip.
 TOOLS_BIN := .tools/bin
 BUF_VERSION := v1.75.0
 KUBECONFORM_VERSION := v0.8.0
+GHZ_VERSION := v0.93.0
 
 .PHONY: tools clean-tools
 
@@ -164,7 +166,10 @@ $(TOOLS_BIN)/.buf-$(BUF_VERSION):
 $(TOOLS_BIN)/.kubeconform-$(KUBECONFORM_VERSION):
 	$(call go_tool,github.com/yannh/kubeconform/cmd/kubeconform,$(KUBECONFORM_VERSION))
 
-tools: $(TOOLS_BIN)/.buf-$(BUF_VERSION) $(TOOLS_BIN)/.kubeconform-$(KUBECONFORM_VERSION)
+$(TOOLS_BIN)/.ghz-$(GHZ_VERSION):
+	$(call go_tool,github.com/bojand/ghz/cmd/ghz,$(GHZ_VERSION))
+
+tools: $(TOOLS_BIN)/.buf-$(BUF_VERSION) $(TOOLS_BIN)/.kubeconform-$(KUBECONFORM_VERSION) $(TOOLS_BIN)/.ghz-$(GHZ_VERSION)
 
 test: tools
 
