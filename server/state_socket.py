@@ -122,7 +122,11 @@ class StateSocketRelay:
                     return
                 time.sleep(0.01)  # EMFILE and the like: try again shortly
                 continue
-            uid = peer_uid(connection)
+            try:
+                uid = peer_uid(connection)
+            except OSError:  # nothing known of the peer: not admitted
+                connection.close()
+                continue
             if uid not in self._allowed:
                 self._log_refusal(uid)
                 connection.close()
