@@ -68,6 +68,13 @@ class _Base:
     # Built for this base; once published, the published segment's (one copy, not two); None
     # while the history has no write.
     columns: object
+    _rows: dict[str, int] | None = field(default=None, repr=False)
+
+    def row(self, name: str) -> int:
+        """The host's row in the columns (its place in fleet order); the index is made on first use."""
+        if self._rows is None:
+            self._rows = {host_name: row for row, host_name in enumerate(self.hosts)}
+        return self._rows[name]
 
 
 @dataclass
@@ -251,7 +258,7 @@ class FleetState:
         instance_lists = dict(latest.instance_lists)
         rows = {}
         for name, host in changed.items():
-            row = base_columns.row_of(name)
+            row = base.row(name)
             rows[row] = host
             if row in instance_lists or host.instances != base.hosts[name].instances:
                 instance_lists[row] = host.instances
@@ -309,7 +316,7 @@ class FleetState:
         if self._columns_with_usage is None or columns is None:
             return self._build_columns(fleet)
         changed = {**latest.usage, **changed}  # the base's columns miss the usage changed since
-        rows = [columns.row_of(name) for name in changed]
+        rows = [latest.base.row(name) for name in changed]
         instances_changed = any(host.instances != latest.base.hosts[name].instances
                                 for name, host in changed.items())
         return self._columns_with_usage(columns, fleet.hosts, rows, instances_changed)
