@@ -28,8 +28,10 @@ def test_shed_load_is_counted_as_resource_exhausted_exactly_as_callers_see_it():
     handled = {code: sample(samples, "placecheck_grpc_server_handled_total", service=PLACEMENT,
                             rpc="SelectDestinations", code=code) for code in ("OK", "RESOURCE_EXHAUSTED")}
     assert handled == {"OK": outcomes["OK"], "RESOURCE_EXHAUSTED": outcomes["shed"]}
+    # Every call the server answered was counted as started; under load a few of the burst may
+    # end at the client's transport (CANCELLED) without reaching the server at all.
     assert sample(samples, "placecheck_grpc_server_started_total", service=PLACEMENT,
-                  rpc="SelectDestinations") == 3_000
+                  rpc="SelectDestinations") == outcomes["OK"] + outcomes["shed"] >= 2_900
     # The handlers saw only the admitted calls.
     assert sample(samples, "placecheck_decisions_total", rpc="SelectDestinations",
                   outcome="placed") == outcomes["OK"]
