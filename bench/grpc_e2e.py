@@ -32,14 +32,16 @@ BLOCKS = 3  # alternating placecheck / echo blocks per comparison
 
 
 @contextlib.contextmanager
-def echo_server() -> Iterator[str]:
-    """The echo server in its own process, with as many threads as a placecheck worker."""
+def echo_server(listen: str | None = None) -> Iterator[str]:
+    """The echo server in its own process, with as many threads as a placecheck worker, on
+    `listen` (a unix socket, say) or else a free loopback port; yields its target."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.echo_server", "--threads", str(workload.THREADS_PER_WORKER)],
+        [sys.executable, "-m", "bench.echo_server", "--threads", str(workload.THREADS_PER_WORKER),
+         *(("--listen", listen) if listen else ())],
         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         port = int(process.stdout.readline())
-        yield f"127.0.0.1:{port}"
+        yield listen or f"127.0.0.1:{port}"
     finally:
         process.stdin.close()
         try:

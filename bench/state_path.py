@@ -20,8 +20,6 @@ import contextlib
 import os
 import random
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,13 +31,12 @@ import grpc
 
 from bench import workload
 from bench.echo_server import METHOD, echo_request
-from bench.grpc_e2e import check_host
+from bench.grpc_e2e import check_host, echo_server
 from bench.timing import Figure, format_bytes, format_ratio, format_seconds, percentile, pss_bytes
 from placecheck import PlacementClient, StateClient
 from placecheck.v1 import state_pb2
 from server.convert import fleet_to_proto, request_to_proto
 
-REPO = Path(__file__).resolve().parent.parent
 WRITERS = 8
 BATCH_HOSTS = 500
 WRITE_SHARE_TARGET = 0.5  # one host per call: of the echo's calls/s
@@ -49,25 +46,6 @@ REPLACE_TARGET_S = 3.0
 PSS_TARGET = 1.5  # of the snapshot
 RECOVERY_TARGET_S = 5.0
 LOCAL_CHANNEL = (("grpc.use_local_subchannel_pool", 1),)  # a connection per client, as separate processes
-
-
-@contextlib.contextmanager
-def unix_echo_server(directory: str) -> Iterator[str]:
-    target = f"unix:{directory}/echo.sock"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.echo_server", "--listen", target,
-         "--threads", str(workload.THREADS_PER_WORKER)],
-        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        process.stdout.readline()
-        yield target
-    finally:
-        process.stdin.close()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _concurrently(make_call: Callable[[int], Callable[[], object]], seconds: float) -> int:
@@ -164,7 +142,7 @@ def measure(decision_target: str, state_target: str, supervisor_pid: int, hosts:
         background.join()
 
     with tempfile.TemporaryDirectory(prefix="placecheck-bench-echo-") as directory, \
-            unix_echo_server(directory) as echo_target:
+            echo_server(f"unix:{directory}/echo.sock") as echo_target:
         channels = [grpc.insecure_channel(echo_target, LOCAL_CHANNEL) for _ in range(WRITERS)]
         message = echo_request(request_bytes, reply_bytes)
 
