@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import (bandwidth, grpc_e2e, inprocess, kernel, nova_compare, openstack_feed, scaling, snapshot,
-                   state_path, workload)
+                   stages, state_path, workload)
 from bench.timing import Figure, machine_description, render_table
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
@@ -97,10 +97,10 @@ def run(sizes: Sizes) -> list[Figure]:
                 start_sidecar(workers=workers, demo_hosts=sizes.server_hosts, metrics=False,
                               extra_args=("--threads-per-worker", str(workload.THREADS_PER_WORKER))))
         worker_pids = {workers: sidecar.worker_pids() for workers, sidecar in sidecars.items()}
-        progress("4 gRPC end to end against the echo server, 1 worker")
-        figures += grpc_e2e.figures(
-            grpc_e2e.measure(sidecars[1].decision_target, sizes.server_hosts, sizes.e2e_seconds),
-            sizes.server_hosts)
+        progress("4 gRPC end to end against the echo server, 1 worker, and each stage in process")
+        end_to_end = grpc_e2e.measure(sidecars[1].decision_target, sizes.server_hosts, sizes.e2e_seconds)
+        figures += grpc_e2e.figures(end_to_end, sizes.server_hosts)
+        figures += stages.figures(stages.measure(sizes.server_hosts), end_to_end, sizes.server_hosts)
         progress(f"5 closed-loop load, 1 and 2 workers in turn, {sizes.scaling_rounds} rounds")
         loads = scaling.measure({workers: (sidecar.decision_target, worker_pids[workers])
                                  for workers, sidecar in sidecars.items()}, sizes.server_hosts,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import threading
+import time
 
 import numpy as np
 
@@ -24,6 +25,22 @@ AFFINITY_RULE = "ServerGroupAffinityFilter"
 
 
 _per_thread = threading.local()
+
+
+class StageClock:
+    """Nanoseconds each stage of a decision took (bench/stages.py). check_destination and
+    select_destinations take one as `stages` and mark the end of each stage; the default,
+    None, times nothing."""
+
+    def __init__(self):
+        self.nanoseconds: dict[str, int] = {}
+        self.started = self._last = time.perf_counter_ns()
+
+    def mark(self, stage: str) -> None:
+        """The time since the previous mark (or the clock's start) goes to `stage`."""
+        now = time.perf_counter_ns()
+        self.nanoseconds[stage] = self.nanoseconds.get(stage, 0) + now - self._last
+        self._last = now
 
 
 def _row_scratch(host_count: int) -> np.ndarray:
@@ -72,7 +89,8 @@ def _scan(actives: list[Active], columns, fail_bits: np.ndarray, start: int, sto
             for bit, active in enumerate(actives)]
 
 
-def check_destination(columns, request: Request, profile: Profile, hosts: list[str]) -> CheckResult:
+def check_destination(columns, request: Request, profile: Profile, hosts: list[str],
+                      stages: StageClock | None = None) -> CheckResult:
     """For each named host, every rule that refuses it (with its numbers), or none."""
     rows = []
     for name in hosts:
@@ -83,14 +101,20 @@ def check_destination(columns, request: Request, profile: Profile, hosts: list[s
     actives = compile_rules(columns, request, profile)
     evaluated = tuple(active.name for active in actives)
     fail_bits = _row_scratch(columns.host_count)
+    if stages is not None:
+        stages.mark("compile")
     verdicts = []
     for name, row in zip(hosts, rows):
         fail_bits[row] = 0  # a host named twice is checked afresh
         _scan(actives, columns, fail_bits, row, row + 1, 0)
         refused = int(fail_bits[row])
+        if stages is not None:
+            stages.mark("scan")
         rejections = tuple(active.rule.explain(active, columns, row, 0)
                            for bit, active in enumerate(actives) if refused >> bit & 1)
         verdicts.append(HostVerdict(name, rejections, evaluated))
+        if stages is not None:
+            stages.mark("explain")
     return CheckResult(tuple(verdicts), profile.name)
 
 
@@ -165,7 +189,7 @@ class _Selection:
 
 
 def select_destinations(columns, request: Request, profile: Profile, decision_id: str,
-                        max_alternates: int | None) -> SelectResult:
+                        max_alternates: int | None, stages: StageClock | None = None) -> SelectResult:
     """Ranked hosts with alternates for each of the request's instances, all or none;
     the summary says how many hosts each rule eliminated. Randomness (host_subset_size,
     shuffle_best_same_weighed_hosts) is seeded from decision_id, so a decision replays
@@ -175,10 +199,14 @@ def select_destinations(columns, request: Request, profile: Profile, decision_id
     if alternates < 0:
         raise InvalidField("max_alternates", f"must be >= 0, got {alternates}")
     actives = compile_rules(columns, request, profile)
+    if stages is not None:
+        stages.mark("compile")
     n = columns.host_count
     fail_bits = np.zeros(n, dtype=np.uint64)
     eliminated = _scan(actives, columns, fail_bits, 0, n, 0)
     hosts_passed = n - int(np.count_nonzero(fail_bits))
+    if stages is not None:
+        stages.mark("scan")
 
     def summary(placed: int) -> FilterSummary:
         counts = sorted(((active.name, count) for active, count in zip(actives, eliminated)),
@@ -206,7 +234,10 @@ def select_destinations(columns, request: Request, profile: Profile, decision_id
     else:
         shared_alternates = _alternates_after_all_picks(selection, subset_size, alternates)
     placements = tuple(InstancePlacement(host, shared_alternates) for host in selected)
-    return SelectResult(placements, summary(instances), profile.name)
+    result = SelectResult(placements, summary(instances), profile.name)
+    if stages is not None:
+        stages.mark("weigh")
+    return result
 
 
 def _alternates_after_all_picks(selection: _Selection, subset_size: int, alternates: int) -> tuple:

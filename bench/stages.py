@@ -1,0 +1,104 @@
+"""Section 4 stages: where a CheckDestination's and a SelectDestinations' time goes.
+
+Each decision is run in process many times, its stages timed one by one: decode (the
+request's bytes to a message, as grpcio's deserializer does), convert (message to
+engine.model), the engine's own stages (engine.decide.StageClock: compile, scan, explain
+or weigh), encode (the response message built and serialized). The gRPC remainder is the
+end-to-end p50 of section 4 less the in-process stages, shown beside the bare grpcio echo's
+own p50 in the same run: what the transport, the server's threads and the client cost.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+from bench import grpc_e2e, workload
+from bench.timing import Figure, format_ratio, format_seconds
+from engine import decide
+from placecheck.v1 import placement_pb2
+from server import convert
+
+CALLS = 400
+WARMUP_CALLS = 20
+DECISION_ID = "0" * 32  # the shape of the worker's new_decision_id()
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    rpc: str
+    seconds: dict[str, float]  # median per stage, in order
+
+    @property
+    def in_process(self) -> float:
+        return sum(self.seconds.values())
+
+
+def _check_call(columns, profile, body: bytes, stages: dict[str, int]) -> None:
+    started = time.perf_counter_ns()
+    message = placement_pb2.CheckDestinationRequest.FromString(body)
+    decoded = time.perf_counter_ns()
+    request = convert.request_from_proto(message.request)
+    hosts = convert.check_hosts_from_proto(message)
+    clock = decide.StageClock()
+    result = decide.check_destination(columns, request, profile, hosts, stages=clock)
+    encoding = time.perf_counter_ns()
+    convert.check_response(result, generation=1, decision_id=DECISION_ID,
+                           config_revision=profile.name).SerializeToString()
+    stages.update(decode=decoded - started, convert=clock.started - decoded, **clock.nanoseconds,
+                  encode=time.perf_counter_ns() - encoding)
+
+
+def _select_call(columns, profile, body: bytes, stages: dict[str, int]) -> None:
+    started = time.perf_counter_ns()
+    message = placement_pb2.SelectDestinationsRequest.FromString(body)
+    decoded = time.perf_counter_ns()
+    request = convert.request_from_proto(message.request)
+    max_alternates = convert.max_alternates_from_proto(message)
+    clock = decide.StageClock()
+    result = decide.select_destinations(columns, request, profile, DECISION_ID, max_alternates, stages=clock)
+    encoding = time.perf_counter_ns()
+    convert.select_response(result, generation=1, decision_id=DECISION_ID,
+                            config_revision=profile.name).SerializeToString()
+    stages.update(decode=decoded - started, convert=clock.started - decoded, **clock.nanoseconds,
+                  encode=time.perf_counter_ns() - encoding)
+
+
+def _medians(call, columns, profile, body: bytes, calls: int) -> dict[str, float]:
+    samples: dict[str, list[int]] = {}
+    for index in range(WARMUP_CALLS + calls):
+        stages: dict[str, int] = {}
+        call(columns, profile, body, stages)
+        if index >= WARMUP_CALLS:
+            for stage, nanoseconds in stages.items():
+                samples.setdefault(stage, []).append(nanoseconds)
+    return {stage: statistics.median(values) * 1e-9 for stage, values in samples.items()}
+
+
+def measure(hosts: int, calls: int = CALLS) -> list[Breakdown]:
+    columns = workload.columns(hosts)
+    profile = workload.profile()
+    request = convert.request_to_proto(workload.request(hosts))
+    check = placement_pb2.CheckDestinationRequest(request=request, hosts=[grpc_e2e.check_host(hosts)])
+    select = placement_pb2.SelectDestinationsRequest(request=request)
+    return [Breakdown("CheckDestination", _medians(_check_call, columns, profile, check.SerializeToString(), calls)),
+            Breakdown("SelectDestinations",
+                      _medians(_select_call, columns, profile, select.SerializeToString(), calls))]
+
+
+def figures(breakdowns: list[Breakdown], comparisons: list[grpc_e2e.Comparison], hosts: int) -> list[Figure]:
+    """Each stage's median beside the echo's p50 of the same run, then the gRPC remainder."""
+    end_to_end = {comparison.name: comparison for comparison in comparisons}
+    result = []
+    for breakdown in breakdowns:
+        comparison = end_to_end[breakdown.rpc]
+        echo = comparison.echo.p50
+        remainder = comparison.placecheck.p50 - breakdown.in_process
+        rows = [*breakdown.seconds.items(), ("in process, all stages", breakdown.in_process),
+                ("gRPC remainder (end-to-end p50 less in process)", remainder)]
+        for stage, seconds in rows:
+            result.append(Figure(
+                "4 stages", f"{breakdown.rpc}, {hosts:,} hosts: {stage}", format_seconds(seconds),
+                "bare grpcio echo p50 (section 4)", format_seconds(echo), f"{format_ratio(seconds / echo)} echo",
+                "-", None))
+    return result
