@@ -6,6 +6,7 @@ nothing of it sent to the caller.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -128,9 +129,24 @@ def _bounded_strings(message):
     return message
 
 
+# gRPC's own retry (every language's, when the caller's service config has a retry policy) reads
+# the delay before its next attempt from this trailer only, not from a google.rpc.RetryInfo.
+RETRY_PUSHBACK_METADATA = "grpc-retry-pushback-ms"
+
+
+class _Status(collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status):
+    pass
+
+
 def _status(code: int, message: str, *details) -> grpc.Status:
-    return rpc_status.to_status(status_pb2.Status(
+    status = rpc_status.to_status(status_pb2.Status(
         code=code, message=_bounded(message), details=_pack(*map(_bounded_strings, details))))
+    retry_delays = [detail.retry_delay.ToMilliseconds() for detail in details
+                    if isinstance(detail, error_details_pb2.RetryInfo)]
+    if not retry_delays:
+        return status
+    return _Status(status.code, status.details,
+                   (*status.trailing_metadata, (RETRY_PUSHBACK_METADATA, str(retry_delays[0]))))
 
 
 def rpc_status_for(error: BaseException) -> tuple[str, grpc.Status]:
