@@ -68,7 +68,8 @@ def _serve(args) -> int:
     return serve(ServeOptions(
         listen=args.listen, state_listen=args.state_listen,
         metrics_port=int(metrics_port), metrics_host=metrics_host or "127.0.0.1",
-        workers=args.workers, threads_per_worker=args.threads_per_worker, config_path=args.config,
+        workers=args.workers, worker_ports=args.worker_ports, threads_per_worker=args.threads_per_worker,
+        config_path=args.config,
         state_dir=args.state_dir, fleet_path=args.fleet, demo=args.demo,
         demo_hosts=args.demo_hosts, demo_seed=args.demo_seed, max_snapshot_age_s=args.max_snapshot_age,
         orphan_grace_s=args.orphan_grace, grace_s=args.grace, log_level=args.log_level,
@@ -347,6 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", default=str(defaults.metrics_port),
                        help="Prometheus endpoint PORT or HOST:PORT on loopback by default; 0 disables (%(default)s)")
     serve.add_argument("--workers", type=int, default=defaults.workers, help="decision processes (%(default)s)")
+    serve.add_argument("--worker-ports", type=_positive_int, metavar="BASE",
+                       help="worker i also serves decisions on the --listen host at port BASE+i, besides "
+                            "the shared port: a client holding one connection per address (gRPC's "
+                            "round_robin over ipv4:HOST:BASE,HOST:BASE+1,...) spreads its calls over every "
+                            "worker, where the shared port puts each connection on one worker")
     serve.add_argument("--threads-per-worker", type=_positive_int, default=defaults.threads_per_worker,
                        help="calls a worker decides at once (%(default)s); more threads only contend for "
                             "its GIL, so add workers instead. Further calls wait their turn, up to 128 per "

@@ -96,6 +96,9 @@ class ServeOptions:
     metrics_port: int = 9464  # 0 disables
     metrics_host: str = "127.0.0.1"
     workers: int = os.cpu_count() or 1
+    # Worker i also serves decisions on the decision host at this port + i, so that a caller
+    # can balance calls (not just connections) over the workers; None: the shared port only.
+    worker_ports: int | None = None
     # Handler threads: one worker's CPU per call is lowest with 2 (more contend for its GIL).
     threads_per_worker: int = 2
     config_path: str | None = None
@@ -142,6 +145,11 @@ def split_host_port(address: str) -> tuple[str, int]:
     if not separator or not port.isdigit():
         raise StartupError(f"listen address {address!r} must be HOST:PORT")
     return host.strip("[]"), int(port)
+
+
+def join_host_port(host: str, port: int) -> str:
+    """split_host_port's inverse: brackets around an IPv6 host."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -296,8 +304,8 @@ class Supervisor:
         host, port = split_host_port(options.listen)
         reserved = reserve_port(host, port)
         cleanup.callback(reserved.close)
-        decision_address = f"[{host}]:{reserved.getsockname()[1]}" if ":" in host else \
-            f"{host}:{reserved.getsockname()[1]}"
+        decision_address = join_host_port(host, reserved.getsockname()[1])
+        worker_addresses = self._reserve_worker_ports(host, cleanup)
 
         metrics_dir = tempfile.mkdtemp(prefix="placecheck-metrics-")
         cleanup.callback(shutil.rmtree, metrics_dir, ignore_errors=True)
@@ -325,7 +333,8 @@ class Supervisor:
                            max_snapshot_age_s=options.max_snapshot_age_s, orphan_grace_s=options.orphan_grace_s,
                            limits=options.limits, tls=options.tls, access=options.decision_access(),
                            decision_log=options.decision_log,
-                           snapshot_verify_interval_s=options.snapshot_verify_interval_s)
+                           snapshot_verify_interval_s=options.snapshot_verify_interval_s,
+                           own_listen=worker_addresses[index] if worker_addresses else None)
             for index in range(options.workers)]
         cleanup.callback(self._stop_workers)
         for index in range(options.workers):
@@ -338,8 +347,10 @@ class Supervisor:
             http_server = serve_metrics(options.metrics_host, options.metrics_port,
                                         lambda: _figures(state, options.max_snapshot_age_s), self.metrics)
             cleanup.callback(http_server.shutdown)
-        log.info("decisions on %s (%d workers), state on %s, metrics on %s",
-                 decision_address, options.workers, options.state_listen,
+        log.info("decisions on %s (%d workers%s), state on %s, metrics on %s",
+                 decision_address, options.workers,
+                 f"; each also on its own: {','.join(worker_addresses)}" if worker_addresses else "",
+                 options.state_listen,
                  f"http://{options.metrics_host}:{options.metrics_port}/metrics" if options.metrics_port else "off")
 
         if recovered.generation:
@@ -355,6 +366,21 @@ class Supervisor:
         generation = state.replace(fleet, allow_empty=True)  # the operator's file may say no hosts
         log.info("published generation %d: %d hosts, %d aggregates",
                  generation, len(fleet.hosts), len(fleet.aggregates))
+
+    def _reserve_worker_ports(self, host: str, cleanup: contextlib.ExitStack) -> list[str]:
+        """Hold each worker's own port (--worker-ports) as the shared one is held: refused if
+        anything else has it, kept across a worker's restart. Empty without --worker-ports."""
+        base = self.options.worker_ports
+        if base is None:
+            return []
+        if not 0 < base <= 65536 - self.options.workers:
+            raise StartupError(f"--worker-ports {base}: ports {base}..{base + self.options.workers - 1} "
+                               "are not all between 1 and 65535")
+        addresses = []
+        for port in range(base, base + self.options.workers):
+            cleanup.callback(reserve_port(host, port).close)
+            addresses.append(join_host_port(host, port))
+        return addresses
 
     def _serve_state(self, state: FleetState, cleanup: contextlib.ExitStack) -> None:
         """FleetState on a unix socket (relayed to uids of the allow list) or over TCP (TLS when

@@ -1,7 +1,8 @@
 """A decision worker: one process serving placecheck.v1.PlacementCheck.
 
 Every worker binds the same decision address with SO_REUSEPORT (the kernel
-spreads connections across them), reads the fleet through a SnapshotReader,
+spreads connections across them) and, with --worker-ports, an address of its
+own (a caller holding one connection balances calls over those), reads the fleet through a SnapshotReader,
 and serves grpc.health.v1 (NOT_SERVING until the first snapshot is attached,
 while the last write is older than --max-snapshot-age, and from the moment it
 is told to stop) and server reflection.
@@ -97,7 +98,7 @@ class RequestLimits:
 @dataclass(frozen=True)
 class WorkerSettings:
     index: int
-    listen: str
+    listen: str  # the decision address every worker shares (SO_REUSEPORT)
     snapshot_prefix: str
     config_path: str | None  # read at start and again on every SIGHUP
     threads: int
@@ -110,6 +111,9 @@ class WorkerSettings:
     tls: TlsMaterial | None = None  # None: plaintext
     access: AccessPolicy | None = None  # None: every caller is served
     decision_log: DecisionLogSettings | None = None  # None: decisions are not logged
+    # This worker's own decision address as well (--worker-ports), for callers that balance
+    # calls over the workers themselves; None: the shared address only.
+    own_listen: str | None = None
 
 
 def configure_logging(level: str, role: str) -> None:
@@ -262,10 +266,11 @@ class Worker:
         add_unary_servicer(self.server, self.placement, placement_pb2.DESCRIPTOR.services_by_name["PlacementCheck"])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         add_reflection(self.server, (PLACEMENT_SERVICE,))
-        port = (self.server.add_secure_port(settings.listen, settings.tls.server_credentials()) if settings.tls
-                else self.server.add_insecure_port(settings.listen))
-        if port == 0:
-            raise OSError(f"cannot bind the decision address {settings.listen}")
+        for address in filter(None, (settings.listen, settings.own_listen)):
+            port = (self.server.add_secure_port(address, settings.tls.server_credentials()) if settings.tls
+                    else self.server.add_insecure_port(address))
+            if port == 0:
+                raise OSError(f"cannot bind the decision address {address}")
 
     def serve(self) -> None:
         self.server.start()
@@ -273,7 +278,8 @@ class Worker:
         threading.Thread(target=self._stop_with_parent, name="parent-watch", daemon=True).start()
         if self.settings.config_path:
             threading.Thread(target=self._reload_when_asked, name="reload", daemon=True).start()
-        log.info("worker %d serving %s on config revision %s", self.settings.index, self.settings.listen,
+        log.info("worker %d serving %s on config revision %s", self.settings.index,
+                 " and ".join(filter(None, (self.settings.listen, self.settings.own_listen))),
                  self.placement.config.revision)
         self.stopping.wait()
         self.health.enter_graceful_shutdown()

@@ -45,6 +45,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def free_port_range(count: int) -> int:
+    """The first of `count` consecutive loopback ports free now (for --worker-ports)."""
+    for _ in range(100):
+        base = free_port()
+        if base + count <= 65536 and all(_port_is_free(port) for port in range(base + 1, base + count)):
+            return base
+    raise RuntimeError(f"found no {count} consecutive free ports")
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _as_file(value, directory: Path, name: str) -> str:
     """A path as given, or a dict written to `directory/name` as JSON (fleets)."""
     if isinstance(value, dict):
