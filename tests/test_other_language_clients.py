@@ -94,6 +94,7 @@ def test_node_client_against_the_sidecar(polyglot_sidecar, tls_sidecar, empty_si
     assert "✔ against the real sidecar" in output, output[-8000:]
     assert "✔ with TLS and a token" in output, output[-8000:]
     assert "✔ call policy against a sidecar without a fleet" in output, output[-8000:]
+    assert "✔ one channel over the workers' own ports" in output, output[-8000:]
     assert "ℹ fail 0" in output and "ℹ skipped 0" in output, output[-8000:]
 
 

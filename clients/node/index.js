@@ -15,6 +15,22 @@ const protoLoader = require('@grpc/proto-loader');
 const protobuf = require('protobufjs');
 
 const DEFAULT_DECISION_TARGET = '127.0.0.1:50051';
+/** The deadline of a call that sets none: above the sidecar's longest min_generation wait (2 s). */
+const DEFAULT_DEADLINE_MS = 5000;
+/** ReplaceFleet's: a whole fleet of 100,000 hosts takes about 15 s. */
+const DEFAULT_REPLACE_DEADLINE_MS = 60_000;
+/**
+ * gRPC's own retry policy (the service config's) for UNAVAILABLE and RESOURCE_EXHAUSTED. When a
+ * refusal carries a google.rpc.RetryInfo (no fleet yet: 100 ms; the store full or failing: 1 s),
+ * the sidecar also sends its delay as gRPC's retry pushback (grpc-retry-pushback-ms), which
+ * replaces the backoff. FleetState's writes are retried too: each replaces or removes by name, so
+ * sending one again changes nothing more. grpc-js makes at most 5 attempts.
+ */
+const DEFAULT_RETRY_POLICY = Object.freeze({maxAttempts: 5, initialBackoffMs: 100, maxBackoffMs: 2000, backoffMultiplier: 2});
+/** One attempt only. */
+const NO_RETRIES = Object.freeze({...DEFAULT_RETRY_POLICY, maxAttempts: 1});
+// What the retry policy retries; other codes are answers, not transient failures.
+const RETRYABLE_CODES = ['UNAVAILABLE', 'RESOURCE_EXHAUSTED'];
 /**
  * Where `placecheck serve` puts its state socket by default: $XDG_RUNTIME_DIR/placecheck/state.sock,
  * else placecheck/run/state.sock under $XDG_STATE_HOME (~/.local/state).
@@ -78,9 +94,67 @@ const healthPackage = grpc.loadPackageDefinition(protoLoader.fromJSON({
       fields: {status: {type: 'ServingStatus', id: 1}},
       nested: {ServingStatus: {values: {UNKNOWN: 0, SERVING: 1, NOT_SERVING: 2, SERVICE_UNKNOWN: 3}}},
     },
-    Health: {methods: {Check: {requestType: 'HealthCheckRequest', responseType: 'HealthCheckResponse'}}},
+    Health: {methods: {
+      Check: {requestType: 'HealthCheckRequest', responseType: 'HealthCheckResponse'},
+      Watch: {requestType: 'HealthCheckRequest', responseType: 'HealthCheckResponse', responseStream: true},
+    }},
   }}}}}}},
 }, LOADER_OPTIONS)).grpc.health.v1;
+
+function seconds(ms) {
+  return `${(ms / 1000).toFixed(9)}s`;
+}
+
+/**
+ * gRPC's service config (JSON) for both placecheck services: round_robin over the target's
+ * addresses, `defaultDeadlineMs` for a call without a deadline (DEFAULT_REPLACE_DEADLINE_MS at
+ * least for ReplaceFleet) and the retry policy. gRPC takes the earlier of a call's own deadline
+ * and this one.
+ */
+function serviceConfig({defaultDeadlineMs = DEFAULT_DEADLINE_MS, retry = DEFAULT_RETRY_POLICY} = {}) {
+  if (!(defaultDeadlineMs > 0)) throw new RangeError(`defaultDeadlineMs must be > 0, got ${defaultDeadlineMs}`);
+  if (!Number.isInteger(retry.maxAttempts) || retry.maxAttempts < 1) {
+    throw new RangeError(`maxAttempts must be an integer >= 1, got ${retry.maxAttempts}`);
+  }
+  const methodConfig = (deadlineMs, name) => ({
+    name,
+    timeout: seconds(deadlineMs),
+    // gRPC refuses a retry policy of fewer than 2 attempts.
+    ...(retry.maxAttempts > 1 && {retryPolicy: {
+      maxAttempts: retry.maxAttempts,
+      initialBackoff: seconds(retry.initialBackoffMs),
+      maxBackoff: seconds(retry.maxBackoffMs),
+      backoffMultiplier: retry.backoffMultiplier,
+      retryableStatusCodes: RETRYABLE_CODES,
+    }}),
+  });
+  return JSON.stringify({
+    loadBalancingConfig: [{round_robin: {}}],
+    methodConfig: [
+      methodConfig(defaultDeadlineMs, [{service: 'placecheck.v1.PlacementCheck'}, {service: 'placecheck.v1.FleetState'}]),
+      methodConfig(Math.max(defaultDeadlineMs, DEFAULT_REPLACE_DEADLINE_MS),
+        [{service: 'placecheck.v1.FleetState', method: 'ReplaceFleet'}]),
+    ],
+  });
+}
+
+/** Channel options carrying the call policy, before the caller's own. */
+function channelOptions(callPolicy, options) {
+  return {'grpc.service_config': serviceConfig(callPolicy), 'grpc.enable_retries': 1, ...options};
+}
+
+/**
+ * One target for several decision addresses, e.g. the workers' own ports (`placecheck serve
+ * --worker-ports`): ['127.0.0.1:50061', '127.0.0.1:50062'] -> 'ipv4:127.0.0.1:50061,127.0.0.1:50062'
+ * ('ipv6:' for [::1]:PORT), over which a channel's round_robin spreads calls. IP literals of one
+ * family; for a name, a DNS name resolving to several addresses does the same.
+ */
+function workerTarget(addresses) {
+  if (!addresses.length) throw new RangeError('no addresses');
+  const families = new Set(addresses.map((address) => (address.startsWith('[') ? 'ipv6' : 'ipv4')));
+  if (families.size > 1) throw new RangeError(`${addresses} mixes IPv4 and IPv6 addresses`);
+  return `${[...families][0]}:${addresses.join(',')}`;
+}
 
 function callOptions(timeoutMs) {
   return timeoutMs == null ? {} : {deadline: new Date(Date.now() + timeoutMs)};
@@ -117,27 +191,34 @@ function unary(stub, method, message, timeoutMs, metadata = new grpc.Metadata())
  *
  * The sidecar's workers share one port with SO_REUSEPORT, which spreads connections, not calls:
  * one channel would pin every call to one worker. Each channel therefore gets its own subchannel
- * pool (and so its own TCP connection) and a distinct channel id.
+ * pool (and so its own TCP connection) and a distinct channel id. Given the workers' own
+ * addresses instead (an array, or a workerTarget()), each channel connects to every worker and
+ * its round_robin spreads the calls, so one channel (the default then) is enough.
+ *
+ * `defaultDeadlineMs` (DEFAULT_DEADLINE_MS) bounds a call; UNAVAILABLE and RESOURCE_EXHAUSTED
+ * are retried by gRPC as `retry` says (DEFAULT_RETRY_POLICY; NO_RETRIES: never).
  *
  * `tls` ({ca, cert, key} file paths) connects over TLS, mutual with cert and key; `token` is sent
  * as `authorization: Bearer <token>` with every call; `credentials` replaces `tls` outright.
  */
 class PlacementClient {
   /**
-   * @param {string} target host:port of the decision API
+   * @param {string|string[]} target host:port of the decision API, or the workers' own addresses
    * @param {{channels?: number, options?: object, tls?: {ca?: string, cert?: string, key?: string},
-   *   token?: string, credentials?: grpc.ChannelCredentials, protoDir?: string}} settings
+   *   token?: string, credentials?: grpc.ChannelCredentials, protoDir?: string,
+   *   defaultDeadlineMs?: number, retry?: object}} settings
    */
-  constructor(target = DEFAULT_DECISION_TARGET, {channels = defaultChannels(), options = {}, tls, token,
-    credentials = channelCredentials(tls), protoDir = DEFAULT_PROTO_DIR} = {}) {
+  constructor(target = DEFAULT_DECISION_TARGET, {channels = Array.isArray(target) ? 1 : defaultChannels(),
+    options = {}, tls, token, credentials = channelCredentials(tls), protoDir = DEFAULT_PROTO_DIR,
+    defaultDeadlineMs, retry} = {}) {
     if (!Number.isInteger(channels) || channels < 1) {
       throw new RangeError(`channels must be an integer >= 1, got ${channels}`);
     }
     const {PlacementCheck} = loadPlacecheck(protoDir);
-    this.target = target;
+    this.target = Array.isArray(target) ? workerTarget(target) : target;
     this._metadata = tokenMetadata(token);
-    this._stubs = Array.from({length: channels}, (_, index) => new PlacementCheck(target, credentials, {
-      ...options,
+    this._stubs = Array.from({length: channels}, (_, index) => new PlacementCheck(this.target, credentials, {
+      ...channelOptions({defaultDeadlineMs, retry}, options),
       'grpc.use_local_subchannel_pool': 1,
       'grpc.channel_id': index,
     }));
@@ -176,16 +257,16 @@ class PlacementClient {
 
 /**
  * Feeds the fleet to the sidecar's state owner; every mutator resolves to the generation it
- * published, to pass on as `minGeneration`. `tls`, `token` and `credentials` as for
- * PlacementClient (a sidecar serving FleetState over TCP).
+ * published, to pass on as `minGeneration`. `tls`, `token`, `credentials`, `defaultDeadlineMs`
+ * and `retry` as for PlacementClient (a sidecar serving FleetState over TCP).
  */
 class StateClient {
   constructor(target = DEFAULT_STATE_TARGET, {options = {}, tls, token, credentials = channelCredentials(tls),
-    protoDir = DEFAULT_PROTO_DIR} = {}) {
+    protoDir = DEFAULT_PROTO_DIR, defaultDeadlineMs, retry} = {}) {
     const {FleetState} = loadPlacecheck(protoDir);
     this.target = target;
     this._metadata = tokenMetadata(token);
-    this._stub = new FleetState(target, credentials, options);
+    this._stub = new FleetState(target, credentials, channelOptions({defaultDeadlineMs, retry}, options));
   }
 
   async _generation(method, message, timeoutMs) {
@@ -235,24 +316,28 @@ function badRequestViolations(error) {
 }
 
 /**
- * Resolves once grpc.health.v1 reports `service` SERVING at `target`; rejects with an Error
- * whose message says "not serving" when it does not within `timeoutMs`. `tls` as for PlacementClient.
+ * Resolves once grpc.health.v1 reports `service` SERVING at `target` (at every one of an array
+ * of addresses, e.g. the workers' own); rejects with an Error whose message says "not serving"
+ * and what it saw last when it does not within `timeoutMs`. One Watch waits for the connection,
+ * then for the status to change (the sidecar reports NOT_SERVING until it has a fleet); it is
+ * closed once SERVING, since an open Watch holds a sidecar thread. `tls` as for PlacementClient.
  */
 async function waitUntilServing(target, timeoutMs, {service = '', tls} = {}) {
   const deadline = Date.now() + timeoutMs;
+  for (const address of Array.isArray(target) ? target : [target]) {
+    await watchUntilServing(address, deadline, timeoutMs, service, tls);
+  }
+}
+
+async function watchUntilServing(target, deadline, timeoutMs, service, tls) {
   const health = new healthPackage.Health(target, channelCredentials(tls));
   let lastSeen = 'no answer';
   try {
     while (Date.now() < deadline) {
-      try {
-        const reply = await new Promise((resolve, reject) => health.Check(
-          {service}, new grpc.Metadata({waitForReady: true}), {deadline: new Date(deadline)},
-          (error, response) => (error ? reject(error) : resolve(response))));
-        if (reply.status === 'SERVING') return;
-        lastSeen = reply.status;
-      } catch (error) {
-        lastSeen = `${grpc.status[error.code]}: ${error.details}`;
-      }
+      const seen = await watchOnce(health, service, deadline, lastSeen);
+      if (seen === null) return;
+      lastSeen = seen;
+      if (lastSeen.startsWith('UNIMPLEMENTED')) break;
       await new Promise((resolve) => setTimeout(resolve, Math.max(0, Math.min(50, deadline - Date.now()))));
     }
   } finally {
@@ -261,11 +346,36 @@ async function waitUntilServing(target, timeoutMs, {service = '', tls} = {}) {
   throw new Error(`${target} not serving ${service || 'the server'} within ${timeoutMs} ms (${lastSeen})`);
 }
 
+/** Follows one Watch: resolves to null once SERVING, else to what it saw last. */
+function watchOnce(health, service, deadline, lastSeen) {
+  return new Promise((resolve) => {
+    const call = health.Watch({service}, new grpc.Metadata({waitForReady: true}), {deadline: new Date(deadline)});
+    call.on('data', (reply) => {
+      if (reply.status === 'SERVING') {
+        call.cancel();
+        resolve(null);
+      } else {
+        lastSeen = reply.status;
+      }
+    });
+    call.on('error', (error) => {
+      // Out of time: what the Watch said last says more than the deadline.
+      const outOfTime = error.code === grpc.status.DEADLINE_EXCEEDED && lastSeen !== 'no answer';
+      resolve(outOfTime ? lastSeen : `${grpc.status[error.code]}: ${error.details}`);
+    });
+    call.on('end', () => resolve(`the Watch ended after ${lastSeen}`));
+  });
+}
+
 function defaultChannels() {
   return typeof os.availableParallelism === 'function' ? os.availableParallelism() : (os.cpus().length || 2);
 }
 
 module.exports = {
+  DEFAULT_DEADLINE_MS,
+  DEFAULT_REPLACE_DEADLINE_MS,
+  DEFAULT_RETRY_POLICY,
+  NO_RETRIES,
   DEFAULT_DECISION_TARGET,
   DEFAULT_STATE_TARGET,
   DEFAULT_PROTO_DIR,
@@ -273,7 +383,9 @@ module.exports = {
   StateClient,
   badRequestViolations,
   richStatus,
+  serviceConfig,
   waitUntilServing,
+  workerTarget,
   loadPlacecheck,
   status: grpc.status,
 };
