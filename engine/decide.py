@@ -61,6 +61,56 @@ class UnknownHost(LookupError):
         self.host = name
 
 
+# Every field of Request that compiling may read: all but num_instances (the picks' count) and
+# profile (the profile itself is in the key). A field added to Request must be added here.
+_KEYED_REQUEST_FIELDS = ("operation", "resources", "required_traits", "forbidden_traits", "member_of",
+                         "availability_zone", "flavor", "image", "project_id", "instance_uuid",
+                         "scheduler_hints", "server_group", "source_host")
+if set(_KEYED_REQUEST_FIELDS) | {"num_instances", "profile"} != {field.name for field in dataclasses.fields(Request)}:
+    raise ImportError("engine.decide._KEYED_REQUEST_FIELDS does not name every field of engine.model.Request")
+
+
+def request_key(request: Request):
+    """A hashable value equal for two requests exactly when compiling them gives the same rules;
+    None when some value is unhashable (never cached)."""
+    flavor, image = request.flavor, request.image
+    try:
+        key = (request.operation, frozenset(request.resources.items()), request.required_traits,
+               request.forbidden_traits, request.member_of, request.availability_zone,
+               flavor.name, frozenset(flavor.extra_specs.items()),
+               None if image is None else (image.id, frozenset(image.properties.items()), image.disk_format),
+               request.project_id, request.instance_uuid, request.scheduler_hints, request.server_group,
+               request.source_host)
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+@dataclasses.dataclass(frozen=True)
+class _Compiled:
+    profile: Profile  # held so that its id, in the cache key, is not reused while the entry lives
+    actives: tuple[Active, ...]
+    evaluated: tuple[str, ...]  # the actives' names
+
+
+def _compiled(columns, request: Request, profile: Profile) -> _Compiled:
+    """compile_rules, once per request key, profile and snapshot generation. Pinned to the
+    generation (a usage array is read) because compiled rules may hold rows found through the
+    generation's instance lists (group members, same_host/different_host instances)."""
+
+    def compile_for_generation() -> _Compiled:
+        columns.arrays["num_instances"]  # noqa: B018 -- notes the usage read: cached per generation
+        actives = tuple(compile_rules(columns, request, profile))
+        return _Compiled(profile, actives, tuple(active.name for active in actives))
+
+    key = request_key(request)
+    if key is None:
+        return compile_for_generation()
+    compiled = columns.memo("compiled_rules", (key, id(profile)), compile_for_generation)
+    return compiled if compiled.profile is profile else compile_for_generation()
+
+
 def compile_rules(columns, request: Request, profile: Profile) -> list[Active]:
     """Every enabled rule compiled for the request, in the profile's order."""
     from engine.rules import RULES
@@ -98,8 +148,10 @@ def check_destination(columns, request: Request, profile: Profile, hosts: list[s
         if row is None:
             raise UnknownHost(name)
         rows.append(row)
-    actives = compile_rules(columns, request, profile)
-    evaluated = tuple(active.name for active in actives)
+    if stages is not None:
+        stages.mark("find hosts")
+    compiled = _compiled(columns, request, profile)
+    actives, evaluated = compiled.actives, compiled.evaluated
     fail_bits = _row_scratch(columns.host_count)
     if stages is not None:
         stages.mark("compile")
@@ -198,7 +250,7 @@ def select_destinations(columns, request: Request, profile: Profile, decision_id
     alternates = profile.max_attempts - 1 if max_alternates is None else max_alternates
     if alternates < 0:
         raise InvalidField("max_alternates", f"must be >= 0, got {alternates}")
-    actives = compile_rules(columns, request, profile)
+    actives = list(_compiled(columns, request, profile).actives)  # a list: an affinity pick recompiles one
     if stages is not None:
         stages.mark("compile")
     n = columns.host_count
