@@ -1,0 +1,578 @@
+"""A new base generation's columns from the previous base's and the hosts that changed.
+
+`splice` returns exactly what build_columns returns for the new fleet (every array of the same
+dtype, shape and bytes, every dict equal and in the same order: readers and the checksum cannot
+tell them apart) at a cost in proportion to the change rather than the fleet: only the upserted
+hosts are encoded (build_columns of a fleet of just them), every other row is copied from the
+base's arrays with numpy, and the numberings (classes, traits, aggregates, IPs, host profiles,
+metric sets, instance entries) are merged and renumbered as a full build numbers them.
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+from itertools import compress
+from typing import Collection, Sequence
+
+import numpy as np
+
+from engine.columns import (Columns, _bitset, _distinct_rows, _hash_index, _set_bits, _slot_count,
+                            _unit_bounds, _uuid_hash, _uuid_index, build_columns)
+from engine.model import Aggregate, Fleet, Host
+
+BASE, UPSERTED = 0, 1  # where a run of new rows comes from
+
+# What build_columns holds in an rc_* cell of a host without an inventory of the class.
+_NO_INVENTORY = {"rc_free": 0, "rc_min_unit": 0, "rc_max_unit": 0, "rc_step": 1, "rc_total": 0,
+                 "rc_reserved": 0, "rc_used": 0, "rc_ratio": 0.0, "rc_present": 0}
+_PER_HOST = ("flags", "num_instances", "num_io_ops", "hypervisor_version", "failed_builds", "host_ipv4",
+             "w_free_ram_mb", "w_free_disk_mb", "w_free_vcpus")
+
+
+def splice(base: Columns, upserted: Sequence[Host], removed: Collection[str], aggregates: Sequence[Aggregate], *,
+           members_changed: Collection[int] | None) -> Columns:
+    """build_columns(Fleet(new_hosts, aggregates)), where new_hosts is base's hosts in row order with
+    each of `upserted` replacing the host of its name in place (or appended, in the given order,
+    when base has none of that name) and the hosts named in `removed` dropped; `aggregates` is the
+    complete new aggregate list.
+
+    `members_changed`: the ids of the aggregates whose members among base's hosts may differ from
+    what base's columns say (the aggregates an UpsertAggregates brings; none for a change of hosts
+    only, even when removed hosts' names leave the aggregates); every other aggregate is taken to
+    have the same members among the hosts base keeps, so only its bits are renumbered. None: any
+    may differ, so every aggregate's hosts are looked up, in proportion to all their members. An
+    aggregate base does not have is looked up either way.
+
+    The caller validates: a name twice in `upserted`, a name both upserted and removed, or a removed
+    name base does not have is a ValueError.
+    """
+    names = _HostNames(base)
+    rows = _Rows(base, upserted, removed, names)
+    aggregates = sorted(aggregates, key=lambda aggregate: aggregate.id)
+    upserted_names = {host.name for host in upserted}
+    # Only the upserted hosts' memberships matter to the small build: intersecting (which walks the
+    # smaller set) keeps it in proportion to them rather than to every aggregate's members.
+    upserted_only = build_columns(Fleet(hosts=tuple(upserted), aggregates=tuple(
+        Aggregate(aggregate.id, aggregate.name, frozenset(upserted_names.intersection(aggregate.hosts)),
+                  aggregate.metadata) for aggregate in aggregates)))
+    if rows.kept_count == 0:  # nothing of base stays: the new fleet is the upserted hosts
+        return upserted_only
+    parts = _Parts(base, upserted_only, rows)
+    arrays, dicts = {}, {}
+    _resources(parts, arrays, dicts)
+    _traits(parts, arrays, dicts)
+    _aggregates(parts, arrays, dicts, aggregates, names, members_changed)
+    _host_profiles(parts, arrays, dicts)
+    _host_ips(parts, arrays, dicts)
+    _metrics(parts, arrays, dicts)
+    for name in _PER_HOST:
+        arrays[name] = parts.gather(name)
+    arrays.update(_host_names(parts, names))
+    arrays.update(_instances(parts))
+    # In build_columns' order, so that whatever walks them sees the same sequence.
+    return Columns({name: arrays[name] for name in dict.keys(upserted_only.arrays)},
+                   {name: dicts[name] for name in upserted_only.dicts})
+
+
+class _HostNames:
+    """Lookups by name in a Columns' sorted host name heap, as plain Python values (bisect)."""
+
+    def __init__(self, columns: Columns):
+        self._heap = columns.arrays["host_name_bytes"].tobytes()
+        self._offsets = columns.arrays["host_name_offsets"].tolist()
+        self.order = columns.arrays["host_name_order"].tolist()
+        self._row_by_name: dict[bytes, int] | None = None
+
+    def name(self, row: int) -> bytes:
+        return self._heap[self._offsets[row]:self._offsets[row + 1]]
+
+    def position(self, name: bytes) -> int:
+        """Where `name` is, or would be, in the sorted order."""
+        return bisect_left(self.order, name, key=self.name)
+
+    def row(self, name: str) -> int | None:
+        key = name.encode()
+        position = self.position(key)
+        if position < len(self.order) and self.name(self.order[position]) == key:
+            return self.order[position]
+        return None
+
+    def rows(self, names: Collection[str]) -> list[int]:
+        """The rows of those of `names` the heap has: a search each, or one dict when they are many."""
+        if len(names) * max(1, len(self.order).bit_length()) <= len(self.order):
+            return [row for row in map(self.row, names) if row is not None]
+        if self._row_by_name is None:
+            self._row_by_name = dict(zip(map(self.name, range(len(self.order))), range(len(self.order))))
+        return [row for row in map(self._row_by_name.get, (name.encode() for name in names)) if row is not None]
+
+
+class _Rows:
+    """Where each new row comes from: base's rows in order without the removed ones, the upserted
+    hosts' rows in place of the ones they replace, then the upserted hosts base does not have."""
+
+    def __init__(self, base: Columns, upserted: Sequence[Host], removed: Collection[str], names: _HostNames):
+        upserted_names = [host.name for host in upserted]
+        if len(set(upserted_names)) != len(upserted_names):
+            raise ValueError("a host name is upserted twice")
+        removed = set(removed)
+        if not removed.isdisjoint(upserted_names):
+            raise ValueError(f"hosts both upserted and removed: {sorted(removed.intersection(upserted_names))}")
+        removed_rows = []
+        for name in sorted(removed):
+            row = names.row(name)
+            if row is None:
+                raise ValueError(f"no host {name!r} to remove")
+            removed_rows.append(row)
+        replaced = {}  # base row -> upserted row
+        self.appended = []  # upserted rows of new hosts
+        for upserted_row, name in enumerate(upserted_names):
+            row = names.row(name)
+            if row is None:
+                self.appended.append(upserted_row)
+            else:
+                replaced[row] = upserted_row
+        self.base_count = base.host_count
+        self.keep = np.ones(self.base_count, dtype=bool)
+        self.keep[removed_rows] = False
+        self.removes = bool(removed_rows)
+        self.kept_rows = np.flatnonzero(self.keep)
+        self.kept_count = len(self.kept_rows)
+        self.count = self.kept_count + len(self.appended)
+        self.new_row_of_base = np.cumsum(self.keep) - 1
+        replaced_rows = np.array(sorted(replaced), dtype=np.int64)
+        # Base rows whose base values stay: kept and not replaced.
+        self.survivors = self.keep.copy()
+        self.survivors[replaced_rows] = False
+        # The new rows that take an upserted host's values, and which.
+        self.upserted_positions = np.concatenate([self.new_row_of_base[replaced_rows],
+                                                  np.arange(self.kept_count, self.count)]).astype(np.int64)
+        self.upserted_rows = np.array([replaced[row] for row in replaced_rows.tolist()] + self.appended,
+                                      dtype=np.int64)
+        self.segments = _segments(self.base_count, removed_rows, replaced, self.appended)
+
+
+def _segments(base_count: int, removed_rows: list[int], replaced: dict[int, int],
+              appended: list[int]) -> list[tuple[int, int, int]]:
+    """The new rows as runs (source, start, stop) of consecutive rows of base or of the upserted hosts."""
+    runs = []
+
+    def add(source: int, start: int, stop: int) -> None:
+        if start == stop:
+            return
+        if runs and runs[-1][0] == source and runs[-1][2] == start:
+            runs[-1] = (source, runs[-1][1], stop)
+        else:
+            runs.append((source, start, stop))
+
+    previous = 0
+    for row in sorted([*removed_rows, *replaced]):
+        add(BASE, previous, row)
+        if row in replaced:
+            add(UPSERTED, replaced[row], replaced[row] + 1)
+        previous = row + 1
+    add(BASE, previous, base_count)
+    for row in appended:
+        add(UPSERTED, row, row + 1)
+    return runs
+
+
+class _Parts:
+    """The base's Columns and the upserted hosts' own (build_columns of just them), and how to
+    put their rows together."""
+
+    def __init__(self, base: Columns, upserted: Columns, rows: _Rows):
+        self.base, self.upserted, self.rows = base, upserted, rows
+
+    def gather(self, name: str | None = None, base_array: np.ndarray | None = None,
+               upserted_array: np.ndarray | None = None, axis: int = -1) -> np.ndarray:
+        """The new rows of an array whose `axis` is the host axis: base's at the rows it keeps,
+        the upserted hosts' where they go (base's and upserted's `name`, unless given)."""
+        if base_array is None:
+            base_array, upserted_array = self.base.arrays[name], self.upserted.arrays[name]
+        rows = self.rows
+        shape = list(base_array.shape)
+        shape[axis] = rows.count
+        out = np.empty(shape, dtype=base_array.dtype)
+        target = np.moveaxis(out, axis, -1)
+        base_array, upserted_array = np.moveaxis(base_array, axis, -1), np.moveaxis(upserted_array, axis, -1)
+        target[..., :rows.kept_count] = base_array[..., rows.kept_rows] if rows.removes else base_array
+        target[..., rows.upserted_positions] = upserted_array[..., rows.upserted_rows]
+        return out
+
+    def survivors_of(self, name: str, axis: int = -1) -> np.ndarray:
+        """Base's `name` at the rows whose base values the new columns keep."""
+        return np.compress(self.rows.survivors, self.base.arrays[name], axis=axis)
+
+
+def _resources(parts: _Parts, arrays: dict, dicts: dict) -> None:
+    used = parts.survivors_of("rc_present").any(axis=1)
+    classes, base_to_new, upserted_to_new = _merge_sorted(
+        parts.base.dicts["resource_classes"], used, parts.upserted.dicts["resource_classes"])
+    dicts["resource_classes"] = classes
+    for name, fill in _NO_INVENTORY.items():
+        arrays[name] = parts.gather(
+            base_array=_reindex(parts.base.arrays[name], base_to_new, len(classes), fill),
+            upserted_array=_reindex(parts.upserted.arrays[name], upserted_to_new, len(classes), fill))
+    arrays["rc_unit_bounds"] = _unit_bounds(arrays["rc_present"], arrays["rc_min_unit"], arrays["rc_max_unit"],
+                                            arrays["rc_step"])
+
+
+def _traits(parts: _Parts, arrays: dict, dicts: dict) -> None:
+    base_traits = parts.base.dicts["traits"]
+    used = _bits_present(np.bitwise_or.reduce(parts.survivors_of("traits", axis=0), axis=0), len(base_traits))
+    traits, base_to_new, upserted_to_new = _merge_sorted(base_traits, used, parts.upserted.dicts["traits"])
+    dicts["traits"] = traits
+    arrays["traits"] = parts.gather(
+        base_array=_remap_bits(parts.base.arrays["traits"], base_to_new, len(traits)),
+        upserted_array=_remap_bits(parts.upserted.arrays["traits"], upserted_to_new, len(traits)), axis=0)
+
+
+def _aggregates(parts: _Parts, arrays: dict, dicts: dict, aggregates: list[Aggregate], names: _HostNames,
+                members_changed: Collection[int] | None) -> None:
+    """The upserted build numbers the aggregates as the new columns do; base's bits are renumbered,
+    and the members among base's hosts of the aggregates that may have changed are looked up."""
+    for name in ("aggregates", "aggregate_names", "aggregate_metadata"):
+        dicts[name] = parts.upserted.dicts[name]
+    new_ids = dicts["aggregates"]
+    base_bit = {aggregate_id: bit for bit, aggregate_id in enumerate(parts.base.dicts["aggregates"])}
+    base_to_new = np.full(len(base_bit), -1, dtype=np.int64)
+    looked_up = []  # (new bit, aggregate)
+    for bit, aggregate in enumerate(aggregates):
+        old = base_bit.get(aggregate.id)
+        if old is None or members_changed is None or aggregate.id in members_changed:
+            looked_up.append((bit, aggregate))
+        else:
+            base_to_new[old] = bit
+    base_bits = _remap_bits(parts.base.arrays["aggregates"], base_to_new, len(new_ids))
+    if looked_up:
+        member_rows, member_bits = [], []
+        for bit, aggregate in looked_up:
+            rows = names.rows(aggregate.hosts)
+            member_rows += rows
+            member_bits += [bit] * len(rows)
+        base_bits = base_bits | _bitset(np.array(member_rows, dtype=np.int64), np.array(member_bits, dtype=np.int64),
+                                        parts.rows.base_count, len(new_ids))
+    arrays["aggregates"] = parts.gather(base_array=base_bits, upserted_array=parts.upserted.arrays["aggregates"],
+                                        axis=0)
+    if looked_up:  # base's distinct memberships no longer tell the new ones
+        dicts["aggregate_sets"], arrays["aggregate_set_id"] = _distinct_rows(arrays["aggregates"])
+        return
+    # Each membership is one of base's (renumbered) or one of the upserted hosts': sort the few
+    # candidates as _distinct_rows sorts distinct rows, and keep those some row has.
+    candidates = [[int(base_to_new[bit]) for bit in bits if base_to_new[bit] >= 0]
+                  for bits in parts.base.dicts["aggregate_sets"]] + parts.upserted.dicts["aggregate_sets"]
+    candidate_rows = np.repeat(np.arange(len(candidates)), [len(bits) for bits in candidates])
+    candidate_bits = np.array([bit for bits in candidates for bit in bits], dtype=np.int64)
+    distinct, candidate_to_distinct = np.unique(_bitset(candidate_rows, candidate_bits, len(candidates),
+                                                        len(new_ids)), axis=0, return_inverse=True)
+    candidate_to_distinct = candidate_to_distinct.reshape(-1)
+    base_set_count = len(parts.base.dicts["aggregate_sets"])
+    set_ids = parts.gather(base_array=candidate_to_distinct[parts.base.arrays["aggregate_set_id"]],
+                           upserted_array=candidate_to_distinct[base_set_count + parts.upserted.arrays["aggregate_set_id"]])
+    used = np.bincount(set_ids, minlength=len(distinct)) > 0
+    arrays["aggregate_set_id"] = (np.cumsum(used) - 1).astype(np.int32)[set_ids]
+    dicts["aggregate_sets"] = [_set_bits(words) for words in distinct[used]]
+
+
+def _host_profiles(parts: _Parts, arrays: dict, dicts: dict) -> None:
+    arrays["host_profile_id"], dicts["host_profiles"] = _first_seen_merge(
+        parts, "host_profile_id", parts.base.dicts["host_profiles"], parts.upserted.dicts["host_profiles"],
+        _profile_key)
+
+
+def _profile_key(profile: dict) -> tuple:
+    """What build_columns tells host profiles apart by (stats in their order)."""
+    return (profile["hypervisor_type"], profile["hypervisor_version"],
+            tuple(map(tuple, profile["supported_instances"])), tuple(profile["stats"].items()))
+
+
+def _host_ips(parts: _Parts, arrays: dict, dicts: dict) -> None:
+    base_ips = parts.base.dicts["host_ips"]
+    used = np.bincount(parts.survivors_of("host_ip_id"), minlength=len(base_ips)) > 0
+    dicts["host_ips"], base_to_new, upserted_to_new = _merge_sorted(base_ips, used, parts.upserted.dicts["host_ips"])
+    arrays["host_ip_id"] = parts.gather(
+        base_array=base_to_new.astype(np.int32)[parts.base.arrays["host_ip_id"]],
+        upserted_array=upserted_to_new.astype(np.int32)[parts.upserted.arrays["host_ip_id"]])
+
+
+def _metrics(parts: _Parts, arrays: dict, dicts: dict) -> None:
+    arrays["metric_set_id"], metric_sets = _first_seen_merge(
+        parts, "metric_set_id", parts.base.dicts["metric_sets"], parts.upserted.dicts["metric_sets"], tuple)
+    dicts["metric_sets"] = metric_sets
+    metric_names = sorted({name for names in metric_sets for name in names})
+    dicts["metric_names"] = metric_names
+    index = {name: position for position, name in enumerate(metric_names)}
+
+    def to_new(names: list[str]) -> np.ndarray:
+        return np.array([index.get(name, -1) for name in names], dtype=np.int64)
+
+    arrays["metric_values"] = parts.gather(
+        base_array=_reindex(parts.base.arrays["metric_values"], to_new(parts.base.dicts["metric_names"]),
+                            len(metric_names), np.nan),
+        upserted_array=_reindex(parts.upserted.arrays["metric_values"], to_new(parts.upserted.dicts["metric_names"]),
+                                len(metric_names), np.nan))
+
+
+def _first_seen_merge(parts: _Parts, id_name: str, base_values: list, upserted_values: list,
+                      key) -> tuple[np.ndarray, list]:
+    """A dictionary numbered in order of first appearance over the rows (as build_columns'
+    _dictionary_encode numbers it): the new ids per row and the values they index."""
+    candidates = list(base_values)
+    candidate_of = {key(value): index for index, value in enumerate(base_values)}
+    upserted_to_candidate = np.zeros(len(upserted_values), dtype=np.int32)
+    for index, value in enumerate(upserted_values):
+        upserted_to_candidate[index] = candidate_of.setdefault(key(value), len(candidates))
+        if upserted_to_candidate[index] == len(candidates):
+            candidates.append(value)
+    ids = parts.gather(base_array=parts.base.arrays[id_name],
+                       upserted_array=upserted_to_candidate[parts.upserted.arrays[id_name]])
+    distinct, first_row = np.unique(ids, return_index=True)
+    order = distinct[np.argsort(first_row, kind="stable")]
+    rank = np.zeros(len(candidates), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    return rank[ids], [candidates[index] for index in order.tolist()]
+
+
+def _merge_sorted(base: list, used: np.ndarray, additions: list) -> tuple[list, np.ndarray, np.ndarray]:
+    """The sorted list of base's `used` items and the (sorted, distinct) `additions`, and where each
+    of base's (-1: not used) and each addition is in it."""
+    used = used.copy()
+    for item in additions:  # an addition base has keeps its place, so nothing moves
+        position = bisect_left(base, item)
+        if position < len(base) and base[position] == item:
+            used[position] = True
+    every_one_used = bool(used.all())
+    kept = base if every_one_used else list(compress(base, used.tolist()))
+    inserts, addition_at = [], []  # (position in kept, item); the kept index an addition matches, or -1
+    for item in additions:
+        position = bisect_left(kept, item)
+        if position < len(kept) and kept[position] == item:
+            addition_at.append(position)
+        else:
+            addition_at.append(-1 - len(inserts))
+            inserts.append((position, item))
+    insert_positions = np.array([position for position, _ in inserts], dtype=np.int64)
+    kept_to_new = np.arange(len(kept))
+    if inserts:
+        kept_to_new += np.searchsorted(insert_positions, kept_to_new, side="right")
+    if every_one_used:
+        base_to_new = kept_to_new
+    else:
+        base_to_new = np.full(len(base), -1, dtype=np.int64)
+        base_to_new[used] = kept_to_new
+    additions_to_new = np.array([kept_to_new[at] if at >= 0 else inserts[-1 - at][0] + (-1 - at)
+                                 for at in addition_at], dtype=np.int64)
+    if not inserts:
+        return kept, base_to_new, additions_to_new
+    merged, previous = [], 0
+    for position, item in inserts:
+        merged += kept[previous:position]
+        merged.append(item)
+        previous = position
+    merged += kept[previous:]
+    return merged, base_to_new, additions_to_new
+
+
+def _is_identity(old_to_new: np.ndarray, new_count: int) -> bool:
+    return len(old_to_new) == new_count and bool((old_to_new == np.arange(new_count)).all())
+
+
+def _reindex(array: np.ndarray, old_to_new: np.ndarray, new_count: int, fill) -> np.ndarray:
+    """`array` with its first axis renumbered (old_to_new[i] < 0: dropped; new ones filled)."""
+    if _is_identity(old_to_new, new_count):
+        return array
+    out = np.full((new_count, *array.shape[1:]), fill, dtype=array.dtype)
+    kept = old_to_new >= 0
+    out[old_to_new[kept]] = array[kept]
+    return out
+
+
+def _bits_present(words: np.ndarray, bit_count: int) -> np.ndarray:
+    return np.unpackbits(words.astype("<u8").view(np.uint8), bitorder="little")[:bit_count].astype(bool)
+
+
+def _remap_bits(bitset: np.ndarray, old_to_new: np.ndarray, new_count: int) -> np.ndarray:
+    """A bitset [rows, words] with bit i moved to old_to_new[i] (< 0: dropped), new_count bits wide."""
+    if _is_identity(old_to_new, new_count):
+        return bitset
+    words = max(1, -(-new_count // 64))
+    bits = np.unpackbits(np.ascontiguousarray(bitset, dtype="<u8").view(np.uint8), axis=1, bitorder="little")
+    moved = np.zeros((len(bitset), words * 64), dtype=np.uint8)
+    kept = np.flatnonzero(old_to_new >= 0)
+    moved[:, old_to_new[kept]] = bits[:, kept]
+    return np.packbits(moved, axis=1, bitorder="little").view("<u8").astype(np.uint64)
+
+
+def _host_names(parts: _Parts, names: _HostNames) -> dict[str, np.ndarray]:
+    """The name heap by runs of rows, and the sorted order: base's, less the removed rows, with
+    the appended hosts' names inserted where they sort."""
+    rows = parts.rows
+    offsets, heap = _concatenated_heap(parts, "host_name_offsets", "host_name_bytes")
+    order = np.array(names.order, dtype=np.int64)
+    if rows.removes:
+        kept = rows.keep[order]
+        removed_before = np.concatenate([[0], np.cumsum(~kept)])
+        order = rows.new_row_of_base[order[kept]]
+    else:
+        removed_before = None
+    appended_names = [parts.upserted.host_name(row).encode() for row in rows.appended]
+    by_name = sorted(range(len(appended_names)), key=appended_names.__getitem__)
+    positions = [names.position(appended_names[index]) for index in by_name]
+    if removed_before is not None:
+        positions = [position - int(removed_before[position]) for position in positions]
+    appended_new_rows = [rows.kept_count + index for index in by_name]
+    order = np.insert(order, positions, appended_new_rows).astype(np.int32)
+    return {"host_name_offsets": offsets, "host_name_bytes": heap, "host_name_order": order}
+
+
+def _concatenated_heap(parts: _Parts, offsets_name: str, heap_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A per-row heap (offsets [n+1], bytes) of the new rows, copied run by run."""
+    sources = [(parts.base.arrays[offsets_name], parts.base.arrays[heap_name]),
+               (parts.upserted.arrays[offsets_name], parts.upserted.arrays[heap_name])]
+    offsets = _offsets(parts, offsets_name)
+    pieces = [sources[source][1][sources[source][0][start]:sources[source][0][stop]]
+              for source, start, stop in parts.rows.segments]
+    heap = np.concatenate(pieces) if pieces else sources[BASE][1][:0].copy()
+    return offsets, heap
+
+
+def _offsets(parts: _Parts, name: str) -> np.ndarray:
+    """Per-row offsets [n+1] of the new rows from base's and the upserted hosts' lengths."""
+    lengths = parts.gather(base_array=np.diff(parts.base.arrays[name]), upserted_array=np.diff(parts.upserted.arrays[name]))
+    offsets = np.zeros(parts.rows.count + 1, dtype=parts.base.arrays[name].dtype)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
+def _instances(parts: _Parts) -> dict[str, np.ndarray]:
+    """The instance entries run by run; the uuid slots patched where entries left or came."""
+    sources = [parts.base.arrays, parts.upserted.arrays]
+    other_entries = [np.asarray(source["instance_other_entries"]) for source in sources]
+    instance_offsets = _offsets(parts, "instance_offsets")
+    uuid_pieces, other_entry_pieces, other_byte_pieces, other_lengths = [], [], [], []
+    added = []  # new entry numbers of the upserted hosts' canonical uuids
+    base_runs = []  # (first entry, last entry + 1, new number of the first) of base's entries kept
+    new_entry = 0
+    for source, start, stop in parts.rows.segments:
+        arrays = sources[source]
+        first, last = (int(entry) for entry in arrays["instance_offsets"][[start, stop]])
+        uuid_pieces.append(arrays["instance_uuids"][first:last])
+        others = other_entries[source]
+        other_first, other_last = np.searchsorted(others, [first, last])
+        entries = others[other_first:other_last]
+        other_entry_pieces.append(entries - first + new_entry)
+        other_offsets = arrays["instance_other_offsets"]
+        other_byte_pieces.append(arrays["instance_other_bytes"][other_offsets[other_first]:other_offsets[other_last]])
+        other_lengths.append(np.diff(other_offsets[other_first:other_last + 1]))
+        if source == BASE:
+            base_runs.append((first, last, new_entry))
+        else:
+            added.append(np.setdiff1d(np.arange(first, last), entries) - first + new_entry)
+        new_entry += last - first
+    uuids = np.concatenate(uuid_pieces) if uuid_pieces else sources[BASE]["instance_uuids"][:0].copy()
+    other_entries_new = np.concatenate(other_entry_pieces).astype(np.int32)
+    other_offsets_new = np.zeros(len(other_entries_new) + 1, dtype=np.int64)
+    np.cumsum(np.concatenate(other_lengths), out=other_offsets_new[1:])
+    other_bytes = np.concatenate(other_byte_pieces).astype(np.uint8)
+    canonical_count = len(uuids) - len(other_entries_new)
+    words = uuids.view("<u8")
+    old_slots = sources[BASE]["instance_slots"]
+    if len(old_slots) == _slot_count(canonical_count):
+        slots = _spliced_uuid_slots(_renumbered(old_slots, base_runs, len(sources[BASE]["instance_uuids"])),
+                                    old_slots >= 0, words,
+                                    np.concatenate(added).astype(np.int64) if added else np.zeros(0, np.int64))
+    else:  # another table size: every uuid moves
+        canonical = np.ones(len(uuids), dtype=bool)
+        canonical[other_entries_new] = False
+        slots = _uuid_index(words, np.flatnonzero(canonical))
+    return {
+        "instance_offsets": instance_offsets,
+        "instance_uuids": uuids,
+        "instance_slots": slots,
+        "instance_other_entries": other_entries_new,
+        "instance_other_offsets": other_offsets_new,
+        "instance_other_bytes": other_bytes,
+        "instance_other_slots": _hash_index(other_offsets_new, other_bytes),
+    }
+
+
+def _renumbered(slots: np.ndarray, runs: list[tuple[int, int, int]], entry_count: int) -> np.ndarray:
+    """Base's uuid slots with each kept entry's new number, -2 for an entry gone, -1 empty."""
+    shifts = [(first, new_first - first) for first, _, new_first in runs]
+    steps = [(first, shift - previous) for (first, shift), (_, previous) in zip(shifts, [(0, 0), *shifts])
+             if shift != previous]
+    gone, previous_last = [], 0  # the ranges of entries between base's kept runs
+    for first, last, _ in [*runs, (entry_count, entry_count, 0)]:
+        if previous_last < first:
+            gone.append((previous_last, first))
+        previous_last = last
+    if len(steps) + len(gone) > 8:  # one pass through a lookup table, but a random read per slot
+        entry_map = np.full(entry_count + 1, -2, dtype=np.int32)
+        entry_map[0] = -1
+        for first, last, new_first in runs:
+            entry_map[first + 1:last + 1] = np.arange(new_first, new_first + last - first, dtype=np.int32)
+        return entry_map[slots + 1]
+    renumbered = slots.copy()  # a few sequential passes: the shift is a step function of the entry
+    for first, step in steps:
+        renumbered += (slots >= first) * np.int32(step)
+    unsigned = slots.view(np.uint32)  # an empty slot (-1) is above every range
+    for first, last in gone:
+        renumbered[unsigned - np.uint32(first) < np.uint32(last - first)] = -2
+    return renumbered
+
+
+def _spliced_uuid_slots(slots: np.ndarray, was_occupied: np.ndarray, words: np.ndarray,
+                        added: np.ndarray) -> np.ndarray:
+    """_uuid_index over the new entries, from base's table renumbered to them (`slots`: -2 where an
+    entry left, -1 empty) and the entries that came (`added`).
+
+    _uuid_index places an entry in the run of occupied slots (between two empty ones) that holds
+    its hash's slot, and only the entries whose hash falls in a run ever contend for its slots. So
+    only the runs that lost or gain an entry are placed again, the same way (every entry of them
+    from the first round, in entry order); when one of their entries reaches a run of base's that
+    is not among them, the runs merge and that run is placed again with them."""
+    mask = len(slots) - 1
+    empties = np.flatnonzero(~was_occupied)
+    seeds = np.concatenate([np.flatnonzero(slots == -2), _uuid_hash(words[added]).astype(np.int64) & mask])
+    in_region = np.zeros(len(slots), dtype=bool)
+    in_region[_runs_holding(seeds, was_occupied, empties, len(slots))] = True
+    while True:
+        region = np.flatnonzero(in_region) if len(seeds) else seeds
+        kept = slots[region]
+        slots[region] = -1
+        placed_here = in_region.copy()
+        pending = np.sort(np.concatenate([kept[kept >= 0].astype(np.int64), added]))
+        position = _uuid_hash(words[pending]).astype(np.int64) & mask
+        claimed = []
+        while len(pending):
+            occupant = slots[position]
+            blocked = (occupant != -1) & ~placed_here[position]
+            if blocked.any():
+                break
+            free = occupant == -1
+            slots[position[free]] = pending[free]  # of several claims on one slot, the last stays
+            placed_here[position[free]] = True
+            claimed.append(position[free])
+            placed = np.zeros(len(pending), dtype=bool)
+            placed[free] = slots[position[free]] == pending[free]
+            pending, position = pending[~placed], (position[~placed] + 1) & mask
+        else:
+            return slots
+        # Undo, and place again with the runs reached.
+        if claimed:
+            slots[np.concatenate(claimed)] = -1
+        slots[region] = kept
+        in_region[_runs_holding(position[blocked], was_occupied, empties, len(slots))] = True
+
+
+def _runs_holding(positions: np.ndarray, occupied: np.ndarray, empties: np.ndarray, size: int) -> np.ndarray:
+    """Every slot of the runs of occupied slots that hold these positions (a position of an empty
+    slot stands for itself; runs wrap around the table's end), some more than once."""
+    following = np.searchsorted(empties, positions)  # the first empty slot at or after each
+    is_empty = ~occupied[positions]
+    previous = np.where(following > 0, empties[following - 1], empties[-1] - size)
+    next_empty = np.where(following < len(empties), empties[np.minimum(following, len(empties) - 1)],
+                          empties[0] + size)
+    start = np.where(is_empty, positions, previous + 1)
+    lengths = np.where(is_empty, positions + 1, next_empty) - start
+    offsets = np.repeat(start - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return (offsets + np.arange(lengths.sum())) % size

@@ -1,0 +1,173 @@
+"""splice(base, upserted, removed, aggregates) is build_columns of the fleet it describes, array for
+array (dtype, shape, bytes) and dict for dict (values and order)."""
+from __future__ import annotations
+
+import dataclasses
+import random
+import uuid
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine import column_schema
+from engine.columns import Columns, build_columns
+from engine.columns_splice import splice
+from engine.model import Aggregate, Fleet, Host, Inventory
+from tests.fleetgen import ZONE_METADATA, fleets, host_names, hosts
+
+
+def assert_same_columns(actual: Columns, expected: Columns) -> None:
+    column_schema.check(dict(actual.arrays))
+    assert list(dict.keys(actual.arrays)) == list(dict.keys(expected.arrays))
+    for name in dict.keys(expected.arrays):
+        got, want = dict.__getitem__(actual.arrays, name), dict.__getitem__(expected.arrays, name)
+        assert (got.dtype, got.shape) == (want.dtype, want.shape), name
+        assert got.tobytes() == want.tobytes(), name
+    assert list(actual.dicts) == list(expected.dicts)
+    for name, value in expected.dicts.items():
+        assert actual.dicts[name] == value, name
+        if name == "host_profiles":  # stats in the same order too
+            assert [list(profile["stats"].items()) for profile in actual.dicts[name]] == \
+                   [list(profile["stats"].items()) for profile in value]
+
+
+def spliced_fleet(fleet: Fleet, upserted: list[Host], removed: set[str], aggregates: list[Aggregate]) -> Fleet:
+    by_name = {host.name: host for host in upserted}
+    kept = [by_name.pop(host.name, host) for host in fleet.hosts if host.name not in removed]
+    return Fleet(hosts=tuple(kept + [host for host in upserted if host.name in by_name]),
+                 aggregates=tuple(aggregates))
+
+
+def members_changed(fleet: Fleet, aggregates: list[Aggregate]) -> set[int]:
+    """The ids of the aggregates whose members among the fleet's hosts differ from before."""
+    names = {host.name for host in fleet.hosts}
+    before = {aggregate.id: aggregate.hosts & names for aggregate in fleet.aggregates}
+    return {aggregate.id for aggregate in aggregates if before.get(aggregate.id) != aggregate.hosts & names}
+
+
+@st.composite
+def changes(draw, fleet: Fleet) -> tuple[list[Host], set[str], list[Aggregate]]:
+    names = [host.name for host in fleet.hosts]
+    removed = set(draw(st.lists(st.sampled_from(names), max_size=len(names)))) if names else set()
+    upserted_names = draw(st.lists(st.one_of(st.sampled_from(names), host_names) if names else host_names,
+                                   max_size=6, unique=True))
+    upserted_names = [name for name in upserted_names if name not in removed]
+    upserted = [draw(hosts(name)) for name in upserted_names]
+    new_names = sorted(set(names) | set(upserted_names) | {"not-a-host"})
+    aggregates = []
+    for aggregate in fleet.aggregates:
+        choice = draw(st.sampled_from(("keep", "keep", "drop", "members", "metadata")))
+        if choice == "keep":
+            aggregates.append(aggregate)
+        elif choice == "members":
+            aggregates.append(dataclasses.replace(aggregate, hosts=frozenset(
+                draw(st.lists(st.sampled_from(new_names), max_size=len(new_names))))))
+        elif choice == "metadata":
+            aggregates.append(dataclasses.replace(aggregate, name=aggregate.name + "'", metadata={
+                "availability_zone": draw(st.sampled_from(ZONE_METADATA))}))
+    taken = {aggregate.id for aggregate in fleet.aggregates}
+    for aggregate_id in draw(st.lists(st.integers(1, 200).filter(lambda i: i not in taken), max_size=2,
+                                      unique=True)):
+        aggregates.append(Aggregate(aggregate_id, f"new{aggregate_id}", frozenset(
+            draw(st.lists(st.sampled_from(new_names), max_size=len(new_names))))))
+    return upserted, removed, draw(st.permutations(aggregates))
+
+
+@settings(max_examples=300, deadline=None)
+@given(fleets(max_hosts=8), st.data())
+def test_splice_is_build_columns_of_the_new_fleet(fleet, data):
+    """Splices in a row (each on the last one's columns), told which aggregates changed and not."""
+    columns = build_columns(fleet)
+    for _ in range(data.draw(st.integers(1, 3), label="splices")):
+        upserted, removed, aggregates = data.draw(changes(fleet), label="change")
+        new_fleet = spliced_fleet(fleet, upserted, removed, aggregates)
+        expected = build_columns(new_fleet)
+        assert_same_columns(splice(columns, upserted, removed, aggregates, members_changed=None), expected)
+        columns = splice(columns, upserted, removed, aggregates, members_changed=members_changed(fleet, aggregates))
+        assert_same_columns(columns, expected)
+        fleet = new_fleet
+
+
+def host(name: str, **fields) -> Host:
+    return Host(name=name, **fields)
+
+
+def check_splice(fleet: Fleet, upserted: list[Host], removed: set[str] = frozenset(),
+                 aggregates: list[Aggregate] | None = None) -> Columns:
+    aggregates = list(fleet.aggregates) if aggregates is None else aggregates
+    spliced = splice(build_columns(fleet), upserted, removed, aggregates, members_changed=None)
+    assert_same_columns(spliced, build_columns(spliced_fleet(fleet, upserted, removed, aggregates)))
+    return spliced
+
+
+def test_removing_every_host():
+    fleet = Fleet((host("a", traits=frozenset({"T"})), host("b", instances=("x",))),
+                  (Aggregate(1, "one", frozenset({"a"})),))
+    spliced = check_splice(fleet, [], {"a", "b"})
+    assert spliced.host_count == 0
+
+
+def test_replacing_every_host_and_removing_all_the_others():
+    fleet = Fleet((host("a"), host("b"), host("c")))
+    spliced = check_splice(fleet, [host("c", traits=frozenset({"T"})), host("a")], {"b"})
+    assert [spliced.host_name(row) for row in range(spliced.host_count)] == ["a", "c"]
+
+
+def test_upserting_into_an_empty_fleet():
+    check_splice(Fleet(), [host("b", host_ip="10.0.0.1"), host("a", metrics={"m": 1.0})])
+    check_splice(Fleet(aggregates=(Aggregate(3, "x", frozenset({"a"})),)), [host("a")])
+
+
+def test_names_appear_and_disappear():
+    """Classes, traits, metrics, IPs, profiles and aggregates only the changed hosts had go; new ones
+    sort in among the others."""
+    fleet = Fleet((
+        host("m", resources={"VCPU": Inventory(4)}, traits=frozenset({"B"}), host_ip="10.0.0.2",
+             metrics={"x": 1.0}, stats={"s": "1"}),
+        host("n", resources={"DISK_GB": Inventory(9), "VCPU": Inventory(2)}, traits=frozenset({"D"}),
+             host_ip="10.0.0.9", metrics={"z": 2.0, "y": float("nan")}, stats={"t": "2", "s": "1"}),
+    ), (Aggregate(5, "five", frozenset({"n"})), Aggregate(9, "nine", frozenset({"m"}))))
+    check_splice(fleet, [host("n", resources={"MEMORY_MB": Inventory(1)}, traits=frozenset({"A", "C"}),
+                              host_ip="10.0.0.1", metrics={"w": 3.0}, stats={"s": "1", "t": "2"})],
+                 aggregates=[Aggregate(7, "seven", frozenset({"n", "m"})), fleet.aggregates[1]])
+    check_splice(fleet, [host("a", traits=frozenset(f"T{i:03}" for i in range(70)))], {"n"})
+
+
+def test_non_canonical_instance_ids():
+    uuid_text = "00000000-0000-4000-8000-000000000001"
+    fleet = Fleet((host("a", instances=("i-1", uuid_text.upper(), "é")), host("b", instances=(uuid_text, "i-2")),
+                   host("c", instances=("{" + uuid_text + "}",))))
+    check_splice(fleet, [host("b", instances=("i-3", uuid_text, "x" * 36))], {"a"})
+    check_splice(fleet, [host("d", instances=("i-1",))], {"c"})
+
+
+def test_refused_input():
+    base = build_columns(Fleet((host("a"), host("b"))))
+    with pytest.raises(ValueError, match="twice"):
+        splice(base, [host("c"), host("c")], (), (), members_changed=())
+    with pytest.raises(ValueError, match="both upserted and removed"):
+        splice(base, [host("a")], {"a"}, (), members_changed=())
+    with pytest.raises(ValueError, match="no host 'z'"):
+        splice(base, [], {"z"}, (), members_changed=())
+
+
+def random_uuids(rng: random.Random, count: int) -> tuple[str, ...]:
+    return tuple(str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(count))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 40), st.integers(0, 10))
+def test_uuid_slots_at_high_load(seed, upserts, removals):
+    """Enough uuids that the hash table's runs are long, merge and wrap around its end."""
+    rng = random.Random(seed)
+    fleet = Fleet(tuple(host(f"h{index}", instances=random_uuids(rng, 10)) for index in range(300)))
+    names = [h.name for h in fleet.hosts]
+    removed = set(rng.sample(names, removals))
+    upserted = [host(name, instances=random_uuids(rng, rng.randint(8, 11)))
+                for name in rng.sample([n for n in names if n not in removed] + [f"new{i}" for i in range(20)],
+                                       upserts)]
+    slots = build_columns(fleet).arrays["instance_slots"]
+    assert np.count_nonzero(slots >= 0) > 0.7 * len(slots)
+    check_splice(fleet, upserted, removed)
