@@ -194,8 +194,15 @@ class _Parts:
         out = np.empty(shape, dtype=base_array.dtype)
         target = np.moveaxis(out, axis, -1)
         base_array, upserted_array = np.moveaxis(base_array, axis, -1), np.moveaxis(upserted_array, axis, -1)
-        target[..., :rows.kept_count] = base_array[..., rows.kept_rows] if rows.removes else base_array
-        target[..., rows.upserted_positions] = upserted_array[..., rows.upserted_rows]
+        if len(rows.segments) <= 16:  # a few block copies
+            new_start = 0
+            for source, start, stop in rows.segments:
+                target[..., new_start:new_start + stop - start] = (base_array if source == BASE
+                                                                   else upserted_array)[..., start:stop]
+                new_start += stop - start
+        else:
+            target[..., :rows.kept_count] = np.take(base_array, rows.kept_rows, axis=-1) if rows.removes else base_array
+            target[..., rows.upserted_positions] = np.take(upserted_array, rows.upserted_rows, axis=-1)
         return out
 
     def survivors_of(self, name: str, axis: int = -1) -> np.ndarray:
@@ -254,7 +261,7 @@ def _aggregates(parts: _Parts, arrays: dict, dicts: dict, aggregates: list[Aggre
     arrays["aggregates"] = parts.gather(base_array=base_bits, upserted_array=parts.upserted.arrays["aggregates"],
                                         axis=0)
     if looked_up:  # base's distinct memberships no longer tell the new ones
-        dicts["aggregate_sets"], arrays["aggregate_set_id"] = _distinct_rows(arrays["aggregates"])
+        dicts["aggregate_sets"], arrays["aggregate_set_id"] = _distinct_memberships(arrays["aggregates"])
         return
     # Each membership is one of base's (renumbered) or one of the upserted hosts': sort the few
     # candidates as _distinct_rows sorts distinct rows, and keep those some row has.
@@ -271,6 +278,15 @@ def _aggregates(parts: _Parts, arrays: dict, dicts: dict, aggregates: list[Aggre
     used = np.bincount(set_ids, minlength=len(distinct)) > 0
     arrays["aggregate_set_id"] = (np.cumsum(used) - 1).astype(np.int32)[set_ids]
     dicts["aggregate_sets"] = [_set_bits(words) for words in distinct[used]]
+
+
+def _distinct_memberships(bitset: np.ndarray) -> tuple[list[list[int]], np.ndarray]:
+    """_distinct_rows(bitset); of one word, a sort of plain numbers (the same order: np.unique
+    along rows compares the words as numbers, first word first) rather than of rows."""
+    if bitset.shape[1] > 1:
+        return _distinct_rows(bitset)
+    distinct, inverse = np.unique(bitset[:, 0], return_inverse=True)
+    return [_set_bits(words) for words in distinct[:, None]], inverse.astype(np.int32)
 
 
 def _host_profiles(parts: _Parts, arrays: dict, dicts: dict) -> None:
@@ -325,8 +341,10 @@ def _first_seen_merge(parts: _Parts, id_name: str, base_values: list, upserted_v
             candidates.append(value)
     ids = parts.gather(base_array=parts.base.arrays[id_name],
                        upserted_array=upserted_to_candidate[parts.upserted.arrays[id_name]])
-    distinct, first_row = np.unique(ids, return_index=True)
-    order = distinct[np.argsort(first_row, kind="stable")]
+    first_row = np.full(len(candidates), len(ids), dtype=np.int64)
+    np.minimum.at(first_row, ids, np.arange(len(ids)))
+    present = np.flatnonzero(first_row < len(ids))
+    order = present[np.argsort(first_row[present])]
     rank = np.zeros(len(candidates), dtype=np.int32)
     rank[order] = np.arange(len(order), dtype=np.int32)
     return rank[ids], [candidates[index] for index in order.tolist()]
@@ -340,8 +358,13 @@ def _merge_sorted(base: list, used: np.ndarray, additions: list) -> tuple[list, 
         position = bisect_left(base, item)
         if position < len(base) and base[position] == item:
             used[position] = True
-    every_one_used = bool(used.all())
-    kept = base if every_one_used else list(compress(base, used.tolist()))
+    unused = np.flatnonzero(~used)
+    if len(unused) * 16 <= len(base):  # deleting a few from a copy beats selecting all the others
+        kept = base if not len(unused) else list(base)
+        for position in reversed(unused.tolist()):
+            del kept[position]
+    else:
+        kept = list(compress(base, used.tolist()))
     inserts, addition_at = [], []  # (position in kept, item); the kept index an addition matches, or -1
     for item in additions:
         position = bisect_left(kept, item)
@@ -354,7 +377,7 @@ def _merge_sorted(base: list, used: np.ndarray, additions: list) -> tuple[list, 
     kept_to_new = np.arange(len(kept))
     if inserts:
         kept_to_new += np.searchsorted(insert_positions, kept_to_new, side="right")
-    if every_one_used:
+    if not len(unused):
         base_to_new = kept_to_new
     else:
         base_to_new = np.full(len(base), -1, dtype=np.int64)
@@ -477,9 +500,10 @@ def _instances(parts: _Parts) -> dict[str, np.ndarray]:
     words = uuids.view("<u8")
     old_slots = sources[BASE]["instance_slots"]
     if len(old_slots) == _slot_count(canonical_count):
-        slots = _spliced_uuid_slots(_renumbered(old_slots, base_runs, len(sources[BASE]["instance_uuids"])),
-                                    old_slots >= 0, words,
-                                    np.concatenate(added).astype(np.int64) if added else np.zeros(0, np.int64))
+        base_entry_count = len(sources[BASE]["instance_uuids"])
+        gone = [np.setdiff1d(np.arange(first, last), other_entries[BASE]) for first, last in _gaps(base_runs, base_entry_count)]
+        slots = _spliced_uuid_slots(old_slots, _renumbered(old_slots, base_runs, base_entry_count),
+                                    sources[BASE]["instance_uuids"].view("<u8"), _joined(gone), words, _joined(added))
     else:  # another table size: every uuid moves
         canonical = np.ones(len(uuids), dtype=bool)
         canonical[other_entries_new] = False
@@ -495,35 +519,42 @@ def _instances(parts: _Parts) -> dict[str, np.ndarray]:
     }
 
 
+def _joined(entry_lists: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(entry_lists).astype(np.int64) if entry_lists else np.zeros(0, dtype=np.int64)
+
+
+def _gaps(runs: list[tuple[int, int, int]], entry_count: int) -> list[tuple[int, int]]:
+    """The ranges of base's entries between its kept runs: the entries gone."""
+    gaps, previous_last = [], 0
+    for first, last, _ in [*runs, (entry_count, entry_count, 0)]:
+        if previous_last < first:
+            gaps.append((previous_last, first))
+        previous_last = last
+    return gaps
+
+
 def _renumbered(slots: np.ndarray, runs: list[tuple[int, int, int]], entry_count: int) -> np.ndarray:
-    """Base's uuid slots with each kept entry's new number, -2 for an entry gone, -1 empty."""
+    """Base's uuid slots with each kept entry's new number (-1 empty; an entry gone: any value)."""
     shifts = [(first, new_first - first) for first, _, new_first in runs]
     steps = [(first, shift - previous) for (first, shift), (_, previous) in zip(shifts, [(0, 0), *shifts])
              if shift != previous]
-    gone, previous_last = [], 0  # the ranges of entries between base's kept runs
-    for first, last, _ in [*runs, (entry_count, entry_count, 0)]:
-        if previous_last < first:
-            gone.append((previous_last, first))
-        previous_last = last
-    if len(steps) + len(gone) > 8:  # one pass through a lookup table, but a random read per slot
+    if len(steps) > 4:  # one pass through a lookup table, but a random read per slot
         entry_map = np.full(entry_count + 1, -2, dtype=np.int32)
         entry_map[0] = -1
         for first, last, new_first in runs:
             entry_map[first + 1:last + 1] = np.arange(new_first, new_first + last - first, dtype=np.int32)
         return entry_map[slots + 1]
-    renumbered = slots.copy()  # a few sequential passes: the shift is a step function of the entry
+    renumbered = slots.copy()  # a sequential pass or two: the shift is a step function of the entry
     for first, step in steps:
         renumbered += (slots >= first) * np.int32(step)
-    unsigned = slots.view(np.uint32)  # an empty slot (-1) is above every range
-    for first, last in gone:
-        renumbered[unsigned - np.uint32(first) < np.uint32(last - first)] = -2
     return renumbered
 
 
-def _spliced_uuid_slots(slots: np.ndarray, was_occupied: np.ndarray, words: np.ndarray,
-                        added: np.ndarray) -> np.ndarray:
-    """_uuid_index over the new entries, from base's table renumbered to them (`slots`: -2 where an
-    entry left, -1 empty) and the entries that came (`added`).
+def _spliced_uuid_slots(old_slots: np.ndarray, slots: np.ndarray, old_words: np.ndarray, gone: np.ndarray,
+                        words: np.ndarray, added: np.ndarray) -> np.ndarray:
+    """_uuid_index over the new entries, from base's table (`old_slots` over `old_words`), that
+    table renumbered to the new entries (`slots`, written in place), base's entries `gone` and
+    the new entries `added`.
 
     _uuid_index places an entry in the run of occupied slots (between two empty ones) that holds
     its hash's slot, and only the entries whose hash falls in a run ever contend for its slots. So
@@ -531,8 +562,11 @@ def _spliced_uuid_slots(slots: np.ndarray, was_occupied: np.ndarray, words: np.n
     from the first round, in entry order); when one of their entries reaches a run of base's that
     is not among them, the runs merge and that run is placed again with them."""
     mask = len(slots) - 1
+    was_occupied = old_slots >= 0
     empties = np.flatnonzero(~was_occupied)
-    seeds = np.concatenate([np.flatnonzero(slots == -2), _uuid_hash(words[added]).astype(np.int64) & mask])
+    gone_slots = _slots_holding(old_slots, old_words, gone)
+    slots[gone_slots] = -2
+    seeds = np.concatenate([gone_slots, _uuid_hash(words[added]).astype(np.int64) & mask])
     in_region = np.zeros(len(slots), dtype=bool)
     in_region[_runs_holding(seeds, was_occupied, empties, len(slots))] = True
     while True:
@@ -562,6 +596,18 @@ def _spliced_uuid_slots(slots: np.ndarray, was_occupied: np.ndarray, words: np.n
             slots[np.concatenate(claimed)] = -1
         slots[region] = kept
         in_region[_runs_holding(position[blocked], was_occupied, empties, len(slots))] = True
+
+
+def _slots_holding(slots: np.ndarray, words: np.ndarray, entries: np.ndarray) -> np.ndarray:
+    """Where a uuid table holds each of these entries: probing from its hash's slot."""
+    mask = len(slots) - 1
+    position = _uuid_hash(words[entries]).astype(np.int64) & mask
+    found = []
+    while len(entries):
+        hit = slots[position] == entries
+        found.append(position[hit])
+        entries, position = entries[~hit], (position[~hit] + 1) & mask
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
 def _runs_holding(positions: np.ndarray, occupied: np.ndarray, empties: np.ndarray, size: int) -> np.ndarray:

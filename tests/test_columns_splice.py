@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import column_schema
-from engine.columns import Columns, build_columns
-from engine.columns_splice import splice
+from engine.columns import Columns, _distinct_rows, build_columns
+from engine.columns_splice import _distinct_memberships, splice
 from engine.model import Aggregate, Fleet, Host, Inventory
 from tests.fleetgen import ZONE_METADATA, fleets, host_names, hosts
 
@@ -171,3 +171,16 @@ def test_uuid_slots_at_high_load(seed, upserts, removals):
     slots = build_columns(fleet).arrays["instance_slots"]
     assert np.count_nonzero(slots >= 0) > 0.7 * len(slots)
     check_splice(fleet, upserted, removed)
+
+
+WORDS = st.sampled_from([0, 1, 2, 2**62, 2**63, 2**63 + 1, 2**64 - 1])
+
+
+@given(st.integers(1, 2).flatmap(lambda width: st.lists(st.lists(WORDS, min_size=width, max_size=width),
+                                                        min_size=1, max_size=10)))
+def test_distinct_memberships_orders_them_as_distinct_rows(rows):
+    bitset = np.array(rows, dtype=np.uint64)
+    expected_sets, expected_ids = _distinct_rows(bitset)
+    sets, ids = _distinct_memberships(bitset)
+    assert sets == expected_sets
+    assert ids.dtype == expected_ids.dtype and ids.tolist() == expected_ids.tolist()
