@@ -6,11 +6,15 @@ engine.model), the engine's own stages (engine.decide.StageClock: compile, scan,
 or weigh), encode (the response message built and serialized). The gRPC remainder is the
 end-to-end p50 of section 4 less the in-process stages, shown beside the bare grpcio echo's
 own p50 in the same run: what the transport, the server's threads and the client cost.
+Measured twice: with the same request each call, as section 4 sends it (what the worker keeps
+per request, its conversion and compiled rules, is reused), and with a new request each call.
 """
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
+import uuid
 from dataclasses import dataclass
 
 from bench import grpc_e2e, workload
@@ -28,6 +32,7 @@ DECISION_ID = "0" * 32  # the shape of the worker's new_decision_id()
 class Breakdown:
     rpc: str
     seconds: dict[str, float]  # median per stage, in order
+    new_each_call: bool = False  # a new request each call: nothing kept per request is reused
 
     @property
     def in_process(self) -> float:
@@ -38,7 +43,7 @@ def _check_call(columns, profile, body: bytes, stages: dict[str, int]) -> None:
     started = time.perf_counter_ns()
     message = placement_pb2.CheckDestinationRequest.FromString(body)
     decoded = time.perf_counter_ns()
-    request = convert.request_from_proto(message.request)
+    request = convert.request_from_proto_reused(message.request)
     hosts = convert.check_hosts_from_proto(message)
     clock = decide.StageClock()
     result = decide.check_destination(columns, request, profile, hosts, stages=clock)
@@ -53,7 +58,7 @@ def _select_call(columns, profile, body: bytes, stages: dict[str, int]) -> None:
     started = time.perf_counter_ns()
     message = placement_pb2.SelectDestinationsRequest.FromString(body)
     decoded = time.perf_counter_ns()
-    request = convert.request_from_proto(message.request)
+    request = convert.request_from_proto_reused(message.request)
     max_alternates = convert.max_alternates_from_proto(message)
     clock = decide.StageClock()
     result = decide.select_destinations(columns, request, profile, DECISION_ID, max_alternates, stages=clock)
@@ -64,9 +69,10 @@ def _select_call(columns, profile, body: bytes, stages: dict[str, int]) -> None:
                   encode=time.perf_counter_ns() - encoding)
 
 
-def _medians(call, columns, profile, body: bytes, calls: int) -> dict[str, float]:
+def _medians(call, columns, profile, bodies: list[bytes]) -> dict[str, float]:
+    """Each stage's median over calls with these bodies (the first WARMUP_CALLS not counted)."""
     samples: dict[str, list[int]] = {}
-    for index in range(WARMUP_CALLS + calls):
+    for index, body in enumerate(bodies):
         stages: dict[str, int] = {}
         call(columns, profile, body, stages)
         if index >= WARMUP_CALLS:
@@ -76,14 +82,30 @@ def _medians(call, columns, profile, body: bytes, calls: int) -> dict[str, float
 
 
 def measure(hosts: int, calls: int = CALLS) -> list[Breakdown]:
+    """Both RPCs with section 4's request sent again and again (what is kept per request is
+    reused), then with a new request each call (another instance_uuid, as each boot has)."""
     columns = workload.columns(hosts)
     profile = workload.profile()
     request = convert.request_to_proto(workload.request(hosts))
-    check = placement_pb2.CheckDestinationRequest(request=request, hosts=[grpc_e2e.check_host(hosts)])
-    select = placement_pb2.SelectDestinationsRequest(request=request)
-    return [Breakdown("CheckDestination", _medians(_check_call, columns, profile, check.SerializeToString(), calls)),
-            Breakdown("SelectDestinations",
-                      _medians(_select_call, columns, profile, select.SerializeToString(), calls))]
+    host = grpc_e2e.check_host(hosts)
+    count = WARMUP_CALLS + calls
+    breakdowns = []
+    for first_uuid, (rpc, call, body) in zip(itertools.count(0, count), (
+            ("CheckDestination", _check_call,
+             lambda request_: placement_pb2.CheckDestinationRequest(request=request_, hosts=[host])),
+            ("SelectDestinations", _select_call,
+             lambda request_: placement_pb2.SelectDestinationsRequest(request=request_)))):
+        new_requests = []
+        for number in range(first_uuid, first_uuid + count):  # never seen before, by either RPC
+            new_request = placement_pb2.PlacementRequest()
+            new_request.CopyFrom(request)
+            new_request.instance_uuid = str(uuid.UUID(int=number, version=4))
+            new_requests.append(new_request)
+        breakdowns.append(Breakdown(rpc, _medians(call, columns, profile, [body(request).SerializeToString()] * count)))
+        breakdowns.append(Breakdown(rpc, _medians(call, columns, profile,
+                                                  [body(new).SerializeToString() for new in new_requests]),
+                                    new_each_call=True))
+    return breakdowns
 
 
 def figures(breakdowns: list[Breakdown], comparisons: list[grpc_e2e.Comparison], hosts: int) -> list[Figure]:
@@ -93,12 +115,14 @@ def figures(breakdowns: list[Breakdown], comparisons: list[grpc_e2e.Comparison],
     for breakdown in breakdowns:
         comparison = end_to_end[breakdown.rpc]
         echo = comparison.echo.p50
-        remainder = comparison.placecheck.p50 - breakdown.in_process
-        rows = [*breakdown.seconds.items(), ("in process, all stages", breakdown.in_process),
-                ("gRPC remainder (end-to-end p50 less in process)", remainder)]
+        rows = [*breakdown.seconds.items(), ("in process, all stages", breakdown.in_process)]
+        if not breakdown.new_each_call:  # section 4 sends one request again and again
+            rows.append(("gRPC remainder (end-to-end p50 less in process)",
+                         comparison.placecheck.p50 - breakdown.in_process))
+        which = "a new request each call" if breakdown.new_each_call else "the same request each call"
         for stage, seconds in rows:
             result.append(Figure(
-                "4 stages", f"{breakdown.rpc}, {hosts:,} hosts: {stage}", format_seconds(seconds),
+                "4 stages", f"{breakdown.rpc}, {hosts:,} hosts, {which}: {stage}", format_seconds(seconds),
                 "bare grpcio echo p50 (section 4)", format_seconds(echo), f"{format_ratio(seconds / echo)} echo",
                 "-", None))
     return result

@@ -22,6 +22,9 @@ from engine.weighers import WeighPlan, plan_weighing, rank, score, start_weighin
 
 MAX_ACTIVE_RULES = 64  # one bit each in a uint64 per row
 AFFINITY_RULE = "ServerGroupAffinityFilter"
+# Compiled requests kept per snapshot generation: a boot's request is new (its instance_uuid),
+# so what repeats is a request checked host after host or sent again, soon after.
+COMPILED_REQUESTS_KEPT = 64
 
 
 _per_thread = threading.local()
@@ -107,7 +110,7 @@ def _compiled(columns, request: Request, profile: Profile) -> _Compiled:
     key = request_key(request)
     if key is None:
         return compile_for_generation()
-    compiled = columns.memo("compiled_rules", (key, id(profile)), compile_for_generation)
+    compiled = columns.memo("compiled_rules", (key, id(profile)), compile_for_generation, COMPILED_REQUESTS_KEPT)
     return compiled if compiled.profile is profile else compile_for_generation()
 
 

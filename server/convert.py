@@ -7,6 +7,7 @@ INVALID_ARGUMENT with a BadRequest field violation.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import math
@@ -291,6 +292,22 @@ def request_from_proto(msg: placement_pb2.PlacementRequest, path: str = "request
         num_instances=msg.num_instances or 1,
         profile=msg.profile,
     )
+
+
+# Distinct serialized requests a process keeps converted (a Request is a few KB at most).
+CONVERTED_REQUESTS_KEPT = 256
+
+
+@functools.lru_cache(maxsize=CONVERTED_REQUESTS_KEPT)
+def _request_from_body(body: bytes) -> Request:
+    return request_from_proto(placement_pb2.PlacementRequest.FromString(body))
+
+
+def request_from_proto_reused(msg: placement_pb2.PlacementRequest) -> Request:
+    """request_from_proto(msg), converted once per distinct serialized request and reused (a
+    Request is immutable): the same request checked host after host, or sent again, costs a
+    serialization and a lookup. A request refused as invalid is converted (and refused) each time."""
+    return _request_from_body(msg.SerializeToString())
 
 
 def check_hosts_from_proto(msg: placement_pb2.CheckDestinationRequest) -> list[str]:

@@ -145,7 +145,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
     def CheckDestination(self, message: placement_pb2.CheckDestinationRequest, context):
         def decide_check():
             config = self.config
-            request = convert.request_from_proto(message.request)
+            request = convert.request_from_proto_reused(message.request)
             hosts = convert.check_hosts_from_proto(message)
             self._limits.check(request, hosts)
             profile = config.profile(request.profile)
@@ -170,7 +170,7 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
     def SelectDestinations(self, message: placement_pb2.SelectDestinationsRequest, context):
         def decide_select():
             config = self.config
-            request = convert.request_from_proto(message.request)
+            request = convert.request_from_proto_reused(message.request)
             self._limits.check(request)
             profile = config.profile(request.profile)
             max_alternates = convert.max_alternates_from_proto(message)
