@@ -107,3 +107,9 @@ def test_calls_go_on_while_a_worker_restarts(two_workers):
         wait_for(lambda: len(two_workers.worker_pids()) == WORKERS, "the worker's restart")
         wait_for(lambda: min(client_calls_per_worker(two_workers, client, calls=100)) > 0,
                  "calls on the restarted worker's own port", timeout=30)
+
+
+def test_a_taken_worker_port_refuses_to_start(two_workers):
+    taken = two_workers.worker_addresses[1].rpartition(":")[2]  # held by the running sidecar's worker 1
+    with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{taken}"):
+        start_sidecar(workers=1, demo_hosts=10, metrics=False, extra_args=("--worker-ports", taken))
