@@ -415,10 +415,17 @@ def _slot_count(entries: int) -> int:
 
 
 def _uuid_index(words: np.ndarray, entries: np.ndarray) -> np.ndarray:
-    """Open-addressing slots (linear probing, -1 empty) over the uuids `words[entries]`, filled a
-    probe step at a time for every pending entry at once: in each round an entry takes its slot if
-    it is empty and no other entry claimed it in the same round, else moves on to the next slot."""
+    """Open-addressing slots (linear probing, -1 empty) over the uuids `words[entries]`."""
     slots = np.full(_slot_count(len(entries)), -1, dtype=np.int32)
+    _place_uuids(slots, words, entries)
+    return slots
+
+
+def _place_uuids(slots: np.ndarray, words: np.ndarray, entries: np.ndarray) -> None:
+    """Put the uuids `words[entries]` (ascending entries) in the empty slots of `slots`, a probe
+    step at a time for every pending entry at once: in each round an entry takes its slot if it is
+    empty and no other entry claimed it in the same round, else moves on to the next slot (so an
+    entry not yet placed is at its hash's slot plus the round)."""
     mask = np.int64(len(slots) - 1)
     pending = entries.astype(np.int32)
     position = _uuid_hash(words[entries]).astype(np.int64) & mask
@@ -428,7 +435,6 @@ def _uuid_index(words: np.ndarray, entries: np.ndarray) -> np.ndarray:
         placed = np.zeros(len(pending), dtype=bool)
         placed[free] = slots[position[free]] == pending[free]
         pending, position = pending[~placed], (position[~placed] + 1) & mask
-    return slots
 
 
 def _parse_canonical_uuids(offsets: np.ndarray, heap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ from typing import Collection, Sequence
 
 import numpy as np
 
-from engine.columns import (Columns, _bitset, _distinct_rows, _hash_index, _set_bits, _slot_count,
+from engine.columns import (Columns, _bitset, _distinct_rows, _hash_index, _place_uuids, _set_bits, _slot_count,
                             _unit_bounds, _uuid_hash, _uuid_index, build_columns)
 from engine.model import Aggregate, Fleet, Host
 
@@ -28,23 +28,25 @@ _PER_HOST = ("flags", "num_instances", "num_io_ops", "hypervisor_version", "fail
              "w_free_ram_mb", "w_free_disk_mb", "w_free_vcpus")
 
 
-def splice(base: Columns, upserted: Sequence[Host], removed: Collection[str], aggregates: Sequence[Aggregate], *,
-           members_changed: Collection[int] | None) -> Columns:
-    """build_columns(Fleet(new_hosts, aggregates)), where new_hosts is base's hosts in row order with
-    each of `upserted` replacing the host of its name in place (or appended, in the given order,
-    when base has none of that name) and the hosts named in `removed` dropped; `aggregates` is the
-    complete new aggregate list.
+def splice(base: Columns | None, upserted: Sequence[Host], removed: Collection[str], aggregates: Sequence[Aggregate],
+           *, members_changed: Collection[int] | None) -> Columns:
+    """build_columns(Fleet(new_hosts, aggregates)), where new_hosts is base's hosts in row order
+    (none when base is None) without the hosts named in `removed` (a name base does not have is
+    ignored), then with each of `upserted` replacing the host of its name in place, or appended in
+    the given order when there is none (a removed name too): a dict of base's hosts by name, popped
+    and updated. A name upserted twice is the last host, at the first one's place. `aggregates` is
+    the complete new aggregate list.
 
-    `members_changed`: the ids of the aggregates whose members among base's hosts may differ from
-    what base's columns say (the aggregates an UpsertAggregates brings; none for a change of hosts
-    only, even when removed hosts' names leave the aggregates); every other aggregate is taken to
-    have the same members among the hosts base keeps, so only its bits are renumbered. None: any
-    may differ, so every aggregate's hosts are looked up, in proportion to all their members. An
+    `members_changed`: the ids of the aggregates whose members among the hosts base keeps may
+    differ from what base's columns say (the aggregates an UpsertAggregates brings; none for a
+    change of hosts, even when removed hosts' names leave the aggregates); every other aggregate is
+    taken to have the same members among them, so only its bits are renumbered. None: any may
+    differ, so every aggregate's hosts are looked up, in proportion to all their members. An
     aggregate base does not have is looked up either way.
-
-    The caller validates: a name twice in `upserted`, a name both upserted and removed, or a removed
-    name base does not have is a ValueError.
     """
+    upserted = list({host.name: host for host in upserted}.values())
+    if base is None:
+        return build_columns(Fleet(hosts=tuple(upserted), aggregates=tuple(aggregates)))
     names = _HostNames(base)
     rows = _Rows(base, upserted, removed, names)
     aggregates = sorted(aggregates, key=lambda aggregate: aggregate.id)
@@ -110,22 +112,12 @@ class _Rows:
     hosts' rows in place of the ones they replace, then the upserted hosts base does not have."""
 
     def __init__(self, base: Columns, upserted: Sequence[Host], removed: Collection[str], names: _HostNames):
-        upserted_names = [host.name for host in upserted]
-        if len(set(upserted_names)) != len(upserted_names):
-            raise ValueError("a host name is upserted twice")
         removed = set(removed)
-        if not removed.isdisjoint(upserted_names):
-            raise ValueError(f"hosts both upserted and removed: {sorted(removed.intersection(upserted_names))}")
-        removed_rows = []
-        for name in sorted(removed):
-            row = names.row(name)
-            if row is None:
-                raise ValueError(f"no host {name!r} to remove")
-            removed_rows.append(row)
+        removed_rows = [row for row in map(names.row, removed) if row is not None]
         replaced = {}  # base row -> upserted row
-        self.appended = []  # upserted rows of new hosts
-        for upserted_row, name in enumerate(upserted_names):
-            row = names.row(name)
+        self.appended = []  # upserted rows of hosts base has not (or no longer)
+        for upserted_row, host in enumerate(upserted):
+            row = None if host.name in removed else names.row(host.name)
             if row is None:
                 self.appended.append(upserted_row)
             else:
@@ -556,46 +548,19 @@ def _spliced_uuid_slots(old_slots: np.ndarray, slots: np.ndarray, old_words: np.
     table renumbered to the new entries (`slots`, written in place), base's entries `gone` and
     the new entries `added`.
 
-    _uuid_index places an entry in the run of occupied slots (between two empty ones) that holds
-    its hash's slot, and only the entries whose hash falls in a run ever contend for its slots. So
-    only the runs that lost or gain an entry are placed again, the same way (every entry of them
-    from the first round, in entry order); when one of their entries reaches a run of base's that
-    is not among them, the runs merge and that run is placed again with them."""
-    mask = len(slots) - 1
-    was_occupied = old_slots >= 0
-    empties = np.flatnonzero(~was_occupied)
+    _uuid_index moves every entry not yet placed one slot on per round, so it reaches a slot at the
+    round of its distance from its hash's slot: an entry coming from before a run of occupied
+    slots (between two empty ones) reaches each slot of the run after the run's own entry took it.
+    So each run is laid out by the entries whose hash falls in it alone, whatever passes through:
+    only the runs that lose or gain an entry are laid out again, the same way, among the others."""
     gone_slots = _slots_holding(old_slots, old_words, gone)
-    slots[gone_slots] = -2
-    seeds = np.concatenate([gone_slots, _uuid_hash(words[added]).astype(np.int64) & mask])
-    in_region = np.zeros(len(slots), dtype=bool)
-    in_region[_runs_holding(seeds, was_occupied, empties, len(slots))] = True
-    while True:
-        region = np.flatnonzero(in_region) if len(seeds) else seeds
-        kept = slots[region]
-        slots[region] = -1
-        placed_here = in_region.copy()
-        pending = np.sort(np.concatenate([kept[kept >= 0].astype(np.int64), added]))
-        position = _uuid_hash(words[pending]).astype(np.int64) & mask
-        claimed = []
-        while len(pending):
-            occupant = slots[position]
-            blocked = (occupant != -1) & ~placed_here[position]
-            if blocked.any():
-                break
-            free = occupant == -1
-            slots[position[free]] = pending[free]  # of several claims on one slot, the last stays
-            placed_here[position[free]] = True
-            claimed.append(position[free])
-            placed = np.zeros(len(pending), dtype=bool)
-            placed[free] = slots[position[free]] == pending[free]
-            pending, position = pending[~placed], (position[~placed] + 1) & mask
-        else:
-            return slots
-        # Undo, and place again with the runs reached.
-        if claimed:
-            slots[np.concatenate(claimed)] = -1
-        slots[region] = kept
-        in_region[_runs_holding(position[blocked], was_occupied, empties, len(slots))] = True
+    slots[gone_slots] = -1
+    homes = _uuid_hash(words[added]).astype(np.int64) & (len(slots) - 1)
+    region = np.unique(_runs_holding(np.concatenate([gone_slots, homes]), old_slots >= 0))
+    moved = slots[region]
+    slots[region] = -1
+    _place_uuids(slots, words, np.sort(np.concatenate([moved[moved >= 0].astype(np.int64), added])))
+    return slots
 
 
 def _slots_holding(slots: np.ndarray, words: np.ndarray, entries: np.ndarray) -> np.ndarray:
@@ -610,15 +575,20 @@ def _slots_holding(slots: np.ndarray, words: np.ndarray, entries: np.ndarray) ->
     return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
-def _runs_holding(positions: np.ndarray, occupied: np.ndarray, empties: np.ndarray, size: int) -> np.ndarray:
-    """Every slot of the runs of occupied slots that hold these positions (a position of an empty
-    slot stands for itself; runs wrap around the table's end), some more than once."""
-    following = np.searchsorted(empties, positions)  # the first empty slot at or after each
-    is_empty = ~occupied[positions]
-    previous = np.where(following > 0, empties[following - 1], empties[-1] - size)
-    next_empty = np.where(following < len(empties), empties[np.minimum(following, len(empties) - 1)],
-                          empties[0] + size)
-    start = np.where(is_empty, positions, previous + 1)
-    lengths = np.where(is_empty, positions + 1, next_empty) - start
-    offsets = np.repeat(start - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return (offsets + np.arange(lengths.sum())) % size
+def _runs_holding(positions: np.ndarray, occupied: np.ndarray) -> np.ndarray:
+    """Every slot of the runs of occupied slots (they wrap around the table's end) that hold these
+    positions, some more than once; an empty slot's position stands for itself."""
+    mask = len(occupied) - 1
+    bounds = []
+    for step in (-1, 1):  # walk each run's occupied slots back to its first, then on to its last
+        bound = positions.copy()
+        walking = np.flatnonzero(occupied[positions])
+        while len(walking):
+            following = (bound[walking] + step) & mask
+            walking = walking[occupied[following]]
+            bound[walking] = (bound[walking] + step) & mask
+        bounds.append(bound)
+    first, last = bounds
+    lengths = ((last - first) & mask) + 1
+    starts = np.repeat(first - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return (starts + np.arange(lengths.sum())) & mask

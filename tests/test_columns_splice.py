@@ -8,14 +8,15 @@ import uuid
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from engine import column_schema
-from engine.columns import Columns, _distinct_rows, build_columns
+from engine.columns import Columns, _distinct_rows, _uuid_hash, build_columns
 from engine.columns_splice import _distinct_memberships, splice
 from engine.model import Aggregate, Fleet, Host, Inventory
 from tests.fleetgen import ZONE_METADATA, fleets, host_names, hosts
+from tests.test_rules_kernel import as_snapshot
 
 
 def assert_same_columns(actual: Columns, expected: Columns) -> None:
@@ -34,15 +35,16 @@ def assert_same_columns(actual: Columns, expected: Columns) -> None:
 
 
 def spliced_fleet(fleet: Fleet, upserted: list[Host], removed: set[str], aggregates: list[Aggregate]) -> Fleet:
-    by_name = {host.name: host for host in upserted}
-    kept = [by_name.pop(host.name, host) for host in fleet.hosts if host.name not in removed]
-    return Fleet(hosts=tuple(kept + [host for host in upserted if host.name in by_name]),
-                 aggregates=tuple(aggregates))
+    hosts = {host.name: host for host in fleet.hosts}
+    for name in removed:
+        hosts.pop(name, None)
+    hosts.update((host.name, host) for host in upserted)
+    return Fleet(hosts=tuple(hosts.values()), aggregates=tuple(aggregates))
 
 
-def members_changed(fleet: Fleet, aggregates: list[Aggregate]) -> set[int]:
-    """The ids of the aggregates whose members among the fleet's hosts differ from before."""
-    names = {host.name for host in fleet.hosts}
+def members_changed(fleet: Fleet, removed: set[str], aggregates: list[Aggregate]) -> set[int]:
+    """The ids of the aggregates whose members among the hosts the fleet keeps differ from before."""
+    names = {host.name for host in fleet.hosts} - removed
     before = {aggregate.id: aggregate.hosts & names for aggregate in fleet.aggregates}
     return {aggregate.id for aggregate in aggregates if before.get(aggregate.id) != aggregate.hosts & names}
 
@@ -50,17 +52,19 @@ def members_changed(fleet: Fleet, aggregates: list[Aggregate]) -> set[int]:
 @st.composite
 def changes(draw, fleet: Fleet) -> tuple[list[Host], set[str], list[Aggregate]]:
     names = [host.name for host in fleet.hosts]
-    removed = set(draw(st.lists(st.sampled_from(names), max_size=len(names)))) if names else set()
-    upserted_names = draw(st.lists(st.one_of(st.sampled_from(names), host_names) if names else host_names,
-                                   max_size=6, unique=True))
-    upserted_names = [name for name in upserted_names if name not in removed]
+    some_names = st.one_of(st.sampled_from(names), host_names) if names else host_names
+    removed = set(draw(st.lists(some_names, max_size=len(names) + 1)))
+    # Names base has, names it has not, removed ones (appended again), some twice (the last counts).
+    upserted_names = draw(st.lists(some_names, max_size=6))
     upserted = [draw(hosts(name)) for name in upserted_names]
     new_names = sorted(set(names) | set(upserted_names) | {"not-a-host"})
     aggregates = []
     for aggregate in fleet.aggregates:
-        choice = draw(st.sampled_from(("keep", "keep", "drop", "members", "metadata")))
+        choice = draw(st.sampled_from(("keep", "keep", "strip removed", "drop", "members", "metadata")))
         if choice == "keep":
             aggregates.append(aggregate)
+        elif choice == "strip removed":  # as RemoveHosts leaves them
+            aggregates.append(dataclasses.replace(aggregate, hosts=aggregate.hosts - removed))
         elif choice == "members":
             aggregates.append(dataclasses.replace(aggregate, hosts=frozenset(
                 draw(st.lists(st.sampled_from(new_names), max_size=len(new_names))))))
@@ -78,16 +82,17 @@ def changes(draw, fleet: Fleet) -> tuple[list[Host], set[str], list[Aggregate]]:
 @settings(max_examples=300, deadline=None)
 @given(fleets(max_hosts=8), st.data())
 def test_splice_is_build_columns_of_the_new_fleet(fleet, data):
-    """Splices in a row (each on the last one's columns), told which aggregates changed and not."""
-    columns = build_columns(fleet)
+    """Splices in a row, each on the last one's columns as a snapshot reader sees them (read-only
+    arrays, dicts through JSON), told which aggregates changed and not."""
+    columns = as_snapshot(build_columns(fleet))
     for _ in range(data.draw(st.integers(1, 3), label="splices")):
         upserted, removed, aggregates = data.draw(changes(fleet), label="change")
         new_fleet = spliced_fleet(fleet, upserted, removed, aggregates)
         expected = build_columns(new_fleet)
         assert_same_columns(splice(columns, upserted, removed, aggregates, members_changed=None), expected)
-        columns = splice(columns, upserted, removed, aggregates, members_changed=members_changed(fleet, aggregates))
-        assert_same_columns(columns, expected)
-        fleet = new_fleet
+        spliced = splice(columns, upserted, removed, aggregates, members_changed=members_changed(fleet, removed, aggregates))
+        assert_same_columns(spliced, expected)
+        columns, fleet = as_snapshot(spliced), new_fleet
 
 
 def host(name: str, **fields) -> Host:
@@ -143,14 +148,20 @@ def test_non_canonical_instance_ids():
     check_splice(fleet, [host("d", instances=("i-1",))], {"c"})
 
 
-def test_refused_input():
-    base = build_columns(Fleet((host("a"), host("b"))))
-    with pytest.raises(ValueError, match="twice"):
-        splice(base, [host("c"), host("c")], (), (), members_changed=())
-    with pytest.raises(ValueError, match="both upserted and removed"):
-        splice(base, [host("a")], {"a"}, (), members_changed=())
-    with pytest.raises(ValueError, match="no host 'z'"):
-        splice(base, [], {"z"}, (), members_changed=())
+def test_semantics_of_a_dict_of_hosts_by_name():
+    """Removed first (unknown names ignored), then upserted: a removed name comes back at the end;
+    a name upserted twice is the last host, at the first one's place."""
+    fleet = Fleet((host("a"), host("b"), host("c")))
+    spliced = check_splice(fleet, [host("d", failed_builds=1), host("b", up=False), host("a", failed_builds=2),
+                                   host("d", failed_builds=3)], {"a", "zz"})
+    assert [spliced.host_name(row) for row in range(spliced.host_count)] == ["b", "c", "d", "a"]
+    assert spliced.arrays["failed_builds"].tolist() == [0, 0, 3, 2]
+
+
+def test_no_base():
+    aggregates = [Aggregate(1, "one", frozenset({"b"}))]
+    assert_same_columns(splice(None, [host("b"), host("a")], {"a"}, aggregates, members_changed=None),
+                        build_columns(Fleet((host("b"), host("a")), tuple(aggregates))))
 
 
 def random_uuids(rng: random.Random, count: int) -> tuple[str, ...]:
@@ -184,3 +195,36 @@ def test_distinct_memberships_orders_them_as_distinct_rows(rows):
     sets, ids = _distinct_memberships(bitset)
     assert sets == expected_sets
     assert ids.dtype == expected_ids.dtype and ids.tolist() == expected_ids.tolist()
+
+
+def uuids_by_home(slot_count: int, per_home: int) -> dict[int, list[str]]:
+    """Canonical uuids grouped by the slot their hash takes in a table of `slot_count` slots."""
+    rng = random.Random(0)
+    pool = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(slot_count * per_home * 8)]
+    homes = _uuid_hash(np.frombuffer(b"".join(u.bytes for u in pool), dtype="<u8").reshape(-1, 2)) \
+        & np.uint64(slot_count - 1)
+    by_home = {}
+    for home, uuid_ in zip(homes.tolist(), pool):
+        by_home.setdefault(home, []).append(str(uuid_))
+    return {home: uuids[:per_home] for home, uuids in by_home.items()}
+
+
+CROWDED_HOMES = uuids_by_home(32, 6)
+# Homes bunched up (and across the table's end), so runs are long and merge.
+CROWDED_UUIDS = st.sampled_from([uuid_ for home in (*range(0, 8), 30, 31) for uuid_ in CROWDED_HOMES[home]])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(CROWDED_UUIDS, max_size=4), min_size=2, max_size=8), st.data())
+def test_uuid_slots_in_crowded_runs(instance_lists, data):
+    """12 to 23 canonical entries (a 32-slot table before and after), their hashes in a few
+    slots: runs that gained or lost an entry reach and merge with the runs after them."""
+    fleet = Fleet(tuple(host(f"h{index}", instances=tuple(instances)) for index, instances in enumerate(instance_lists)))
+    names = [h.name for h in fleet.hosts]
+    removed = set(data.draw(st.lists(st.sampled_from(names), max_size=2)))
+    upserted = [host(name, instances=tuple(data.draw(st.lists(CROWDED_UUIDS, max_size=4))))
+                for name in data.draw(st.lists(st.sampled_from(names + ["new"]), max_size=3, unique=True))
+                if name not in removed]
+    new_fleet = spliced_fleet(fleet, upserted, removed, [])
+    assume(all(12 <= sum(len(h.instances) for h in f.hosts) <= 23 for f in (fleet, new_fleet)))
+    check_splice(fleet, upserted, removed)
