@@ -11,7 +11,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from placecheck import NO_RETRIES, PlacementClient, RetryPolicy, StateClient, wait_until_serving
+from placecheck import NO_RETRIES, PlacementClient, RetryPolicy, StateClient, wait_until_serving, worker_target
 from placecheck.v1 import fleet_pb2, placement_pb2, placement_pb2_grpc
 from sidecar import start_sidecar, wait_for
 
@@ -159,3 +159,13 @@ def test_resource_exhausted_is_retried_until_the_load_is_shed():
         flood_shed = sum(call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for call in calls)
         # Shed: the flood's, the call without retries, and at least one attempt of the retried call.
         assert handled(sidecar, "RESOURCE_EXHAUSTED") - flood_shed - 1 >= 1
+
+
+def test_worker_target_names_ip_addresses_of_one_family():
+    assert worker_target(["127.0.0.1:50061", "127.0.0.1:50062"]) == "ipv4:127.0.0.1:50061,127.0.0.1:50062"
+    assert worker_target(["[::1]:50061"]) == "ipv6:[::1]:50061"
+    for wrong in (["localhost:50061"], ["127.0.0.1:50061", "[::1]:50062"], ["127.0.0.1"], []):
+        with pytest.raises(ValueError):
+            worker_target(wrong)
+    with pytest.raises(ValueError, match="between 1 and 5"):
+        RetryPolicy(max_attempts=6)  # gRPC's C core would cut it to 5 without a word
