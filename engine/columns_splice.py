@@ -24,6 +24,7 @@ BASE, UPSERTED = 0, 1  # where a run of new rows comes from
 # What build_columns holds in an rc_* cell of a host without an inventory of the class.
 _NO_INVENTORY = {"rc_free": 0, "rc_min_unit": 0, "rc_max_unit": 0, "rc_step": 1, "rc_total": 0,
                  "rc_reserved": 0, "rc_used": 0, "rc_ratio": 0.0, "rc_present": 0}
+_CHUNK = 1 << 16  # slots renumbered per numpy pass
 _PER_HOST = ("flags", "num_instances", "num_io_ops", "hypervisor_version", "failed_builds", "host_ipv4",
              "w_free_ram_mb", "w_free_disk_mb", "w_free_vcpus")
 
@@ -536,9 +537,12 @@ def _renumbered(slots: np.ndarray, runs: list[tuple[int, int, int]], entry_count
         for first, last, new_first in runs:
             entry_map[first + 1:last + 1] = np.arange(new_first, new_first + last - first, dtype=np.int32)
         return entry_map[slots + 1]
-    renumbered = slots.copy()  # a sequential pass or two: the shift is a step function of the entry
-    for first, step in steps:
-        renumbered += (slots >= first) * np.int32(step)
+    renumbered = np.empty_like(slots)  # the shift is a step function of the entry: sequential passes
+    for start in range(0, len(slots), _CHUNK):  # over a chunk at a time, which the cache holds
+        chunk, target = slots[start:start + _CHUNK], renumbered[start:start + _CHUNK]
+        target[:] = chunk
+        for first, step in steps:
+            target += (chunk >= first) * np.int32(step)
     return renumbered
 
 
