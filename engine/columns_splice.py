@@ -358,34 +358,27 @@ def _merge_sorted(base: list, used: np.ndarray, additions: list) -> tuple[list, 
             del kept[position]
     else:
         kept = list(compress(base, used.tolist()))
-    inserts, addition_at = [], []  # (position in kept, item); the kept index an addition matches, or -1
+    inserts = []  # (where in kept, item) of the additions not in kept, in order
     for item in additions:
         position = bisect_left(kept, item)
-        if position < len(kept) and kept[position] == item:
-            addition_at.append(position)
-        else:
-            addition_at.append(-1 - len(inserts))
+        if position == len(kept) or kept[position] != item:
             inserts.append((position, item))
-    insert_positions = np.array([position for position, _ in inserts], dtype=np.int64)
     kept_to_new = np.arange(len(kept))
+    merged = kept
     if inserts:
-        kept_to_new += np.searchsorted(insert_positions, kept_to_new, side="right")
-    if not len(unused):
-        base_to_new = kept_to_new
-    else:
+        kept_to_new += np.searchsorted(np.array([position for position, _ in inserts]), kept_to_new, side="right")
+        merged, previous = [], 0
+        for position, item in inserts:
+            merged += kept[previous:position]
+            merged.append(item)
+            previous = position
+        merged += kept[previous:]
+    if len(unused):
         base_to_new = np.full(len(base), -1, dtype=np.int64)
         base_to_new[used] = kept_to_new
-    additions_to_new = np.array([kept_to_new[at] if at >= 0 else inserts[-1 - at][0] + (-1 - at)
-                                 for at in addition_at], dtype=np.int64)
-    if not inserts:
-        return kept, base_to_new, additions_to_new
-    merged, previous = [], 0
-    for position, item in inserts:
-        merged += kept[previous:position]
-        merged.append(item)
-        previous = position
-    merged += kept[previous:]
-    return merged, base_to_new, additions_to_new
+    else:
+        base_to_new = kept_to_new
+    return merged, base_to_new, np.array([bisect_left(merged, item) for item in additions], dtype=np.int64)
 
 
 def _is_identity(old_to_new: np.ndarray, new_count: int) -> bool:

@@ -187,6 +187,7 @@ def test_uuid_slots_at_high_load(seed, upserts, removals):
 WORDS = st.sampled_from([0, 1, 2, 2**62, 2**63, 2**63 + 1, 2**64 - 1])
 
 
+@settings(deadline=None)
 @given(st.integers(1, 2).flatmap(lambda width: st.lists(st.lists(WORDS, min_size=width, max_size=width),
                                                         min_size=1, max_size=10)))
 def test_distinct_memberships_orders_them_as_distinct_rows(rows):
