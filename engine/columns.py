@@ -16,12 +16,12 @@ import uuid
 from bisect import bisect_left
 from collections import defaultdict
 from itertools import chain
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from engine import _fastfilters
-from engine.model import Fleet, Host
+from engine.model import Fleet, Host, Inventory
 
 INT32_MAX = np.iinfo(np.int32).max
 
@@ -388,6 +388,39 @@ def build_columns(fleet: Fleet) -> Columns:
     return Columns(arrays, dicts)
 
 
+def host_at(columns: Columns, row: int) -> Host:
+    """The host at `row`, as build_columns was given it (its inverse, for validated hosts): the
+    state owner keeps no Host per host, so a host is read back from the columns when a write needs it."""
+    arrays, dicts = columns.arrays, columns.dicts
+    present = np.flatnonzero(arrays["rc_present"][:, row])
+    resources = {dicts["resource_classes"][rc]: Inventory(
+        total=int(arrays["rc_total"][rc, row]), reserved=int(arrays["rc_reserved"][rc, row]),
+        allocation_ratio=float(arrays["rc_ratio"][rc, row]), min_unit=int(arrays["rc_min_unit"][rc, row]),
+        max_unit=int(arrays["rc_max_unit"][rc, row]), step_size=int(arrays["rc_step"][rc, row]),
+        used=int(arrays["rc_used"][rc, row])) for rc in present.tolist()}
+    profile = dicts["host_profiles"][arrays["host_profile_id"][row]]
+    metric_index = {name: index for index, name in enumerate(dicts["metric_names"])}
+    flags = int(arrays["flags"][row])
+    return Host(
+        name=columns.host_name(row),
+        enabled=bool(flags & FLAG_ENABLED),
+        up=bool(flags & FLAG_UP),
+        resources=resources,
+        traits=frozenset(columns.traits_of(row)),
+        host_ip=dicts["host_ips"][arrays["host_ip_id"][row]],
+        hypervisor_type=profile["hypervisor_type"],
+        hypervisor_version=profile["hypervisor_version"],
+        supported_instances=tuple(map(tuple, profile["supported_instances"])),
+        stats=dict(profile["stats"]),
+        num_instances=int(arrays["num_instances"][row]),
+        num_io_ops=int(arrays["num_io_ops"][row]),
+        instances=tuple(columns.instances_of(row)),
+        metrics={name: float(arrays["metric_values"][metric_index[name], row])
+                 for name in dicts["metric_sets"][arrays["metric_set_id"][row]]},
+        failed_builds=int(arrays["failed_builds"][row]),
+    )
+
+
 # Canonical uuids (lowercase, hyphenated: what str(uuid.UUID(...)) gives) are stored as their 16 raw
 # bytes, fixed-width; any other instance id goes to a small fallback heap.
 UUID_TEXT_LENGTH = 36
@@ -479,39 +512,6 @@ def _instance_arrays(hosts) -> dict[str, np.ndarray]:
         "instance_other_bytes": other_bytes,
         "instance_other_slots": _hash_index(other_offsets, other_bytes),
     }
-
-
-def columns_with_usage(previous: Columns, hosts: Sequence[Host], rows: Iterable[int],
-                       instances_changed: bool) -> Columns:
-    """build_columns of a fleet that differs from `previous`'s only in the usage (used, num_instances,
-    num_io_ops, instances) of the hosts at `rows`; `hosts` is the new fleet's, in row order.
-
-    Only the arrays derived from usage are copied and patched; every other array, and the dicts,
-    are `previous`'s own (read-only views of its segment: publishing copies them into the next).
-    The instance section is rebuilt only when some instance list changed."""
-    arrays = dict(previous.arrays)
-    rc_index = {rc: index for index, rc in enumerate(previous.dicts["resource_classes"])}
-    rows = sorted(set(rows))
-    cell_classes, cell_rows, cell_used = [], [], []
-    for row in rows:
-        for rc, inventory in hosts[row].resources.items():
-            cell_classes.append(rc_index[rc])
-            cell_rows.append(row)
-            cell_used.append(inventory.used)
-    where = (np.array(cell_classes, dtype=np.int64), np.array(cell_rows, dtype=np.int64))
-    used = np.array(cell_used, dtype=np.int64)
-    arrays["rc_used"], arrays["rc_free"] = arrays["rc_used"].copy(), arrays["rc_free"].copy()
-    arrays["rc_used"][where] = used
-    arrays["rc_free"][where] = _free(arrays["rc_total"][where], arrays["rc_reserved"][where],
-                                     arrays["rc_ratio"][where], used)
-    for name in ("num_instances", "num_io_ops"):
-        arrays[name] = arrays[name].copy()
-        arrays[name][rows] = np.clip(np.array([getattr(hosts[row], name) for row in rows], dtype=np.int64),
-                                     0, INT32_MAX)
-    arrays.update(_weigher_inputs(arrays, rc_index))
-    if instances_changed:
-        arrays.update(_instance_arrays(hosts))
-    return Columns(arrays, previous.dicts)
 
 
 # The arrays a usage update (used, num_instances, num_io_ops) changes; hosts are their last axis.

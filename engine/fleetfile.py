@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from engine.model import (
-    MAX_UNIT_DEFAULT, MAX_USED, PLACEMENT_MAX_INT, PLACEMENT_MAX_RATIO, Aggregate, Flavor, Fleet, GroupPolicy,
+    MAX_COUNT, MAX_UNIT_DEFAULT, MAX_USED, PLACEMENT_MAX_INT, PLACEMENT_MAX_RATIO, Aggregate, Flavor, Fleet, GroupPolicy,
     Host, Image, InvalidField, Inventory, Operation, Request, SchedulerHints, ServerGroup, host_at, require_unique,
 )
 
@@ -243,10 +243,10 @@ def validate_host(host: Host, path: str) -> None:
         _resource_class(resource_class, f"{path}.resources.{resource_class}")
         validate_inventory(inventory, f"{path}.resources.{resource_class}")
     for name in ("num_instances", "num_io_ops", "failed_builds"):
-        if getattr(host, name) < 0:
-            raise InvalidField(_join(path, name), "must be a non-negative integer")
-    if host.hypervisor_version is not None and host.hypervisor_version < 0:
-        raise InvalidField(_join(path, "hypervisor_version"), "must be a non-negative integer")
+        if not 0 <= getattr(host, name) <= MAX_COUNT:
+            raise InvalidField(_join(path, name), f"must be an integer from 0 to {MAX_COUNT}")
+    if host.hypervisor_version is not None and not 0 <= host.hypervisor_version <= INT64_MAX:
+        raise InvalidField(_join(path, "hypervisor_version"), f"must be an integer from 0 to {INT64_MAX}")
 
 
 def validate_aggregate(aggregate: Aggregate, path: str) -> None:

@@ -21,6 +21,8 @@ PLACEMENT_MAX_RATIO = 3.40282e38
 # Usage is a sum of allocations, so it may pass PLACEMENT_MAX_INT; up to 2**53 every capacity
 # comparison (integer usage and amount against a float capacity) is exact.
 MAX_USED = 2**53
+# A host's counts (instances, I/O operations, failed builds) are int32 columns.
+MAX_COUNT = 2**31 - 1
 DEFAULT_AVAILABILITY_ZONE = "nova"  # Nova's CONF.default_availability_zone
 DEFAULT_CIDR = "/24"  # SimpleCIDRAffinityFilter's default
 

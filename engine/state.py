@@ -1,14 +1,17 @@
 """The state owner's fleet: every change is validated, committed to the store, then published.
 
-A change is computed on copies of the host and aggregate tables, with its columns built, while
-changes are serialised; it is then committed to the store (engine.store, group commit) and, once
-durable, published as its generation before the caller hears of it. A refused change touches
-nothing; a change the store cannot keep is undone, with every change queued on top of it.
+The columns are the state: the owner keeps the fleet's columns (engine.columns, the published
+segment's own, so one copy) and its aggregates, and no Host per host; a write reads the hosts it
+needs back from the columns (engine.columns.host_at). A change is computed while changes are
+serialised, committed to the store (engine.store, group commit) and, once durable, published as
+its generation before the caller hears of it. A refused change touches nothing; a change the
+store cannot keep is undone, with every change queued on top of it.
 
-A usage update costs what it changes: the version keeps the base (the fleet as of the last other
-change, with its columns) and the hosts whose usage changed since, and is published as a delta
-segment on the base (engine.columns.usage_delta). Once the delta outgrows DELTA_ROWS (or
-DELTA_INSTANCE_IDS), or on any other change, the next version is a new base.
+A write costs what it changes:
+- a usage update is published as a delta segment on the base (the fleet as of the last other
+  change; engine.columns.usage_delta) until the delta outgrows DELTA_ROWS (or DELTA_INSTANCE_IDS);
+- any other change makes a new base by splicing the changed rows into the last one
+  (engine.columns_splice); only a whole-fleet replace builds the columns from scratch.
 """
 from __future__ import annotations
 
@@ -17,12 +20,14 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Collection, Iterable, Sequence
 
+from engine.columns import Columns, build_columns, host_at, overlay, usage_delta
+from engine.columns_splice import splice
 from engine.fleetfile import validate_aggregates, validate_fleet, validate_hosts
-from engine.model import MAX_USED, Aggregate, Fleet, Host, InvalidField
+from engine.model import MAX_COUNT, MAX_USED, Aggregate, Fleet, Host, InvalidField, Inventory
 from engine.snapshot import SnapshotWriter
-from engine.store import Change, FleetStore, StoreError, Ticket
+from engine.store import Change, FleetStore, Recovered, StoreDamaged, Ticket
 
 # A delta that outgrows these becomes a new base. Each write copies the delta's rows (and readers
 # decode its instance lists on first lookup), a new base costs the fleet's size once: for writes
@@ -42,6 +47,36 @@ class HostUsage:
     num_io_ops: int | None = None
     instances: tuple[str, ...] | None = None
 
+    def then(self, later: "HostUsage") -> "HostUsage":
+        """This usage with `later` applied on top."""
+        return HostUsage(self.name, {**self.used, **later.used},
+                         *(getattr(self, name) if getattr(later, name) is None else getattr(later, name)
+                           for name in ("num_instances", "num_io_ops", "instances")))
+
+
+def usage_to_json(usage: HostUsage) -> dict:
+    document = {"name": usage.name, "used": usage.used}
+    for name in ("num_instances", "num_io_ops", "instances"):
+        if getattr(usage, name) is not None:
+            document[name] = getattr(usage, name)
+    return document
+
+
+def _usage_from_json(document: dict) -> HostUsage:
+    instances = document.get("instances")
+    return HostUsage(**{**document, "instances": None if instances is None else tuple(instances)})
+
+
+def _host_from_json(document: dict) -> Host:
+    """The inverse of host_to_json for a host that was validated before it was stored."""
+    return Host(**{
+        **document,
+        "resources": {name: Inventory(**inventory) for name, inventory in document["resources"].items()},
+        "traits": frozenset(document["traits"]),
+        "supported_instances": tuple(map(tuple, document["supported_instances"])),
+        "instances": tuple(document["instances"]),
+    })
+
 
 @dataclass(frozen=True)
 class FleetStatus:
@@ -53,28 +88,17 @@ class FleetStatus:
     snapshot_bytes: int
 
 
-BuildColumns = Callable[[Fleet], object]
-# (previous columns, the new fleet's hosts in row order, rows whose usage changed, whether any
-# instance list changed) -> the new fleet's columns; see engine.columns.columns_with_usage.
-ColumnsWithUsage = Callable[[object, tuple[Host, ...], list[int], bool], object]
-
-
 @dataclass
 class _Base:
     """The fleet as of its last change other than usage; never changed once made."""
     generation: int
-    hosts: dict[str, Host]  # in fleet order
-    aggregates: dict[int, Aggregate]
     # Built for this base; once published, the published segment's (one copy, not two); None
     # while the history has no write.
-    columns: object
-    _rows: dict[str, int] | None = field(default=None, repr=False)
+    columns: Columns | None
+    aggregates: dict[int, Aggregate]
 
-    def row(self, name: str) -> int:
-        """The host's row in the columns (its place in fleet order); the index is made on first use."""
-        if self._rows is None:
-            self._rows = {host_name: row for row, host_name in enumerate(self.hosts)}
-        return self._rows[name]
+    def row(self, name: str) -> int | None:
+        return None if self.columns is None else self.columns.row_of(name)
 
 
 @dataclass
@@ -83,24 +107,61 @@ class _Version:
     generation: int
     base: _Base
     written_ns: int
-    usage: dict[str, Host] = field(default_factory=dict)  # hosts whose usage changed since the base
+    usage: dict[str, HostUsage] = field(default_factory=dict)  # per host changed since the base, merged
     instance_lists: dict[int, tuple[str, ...]] = field(default_factory=dict)  # rows whose list changed
-    delta: object = None  # engine.columns.usage_delta over the base; None: the version is its base
+    delta: Columns | None = None  # engine.columns.usage_delta over the base; None: the version is its base
 
     def host(self, name: str) -> Host | None:
-        return self.usage.get(name) or self.base.hosts.get(name)
+        row = self.base.row(name)
+        if row is None:
+            return None
+        host = host_at(self.base.columns, row)
+        usage = self.usage.get(name)
+        return host if usage is None else _with_usage(host, usage, "usage")
 
-    def hosts(self) -> dict[str, Host]:
-        if not self.usage:
-            return self.base.hosts
-        return {name: self.usage.get(name, host) for name, host in self.base.hosts.items()}
+    def columns(self) -> Columns | None:
+        """The generation's columns: the base's, overlaid with the delta when there is one."""
+        return self.base.columns if self.delta is None else overlay(self.base.columns, self.delta)
 
     def fleet(self) -> Fleet:
-        return Fleet(hosts=tuple(self.hosts().values()), aggregates=tuple(self.base.aggregates.values()))
+        columns = self.columns()
+        hosts = () if columns is None else tuple(host_at(columns, row) for row in range(columns.host_count))
+        return Fleet(hosts=hosts, aggregates=tuple(self.base.aggregates.values()))
 
 
 def _unknown(kind: str, missing: list) -> KeyError:
     return KeyError(f"unknown {kind}: {', '.join(map(str, missing))}")
+
+
+def recovered_columns(recovered: Recovered) -> Columns | None:
+    """The fleet's columns as of the recovered generation: the checkpoint with the log replayed on
+    it; None while the history has no write."""
+    if not recovered.generation:
+        return None
+    checkpoint = None if recovered.checkpoint is None else Columns(*recovered.checkpoint)
+    changed: dict[str, Host] = {}  # in the order they are appended, where new
+    removed: set[str] = set()
+    try:
+        for entry in recovered.log:
+            for document in entry.get("hosts", ()):
+                host = _host_from_json(document)
+                changed[host.name] = host
+            for name in entry.get("removed_hosts", ()):
+                changed.pop(name, None)
+                removed.add(name)
+            for document in entry.get("usages", ()):
+                usage = _usage_from_json(document)
+                host = changed.get(usage.name)
+                if host is None and checkpoint is not None and usage.name not in removed:
+                    row = checkpoint.row_of(usage.name)
+                    host = None if row is None else host_at(checkpoint, row)
+                if host is None:
+                    raise KeyError(f"a usage update of {usage.name!r}, a host the fleet does not hold")
+                changed[usage.name] = _with_usage(host, usage, "usage")
+    except (ValueError, TypeError, KeyError, AttributeError, InvalidField) as error:
+        raise StoreDamaged(f"the store's log is unreadable ({error!r}); move it aside to start an empty history") \
+            from None
+    return splice(checkpoint, list(changed.values()), removed, list(recovered.aggregates), members_changed=None)
 
 
 class FleetState:
@@ -108,37 +169,25 @@ class FleetState:
 
     Starts from what the store recovered, published at once under its own generation."""
 
-    def __init__(self, writer: SnapshotWriter, store: FleetStore, build_columns: BuildColumns | None = None,
-                 columns_with_usage: ColumnsWithUsage | None = None):
-        """build_columns defaults to engine.columns' builder, with its usage patcher and usage
-        deltas; any other builder rebuilds on usage updates too unless given its own
-        `columns_with_usage`."""
-        self._usage_delta = None
-        if build_columns is None:
-            from engine import columns  # lazily, so the state owner can be tested with any builder
-            build_columns, columns_with_usage = columns.build_columns, columns.columns_with_usage
-            self._usage_delta = columns.usage_delta
+    def __init__(self, writer: SnapshotWriter, store: FleetStore):
         self._writer = writer
         self._store = store
-        self.epoch = store.recovered.epoch
-        self._build_columns = build_columns
-        self._columns_with_usage = columns_with_usage
+        recovered = store.recovered
+        self.epoch = recovered.epoch
         self._lock = threading.Lock()  # serialises changes up to their submission to the store
         self._publish_lock = threading.Lock()
-        recovered = store.recovered
-        hosts = {host.name: host for host in recovered.fleet.hosts}
-        aggregates = {aggregate.id: aggregate for aggregate in recovered.fleet.aggregates}
-        columns = build_columns(recovered.fleet) if recovered.generation else None
+        aggregates = {aggregate.id: aggregate for aggregate in recovered.aggregates}
         # _latest: the last change made (maybe not yet durable); _committed: the last durable one.
         self._latest = self._committed = _Version(
-            recovered.generation, _Base(recovered.generation, hosts, aggregates, columns), recovered.written_ns)
+            recovered.generation, _Base(recovered.generation, recovered_columns(recovered), aggregates),
+            recovered.written_ns)
         store.on_commit = self._on_commit
         store.on_failure = self._on_failure
         if recovered.generation:
             self._publish(self._committed)
 
     def fleet(self) -> Fleet:
-        """The last acknowledged fleet."""
+        """The last acknowledged fleet (read back from the columns: for tests and exports)."""
         return self._committed.fleet()
 
     def replace(self, fleet: Fleet, allow_empty: bool = False, hosts_field: str = "fleet.hosts") -> int:
@@ -148,11 +197,11 @@ class FleetState:
         if not fleet.hosts and not allow_empty:
             raise InvalidField(hosts_field, "a fleet without hosts would remove every host; "
                                             "set allow_empty to mean it")
+        columns = build_columns(fleet)
         with self._lock:
             ticket, version = self._make_base(
-                {host.name: host for host in fleet.hosts},
-                {aggregate.id: aggregate for aggregate in fleet.aggregates}, self._build_columns,
-                Change(0, 0, replace=True, hosts=list(fleet.hosts), aggregates=list(fleet.aggregates)))
+                columns, {aggregate.id: aggregate for aggregate in fleet.aggregates},
+                Change(0, 0, replace_aggregates=True, aggregates=list(fleet.aggregates), checkpoint=columns))
         return self._acknowledge(ticket, version)
 
     def upsert_hosts(self, hosts: Iterable[Host]) -> int:
@@ -160,10 +209,9 @@ class FleetState:
         hosts = list(hosts)
         validate_hosts(hosts)
         with self._lock:
-            new_hosts = dict(self._latest.hosts())
-            new_hosts.update((host.name, host) for host in hosts)
-            ticket, version = self._make_base(new_hosts, self._latest.base.aggregates, self._build_columns,
-                                              Change(0, 0, hosts=hosts))
+            latest = self._latest
+            ticket, version = self._make_base(self._spliced(latest, hosts, (), latest.base.aggregates),
+                                              latest.base.aggregates, Change(0, 0, hosts=hosts))
         return self._acknowledge(ticket, version)
 
     def remove_hosts(self, names: Iterable[str]) -> int:
@@ -171,14 +219,13 @@ class FleetState:
         doomed = set(names)
         with self._lock:
             latest = self._latest
-            missing = sorted(doomed - latest.base.hosts.keys())
+            missing = sorted(name for name in doomed if latest.base.row(name) is None)
             if missing:
                 raise _unknown("host", missing)
-            new_hosts = {name: host for name, host in latest.hosts().items() if name not in doomed}
             left = [dataclasses.replace(aggregate, hosts=aggregate.hosts - doomed)
                     for aggregate in latest.base.aggregates.values() if aggregate.hosts & doomed]
             new_aggregates = {**latest.base.aggregates, **{aggregate.id: aggregate for aggregate in left}}
-            ticket, version = self._make_base(new_hosts, new_aggregates, self._build_columns,
+            ticket, version = self._make_base(self._spliced(latest, (), doomed, new_aggregates), new_aggregates,
                                               Change(0, 0, removed_hosts=sorted(doomed), aggregates=left))
         return self._acknowledge(ticket, version)
 
@@ -187,10 +234,12 @@ class FleetState:
         aggregates = list(aggregates)
         validate_aggregates(aggregates)
         with self._lock:
-            new_aggregates = dict(self._latest.base.aggregates)
+            latest = self._latest
+            new_aggregates = dict(latest.base.aggregates)
             new_aggregates.update((aggregate.id, aggregate) for aggregate in aggregates)
-            ticket, version = self._make_base(self._latest.hosts(), new_aggregates, self._build_columns,
-                                              Change(0, 0, aggregates=aggregates))
+            ticket, version = self._make_base(
+                self._spliced(latest, (), (), new_aggregates, {aggregate.id for aggregate in aggregates}),
+                new_aggregates, Change(0, 0, aggregates=aggregates))
         return self._acknowledge(ticket, version)
 
     def remove_aggregates(self, ids: Iterable[int]) -> int:
@@ -202,7 +251,7 @@ class FleetState:
                 raise _unknown("aggregate id", missing)
             new_aggregates = {aggregate_id: aggregate for aggregate_id, aggregate in latest.base.aggregates.items()
                               if aggregate_id not in doomed}
-            ticket, version = self._make_base(latest.hosts(), new_aggregates, self._build_columns,
+            ticket, version = self._make_base(self._spliced(latest, (), (), new_aggregates), new_aggregates,
                                               Change(0, 0, removed_aggregates=sorted(doomed)))
         return self._acknowledge(ticket, version)
 
@@ -211,19 +260,21 @@ class FleetState:
         usages = list(usages)
         with self._lock:
             latest = self._latest
-            changed: dict[str, Host] = {}
+            hosts: dict[str, Host] = {}  # each named host as this write leaves it
+            merged: dict[str, HostUsage] = {}  # each named host's usage since the base, this write's included
             for index, usage in enumerate(usages):
-                host = changed.get(usage.name) or latest.host(usage.name)
+                host = hosts.get(usage.name) or latest.host(usage.name)
                 if host is None:
                     raise _unknown("host", [usage.name])
-                changed[usage.name] = _with_usage(host, usage, f"usages[{index}]")
-            change = Change(0, 0, hosts=list(changed.values()))
-            version = self._usage_version(latest, changed)
+                hosts[usage.name] = _with_usage(host, usage, f"usages[{index}]")
+                earlier = merged.get(usage.name) or latest.usage.get(usage.name)
+                merged[usage.name] = usage if earlier is None else earlier.then(usage)
+            change = Change(0, 0, usages=[usage_to_json(usage) for usage in usages])
+            version = self._usage_version(latest, hosts, merged)
             if version is None:
-                new_hosts = dict(latest.hosts())
-                new_hosts.update(changed)
-                ticket, version = self._make_base(new_hosts, latest.base.aggregates,
-                                                  lambda fleet: self._columns_after_usage(fleet, changed), change)
+                ticket, version = self._make_base(
+                    self._spliced(latest, list(hosts.values()), (), latest.base.aggregates),
+                    latest.base.aggregates, change)
             else:
                 ticket = self._submit(version, change)
         return self._acknowledge(ticket, version)
@@ -231,41 +282,56 @@ class FleetState:
     def status(self) -> FleetStatus:
         snapshot = self._writer.current
         committed = self._committed
+        columns = committed.base.columns
         return FleetStatus(
             generation=0 if snapshot is None else snapshot.generation,
             epoch=self.epoch,
-            host_count=len(committed.base.hosts),
+            host_count=0 if columns is None else columns.host_count,
             aggregate_count=len(committed.base.aggregates),
             age_seconds=0.0 if snapshot is None else max(0.0, time.time() - snapshot.written_at),
             snapshot_bytes=0 if snapshot is None else snapshot.nbytes,
         )
 
-    def _make_base(self, hosts: dict[str, Host], aggregates: dict[int, Aggregate], build_columns: BuildColumns,
-                   change: Change) -> tuple[Ticket, _Version]:
-        """Build the new version, a base, and queue it for the store. Caller holds the lock."""
-        columns = build_columns(Fleet(hosts=tuple(hosts.values()), aggregates=tuple(aggregates.values())))
+    @staticmethod
+    def _spliced(latest: _Version, upserted: Sequence[Host], removed: Collection[str],
+                 aggregates: dict[int, Aggregate], members_changed: Collection[int] = ()) -> Columns:
+        """The columns of the latest version with these changes, as a new base. The rows whose
+        instance list changed since the base are spliced in too: an overlay holds their lists
+        apart from the arrays."""
+        replaced = {host.name for host in upserted} | set(removed)
+        source = latest.columns()
+        carried = [] if source is None else [host for host in (host_at(source, row) for row in latest.instance_lists)
+                                             if host.name not in replaced]
+        return splice(source, carried + list(upserted), removed, list(aggregates.values()),
+                      members_changed=members_changed)
+
+    def _make_base(self, columns: Columns, aggregates: dict[int, Aggregate], change: Change) -> tuple[Ticket, _Version]:
+        """Queue the new version, a base, for the store. Caller holds the lock."""
+        if change.checkpoint is None and self._store.wants_checkpoint():
+            change.checkpoint = columns
         generation = self._latest.generation + 1
-        version = _Version(generation, _Base(generation, hosts, aggregates, columns), time.time_ns())
+        version = _Version(generation, _Base(generation, columns, aggregates), time.time_ns())
         return self._submit(version, change), version
 
-    def _usage_version(self, latest: _Version, changed: dict[str, Host]) -> _Version | None:
-        """The version `changed` makes as a delta on the latest base; None when it should be a base."""
+    def _usage_version(self, latest: _Version, hosts: dict[str, Host],
+                       merged: dict[str, HostUsage]) -> _Version | None:
+        """The version these hosts' new usage makes as a delta on the latest base; None when it should be a base."""
         base = latest.base
-        base_columns = base.columns
-        if self._usage_delta is None or base_columns is None:
+        if base.columns is None:
             return None
-        usage = {**latest.usage, **changed}
+        usage = {**latest.usage, **merged}
         instance_lists = dict(latest.instance_lists)
         rows = {}
-        for name, host in changed.items():
+        for name, host in hosts.items():
             row = base.row(name)
             rows[row] = host
-            if row in instance_lists or host.instances != base.hosts[name].instances:
+            if row in instance_lists or host.instances != tuple(base.columns.instances_of(row)):
                 instance_lists[row] = host.instances
-        if len(usage) > _delta_row_limit(len(base.hosts), len(changed)) or sum(map(len, instance_lists.values())) > DELTA_INSTANCE_IDS:
+        if len(usage) > _delta_row_limit(base.columns.host_count, len(hosts)) or \
+                sum(map(len, instance_lists.values())) > DELTA_INSTANCE_IDS:
             return None
         return _Version(latest.generation + 1, base, time.time_ns(), usage, instance_lists,
-                        self._usage_delta(base_columns, latest.delta, latest.generation + 1, rows, instance_lists))
+                        usage_delta(base.columns, latest.delta, latest.generation + 1, rows, instance_lists))
 
     def _submit(self, version: _Version, change: Change) -> Ticket:
         """Queue the version's change for the store; it becomes the latest. Caller holds the lock."""
@@ -302,24 +368,11 @@ class FleetState:
         """The store's writer thread: `change` and every change before it are durable."""
         self._committed = change.payload
 
-    def _on_failure(self, error: StoreError) -> None:
+    def _on_failure(self, error) -> None:
         """The store's writer thread: undo the failed changes and those queued on top of them."""
         with self._lock:
             self._store.fail_queued(error)
             self._latest = self._committed
-
-    def _columns_after_usage(self, fleet: Fleet, changed: dict[str, Host]):
-        """The latest version's columns patched for the changed hosts' usage, when the builder
-        can patch; a usage update is the frequent one, and only a handful of arrays derive from it."""
-        latest = self._latest
-        columns = latest.base.columns
-        if self._columns_with_usage is None or columns is None:
-            return self._build_columns(fleet)
-        changed = {**latest.usage, **changed}  # the base's columns miss the usage changed since
-        rows = [latest.base.row(name) for name in changed]
-        instances_changed = any(host.instances != latest.base.hosts[name].instances
-                                for name, host in changed.items())
-        return self._columns_with_usage(columns, fleet.hosts, rows, instances_changed)
 
 
 def _delta_row_limit(host_count: int, hosts_per_write: int) -> int:
@@ -339,8 +392,8 @@ def _with_usage(host: Host, usage: HostUsage, path: str) -> Host:
         resources[resource_class] = dataclasses.replace(inventory, used=used)
     for name in ("num_instances", "num_io_ops"):
         value = getattr(usage, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise InvalidField(f"{path}.{name}", "must be a non-negative integer")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT):
+            raise InvalidField(f"{path}.{name}", f"must be an integer from 0 to {MAX_COUNT}")
     return dataclasses.replace(
         host,
         resources=resources,

@@ -5,12 +5,22 @@ all the committing: the changes that queued while the previous commit was in fli
 the next transaction together (group commit), so concurrent writers share one fsync, and
 each caller waits for its own change's commit.
 
-Tables: `meta` (format, epoch, generation, time of the last write), `hosts` and `aggregates`
-(one row each in the fleet file's JSON shape, with a position that keeps fleet order). Rows
-are read back without the fleet file's checks: only validated hosts and aggregates are written
-(and the file's own rules, such as aggregates naming only known hosts, are not the state API's). The
-epoch is a random id made when a history starts (a new store); it never changes afterwards,
-so a generation number and its epoch together name one state of one history.
+The fleet is kept as a checkpoint and a log, so a write costs what it changes and a restart
+reads the fleet back without rebuilding it host by host:
+- `checkpoint`: the columns (engine.columns) of the fleet as of one generation, each array in
+  parts of at most CHECKPOINT_PART_BYTES with a CRC32C of each part, and the columns' dicts as JSON;
+- `log`: one row per later change to hosts (hosts added or replaced, in the fleet file's JSON
+  shape; hosts removed; usage updates), in generation order;
+- `aggregates`: every aggregate, one row each in the fleet file's JSON shape (they are few, and
+  may name hosts not in the fleet yet, which the columns cannot hold);
+- `meta`: format, epoch, generation, time of the last write, the checkpoint's generation.
+A change may carry new columns (`Change.checkpoint`): they replace the checkpoint and the log
+rows up to their generation go. The state owner sends them once the log outweighs a share of the
+checkpoint (`wants_checkpoint`), so replaying the log at a restart stays short.
+
+Rows are read back without the fleet file's checks: only validated hosts and aggregates are
+written. The epoch is a random id made when a history starts (a new store); it never changes
+afterwards, so a generation number and its epoch together name one state of one history.
 """
 from __future__ import annotations
 
@@ -23,19 +33,33 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
+import crc32c
+import numpy as np
+
+from engine.column_schema import SchemaError, check
 from engine.fleetfile import aggregate_to_json, host_to_json
-from engine.model import Aggregate, Fleet, Host, Inventory
+from engine.model import Aggregate
 
 log = logging.getLogger(__name__)
 
 STORE_FILE = "fleet.sqlite3"
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 1 kept one JSON row per host
+CHECKPOINT_PART_BYTES = 64 << 20  # below SQLite's 1 GB limit on one value, whatever the fleet
+DICTS_PART = "#dicts"  # the checkpoint row holding the columns' dicts
+# A new checkpoint once the log outweighs this share of the last one (and this many bytes): a
+# restart replays at most about that much, and a write pays a checkpoint's cost at most once per
+# that many bytes written.
+CHECKPOINT_LOG_SHARE = 4
+CHECKPOINT_LOG_MIN_BYTES = 4 << 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS hosts (name TEXT PRIMARY KEY, position INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoint (name TEXT NOT NULL, part INTEGER NOT NULL, dtype TEXT NOT NULL,
+    shape TEXT NOT NULL, crc INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (name, part));
+CREATE TABLE IF NOT EXISTS log (generation INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS aggregates (id INTEGER PRIMARY KEY, position INTEGER NOT NULL, body TEXT NOT NULL);
 """
+_TABLES = {"meta", "checkpoint", "log", "aggregates"}
 
 
 class StoreError(Exception):
@@ -52,7 +76,10 @@ class StoreFull(StoreError):
 
 @dataclass(frozen=True)
 class Recovered:
-    fleet: Fleet
+    """What the store held: replay `log` on `checkpoint` (engine.state does) for the fleet as of `generation`."""
+    checkpoint: tuple[dict[str, np.ndarray], dict] | None  # columns' arrays and dicts; None: no hosts yet
+    log: tuple[dict, ...]  # the changes to hosts after the checkpoint, oldest first (see Change.log_entry)
+    aggregates: tuple[Aggregate, ...]
     generation: int  # 0: the history has no write yet
     epoch: str
     written_ns: int  # unix ns of the last write; 0 when none
@@ -63,12 +90,19 @@ class Change:
     """One write as the store sees it; `payload` is the caller's, handed back on commit."""
     generation: int
     written_ns: int
-    replace: bool = False  # every host and aggregate goes first
-    hosts: list[Host] = field(default_factory=list)  # added or replaced
+    replace_aggregates: bool = False  # every aggregate goes first
+    hosts: list = field(default_factory=list)  # engine.model.Host, added or replaced
     removed_hosts: list[str] = field(default_factory=list)
+    usages: list[dict] = field(default_factory=list)  # HostUsage in JSON (engine.state.usage_to_json)
     aggregates: list[Aggregate] = field(default_factory=list)  # added or replaced
     removed_aggregates: list[int] = field(default_factory=list)
+    checkpoint: object = None  # engine.columns.Columns of the fleet as of this change, to keep instead of the log
     payload: object = None
+
+    def log_entry(self) -> dict:
+        entry = {"hosts": [host_to_json(host) for host in self.hosts], "removed_hosts": self.removed_hosts,
+                 "usages": self.usages}
+        return {key: value for key, value in entry.items() if value}
 
 
 class Ticket:
@@ -90,17 +124,6 @@ class Ticket:
 
 def _json(document) -> str:
     return json.dumps(document, separators=(",", ":"))
-
-
-def _host_from_row(document: dict) -> Host:
-    """The inverse of host_to_json for a host that was validated before it was stored."""
-    return Host(**{
-        **document,
-        "resources": {name: Inventory(**inventory) for name, inventory in document["resources"].items()},
-        "traits": frozenset(document["traits"]),
-        "supported_instances": tuple(map(tuple, document["supported_instances"])),
-        "instances": tuple(document["instances"]),
-    })
 
 
 def _aggregate_from_row(document: dict) -> Aggregate:
@@ -131,40 +154,66 @@ class FleetStore:
                                         daemon=True)
         self._thread.start()
 
+    def wants_checkpoint(self) -> bool:
+        """Whether the log has outgrown its share of the checkpoint (read outside the commit thread: an estimate)."""
+        return self._log_bytes > max(CHECKPOINT_LOG_MIN_BYTES, self._checkpoint_bytes // CHECKPOINT_LOG_SHARE)
+
     def _open(self, created: bool) -> Recovered:
         connection = self._connection
         if connection.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
             raise sqlite3.DatabaseError("cannot use write-ahead logging")
         connection.execute("PRAGMA synchronous=FULL")
-        check = connection.execute("PRAGMA quick_check").fetchone()[0]
-        if check != "ok":
-            raise sqlite3.DatabaseError(f"integrity check: {check}")
+        connection.execute(f"PRAGMA journal_size_limit={CHECKPOINT_PART_BYTES}")  # a checkpoint's WAL is given back
+        check_result = connection.execute("PRAGMA quick_check").fetchone()[0]
+        if check_result != "ok":
+            raise sqlite3.DatabaseError(f"integrity check: {check_result}")
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not created and tables and not {"meta", "hosts", "aggregates"} <= tables:
+        meta = dict(connection.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
+        if meta.get("format", str(STORE_FORMAT)) != str(STORE_FORMAT):
+            raise sqlite3.DatabaseError(f"store format {meta.get('format')}, this version reads {STORE_FORMAT}")
+        if not created and tables and not _TABLES <= tables:
             raise sqlite3.DatabaseError(f"tables {sorted(tables)} are not a placecheck store's")
         connection.executescript(_SCHEMA)
-        meta = dict(connection.execute("SELECT key, value FROM meta"))
         if not meta:
             meta = {"format": str(STORE_FORMAT), "epoch": secrets.token_hex(8), "generation": "0",
-                    "written_ns": "0"}
+                    "written_ns": "0", "checkpoint_generation": "0"}
             connection.execute("BEGIN IMMEDIATE")
             connection.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
             connection.execute("COMMIT")
             log.info("new fleet history %s in %s", meta["epoch"], self.path)
-        if meta.get("format") != str(STORE_FORMAT):
-            raise sqlite3.DatabaseError(f"store format {meta.get('format')}, this version reads {STORE_FORMAT}")
+        checkpoint = self._read_checkpoint()
         try:
-            hosts = tuple(_host_from_row(json.loads(body)) for body, in
-                          connection.execute("SELECT body FROM hosts ORDER BY position"))
+            log_rows = [(generation, json.loads(body)) for generation, body in
+                        connection.execute("SELECT generation, body FROM log ORDER BY generation")]
             aggregates = tuple(_aggregate_from_row(json.loads(body)) for body, in
                                connection.execute("SELECT body FROM aggregates ORDER BY position"))
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             raise sqlite3.DatabaseError(f"unreadable row: {error!r}") from None
-        self._next_position = 1 + max(
-            connection.execute("SELECT coalesce(max(position), -1) FROM hosts").fetchone()[0],
-            connection.execute("SELECT coalesce(max(position), -1) FROM aggregates").fetchone()[0])
-        return Recovered(Fleet(hosts=hosts, aggregates=aggregates), int(meta["generation"]), meta["epoch"],
-                         int(meta["written_ns"]))
+        self._checkpoint_bytes = connection.execute(
+            "SELECT coalesce(sum(length(data)), 0) FROM checkpoint").fetchone()[0]
+        self._log_bytes = connection.execute("SELECT coalesce(sum(length(body)), 0) FROM log").fetchone()[0]
+        self._next_position = 1 + connection.execute(
+            "SELECT coalesce(max(position), -1) FROM aggregates").fetchone()[0]
+        return Recovered(checkpoint, tuple(body for _, body in log_rows), aggregates, int(meta["generation"]),
+                         meta["epoch"], int(meta["written_ns"]))
+
+    def _read_checkpoint(self) -> tuple[dict[str, np.ndarray], dict] | None:
+        parts: dict[str, list] = {}
+        for name, part, dtype, shape, crc, data in self._connection.execute(
+                "SELECT name, part, dtype, shape, crc, data FROM checkpoint ORDER BY name, part"):
+            if crc32c.crc32c(data) != crc:
+                raise sqlite3.DatabaseError(f"checkpoint {name} part {part} fails its checksum")
+            parts.setdefault(name, [dtype, shape]).append(data)
+        if not parts:
+            return None
+        try:
+            dicts = json.loads(b"".join(parts.pop(DICTS_PART)[2:]))
+            arrays = {name: np.frombuffer(b"".join(data), dtype=dtype).reshape(json.loads(shape))
+                      for name, (dtype, shape, *data) in parts.items()}
+            check(arrays)
+        except (KeyError, ValueError, TypeError, SchemaError) as error:
+            raise sqlite3.DatabaseError(f"unreadable checkpoint: {error}") from None
+        return arrays, dicts
 
     def submit(self, change: Change) -> Ticket:
         """Queue a change for the next commit (changes commit in the order they are submitted)."""
@@ -200,9 +249,11 @@ class FleetStore:
                 if not self._queue:
                     return
                 batch, self._queue = self._queue, []
+            sizes = self._checkpoint_bytes, self._log_bytes
             try:
                 self._commit([change for change, _ in batch])
             except sqlite3.Error as error:
+                self._checkpoint_bytes, self._log_bytes = sizes
                 failure = self._failure(error)
                 log.error("cannot commit %d change(s) to %s: %s", len(batch), self.path, failure)
                 self.on_failure(failure)
@@ -235,19 +286,40 @@ class FleetStore:
 
     def _apply(self, change: Change) -> None:
         connection = self._connection
-        if change.replace:
-            connection.execute("DELETE FROM hosts")
+        if change.checkpoint is not None:
+            self._write_checkpoint(change.checkpoint, change.generation)
+        else:
+            entry = change.log_entry()
+            if entry:
+                body = _json(entry)
+                connection.execute("INSERT INTO log VALUES (?, ?)", (change.generation, body))
+                self._log_bytes += len(body)
+        if change.replace_aggregates:
             connection.execute("DELETE FROM aggregates")
-        connection.executemany("DELETE FROM hosts WHERE name = ?", [(name,) for name in change.removed_hosts])
         connection.executemany("DELETE FROM aggregates WHERE id = ?", [(id_,) for id_ in change.removed_aggregates])
         # A replaced row keeps its position (its place in fleet order); a new one goes last.
-        connection.executemany(
-            "INSERT INTO hosts VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET body = excluded.body",
-            [(host.name, self._take_position(), _json(host_to_json(host))) for host in change.hosts])
         connection.executemany(
             "INSERT INTO aggregates VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body",
             [(aggregate.id, self._take_position(), _json(aggregate_to_json(aggregate)))
              for aggregate in change.aggregates])
+
+    def _write_checkpoint(self, columns, generation: int) -> None:
+        connection = self._connection
+        connection.execute("DELETE FROM checkpoint")
+        connection.execute("DELETE FROM log WHERE generation <= ?", (generation,))
+        rows = [(DICTS_PART, "json", "[]", json.dumps(columns.dicts).encode())]
+        rows += [(name, array.dtype.str, json.dumps(array.shape), memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
+                 for name, array in columns.arrays.items()]
+        written = 0
+        for name, dtype, shape, data in rows:
+            for part, start in enumerate(range(0, max(len(data), 1), CHECKPOINT_PART_BYTES)):
+                piece = data[start:start + CHECKPOINT_PART_BYTES]
+                connection.execute("INSERT INTO checkpoint VALUES (?, ?, ?, ?, ?, ?)",
+                                   (name, part, dtype, shape, crc32c.crc32c(piece), piece))
+                written += len(piece)
+        connection.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint_generation'", (str(generation),))
+        self._checkpoint_bytes = written
+        self._log_bytes = connection.execute("SELECT coalesce(sum(length(body)), 0) FROM log").fetchone()[0]
 
     def _take_position(self) -> int:
         self._next_position += 1

@@ -16,6 +16,9 @@ import grpc
 import pytest
 
 from engine.demo import demo_fleet
+from engine.columns import host_at
+from engine.model import Fleet
+from engine.state import recovered_columns
 from engine.store import STORE_FILE, FleetStore
 from placecheck import Generation, PlacementClient, StateClient
 from placecheck.v1 import fleet_pb2, placement_pb2, state_pb2
@@ -37,10 +40,14 @@ def killed(sidecar) -> None:
     sidecar.process.wait(TIMEOUT_S)
 
 
-def recovered_fleet(state_dir: Path):
+def recovered_fleet(state_dir: Path) -> tuple[int, Fleet]:
+    """The generation and fleet the store in state_dir holds (its checkpoint with the log replayed)."""
     store = FleetStore(str(state_dir))
     try:
-        return store.recovered
+        recovered = store.recovered
+        columns = recovered_columns(recovered)
+        return recovered.generation, Fleet(hosts=tuple(host_at(columns, row) for row in range(columns.host_count)),
+                                           aggregates=recovered.aggregates)
     finally:
         store.close()
 
@@ -119,11 +126,11 @@ def test_kill_9_mid_stream_loses_no_acknowledged_write_and_the_history_continues
     first.close()
 
     # Not applied twice: each host holds its writer's last acknowledged count, or the one in flight.
-    recovered = recovered_fleet(state_dir)
-    counts = {host.name: host.num_instances for host in recovered.fleet.hosts}
+    generation, fleet = recovered_fleet(state_dir)
+    counts = {host.name: host.num_instances for host in fleet.hosts}
     for name in hosts:
         assert counts[name] in (len(acknowledged[name]), len(acknowledged[name]) + 1), name
-    assert recovered.generation - start.generation - 1 == sum(counts[name] for name in hosts)
+    assert generation - start.generation - 1 == sum(counts[name] for name in hosts)
 
 
 def test_kill_9_between_commit_and_publish_recovers_the_committed_fleet(tmp_path):
@@ -132,7 +139,7 @@ def test_kill_9_between_commit_and_publish_recovers_the_committed_fleet(tmp_path
     first = start_sidecar(workers=1, metrics=False, state_dir=state_dir, wait_serving=False,
                           extra_args=("--orphan-grace", "0"))
     with StateClient(first.state_target) as state:
-        state.replace_fleet_stream(fleet_to_proto(before), timeout=60)
+        epoch = state.replace_fleet_stream(fleet_to_proto(before), timeout=60).epoch
         outcome = []
         replacing = threading.Thread(target=lambda: outcome.append(_acknowledged(
             lambda: state.replace_fleet_stream(fleet_to_proto(after), timeout=60))))
@@ -149,12 +156,11 @@ def test_kill_9_between_commit_and_publish_recovers_the_committed_fleet(tmp_path
     # Usually unacknowledged (killed mid-publish; on a starved test process the answer may have
     # won the race): committed either way, so recovered either way.
     assert len(outcome) == 1
-    recovered = recovered_fleet(state_dir)
-    assert (recovered.generation, recovered.fleet) == (2, after)
+    assert recovered_fleet(state_dir) == (2, after)
     with start_sidecar(workers=1, metrics=False, state_dir=state_dir) as second, \
             StateClient(second.state_target) as state:
         status = state.status(timeout=TIMEOUT_S)
-        assert (status.generation, status.host_count, status.epoch) == (2, BIG_FLEET_HOSTS, recovered.epoch)
+        assert (status.generation, status.host_count, status.epoch) == (2, BIG_FLEET_HOSTS, epoch)
     assert not glob.glob(f"/dev/shm/placecheck-{first.pid}.*")
 
 

@@ -12,28 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import state as state_module
+from engine import store as store_module
 from engine.columns import build_columns
 from engine.model import Aggregate, Fleet, Host, InvalidField, Inventory
 from engine.snapshot import SnapshotReader, SnapshotWriter
 from engine.state import FleetState, HostUsage
 from engine.store import FleetStore
 from fleetgen import INSTANCE_UUIDS, fleets
-
-
-class StandInColumns:
-    def __init__(self, arrays: dict, dicts: dict):
-        self.arrays = arrays
-        self.dicts = dicts
-
-
-def encode_fleet(fleet: Fleet) -> StandInColumns:
-    """A tiny builder: enough of the fleet in the snapshot to check what was published."""
-    return StandInColumns(
-        {"vcpu_used": np.array([host.resources["VCPU"].used if "VCPU" in host.resources else -1
-                                for host in fleet.hosts], dtype=np.int64)},
-        {"hosts": [host.name for host in fleet.hosts],
-         "aggregates": {str(aggregate.id): sorted(aggregate.hosts) for aggregate in fleet.aggregates}},
-    )
 
 
 def host(name: str, vcpu_used: int = 0, **changes) -> Host:
@@ -51,7 +36,7 @@ FLEET = Fleet(
 
 @pytest.fixture
 def writer(prefix):
-    with SnapshotWriter(prefix, StandInColumns) as snapshot_writer:
+    with SnapshotWriter(prefix) as snapshot_writer:
         yield snapshot_writer
 
 
@@ -64,24 +49,32 @@ def store(tmp_path):
 
 @pytest.fixture
 def state(writer, store):
-    fleet_state = FleetState(writer, store, build_columns=encode_fleet)
+    fleet_state = FleetState(writer, store)
     fleet_state.replace(FLEET)
     return fleet_state
 
 
 @pytest.fixture
 def reader(prefix):
-    return SnapshotReader(prefix, StandInColumns)
+    return SnapshotReader(prefix)
 
 
 def published(reader) -> dict:
+    """What a reader sees of the fleet: host names, aggregate members, VCPU used (-1: no inventory)."""
     snapshot = reader.current()
-    return {"generation": snapshot.generation, **snapshot.columns.dicts,
-            "vcpu_used": snapshot.columns.arrays["vcpu_used"].tolist()}
+    columns = snapshot.columns
+    names = [columns.host_name(row) for row in range(columns.host_count)]
+    vcpu = columns.resource_class_index("VCPU")
+    return {"generation": snapshot.generation, "hosts": names,
+            "aggregates": {str(aggregate_id): sorted(name for row, name in enumerate(names)
+                                                     if aggregate_id in columns.aggregates_of(row))
+                           for aggregate_id in columns.dicts["aggregates"]},
+            "vcpu_used": [int(columns.arrays["rc_used"][vcpu, row]) if columns.arrays["rc_present"][vcpu, row] else -1
+                          for row in range(columns.host_count)]}
 
 
 def test_status_before_and_after_the_first_publish(writer, store):
-    fleet_state = FleetState(writer, store, build_columns=encode_fleet)
+    fleet_state = FleetState(writer, store)
     before = fleet_state.status()
     assert (before.generation, before.host_count, before.aggregate_count, before.snapshot_bytes) == (0, 0, 0, 0)
     assert fleet_state.replace(FLEET) == 1
@@ -161,6 +154,8 @@ def unchanged_after(state, reader, change, error_type, match):
     (lambda s: s.update_usage([HostUsage(name="compute-1", used={"VCPU": -1})]), InvalidField, "from 0 to"),
     (lambda s: s.update_usage([HostUsage(name="compute-1", used={"VCPU": 2**53 + 1})]), InvalidField, "from 0 to"),
     (lambda s: s.update_usage([HostUsage(name="compute-1", num_instances=-2)]), InvalidField, "num_instances"),
+    (lambda s: s.update_usage([HostUsage(name="compute-1", num_io_ops=2**31)]), InvalidField, "num_io_ops"),
+    (lambda s: s.upsert_hosts([host("compute-5", num_instances=2**31)]), InvalidField, r"hosts\[0\].num_instances"),
     (lambda s: s.upsert_hosts([host("compute-5"), Host(name="compute-6", resources={"VCPU": Inventory(total=-1)})]),
      InvalidField, r"hosts\[1\].resources.VCPU.total"),
     (lambda s: s.upsert_hosts([host("compute-5"), host("compute-5")]), InvalidField, "duplicate host name"),
@@ -172,16 +167,12 @@ def test_refused_changes_leave_the_fleet_and_generation_untouched(state, reader,
     unchanged_after(state, reader, lambda: change(state), error_type, match)
 
 
-def test_a_builder_failure_leaves_the_fleet_untouched(writer, store, reader):
-    def fragile_builder(fleet: Fleet):
-        if len(fleet.hosts) > 3:
-            raise RuntimeError("builder broke")
-        return encode_fleet(fleet)
+def test_a_builder_failure_leaves_the_fleet_untouched(state, reader, monkeypatch):
+    def broken_splice(*args, **kwargs):
+        raise RuntimeError("builder broke")
 
-    fleet_state = FleetState(writer, store, build_columns=fragile_builder)
-    fleet_state.replace(FLEET)
-    unchanged_after(fleet_state, reader, lambda: fleet_state.upsert_hosts([host("compute-4")]),
-                    RuntimeError, "builder broke")
+    monkeypatch.setattr(state_module, "splice", broken_splice)
+    unchanged_after(state, reader, lambda: state.upsert_hosts([host("compute-4")]), RuntimeError, "builder broke")
 
 
 def test_concurrent_changes_are_serialised(state, reader):
@@ -199,13 +190,6 @@ def test_concurrent_changes_are_serialised(state, reader):
     assert view["vcpu_used"] == [10, 4, 10]
 
 
-def test_default_builder_publishes_engine_columns(prefix, store):
-    with SnapshotWriter(prefix) as engine_writer:
-        FleetState(engine_writer, store).replace(FLEET)
-        columns = SnapshotReader(prefix).current().columns
-        assert [columns.host_name(row) for row in range(3)] == ["compute-1", "compute-2", "compute-3"]
-
-
 @st.composite
 def fleets_and_usage_updates(draw):
     fleet = draw(fleets(max_hosts=10))
@@ -214,7 +198,7 @@ def fleets_and_usage_updates(draw):
         usages = []
         for host_ in draw(st.lists(st.sampled_from(fleet.hosts), min_size=1, max_size=4)):
             classes = draw(st.lists(st.sampled_from(sorted(host_.resources)), unique=True)) if host_.resources else []
-            counts = st.none() | st.integers(0, 2**40)
+            counts = st.none() | st.integers(0, 2**31 - 1)
             usages.append(HostUsage(
                 name=host_.name, used={rc: draw(st.integers(0, 2**40)) for rc in classes},
                 num_instances=draw(counts), num_io_ops=draw(counts),
@@ -268,23 +252,33 @@ def test_usage_updates_publish_the_columns_a_rebuild_would_give(prefix, tmp_path
 # ---------------------------------------------------------------- the store: durable, recovered exactly
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fleets_and_usage_updates())
-def test_a_restart_recovers_exactly_the_acknowledged_fleet(prefix, tmp_path, fleet_and_updates):
+@given(fleets_and_usage_updates(), st.booleans())
+def test_a_restart_recovers_exactly_the_acknowledged_fleet(prefix, tmp_path, fleet_and_updates, checkpoint_often):
+    """From the log alone, or from checkpoints the writes made along the way (every new base once
+    the log holds anything)."""
     fleet, updates = fleet_and_updates
     directory = tmp_path / uuid.uuid4().hex[:8]
-    with closing(FleetStore(str(directory))) as store, SnapshotWriter(f"{prefix}-a", StandInColumns) as writer:
-        fleet_state = FleetState(writer, store, build_columns=encode_fleet)
-        epoch = fleet_state.epoch
-        fleet_state.replace(fleet)
-        for usages in updates:
-            fleet_state.update_usage(usages)
-        fleet_state.remove_hosts([fleet.hosts[0].name])
-        acknowledged, generation = fleet_state.fleet(), fleet_state.status().generation
-    with closing(FleetStore(str(directory))) as store, SnapshotWriter(f"{prefix}-b", StandInColumns) as writer:
-        recovered = FleetState(writer, store, build_columns=encode_fleet)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store_module, "CHECKPOINT_LOG_MIN_BYTES", 0 if checkpoint_often else 2**40)
+        patch.setattr(store_module, "CHECKPOINT_LOG_SHARE", 2**40 if checkpoint_often else 1)
+        with closing(FleetStore(str(directory))) as store, SnapshotWriter(f"{prefix}-a") as writer:
+            fleet_state = FleetState(writer, store)
+            epoch = fleet_state.epoch
+            fleet_state.replace(fleet)
+            for usages in updates:
+                fleet_state.update_usage(usages)
+            fleet_state.remove_hosts([fleet.hosts[0].name])
+            fleet_state.upsert_hosts([fleet.hosts[0], host("appended")])
+            fleet_state.upsert_aggregates([Aggregate(id=999, hosts=frozenset({"appended", fleet.hosts[-1].name}))])
+            acknowledged, generation = fleet_state.fleet(), fleet_state.status().generation
+    with closing(FleetStore(str(directory))) as store, SnapshotWriter(f"{prefix}-b") as writer:
+        assert (store.recovered.checkpoint is not None, bool(store.recovered.log)) == \
+               ((True, False) if checkpoint_often else (True, True))
+        recovered = FleetState(writer, store)
         assert recovered.fleet() == acknowledged
         assert (recovered.status().generation, recovered.epoch) == (generation, epoch)
         assert writer.current.generation == generation and writer.current.epoch == epoch
+        assert_same_columns(writer.current.columns, build_columns(acknowledged), acknowledged)
         assert recovered.upsert_hosts([host("after-restart")]) == generation + 1
 
 
@@ -292,7 +286,7 @@ def test_a_new_store_starts_a_new_history_with_nothing_published(tmp_path, prefi
     epochs = set()
     for name in ("one", "two"):
         with closing(FleetStore(str(tmp_path / name))) as store, SnapshotWriter(f"{prefix}-{name}") as writer:
-            fleet_state = FleetState(writer, store, build_columns=encode_fleet)
+            fleet_state = FleetState(writer, store)
             assert writer.current is None and fleet_state.status().generation == 0
             epochs.add(fleet_state.epoch)
     assert len(epochs) == 2 and all(len(epoch) == 16 for epoch in epochs)
@@ -367,8 +361,25 @@ def test_a_store_with_an_unreadable_row_is_refused_naming_it(tmp_path, writer):
     from engine.store import STORE_FILE, StoreDamaged
 
     with closing(FleetStore(str(tmp_path))) as store:
-        FleetState(writer, store, build_columns=encode_fleet).replace(FLEET)
+        fleet_state = FleetState(writer, store)
+        fleet_state.replace(FLEET)
+        fleet_state.upsert_hosts([host("compute-4")])
     with closing(sqlite3.connect(tmp_path / STORE_FILE)) as connection, connection:
-        connection.execute("UPDATE hosts SET body = '{\"name\": \"compute-2\"' WHERE name = 'compute-2'")
+        connection.execute("UPDATE log SET body = '{\"hosts\": [' WHERE generation = 2")
     with pytest.raises(StoreDamaged, match=f"{tmp_path / STORE_FILE} is damaged .*unreadable row"):
+        FleetStore(str(tmp_path))
+
+
+def test_a_checkpoint_that_fails_its_checksum_is_refused_naming_it(tmp_path, writer):
+    import sqlite3
+
+    from engine.store import STORE_FILE, StoreDamaged
+
+    with closing(FleetStore(str(tmp_path))) as store:
+        FleetState(writer, store).replace(FLEET)
+    with closing(sqlite3.connect(tmp_path / STORE_FILE)) as connection, connection:
+        data = bytearray(connection.execute("SELECT data FROM checkpoint WHERE name = 'rc_used'").fetchone()[0])
+        data[0] ^= 1
+        connection.execute("UPDATE checkpoint SET data = ? WHERE name = 'rc_used'", (bytes(data),))
+    with pytest.raises(StoreDamaged, match="checkpoint rc_used part 0 fails its checksum"):
         FleetStore(str(tmp_path))
