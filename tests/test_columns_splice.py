@@ -8,7 +8,7 @@ import uuid
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import column_schema
@@ -216,16 +216,13 @@ CROWDED_UUIDS = st.sampled_from([uuid_ for home in (*range(0, 8), 30, 31) for uu
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.lists(CROWDED_UUIDS, max_size=4), min_size=2, max_size=8), st.data())
+@given(st.lists(st.lists(CROWDED_UUIDS, min_size=3, max_size=3), min_size=5, max_size=7), st.data())
 def test_uuid_slots_in_crowded_runs(instance_lists, data):
-    """12 to 23 canonical entries (a 32-slot table before and after), their hashes in a few
-    slots: runs that gained or lost an entry reach and merge with the runs after them."""
+    """15 to 21 canonical entries (a 32-slot table, mostly before and after: 12 to 23 entries),
+    their hashes in a few slots: runs that gain or lose an entry reach the runs after them."""
     fleet = Fleet(tuple(host(f"h{index}", instances=tuple(instances)) for index, instances in enumerate(instance_lists)))
     names = [h.name for h in fleet.hosts]
-    removed = set(data.draw(st.lists(st.sampled_from(names), max_size=2)))
-    upserted = [host(name, instances=tuple(data.draw(st.lists(CROWDED_UUIDS, max_size=4))))
-                for name in data.draw(st.lists(st.sampled_from(names + ["new"]), max_size=3, unique=True))
-                if name not in removed]
-    new_fleet = spliced_fleet(fleet, upserted, removed, [])
-    assume(all(12 <= sum(len(h.instances) for h in f.hosts) <= 23 for f in (fleet, new_fleet)))
+    removed = set(data.draw(st.lists(st.sampled_from(names), max_size=1)))
+    upserted = [host(name, instances=tuple(data.draw(st.lists(CROWDED_UUIDS, min_size=2, max_size=4))))
+                for name in data.draw(st.lists(st.sampled_from(names + ["new"]), max_size=3, unique=True))]
     check_splice(fleet, upserted, removed)
