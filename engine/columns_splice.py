@@ -83,7 +83,6 @@ class _HostNames:
         self._heap = columns.arrays["host_name_bytes"].tobytes()
         self._offsets = columns.arrays["host_name_offsets"].tolist()
         self.order = columns.arrays["host_name_order"].tolist()
-        self._row_by_name: dict[bytes, int] | None = None
 
     def name(self, row: int) -> bytes:
         return self._heap[self._offsets[row]:self._offsets[row + 1]]
@@ -99,13 +98,19 @@ class _HostNames:
             return self.order[position]
         return None
 
-    def rows(self, names: Collection[str]) -> list[int]:
-        """The rows of those of `names` the heap has: a search each, or one dict when they are many."""
-        if len(names) * max(1, len(self.order).bit_length()) <= len(self.order):
-            return [row for row in map(self.row, names) if row is not None]
-        if self._row_by_name is None:
-            self._row_by_name = dict(zip(map(self.name, range(len(self.order))), range(len(self.order))))
-        return [row for row in map(self._row_by_name.get, (name.encode() for name in names)) if row is not None]
+    def rows(self, name_sets: list[Collection[str]]) -> list[list[int]]:
+        """For each set of names, the rows of those the heap has: a binary search each, or one
+        dict of every name when they are many."""
+        if sum(map(len, name_sets)) * 16 <= len(self.order):
+            return [[row for row in map(self.row, names) if row is not None] for names in name_sets]
+        offsets = self._offsets
+        if self._heap.isascii():  # one decode, then str slices at the byte offsets
+            text = self._heap.decode()
+            every_name = [text[start:stop] for start, stop in zip(offsets, offsets[1:])]
+        else:
+            every_name = [self._heap[start:stop].decode() for start, stop in zip(offsets, offsets[1:])]
+        row_by_name = dict(zip(every_name, range(len(every_name))))
+        return [[row for row in map(row_by_name.get, names) if row is not None] for names in name_sets]
 
 
 class _Rows:
@@ -245,8 +250,7 @@ def _aggregates(parts: _Parts, arrays: dict, dicts: dict, aggregates: list[Aggre
     base_bits = _remap_bits(parts.base.arrays["aggregates"], base_to_new, len(new_ids))
     if looked_up:
         member_rows, member_bits = [], []
-        for bit, aggregate in looked_up:
-            rows = names.rows(aggregate.hosts)
+        for (bit, _), rows in zip(looked_up, names.rows([aggregate.hosts for _, aggregate in looked_up])):
             member_rows += rows
             member_bits += [bit] * len(rows)
         base_bits = base_bits | _bitset(np.array(member_rows, dtype=np.int64), np.array(member_bits, dtype=np.int64),

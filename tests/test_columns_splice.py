@@ -140,6 +140,14 @@ def test_names_appear_and_disappear():
     check_splice(fleet, [host("a", traits=frozenset(f"T{i:03}" for i in range(70)))], {"n"})
 
 
+def test_few_aggregate_members_among_many_hosts():
+    """Few names to look up (a binary search each, not a dict of every name)."""
+    fleet = Fleet(tuple(host(f"h{index}") for index in range(60)), (Aggregate(1, "one", frozenset({"h1", "h2"})),))
+    aggregates = [Aggregate(1, "one", frozenset({"h3", "nope"})), Aggregate(2, "two", frozenset({"h39"}))]
+    assert_same_columns(splice(build_columns(fleet), [], (), aggregates, members_changed={1}),
+                        build_columns(Fleet(fleet.hosts, tuple(aggregates))))
+
+
 def test_non_canonical_instance_ids():
     uuid_text = "00000000-0000-4000-8000-000000000001"
     fleet = Fleet((host("a", instances=("i-1", uuid_text.upper(), "é")), host("b", instances=(uuid_text, "i-2")),
