@@ -90,11 +90,19 @@ def request_key(request: Request):
     return key
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class _Compiled:
     profile: Profile  # held so that its id, in the cache key, is not reused while the entry lives
     actives: tuple[Active, ...]
     evaluated: tuple[str, ...]  # the actives' names
+    # The request's weighing over this generation, made by its first SelectDestinations (two
+    # threads may both make it; either is the same; read only).
+    plan: WeighPlan | None = None
+
+    def weigh_plan(self, columns, request: Request) -> WeighPlan:
+        if self.plan is None:
+            self.plan = plan_weighing(columns, self.profile, request)
+        return self.plan
 
 
 def _compiled(columns, request: Request, profile: Profile) -> _Compiled:
@@ -253,7 +261,8 @@ def select_destinations(columns, request: Request, profile: Profile, decision_id
     alternates = profile.max_attempts - 1 if max_alternates is None else max_alternates
     if alternates < 0:
         raise InvalidField("max_alternates", f"must be >= 0, got {alternates}")
-    actives = list(_compiled(columns, request, profile).actives)  # a list: an affinity pick recompiles one
+    compiled = _compiled(columns, request, profile)
+    actives = list(compiled.actives)  # a list: an affinity pick recompiles one
     if stages is not None:
         stages.mark("compile")
     n = columns.host_count
@@ -270,7 +279,7 @@ def select_destinations(columns, request: Request, profile: Profile, decision_id
 
     if hosts_passed == 0:
         return SelectResult((), summary(0), profile.name)
-    selection = _Selection(columns, request, profile, actives, fail_bits, plan_weighing(columns, profile, request),
+    selection = _Selection(columns, request, profile, actives, fail_bits, compiled.weigh_plan(columns, request),
                            random.Random(decision_id))
     subset_size = profile.host_subset_size
     selected = []
@@ -283,7 +292,8 @@ def select_destinations(columns, request: Request, profile: Profile, decision_id
         row, host = hosts[0]
         selected.append(host)
         alternates_of_single = tuple(weighed for _, weighed in hosts[1:1 + alternates])
-        selection.consume(row)
+        if instances > 1:  # a single instance's pick changes nothing that is read afterwards
+            selection.consume(row)
     if instances == 1:
         shared_alternates = alternates_of_single
     else:

@@ -74,6 +74,9 @@ class ValueTableRule(Rule):
 @dataclass(frozen=True, eq=False)
 class ValueLimits:
     limit_by_value: np.ndarray  # int64 per distinct value
+    # The one limit of every value (no aggregate sets its own, say), else None. The scan then
+    # compares with it and reads no value ids: a third of the time of a table lookup per row.
+    uniform_limit: int | None = None
 
 
 class ValueLimitRule(Rule):
@@ -101,13 +104,19 @@ class ValueLimitRule(Rule):
 
     def _limits(self, request, columns, profile) -> ValueLimits:
         values = self.distinct_values(columns)
-        return ValueLimits(np.fromiter((self.limit_of_value(value, request, profile) for value in values),
-                                       dtype=np.int64, count=len(values)))
+        limits = np.fromiter((self.limit_of_value(value, request, profile) for value in values),
+                             dtype=np.int64, count=len(values))
+        uniform = len(limits) > 0 and bool((limits == limits[0]).all())
+        return ValueLimits(limits, int(limits[0]) if uniform else None)
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
+        params: ValueLimits = active.params
+        if params.uniform_limit is not None:
+            return _fastfilters.scan_count_below(columns.arrays[self.count_column], params.uniform_limit,
+                                                 fail_bits, bit, start, stop, placed)
         return _fastfilters.scan_count_below_value_limit(
             columns.arrays[self.count_column], columns.arrays[self.id_column],
-            active.params.limit_by_value, fail_bits, bit, start, stop, placed)
+            params.limit_by_value, fail_bits, bit, start, stop, placed)
 
     def limit_of_row(self, active, columns, row: int) -> int:
         return int(active.params.limit_by_value[columns.arrays[self.id_column][row]])
