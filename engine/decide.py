@@ -64,26 +64,28 @@ class UnknownHost(LookupError):
         self.host = name
 
 
-# Every field of Request that compiling may read: all but num_instances (the picks' count) and
-# profile (the profile itself is in the key). A field added to Request must be added here.
+# Every field of Request that compiling may read: all but num_instances (the picks' count),
+# profile (the profile itself is in the key) and instance_uuid (new with every boot: the rules
+# that read it, Rule.reads_instance_uuid, are compiled again for each). A field added to Request
+# must be added here.
 _KEYED_REQUEST_FIELDS = ("operation", "resources", "required_traits", "forbidden_traits", "member_of",
-                         "availability_zone", "flavor", "image", "project_id", "instance_uuid",
-                         "scheduler_hints", "server_group", "source_host")
-if set(_KEYED_REQUEST_FIELDS) | {"num_instances", "profile"} != {field.name for field in dataclasses.fields(Request)}:
+                         "availability_zone", "flavor", "image", "project_id", "scheduler_hints",
+                         "server_group", "source_host")
+if set(_KEYED_REQUEST_FIELDS) | {"num_instances", "profile", "instance_uuid"} != \
+        {field.name for field in dataclasses.fields(Request)}:
     raise ImportError("engine.decide._KEYED_REQUEST_FIELDS does not name every field of engine.model.Request")
 
 
 def request_key(request: Request):
-    """A hashable value equal for two requests exactly when compiling them gives the same rules;
-    None when some value is unhashable (never cached)."""
+    """A hashable value equal for two requests exactly when compiling them gives the same rules,
+    those that read the instance_uuid aside; None when some value is unhashable (never cached)."""
     flavor, image = request.flavor, request.image
     try:
         key = (request.operation, frozenset(request.resources.items()), request.required_traits,
                request.forbidden_traits, request.member_of, request.availability_zone,
                flavor.name, frozenset(flavor.extra_specs.items()),
                None if image is None else (image.id, frozenset(image.properties.items()), image.disk_format),
-               request.project_id, request.instance_uuid, request.scheduler_hints, request.server_group,
-               request.source_host)
+               request.project_id, request.scheduler_hints, request.server_group, request.source_host)
         hash(key)
     except TypeError:
         return None
@@ -93,11 +95,23 @@ def request_key(request: Request):
 @dataclasses.dataclass
 class _Compiled:
     profile: Profile  # held so that its id, in the cache key, is not reused while the entry lives
-    actives: tuple[Active, ...]
+    actives: tuple[Active, ...]  # compiled for instance_uuid
     evaluated: tuple[str, ...]  # the actives' names
+    instance_uuid: str
+    reading_instance_uuid: tuple[int, ...]  # the actives whose rule reads it
     # The request's weighing over this generation, made by its first SelectDestinations (two
     # threads may both make it; either is the same; read only).
     plan: WeighPlan | None = None
+
+    def actives_for(self, columns, request: Request) -> tuple[Active, ...]:
+        """The actives for this request: those of a rule that reads the instance_uuid compiled
+        again when the request's is another (each such rule compiles to one Active)."""
+        if request.instance_uuid == self.instance_uuid or not self.reading_instance_uuid:
+            return self.actives
+        actives = list(self.actives)
+        for index in self.reading_instance_uuid:
+            (actives[index],) = actives[index].rule.compile(request, columns, self.profile)
+        return tuple(actives)
 
     def weigh_plan(self, columns, request: Request) -> WeighPlan:
         if self.plan is None:
@@ -113,7 +127,8 @@ def _compiled(columns, request: Request, profile: Profile) -> _Compiled:
     def compile_for_generation() -> _Compiled:
         columns.arrays["num_instances"]  # noqa: B018 -- notes the usage read: cached per generation
         actives = tuple(compile_rules(columns, request, profile))
-        return _Compiled(profile, actives, tuple(active.name for active in actives))
+        return _Compiled(profile, actives, tuple(active.name for active in actives), request.instance_uuid,
+                         tuple(index for index, active in enumerate(actives) if active.rule.reads_instance_uuid))
 
     key = request_key(request)
     if key is None:
@@ -162,7 +177,7 @@ def check_destination(columns, request: Request, profile: Profile, hosts: list[s
     if stages is not None:
         stages.mark("find hosts")
     compiled = _compiled(columns, request, profile)
-    actives, evaluated = compiled.actives, compiled.evaluated
+    actives, evaluated = compiled.actives_for(columns, request), compiled.evaluated
     fail_bits = _row_scratch(columns.host_count)
     if stages is not None:
         stages.mark("compile")
@@ -262,7 +277,7 @@ def select_destinations(columns, request: Request, profile: Profile, decision_id
     if alternates < 0:
         raise InvalidField("max_alternates", f"must be >= 0, got {alternates}")
     compiled = _compiled(columns, request, profile)
-    actives = list(compiled.actives)  # a list: an affinity pick recompiles one
+    actives = list(compiled.actives_for(columns, request))  # a list: an affinity pick recompiles one
     if stages is not None:
         stages.mark("compile")
     n = columns.host_count

@@ -7,6 +7,7 @@ INVALID_ARGUMENT with a BadRequest field violation.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import json
@@ -298,16 +299,32 @@ def request_from_proto(msg: placement_pb2.PlacementRequest, path: str = "request
 CONVERTED_REQUESTS_KEPT = 256
 
 
+# Stands for a request's instance_uuid while its other fields are converted (only its presence
+# is validated); the caller's own replaces it.
+_SOME_INSTANCE = "instance"
+
+
 @functools.lru_cache(maxsize=CONVERTED_REQUESTS_KEPT)
-def _request_from_body(body: bytes) -> Request:
-    return request_from_proto(placement_pb2.PlacementRequest.FromString(body))
+def _request_from_body(body: bytes, has_instance_uuid: bool) -> Request:
+    msg = placement_pb2.PlacementRequest.FromString(body)
+    if has_instance_uuid:
+        msg.instance_uuid = _SOME_INSTANCE
+    return request_from_proto(msg)
 
 
 def request_from_proto_reused(msg: placement_pb2.PlacementRequest) -> Request:
-    """request_from_proto(msg), converted once per distinct serialized request and reused (a
-    Request is immutable): the same request checked host after host, or sent again, costs a
-    serialization and a lookup. A request refused as invalid is converted (and refused) each time."""
-    return _request_from_body(msg.SerializeToString())
+    """request_from_proto(msg), converted once per distinct serialized request (its instance_uuid,
+    new with every boot, aside) and reused (a Request is immutable): the same flavor, image and
+    hints booted again, or one request checked host after host, cost a serialization and a lookup.
+    A request refused as invalid is converted (and refused) each time."""
+    instance_uuid = msg.instance_uuid
+    if not instance_uuid:
+        return _request_from_body(msg.SerializeToString(), False)
+    without_instance = placement_pb2.PlacementRequest()
+    without_instance.CopyFrom(msg)
+    without_instance.ClearField("instance_uuid")
+    request = _request_from_body(without_instance.SerializeToString(), True)
+    return dataclasses.replace(request, instance_uuid=instance_uuid)
 
 
 def check_hosts_from_proto(msg: placement_pb2.CheckDestinationRequest) -> list[str]:

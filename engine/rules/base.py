@@ -34,6 +34,9 @@ class Active:
 
 class Rule:
     name: ClassVar[str]
+    # Whether compile reads request.instance_uuid: a compiled request is reused for a request
+    # that differs only in it (engine.decide), with such rules compiled again.
+    reads_instance_uuid: ClassVar[bool] = False
 
     def validate(self, request: Request, columns, profile) -> None:
         """Nova's API-side refusal of the whole request before it schedules (an unknown zone):

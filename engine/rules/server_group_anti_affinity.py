@@ -26,6 +26,7 @@ class AntiAffinityParams:
 
 class ServerGroupAntiAffinityFilter(Rule):
     name = "ServerGroupAntiAffinityFilter"
+    reads_instance_uuid = True  # a host already running the instance is exempt
 
     def compile(self, request, columns, profile) -> list[Active]:
         group = request.server_group
