@@ -24,6 +24,8 @@ BASE, UPSERTED = 0, 1  # where a run of new rows comes from
 # What build_columns holds in an rc_* cell of a host without an inventory of the class.
 _NO_INVENTORY = {"rc_free": 0, "rc_min_unit": 0, "rc_max_unit": 0, "rc_step": 1, "rc_total": 0,
                  "rc_reserved": 0, "rc_used": 0, "rc_ratio": 0.0, "rc_present": 0}
+_INSTANCE_ARRAYS = ("instance_offsets", "instance_uuids", "instance_slots", "instance_other_entries",
+                    "instance_other_offsets", "instance_other_bytes", "instance_other_slots")
 _CHUNK = 1 << 16  # slots renumbered per numpy pass
 _PER_HOST = ("flags", "num_instances", "num_io_ops", "hypervisor_version", "failed_builds", "host_ipv4",
              "w_free_ram_mb", "w_free_disk_mb", "w_free_vcpus")
@@ -146,6 +148,8 @@ class _Rows:
         self.upserted_rows = np.array([replaced[row] for row in replaced_rows.tolist()] + self.appended,
                                       dtype=np.int64)
         self.segments = _segments(self.base_count, removed_rows, replaced, self.appended)
+        # No host changed: the new rows are base's (an aggregates change), arrays and all.
+        self.unchanged = self.segments == [(BASE, 0, self.base_count)]
 
 
 def _segments(base_count: int, removed_rows: list[int], replaced: dict[int, int],
@@ -187,6 +191,8 @@ class _Parts:
         if base_array is None:
             base_array, upserted_array = self.base.arrays[name], self.upserted.arrays[name]
         rows = self.rows
+        if rows.unchanged:  # a Columns' arrays never change, so the new one may hold base's
+            return base_array
         shape = list(base_array.shape)
         shape[axis] = rows.count
         out = np.empty(shape, dtype=base_array.dtype)
@@ -419,6 +425,8 @@ def _host_names(parts: _Parts, names: _HostNames) -> dict[str, np.ndarray]:
     """The name heap by runs of rows, and the sorted order: base's, less the removed rows, with
     the appended hosts' names inserted where they sort."""
     rows = parts.rows
+    if rows.unchanged:
+        return {name: parts.base.arrays[name] for name in ("host_name_offsets", "host_name_bytes", "host_name_order")}
     offsets, heap = _concatenated_heap(parts, "host_name_offsets", "host_name_bytes")
     order = np.array(names.order, dtype=np.int64)
     if rows.removes:
@@ -457,56 +465,91 @@ def _offsets(parts: _Parts, name: str) -> np.ndarray:
 
 
 def _instances(parts: _Parts) -> dict[str, np.ndarray]:
-    """The instance entries run by run; the uuid slots patched where entries left or came."""
+    """The instance entries run by run of rows; the uuid slots laid out again where entries left or came."""
     sources = [parts.base.arrays, parts.upserted.arrays]
+    if parts.rows.unchanged:
+        return {name: sources[BASE][name] for name in _INSTANCE_ARRAYS}
+    runs = _EntryRuns(parts.rows.segments, [source["instance_offsets"] for source in sources])
+    uuids = np.concatenate([sources[source]["instance_uuids"][first:last] for source, first, last
+                            in zip(runs.source.tolist(), runs.first.tolist(), runs.last.tolist())])
+    # The fallback heap: each source's ids that are not canonical uuids, at their new entries.
     other_entries = [np.asarray(source["instance_other_entries"]) for source in sources]
-    instance_offsets = _offsets(parts, "instance_offsets")
-    uuid_pieces, other_entry_pieces, other_byte_pieces, other_lengths = [], [], [], []
-    added = []  # new entry numbers of the upserted hosts' canonical uuids
-    base_runs = []  # (first entry, last entry + 1, new number of the first) of base's entries kept
-    new_entry = 0
-    for source, start, stop in parts.rows.segments:
-        arrays = sources[source]
-        first, last = (int(entry) for entry in arrays["instance_offsets"][[start, stop]])
-        uuid_pieces.append(arrays["instance_uuids"][first:last])
-        others = other_entries[source]
-        other_first, other_last = np.searchsorted(others, [first, last])
-        entries = others[other_first:other_last]
-        other_entry_pieces.append(entries - first + new_entry)
-        other_offsets = arrays["instance_other_offsets"]
-        other_byte_pieces.append(arrays["instance_other_bytes"][other_offsets[other_first]:other_offsets[other_last]])
-        other_lengths.append(np.diff(other_offsets[other_first:other_last + 1]))
-        if source == BASE:
-            base_runs.append((first, last, new_entry))
-        else:
-            added.append(np.setdiff1d(np.arange(first, last), entries) - first + new_entry)
-        new_entry += last - first
-    uuids = np.concatenate(uuid_pieces) if uuid_pieces else sources[BASE]["instance_uuids"][:0].copy()
-    other_entries_new = np.concatenate(other_entry_pieces).astype(np.int32)
-    other_offsets_new = np.zeros(len(other_entries_new) + 1, dtype=np.int64)
-    np.cumsum(np.concatenate(other_lengths), out=other_offsets_new[1:])
-    other_bytes = np.concatenate(other_byte_pieces).astype(np.uint8)
-    canonical_count = len(uuids) - len(other_entries_new)
+    new_entries = np.concatenate([runs.new_numbers(other_entries[source], source) for source in (BASE, UPSERTED)])
+    base_other_offsets, upserted_other_offsets = (source["instance_other_offsets"] for source in sources)
+    starts = np.concatenate([base_other_offsets[:-1], upserted_other_offsets[:-1] + base_other_offsets[-1]])
+    lengths = np.concatenate([np.diff(base_other_offsets), np.diff(upserted_other_offsets)])
+    kept = np.flatnonzero(new_entries >= 0)
+    kept = kept[np.argsort(new_entries[kept])]
+    other_offsets = np.zeros(len(kept) + 1, dtype=np.int64)
+    np.cumsum(lengths[kept], out=other_offsets[1:])
+    other_bytes = np.concatenate([source["instance_other_bytes"] for source in sources])[
+        np.repeat(starts[kept] - other_offsets[:-1], lengths[kept]) + np.arange(other_offsets[-1])]
+    other_entries_new = new_entries[kept].astype(np.int32)
+
     words = uuids.view("<u8")
     old_slots = sources[BASE]["instance_slots"]
-    if len(old_slots) == _slot_count(canonical_count):
+    if len(old_slots) == _slot_count(len(uuids) - len(other_entries_new)):
         base_entry_count = len(sources[BASE]["instance_uuids"])
-        gone = [np.setdiff1d(np.arange(first, last), other_entries[BASE]) for first, last in _gaps(base_runs, base_entry_count)]
+        base_runs = runs.of(BASE)
+        gone = _without(_joined([np.arange(first, last) for first, last in _gaps(base_runs, base_entry_count)]),
+                        other_entries[BASE])
+        upserted_count = len(sources[UPSERTED]["instance_uuids"])
+        added = runs.new_numbers(_without(np.arange(upserted_count), other_entries[UPSERTED]), UPSERTED)
         slots = _spliced_uuid_slots(old_slots, _renumbered(old_slots, base_runs, base_entry_count),
-                                    sources[BASE]["instance_uuids"].view("<u8"), _joined(gone), words, _joined(added))
+                                    sources[BASE]["instance_uuids"].view("<u8"), gone, words, added)
     else:  # another table size: every uuid moves
         canonical = np.ones(len(uuids), dtype=bool)
         canonical[other_entries_new] = False
         slots = _uuid_index(words, np.flatnonzero(canonical))
     return {
-        "instance_offsets": instance_offsets,
+        "instance_offsets": _offsets(parts, "instance_offsets"),
         "instance_uuids": uuids,
         "instance_slots": slots,
         "instance_other_entries": other_entries_new,
-        "instance_other_offsets": other_offsets_new,
+        "instance_other_offsets": other_offsets,
         "instance_other_bytes": other_bytes,
-        "instance_other_slots": _hash_index(other_offsets_new, other_bytes),
+        "instance_other_slots": _hash_index(other_offsets, other_bytes),
     }
+
+
+class _EntryRuns:
+    """The instance entries of the runs of new rows: where each run's entries are in its source
+    and where they start among the new entries."""
+
+    def __init__(self, segments: list[tuple[int, int, int]], offsets: list[np.ndarray]):
+        source, start, stop = np.array(segments, dtype=np.int64).reshape(-1, 3).T
+        self.source = source
+        self.first, self.last = np.zeros(len(source), dtype=np.int64), np.zeros(len(source), dtype=np.int64)
+        for index in (BASE, UPSERTED):
+            mine = source == index
+            self.first[mine], self.last[mine] = offsets[index][start[mine]], offsets[index][stop[mine]]
+        self.new_first = np.concatenate([[0], np.cumsum(self.last - self.first)[:-1]]).astype(np.int64)
+
+    def of(self, source: int) -> list[tuple[int, int, int]]:
+        """(first entry, last entry + 1, new number of the first) of each run of `source`, in order."""
+        mine = self.source == source
+        return list(zip(self.first[mine].tolist(), self.last[mine].tolist(), self.new_first[mine].tolist()))
+
+    def new_numbers(self, entries: np.ndarray, source: int) -> np.ndarray:
+        """The new numbers of these entries of `source`; -1 for one no run holds (its row is gone)."""
+        mine = np.flatnonzero(self.source == source)
+        if not len(mine):
+            return np.full(len(entries), -1, dtype=np.int64)
+        mine = mine[np.lexsort((self.last[mine], self.first[mine]))]  # of equal firsts, an empty run first
+        run = np.searchsorted(self.first[mine], entries, side="right") - 1
+        holder = mine[np.maximum(run, 0)]
+        inside = (run >= 0) & (entries < self.last[holder])
+        return np.where(inside, entries - self.first[holder] + self.new_first[holder], -1)
+
+
+def _without(entries: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """The entries (ascending) that are not among the others (ascending)."""
+    position = np.searchsorted(entries, others)
+    found = position < len(entries)
+    found[found] = entries[position[found]] == others[found]
+    kept = np.ones(len(entries), dtype=bool)
+    kept[position[found]] = False
+    return entries[kept]
 
 
 def _joined(entry_lists: list[np.ndarray]) -> np.ndarray:
@@ -557,7 +600,10 @@ def _spliced_uuid_slots(old_slots: np.ndarray, slots: np.ndarray, old_words: np.
     gone_slots = _slots_holding(old_slots, old_words, gone)
     slots[gone_slots] = -1
     homes = _uuid_hash(words[added]).astype(np.int64) & (len(slots) - 1)
-    region = np.unique(_runs_holding(np.concatenate([gone_slots, homes]), old_slots >= 0))
+    region = np.sort(_runs_holding(np.concatenate([gone_slots, homes]), old_slots >= 0))
+    first_of_its_value = np.ones(len(region), dtype=bool)  # np.unique: slower (it hashes)
+    first_of_its_value[1:] = region[1:] != region[:-1]
+    region = region[first_of_its_value]
     moved = slots[region]
     slots[region] = -1
     _place_uuids(slots, words, np.sort(np.concatenate([moved[moved >= 0].astype(np.int64), added])))
