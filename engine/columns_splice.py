@@ -276,8 +276,9 @@ def _aggregates(parts: _Parts, arrays: dict, dicts: dict, aggregates: list[Aggre
                                                         len(new_ids)), axis=0, return_inverse=True)
     candidate_to_distinct = candidate_to_distinct.reshape(-1)
     base_set_count = len(parts.base.dicts["aggregate_sets"])
-    set_ids = parts.gather(base_array=candidate_to_distinct[parts.base.arrays["aggregate_set_id"]],
-                           upserted_array=candidate_to_distinct[base_set_count + parts.upserted.arrays["aggregate_set_id"]])
+    set_ids = parts.gather(
+        base_array=candidate_to_distinct[parts.base.arrays["aggregate_set_id"]],
+        upserted_array=candidate_to_distinct[base_set_count + parts.upserted.arrays["aggregate_set_id"]])
     used = np.bincount(set_ids, minlength=len(distinct)) > 0
     arrays["aggregate_set_id"] = (np.cumsum(used) - 1).astype(np.int32)[set_ids]
     dicts["aggregate_sets"] = [_set_bits(words) for words in distinct[used]]
@@ -449,16 +450,15 @@ def _concatenated_heap(parts: _Parts, offsets_name: str, heap_name: str) -> tupl
     """A per-row heap (offsets [n+1], bytes) of the new rows, copied run by run."""
     sources = [(parts.base.arrays[offsets_name], parts.base.arrays[heap_name]),
                (parts.upserted.arrays[offsets_name], parts.upserted.arrays[heap_name])]
-    offsets = _offsets(parts, offsets_name)
-    pieces = [sources[source][1][sources[source][0][start]:sources[source][0][stop]]
-              for source, start, stop in parts.rows.segments]
-    heap = np.concatenate(pieces) if pieces else sources[BASE][1][:0].copy()
-    return offsets, heap
+    return _offsets(parts, offsets_name), np.concatenate([
+        sources[source][1][sources[source][0][start]:sources[source][0][stop]]
+        for source, start, stop in parts.rows.segments])
 
 
 def _offsets(parts: _Parts, name: str) -> np.ndarray:
     """Per-row offsets [n+1] of the new rows from base's and the upserted hosts' lengths."""
-    lengths = parts.gather(base_array=np.diff(parts.base.arrays[name]), upserted_array=np.diff(parts.upserted.arrays[name]))
+    lengths = parts.gather(base_array=np.diff(parts.base.arrays[name]),
+                           upserted_array=np.diff(parts.upserted.arrays[name]))
     offsets = np.zeros(parts.rows.count + 1, dtype=parts.base.arrays[name].dtype)
     np.cumsum(lengths, out=offsets[1:])
     return offsets

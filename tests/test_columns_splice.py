@@ -7,7 +7,6 @@ import random
 import uuid
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,7 +89,8 @@ def test_splice_is_build_columns_of_the_new_fleet(fleet, data):
         new_fleet = spliced_fleet(fleet, upserted, removed, aggregates)
         expected = build_columns(new_fleet)
         assert_same_columns(splice(columns, upserted, removed, aggregates, members_changed=None), expected)
-        spliced = splice(columns, upserted, removed, aggregates, members_changed=members_changed(fleet, removed, aggregates))
+        spliced = splice(columns, upserted, removed, aggregates,
+                         members_changed=members_changed(fleet, removed, aggregates))
         assert_same_columns(spliced, expected)
         columns, fleet = as_snapshot(spliced), new_fleet
 
@@ -228,7 +228,8 @@ CROWDED_UUIDS = st.sampled_from([uuid_ for home in (*range(0, 8), 30, 31) for uu
 def test_uuid_slots_in_crowded_runs(instance_lists, data):
     """15 to 21 canonical entries (a 32-slot table, mostly before and after: 12 to 23 entries),
     their hashes in a few slots: runs that gain or lose an entry reach the runs after them."""
-    fleet = Fleet(tuple(host(f"h{index}", instances=tuple(instances)) for index, instances in enumerate(instance_lists)))
+    fleet = Fleet(tuple(host(f"h{index}", instances=tuple(instances))
+                        for index, instances in enumerate(instance_lists)))
     names = [h.name for h in fleet.hosts]
     removed = set(data.draw(st.lists(st.sampled_from(names), max_size=1)))
     upserted = [host(name, instances=tuple(data.draw(st.lists(CROWDED_UUIDS, min_size=2, max_size=4))))
