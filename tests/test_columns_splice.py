@@ -140,6 +140,19 @@ def test_names_appear_and_disappear():
     check_splice(fleet, [host("a", traits=frozenset(f"T{i:03}" for i in range(70)))], {"n"})
 
 
+def test_bitsets_grow_and_shrink_a_word():
+    """Over 64 traits or aggregates, and back: the bitsets' word count follows."""
+    many = frozenset(f"T{index:03}" for index in range(70))
+    fleet = Fleet((host("a", traits=many), host("b", traits=frozenset({"T005", "U"}))),
+                  tuple(Aggregate(index, f"agg{index}", frozenset({"a", "b"} if index % 3 else {"b"}))
+                        for index in range(70)))
+    check_splice(fleet, [], {"a"})
+    check_splice(fleet, [host("b", traits=many)], (), list(fleet.aggregates[:60]))
+    spliced = splice(build_columns(fleet), [host("c")], (), fleet.aggregates[10:], members_changed=())
+    assert_same_columns(spliced, build_columns(Fleet(fleet.hosts + (host("c"),), fleet.aggregates[10:])))
+    assert spliced.arrays["aggregates"].shape == (3, 1)
+
+
 def test_few_aggregate_members_among_many_hosts():
     """Few names to look up (a binary search each, not a dict of every name)."""
     fleet = Fleet(tuple(host(f"h{index}") for index in range(60)), (Aggregate(1, "one", frozenset({"h1", "h2"})),))
