@@ -211,6 +211,9 @@ class InvalidField(ValueError):
         self.field = field_path
         self.description = description
 
+    def __reduce__(self):  # crosses process boundaries (server.fleet_builder)
+        return InvalidField, (self.field, self.description)
+
 
 def require_unique(keys, path: str, key_field: str, what: str) -> None:
     """InvalidField at `path[i].key_field` for the first key seen twice (host names, aggregate ids)."""

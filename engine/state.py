@@ -194,14 +194,19 @@ class FleetState:
         """Replace the whole fleet; one without hosts only with allow_empty (else InvalidField
         naming `hosts_field`, the caller's name for the hosts)."""
         validate_fleet(fleet)
-        if not fleet.hosts and not allow_empty:
+        return self.replace_columns(build_columns(fleet), fleet.aggregates, allow_empty, hosts_field)
+
+    def replace_columns(self, columns: Columns, aggregates: Sequence[Aggregate], allow_empty: bool = False,
+                        hosts_field: str = "fleet.hosts") -> int:
+        """replace() of the validated fleet these columns were built from (build_columns), with its
+        aggregates: a whole fleet may be encoded elsewhere (server.fleet_builder)."""
+        if not columns.host_count and not allow_empty:
             raise InvalidField(hosts_field, "a fleet without hosts would remove every host; "
                                             "set allow_empty to mean it")
-        columns = build_columns(fleet)
         with self._lock:
             ticket, version = self._make_base(
-                columns, {aggregate.id: aggregate for aggregate in fleet.aggregates},
-                Change(0, 0, replace_aggregates=True, aggregates=list(fleet.aggregates), checkpoint=columns))
+                columns, {aggregate.id: aggregate for aggregate in aggregates},
+                Change(0, 0, replace_aggregates=True, aggregates=list(aggregates), checkpoint=columns))
         return self._acknowledge(ticket, version)
 
     def upsert_hosts(self, hosts: Iterable[Host]) -> int:

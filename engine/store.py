@@ -249,20 +249,25 @@ class FleetStore:
                 if not self._queue:
                     return
                 batch, self._queue = self._queue, []
-            sizes = self._checkpoint_bytes, self._log_bytes
-            try:
-                self._commit([change for change, _ in batch])
-            except sqlite3.Error as error:
-                self._checkpoint_bytes, self._log_bytes = sizes
-                failure = self._failure(error)
-                log.error("cannot commit %d change(s) to %s: %s", len(batch), self.path, failure)
-                self.on_failure(failure)
-                for _, ticket in batch:
-                    ticket.settle(failure)
-                continue
+            self._commit_batch(batch)
+            # Nothing of the batch is kept until the next one: a change may hold a whole fleet's checkpoint.
+            del batch
+
+    def _commit_batch(self, batch: list[tuple[Change, Ticket]]) -> None:
+        sizes = self._checkpoint_bytes, self._log_bytes
+        try:
+            self._commit([change for change, _ in batch])
+        except sqlite3.Error as error:
+            self._checkpoint_bytes, self._log_bytes = sizes
+            failure = self._failure(error)
+            log.error("cannot commit %d change(s) to %s: %s", len(batch), self.path, failure)
+            self.on_failure(failure)
+            settled_with = failure
+        else:
             self.on_commit(batch[-1][0])
-            for _, ticket in batch:
-                ticket.settle(None)
+            settled_with = None
+        for _, ticket in batch:
+            ticket.settle(settled_with)
 
     def _failure(self, error: sqlite3.Error) -> StoreError:
         if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:

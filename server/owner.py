@@ -7,18 +7,19 @@ response names the generation with the fleet history's epoch.
 """
 from __future__ import annotations
 
-from engine.model import Fleet
 from engine.state import FleetState
 from placecheck.v1 import state_pb2, state_pb2_grpc
 from server import convert
 from server.errors import NotFound, rpc_status_for
+from server.fleet_builder import BuiltFleet, FleetBuilder, release_freed_memory
 
 STATE_SERVICE = state_pb2.DESCRIPTOR.services_by_name["FleetState"].full_name
 
 
 class FleetStateServicer(state_pb2_grpc.FleetStateServicer):
-    def __init__(self, state: FleetState):
+    def __init__(self, state: FleetState, builder: FleetBuilder):
         self._state = state
+        self._builder = builder  # whole fleets are built in a child process
 
     def _mutate(self, context, resource_type: str, change):
         """Run `change()` -> generation; a KeyError names an unknown `resource_type`."""
@@ -41,21 +42,20 @@ class FleetStateServicer(state_pb2_grpc.FleetStateServicer):
             context.abort_with_status(status)
 
     def ReplaceFleet(self, request, context):
-        fleet = self._validated(context, lambda: convert.fleet_from_proto(request.fleet))
-        generation = self._mutate(context, "host", lambda: self._state.replace(fleet, request.allow_empty))
-        return state_pb2.ReplaceFleetResponse(generation=generation, epoch=self._state.epoch)
+        built = self._validated(context, lambda: self._builder.from_request(request.fleet.SerializeToString(),
+                                                                            request.allow_empty))
+        return self._replaced(context, built, "fleet.hosts")
 
     def ReplaceFleetStream(self, request_iterator, context):
-        def assemble() -> tuple[Fleet, bool]:
-            hosts, aggregates, allow_empty = [], [], False
-            for index, part in enumerate(request_iterator):
-                hosts.extend(convert.hosts_from_proto(part.hosts, f"parts[{index}].hosts"))
-                aggregates.extend(convert.aggregates_from_proto(part.aggregates, f"parts[{index}].aggregates"))
-                allow_empty = allow_empty or part.allow_empty
-            return Fleet(hosts=tuple(hosts), aggregates=tuple(aggregates)), allow_empty
+        built = self._validated(context, lambda: self._builder.from_parts(
+            [part.SerializeToString() for part in request_iterator]))
+        return self._replaced(context, built, "parts.hosts")
 
-        fleet, allow_empty = self._validated(context, assemble)
-        generation = self._mutate(context, "host", lambda: self._state.replace(fleet, allow_empty, "parts.hosts"))
+    def _replaced(self, context, built: BuiltFleet, hosts_field: str) -> state_pb2.ReplaceFleetResponse:
+        generation = self._mutate(context, "host", lambda: self._state.replace_columns(
+            built.columns, built.aggregates, built.allow_empty, hosts_field))
+        del built  # the columns are the published segment's now
+        release_freed_memory()
         return state_pb2.ReplaceFleetResponse(generation=generation, epoch=self._state.epoch)
 
     def UpsertHosts(self, request, context):

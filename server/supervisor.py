@@ -47,6 +47,7 @@ from engine.state import FleetState
 from engine.store import FleetStore, StoreDamaged
 from placecheck.client import default_state_dir, default_state_socket
 from placecheck.v1 import state_pb2, state_pb2_grpc
+from server.fleet_builder import BuiltFleet, FleetBuilder, release_freed_memory
 from server.json_logs import AuditLog, DecisionLogSettings
 from server.owner import STATE_SERVICE, FleetStateServicer
 from server.security import AccessPolicy, AuthInterceptor, TlsMaterial, Tokens
@@ -201,18 +202,17 @@ def remove_stale_socket(address: str) -> str | None:
     raise StartupError(f"{path} is in use by a running server")
 
 
-def load_initial_fleet(options: ServeOptions):
-    """The --fleet file or the --demo fleet; None when neither is asked for."""
+def load_initial_fleet(options: ServeOptions, builder: FleetBuilder) -> BuiltFleet | None:
+    """The --fleet file or the --demo fleet, built in a child process; None when neither is asked for."""
     if options.fleet_path:
         from engine.fleetfile import load_fleet
 
-        return load_fleet(options.fleet_path)
+        return builder.from_fleet_source(load_fleet, options.fleet_path)
     if options.demo:
         from engine.demo import demo_fleet
 
-        return demo_fleet(options.demo_hosts, options.demo_seed)
+        return builder.from_fleet_source(demo_fleet, options.demo_hosts, options.demo_seed)
     return None
-
 
 
 def yield_to_decisions() -> None:
@@ -225,6 +225,7 @@ class Supervisor:
         self.options = options
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(WORKER_PRELOAD)
+        self.fleet_builder = FleetBuilder(self.context)
         self.workers: list[multiprocessing.Process | None] = [None] * options.workers
         self.started_at = [0.0] * options.workers
         self.restart_delay = [0.0] * options.workers
@@ -359,13 +360,16 @@ class Supervisor:
                             "replace the fleet)", recovered.generation, store.path,
                             options.fleet_path or "--demo")
             return
-        fleet = load_initial_fleet(options)
-        if fleet is None:
+        built = load_initial_fleet(options, self.fleet_builder)
+        if built is None:
             log.warning("no fleet yet: NOT_SERVING until one is written to %s", options.state_listen)
             return
-        generation = state.replace(fleet, allow_empty=True)  # the operator's file may say no hosts
+        # allow_empty: the operator's file may say no hosts
+        generation = state.replace_columns(built.columns, built.aggregates, allow_empty=True)
         log.info("published generation %d: %d hosts, %d aggregates",
-                 generation, len(fleet.hosts), len(fleet.aggregates))
+                 generation, built.columns.host_count, len(built.aggregates))
+        del built  # the columns are the published segment's now
+        release_freed_memory()
 
     def _reserve_worker_ports(self, host: str, cleanup: contextlib.ExitStack) -> list[str]:
         """Hold each worker's own port (--worker-ports) as the shared one is held: refused if
@@ -400,7 +404,7 @@ class Supervisor:
                                                 initializer=yield_to_decisions),
                              options=[("grpc.max_receive_message_length", MAX_STATE_MESSAGE_BYTES)],
                              interceptors=interceptors)
-        state_pb2_grpc.add_FleetStateServicer_to_server(FleetStateServicer(state), server)
+        state_pb2_grpc.add_FleetStateServicer_to_server(FleetStateServicer(state, self.fleet_builder), server)
         health_servicer = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         add_reflection(server, (STATE_SERVICE,))
