@@ -104,13 +104,14 @@ class _Compiled:
     plan: WeighPlan | None = None
 
     def actives_for(self, columns, request: Request) -> tuple[Active, ...]:
-        """The actives for this request: those of a rule that reads the instance_uuid compiled
-        again when the request's is another (each such rule compiles to one Active)."""
+        """The actives for this request: those of a rule that reads the instance_uuid made the
+        request's (Rule.for_instance) when its instance_uuid is another."""
         if request.instance_uuid == self.instance_uuid or not self.reading_instance_uuid:
             return self.actives
         actives = list(self.actives)
         for index in self.reading_instance_uuid:
-            (actives[index],) = actives[index].rule.compile(request, columns, self.profile)
+            active = actives[index]
+            actives[index] = active.rule.for_instance(active, request, columns, self.profile)
         return tuple(actives)
 
     def weigh_plan(self, columns, request: Request) -> WeighPlan:

@@ -35,7 +35,7 @@ class Active:
 class Rule:
     name: ClassVar[str]
     # Whether compile reads request.instance_uuid: a compiled request is reused for a request
-    # that differs only in it (engine.decide), with such rules compiled again.
+    # that differs only in it (engine.decide), with such rules compiled again (for_instance).
     reads_instance_uuid: ClassVar[bool] = False
 
     def validate(self, request: Request, columns, profile) -> None:
@@ -45,6 +45,12 @@ class Rule:
     def compile(self, request: Request, columns, profile) -> list[Active]:
         """Usually one Active; the resource family gives one per requested class."""
         raise NotImplementedError
+
+    def for_instance(self, active: Active, request: Request, columns, profile) -> Active:
+        """`active`, compiled for a request that differs from this one only in its instance_uuid,
+        made this request's (rules that read it: reads_instance_uuid)."""
+        (compiled,) = self.compile(request, columns, profile)
+        return compiled
 
     def scan(self, active: Active, columns, fail_bits: np.ndarray, bit: int,
              start: int, stop: int, placed: int) -> int:

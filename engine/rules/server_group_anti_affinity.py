@@ -4,6 +4,7 @@ As in Nova, the host already running the requested instance passes (resize to th
 `placed` members this request already put on a host count as members there."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,11 @@ class AntiAffinityParams:
     max_per_host: int
 
 
+def _exempt_rows(request, columns) -> np.ndarray:
+    return (columns.rows_of_instances([request.instance_uuid]) if request.instance_uuid
+            else np.empty(0, dtype=np.int32)).astype(np.int32)
+
+
 class ServerGroupAntiAffinityFilter(Rule):
     name = "ServerGroupAntiAffinityFilter"
     reads_instance_uuid = True  # a host already running the instance is exempt
@@ -34,11 +40,15 @@ class ServerGroupAntiAffinityFilter(Rule):
             return [Active(self, self.name, None)]
         # A row once per distinct member it runs, so each member counts once per host.
         member_rows, member_counts = np.unique(columns.instance_rows(group.members), return_counts=True)
-        exempt_rows = (columns.rows_of_instances([request.instance_uuid])
-                       if request.instance_uuid else np.empty(0, dtype=np.int32))
         return [Active(self, self.name, AntiAffinityParams(
             member_rows.astype(np.int32), member_counts.astype(np.int32),
-            exempt_rows.astype(np.int32), int(group.max_server_per_host)))]
+            _exempt_rows(request, columns), int(group.max_server_per_host)))]
+
+    def for_instance(self, active, request, columns, profile) -> Active:
+        # Only the exempt rows depend on the instance; the members' rows stay.
+        if active.params is None:
+            return active
+        return Active(self, self.name, dataclasses.replace(active.params, exempt_rows=_exempt_rows(request, columns)))
 
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
         params: AntiAffinityParams | None = active.params
