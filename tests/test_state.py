@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from engine import state as state_module
 from engine import store as store_module
-from engine.columns import build_columns
+from engine.columns import build_columns, host_at
 from engine.model import Aggregate, Fleet, Host, InvalidField, Inventory
 from engine.snapshot import SnapshotReader, SnapshotWriter
 from engine.state import FleetState, HostUsage
@@ -383,3 +383,11 @@ def test_a_checkpoint_that_fails_its_checksum_is_refused_naming_it(tmp_path, wri
         connection.execute("UPDATE checkpoint SET data = ? WHERE name = 'rc_used'", (bytes(data),))
     with pytest.raises(StoreDamaged, match="checkpoint rc_used part 0 fails its checksum"):
         FleetStore(str(tmp_path))
+
+
+@settings(max_examples=150, deadline=None)
+@given(fleets(max_hosts=12))
+def test_host_at_reads_back_every_host_build_columns_was_given(fleet):
+    """The state owner keeps no Host per host: what it reads back from the columns is what it wrote."""
+    columns = build_columns(fleet)
+    assert tuple(host_at(columns, row) for row in range(columns.host_count)) == fleet.hosts
