@@ -111,11 +111,12 @@ class _Version:
     instance_lists: dict[int, tuple[str, ...]] = field(default_factory=dict)  # rows whose list changed
     delta: Columns | None = None  # engine.columns.usage_delta over the base; None: the version is its base
 
-    def host(self, name: str) -> Host | None:
+    def host(self, name: str, with_instances: bool = True) -> Host | None:
+        """The host as of this version (without with_instances: its list only if it changed since the base)."""
         row = self.base.row(name)
         if row is None:
             return None
-        host = host_at(self.base.columns, row)
+        host = host_at(self.base.columns, row, with_instances)
         usage = self.usage.get(name)
         return host if usage is None else _with_usage(host, usage, "usage")
 
@@ -265,20 +266,18 @@ class FleetState:
         usages = list(usages)
         with self._lock:
             latest = self._latest
-            hosts: dict[str, Host] = {}  # each named host as this write leaves it
+            # A delta needs no instance list it does not change: hosts are read back without theirs.
+            hosts = _hosts_after(latest, usages, with_instances=False)
             merged: dict[str, HostUsage] = {}  # each named host's usage since the base, this write's included
-            for index, usage in enumerate(usages):
-                host = hosts.get(usage.name) or latest.host(usage.name)
-                if host is None:
-                    raise _unknown("host", [usage.name])
-                hosts[usage.name] = _with_usage(host, usage, f"usages[{index}]")
+            for usage in usages:
                 earlier = merged.get(usage.name) or latest.usage.get(usage.name)
                 merged[usage.name] = usage if earlier is None else earlier.then(usage)
             change = Change(0, 0, usages=[usage_to_json(usage) for usage in usages])
             version = self._usage_version(latest, hosts, merged)
             if version is None:
                 ticket, version = self._make_base(
-                    self._spliced(latest, list(hosts.values()), (), latest.base.aggregates),
+                    self._spliced(latest, list(_hosts_after(latest, usages, with_instances=True).values()), (),
+                                  latest.base.aggregates),
                     latest.base.aggregates, change)
             else:
                 ticket = self._submit(version, change)
@@ -330,7 +329,8 @@ class FleetState:
         for name, host in hosts.items():
             row = base.row(name)
             rows[row] = host
-            if row in instance_lists or host.instances != tuple(base.columns.instances_of(row)):
+            if usage[name].instances is not None and (
+                    row in instance_lists or host.instances != tuple(base.columns.instances_of(row))):
                 instance_lists[row] = host.instances
         if len(usage) > _delta_row_limit(base.columns.host_count, len(hosts)) or \
                 sum(map(len, instance_lists.values())) > DELTA_INSTANCE_IDS:
@@ -378,6 +378,17 @@ class FleetState:
         with self._lock:
             self._store.fail_queued(error)
             self._latest = self._committed
+
+
+def _hosts_after(latest: _Version, usages: list[HostUsage], with_instances: bool) -> dict[str, Host]:
+    """Each host `usages` name, as they leave it (KeyError for a host the fleet does not hold)."""
+    hosts: dict[str, Host] = {}
+    for index, usage in enumerate(usages):
+        host = hosts.get(usage.name) or latest.host(usage.name, with_instances)
+        if host is None:
+            raise _unknown("host", [usage.name])
+        hosts[usage.name] = _with_usage(host, usage, f"usages[{index}]")
+    return hosts
 
 
 def _delta_row_limit(host_count: int, hosts_per_write: int) -> int:
