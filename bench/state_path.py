@@ -17,6 +17,7 @@ The one-host UpdateUsage latencies (acknowledged, then decided on by every worke
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import random
 import signal
@@ -33,9 +34,14 @@ from bench import workload
 from bench.echo_server import METHOD, echo_request
 from bench.grpc_e2e import check_host, echo_server
 from bench.timing import Figure, format_bytes, format_ratio, format_seconds, percentile, pss_bytes
+from engine.snapshot import SnapshotWriter
+from engine.state import FleetState, HostUsage
+from engine.store import FleetStore
 from placecheck import PlacementClient, StateClient
 from placecheck.v1 import state_pb2
 from server.convert import fleet_to_proto, request_to_proto
+from server.fleet_builder import FleetBuilder
+from server.supervisor import WORKER_PRELOAD
 
 WRITERS = 8
 BATCH_HOSTS = 500
@@ -108,6 +114,8 @@ class StatePath:
     supervisor_pss: int
     snapshot_bytes: int
     recovery_seconds: float
+    in_process_calls_per_s: float  # the state owner's own ceiling, without gRPC
+    build_seconds: float  # of the replace: converting, validating and encoding in the fleet builder
 
 
 def _check_p99(decision_target: str, hosts: int, seconds: float) -> float:
@@ -166,9 +174,34 @@ def measure(decision_target: str, state_target: str, supervisor_pid: int, hosts:
         replace_seconds = time.perf_counter() - started
         snapshot_bytes = state.status().snapshot_bytes
     supervisor_pss = pss_bytes(supervisor_pid)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WORKER_PRELOAD)  # as the supervisor's
+    builder = FleetBuilder(context)
+    builder.from_request(fleet_to_proto(workload.fleet(1)).SerializeToString(), False)  # the fork server is up
+    started = time.perf_counter()
+    builder.from_request(fleet.SerializeToString(), False)
+    build_seconds = time.perf_counter() - started
     return StatePath(hosts, seconds, one_host, echo, batch, check_alone, check_writing,
                      written[0] / (seconds + 1), replace_seconds, supervisor_pss, snapshot_bytes,
-                     measure_recovery(hosts, start_sidecar))
+                     measure_recovery(hosts, start_sidecar), _in_process_calls_per_s(hosts, seconds), build_seconds)
+
+
+def _in_process_calls_per_s(hosts: int, seconds: float) -> float:
+    """One-host UpdateUsage calls/s from WRITERS threads on a FleetState in this process: what the
+    state owner's Python allows before any gRPC."""
+    fleet = workload.fleet(hosts)
+    names = [host.name for host in fleet.hosts]
+    with tempfile.TemporaryDirectory(prefix="placecheck-bench-state-") as directory, \
+            contextlib.closing(FleetStore(directory)) as store, \
+            SnapshotWriter(f"placecheck-bench-{os.getpid()}") as writer:
+        state = FleetState(writer, store)
+        state.replace(fleet)
+
+        def make_call(index: int) -> Callable[[], object]:
+            rng = random.Random(index)
+            return lambda: state.update_usage([HostUsage(name=rng.choice(names), num_instances=rng.randrange(40))])
+
+        return _concurrently(make_call, seconds) / seconds
 
 
 def measure_recovery(hosts: int, start_sidecar) -> float:
@@ -222,6 +255,16 @@ def figures(run: StatePath) -> list[Figure]:
         Figure(section, f"ReplaceFleet of {hosts} over the streaming API, end to end",
                format_seconds(run.replace_seconds), "-", "-", "-", f"<= {format_seconds(REPLACE_TARGET_S)}",
                run.replace_seconds <= REPLACE_TARGET_S),
+        Figure(section, f"of which converting, validating and encoding the fleet in the fleet builder child",
+               format_seconds(run.build_seconds), "ReplaceFleet end to end (above)", format_seconds(run.replace_seconds),
+               f"{run.build_seconds / run.replace_seconds:.0%} of it", "-", None,
+               "the limit: Python's conversion of a Host per host; what would move it: a vectorised proto-to-columns path"),
+        Figure(section, f"the state owner's ceiling: one-host UpdateUsage in process (no gRPC), {WRITERS} threads, "
+                        f"{hosts} (calls/s)",
+               f"{run.in_process_calls_per_s:,.0f}", f"bare grpcio echo, {WRITERS} clients (above)",
+               f"{run.echo_calls_per_s:,.0f}", f"{run.in_process_calls_per_s / run.echo_calls_per_s:.2f} of the echo",
+               "-", None, "the limit of the one-host figure: Python CPU per write under one GIL (reading the host "
+                          "back, the delta, its segment, the log row); what would move it: a compiled usage path"),
         Figure(section, f"supervisor PSS, {hosts}", format_bytes(run.supervisor_pss), "snapshot it publishes",
                format_bytes(run.snapshot_bytes), f"{format_ratio(pss_ratio)} the snapshot",
                f"<= {PSS_TARGET:g}x the snapshot", pss_ratio <= PSS_TARGET),
