@@ -18,11 +18,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 	touch $@
 
-$(STUBS)/.generated: $(VENV)/.installed $(PROTOS)
-	mkdir -p $(STUBS)
-	$(PY) -m grpc_tools.protoc -Iproto --python_out=clients/python --pyi_out=clients/python \
-		--grpc_python_out=clients/python $(PROTOS)
-	touch $(STUBS)/__init__.py $@
+# The Python client (placecheck-client, clients/python) installed editable: its build generates
+# the stubs beside its sources, as a wheel build does into the wheel.
+$(STUBS)/.generated: $(VENV)/.installed $(PROTOS) clients/python/setup.py clients/python/pyproject.toml
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e clients/python
+	touch $@
 
 proto: $(STUBS)/.generated
 
@@ -88,7 +88,7 @@ placement: $(PLACEMENT_VENV)/.installed
 nova: $(NOVA_VENV)/.installed
 
 clean:
-	rm -rf $(VENV) $(PLACEMENT_VENV) $(PLACEMENT_VENV).log $(NOVA_VENV) $(NOVA_VENV).log build engine/_fastfilters.c engine/*.so $(STUBS) *.egg-info
+	rm -rf $(VENV) $(PLACEMENT_VENV) $(PLACEMENT_VENV).log $(NOVA_VENV) $(NOVA_VENV).log build engine/_fastfilters.c engine/*.so $(STUBS) *.egg-info clients/python/build clients/python/*.egg-info
 
 # The Node.js and Go clients (clients/node, clients/go). Their dependencies install once, behind
 # stamp files, like the venv; without npm or go the targets say so and the clients' tests skip.
