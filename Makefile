@@ -99,7 +99,8 @@ GO_GEN := $(GO_CLIENT)/gen/placecheck/v1
 
 .PHONY: node-client go-client clean-clients
 
-$(NODE_CLIENT)/node_modules/.installed: $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
+# npm ci runs the package's prepare script, which copies proto/ into it: again when a proto changes.
+$(NODE_CLIENT)/node_modules/.installed: $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json $(NODE_CLIENT)/scripts/copy-protos.js $(PROTOS)
 	@if command -v npm >/dev/null 2>&1; then \
 		set -e; cd $(NODE_CLIENT); npm ci --no-audit --no-fund --loglevel=error; touch node_modules/.installed; \
 	else echo "npm not found: the Node.js client is not installed and its tests will skip"; fi
@@ -178,7 +179,7 @@ tools: $(TOOLS_BIN)/.buf-$(BUF_VERSION) $(TOOLS_BIN)/.kubeconform-$(KUBECONFORM_
 test: tools
 
 clean-clients:
-	rm -rf $(NODE_CLIENT)/node_modules $(GO_BIN) $(JAVA_CLIENT)/target $(JAVA_CLIENT)/.installed
+	rm -rf $(NODE_CLIENT)/node_modules $(NODE_CLIENT)/proto $(NODE_CLIENT)/LICENSE $(GO_BIN) $(JAVA_CLIENT)/target $(JAVA_CLIENT)/.installed
 
 clean-tools:
 	rm -rf $(TOOLS_BIN)
