@@ -322,6 +322,7 @@ def _fraction(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     from placecheck import DEFAULT_DECISION_TARGET, DEFAULT_STATE_TARGET
+    from server.metrics import placecheck_version
     from server.supervisor import ServeOptions, default_state_dir
 
     defaults = ServeOptions()
@@ -329,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     state_target = os.environ.get(STATE_TARGET_ENV) or DEFAULT_STATE_TARGET
     parser = argparse.ArgumentParser(prog="placecheck", description=__doc__.splitlines()[0], epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"placecheck {placecheck_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the sidecar")

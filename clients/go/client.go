@@ -1,8 +1,8 @@
 // Package placecheck is a thin Go client for the placecheck sidecar: PlacementClient asks where a
 // workload may go (placecheck.v1.PlacementCheck), StateClient feeds the fleet
 // (placecheck.v1.FleetState). The messages are the ones generated from proto/ into
-// placecheck/gen/placecheck/v1 (make go-client); the client depends on nothing of the engine or
-// the server.
+// gen/placecheck/v1 (make go-client; committed, so that `go get` finds them); the client depends
+// on nothing of the engine or the server.
 package placecheck
 
 import (
@@ -31,7 +31,7 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
-	pb "placecheck/gen/placecheck/v1"
+	pb "github.com/placecheck/placecheck/clients/go/gen/placecheck/v1"
 )
 
 // DefaultDecisionTarget is where the sidecar serves PlacementCheck by default.

@@ -22,8 +22,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"placecheck"
-	pb "placecheck/gen/placecheck/v1"
+	placecheck "github.com/placecheck/placecheck/clients/go"
+	pb "github.com/placecheck/placecheck/clients/go/gen/placecheck/v1"
 )
 
 const (

@@ -1,4 +1,4 @@
-module placecheck
+module github.com/placecheck/placecheck/clients/go
 
 go 1.24.0
 

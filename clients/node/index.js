@@ -2,7 +2,7 @@
 /**
  * A thin Node.js client for the placecheck sidecar.
  *
- * It loads the contract from proto/ at run time (@grpc/proto-loader, no generated code) and
+ * It loads the contract from its proto/ at run time (@grpc/proto-loader, no generated code) and
  * depends on nothing of the engine or the server. Messages are plain objects with the proto's
  * field names (snake_case), enums as their names ('OPERATION_LIVE_MIGRATE'), 64-bit integers as
  * JavaScript numbers (every amount, count and generation placecheck uses fits in 2**53).
@@ -41,8 +41,11 @@ function defaultStateSocket() {
   return path.join(stateHome, 'placecheck', 'run', 'state.sock');
 }
 const DEFAULT_STATE_TARGET = `unix:${defaultStateSocket()}`;
-/** proto/ of the checkout this client sits in; PLACECHECK_PROTO_DIR or the protoDir option override it. */
-const DEFAULT_PROTO_DIR = process.env.PLACECHECK_PROTO_DIR || path.resolve(__dirname, '..', '..', 'proto');
+/**
+ * The protos this package carries (copied in by its prepare script: npm ci in the checkout, npm
+ * pack); PLACECHECK_PROTO_DIR or the protoDir option override them.
+ */
+const DEFAULT_PROTO_DIR = process.env.PLACECHECK_PROTO_DIR || path.join(__dirname, 'proto');
 
 const LOADER_OPTIONS = {keepCase: true, longs: Number, enums: String, defaults: true, oneofs: false};
 
