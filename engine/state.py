@@ -96,9 +96,18 @@ class _Base:
     # while the history has no write.
     columns: Columns | None
     aggregates: dict[int, Aggregate]
+    # Rows looked up so far: a write looks each of its hosts up twice, and a base lives only while
+    # its delta stays small, so this holds at most the hosts written since the base.
+    # (Names not in the fleet are not kept.)
+    _rows: dict[str, int] = field(default_factory=dict, repr=False)
 
     def row(self, name: str) -> int | None:
-        return None if self.columns is None else self.columns.row_of(name)
+        row = self._rows.get(name)
+        if row is None and self.columns is not None:
+            row = self.columns.row_of(name)
+            if row is not None:
+                self._rows[name] = row
+        return row
 
 
 @dataclass
