@@ -11,6 +11,7 @@ per request, its conversion and compiled rules, is reused), and with a new reque
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import statistics
 import time
@@ -39,34 +40,37 @@ class Breakdown:
         return sum(self.seconds.values())
 
 
-def _check_call(columns, profile, body: bytes, stages: dict[str, int]) -> None:
-    started = time.perf_counter_ns()
-    message = placement_pb2.CheckDestinationRequest.FromString(body)
-    decoded = time.perf_counter_ns()
+def _decide_check(columns, profile, message, clock_after_convert):
     request = convert.request_from_proto_reused(message.request)
     hosts = convert.check_hosts_from_proto(message)
-    clock = decide.StageClock()
-    result = decide.check_destination(columns, request, profile, hosts, stages=clock)
-    encoding = time.perf_counter_ns()
-    convert.check_response(result, generation=1, decision_id=DECISION_ID,
-                           config_revision=profile.name).SerializeToString()
-    stages.update(decode=decoded - started, convert=clock.started - decoded, **clock.nanoseconds,
-                  encode=time.perf_counter_ns() - encoding)
+    result = decide.check_destination(columns, request, profile, hosts, stages=clock_after_convert())
+    return convert.check_response(result, generation=1, decision_id=DECISION_ID, config_revision=profile.name)
 
 
-def _select_call(columns, profile, body: bytes, stages: dict[str, int]) -> None:
-    started = time.perf_counter_ns()
-    message = placement_pb2.SelectDestinationsRequest.FromString(body)
-    decoded = time.perf_counter_ns()
+def _decide_select(columns, profile, message, clock_after_convert):
     request = convert.request_from_proto_reused(message.request)
     max_alternates = convert.max_alternates_from_proto(message)
-    clock = decide.StageClock()
-    result = decide.select_destinations(columns, request, profile, DECISION_ID, max_alternates, stages=clock)
-    encoding = time.perf_counter_ns()
-    convert.select_response(result, generation=1, decision_id=DECISION_ID,
-                            config_revision=profile.name).SerializeToString()
+    result = decide.select_destinations(columns, request, profile, DECISION_ID, max_alternates,
+                                        stages=clock_after_convert())
+    return convert.select_response(result, generation=1, decision_id=DECISION_ID, config_revision=profile.name)
+
+
+def _timed_call(message_class, decide_message, columns, profile, body: bytes, stages: dict[str, int]) -> None:
+    """One call's stages: decode, then decide_message's (convert, then the engine's on the clock
+    it starts once converted), and encode: the response it builds, serialized."""
+    clocks = []
+
+    def clock_after_convert() -> decide.StageClock:
+        clocks.append(decide.StageClock())
+        return clocks[0]
+
+    started = time.perf_counter_ns()
+    message = message_class.FromString(body)
+    decoded = time.perf_counter_ns()
+    decide_message(columns, profile, message, clock_after_convert).SerializeToString()
+    (clock,) = clocks
     stages.update(decode=decoded - started, convert=clock.started - decoded, **clock.nanoseconds,
-                  encode=time.perf_counter_ns() - encoding)
+                  encode=time.perf_counter_ns() - clock.last_mark)
 
 
 def _medians(call, columns, profile, bodies: list[bytes]) -> dict[str, float]:
@@ -91,9 +95,11 @@ def measure(hosts: int, calls: int = CALLS) -> list[Breakdown]:
     count = WARMUP_CALLS + calls
     breakdowns = []
     for first_uuid, (rpc, call, body) in zip(itertools.count(0, count), (
-            ("CheckDestination", _check_call,
+            ("CheckDestination", functools.partial(_timed_call, placement_pb2.CheckDestinationRequest,
+                                                   _decide_check),
              lambda request_: placement_pb2.CheckDestinationRequest(request=request_, hosts=[host])),
-            ("SelectDestinations", _select_call,
+            ("SelectDestinations", functools.partial(_timed_call, placement_pb2.SelectDestinationsRequest,
+                                                     _decide_select),
              lambda request_: placement_pb2.SelectDestinationsRequest(request=request_)))):
         new_requests = []
         for number in range(first_uuid, first_uuid + count):  # never seen before, by either RPC

@@ -37,13 +37,13 @@ class StageClock:
 
     def __init__(self):
         self.nanoseconds: dict[str, int] = {}
-        self.started = self._last = time.perf_counter_ns()
+        self.started = self.last_mark = time.perf_counter_ns()
 
     def mark(self, stage: str) -> None:
         """The time since the previous mark (or the clock's start) goes to `stage`."""
         now = time.perf_counter_ns()
-        self.nanoseconds[stage] = self.nanoseconds.get(stage, 0) + now - self._last
-        self._last = now
+        self.nanoseconds[stage] = self.nanoseconds.get(stage, 0) + now - self.last_mark
+        self.last_mark = now
 
 
 def _row_scratch(host_count: int) -> np.ndarray:
