@@ -388,17 +388,18 @@ def build_columns(fleet: Fleet) -> Columns:
     return Columns(arrays, dicts)
 
 
+_INVENTORY_ARRAYS = ("rc_total", "rc_reserved", "rc_ratio", "rc_min_unit", "rc_max_unit", "rc_step", "rc_used")
+
+
 def host_at(columns: Columns, row: int, with_instances: bool = True) -> Host:
     """The host at `row`, as build_columns was given it (its inverse, for validated hosts): the
     state owner keeps no Host per host, so a host is read back from the columns when a write needs
     it. Without with_instances, its instance list is left empty (decoding it is half the cost)."""
     arrays, dicts = columns.arrays, columns.dicts
-    present = np.flatnonzero(arrays["rc_present"][:, row])
-    resources = {dicts["resource_classes"][rc]: Inventory(
-        total=int(arrays["rc_total"][rc, row]), reserved=int(arrays["rc_reserved"][rc, row]),
-        allocation_ratio=float(arrays["rc_ratio"][rc, row]), min_unit=int(arrays["rc_min_unit"][rc, row]),
-        max_unit=int(arrays["rc_max_unit"][rc, row]), step_size=int(arrays["rc_step"][rc, row]),
-        used=int(arrays["rc_used"][rc, row])) for rc in present.tolist()}
+    # Inventory's fields in its order, each class's value at this row (one slice per array, not per cell)
+    fields = [arrays[name][:, row].tolist() for name in _INVENTORY_ARRAYS]
+    resources = {dicts["resource_classes"][rc]: Inventory(*(values[rc] for values in fields))
+                 for rc in np.flatnonzero(arrays["rc_present"][:, row]).tolist()}
     profile = dicts["host_profiles"][arrays["host_profile_id"][row]]
     metric_index = {name: index for index, name in enumerate(dicts["metric_names"])}
     flags = int(arrays["flags"][row])
