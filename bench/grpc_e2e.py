@@ -22,7 +22,7 @@ from bench.echo_server import METHOD, echo_request
 from bench.timing import Figure, format_ratio, format_seconds, median, percentile, sample_calls
 from placecheck import PlacementClient
 from placecheck.v1 import placement_pb2
-from server.convert import request_to_proto
+from placecheck_server.convert import request_to_proto
 
 REPO = Path(__file__).resolve().parent.parent
 CHECK_P50_TARGET = 1.2

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bench import workload
 from bench.timing import Figure, format_ratio, format_seconds, median, percentile, sample_calls
-from engine.decide import select_destinations
+from placecheck_engine.decide import select_destinations
 
 MEDIAN_TARGET_S = 1.5e-3  # one instance (issue 12)
 INSTANCE_COUNTS = (1, 10)

@@ -15,8 +15,8 @@ import numpy as np
 
 from bench import workload
 from bench.timing import Figure, best_of, format_ratio
-from engine.decide import compile_rules
-from engine.rules.base import Active
+from placecheck_engine.decide import compile_rules
+from placecheck_engine.rules.base import Active
 
 SPEEDUP_TARGET = 300
 CORE_RULE_NS_TARGET = 5.0

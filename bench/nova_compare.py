@@ -20,10 +20,10 @@ from pathlib import Path
 
 from bench import workload
 from bench.timing import Figure, format_ratio, format_seconds, median, sample_calls
-from engine.config import Profile
-from engine.decide import check_destination, select_destinations
-from engine.model import Fleet, Request
-from engine.weighers import WEIGHERS
+from placecheck_engine.config import Profile
+from placecheck_engine.decide import check_destination, select_destinations
+from placecheck_engine.model import Fleet, Request
+from placecheck_engine.weighers import WEIGHERS
 
 NOVA_VENV = Path(__file__).resolve().parent / ".venv-nova"
 NOVA_REQUIREMENT = "nova==34.0.0"

@@ -89,7 +89,7 @@ def measure(providers: int) -> FeedRun | None:
     from openstack_services import placement_unavailable_reason, start_placement
     from placecheck import PlacementClient, StateClient
     from placecheck.v1 import placement_pb2
-    from server.openstack_feed import OpenStackFeed, PlacementReader, run
+    from placecheck_server.openstack_feed import OpenStackFeed, PlacementReader, run
     from sidecar import start_sidecar
 
     if placement_unavailable_reason():

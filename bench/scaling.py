@@ -28,7 +28,7 @@ from bench.grpc_e2e import check_host
 from bench.timing import Figure, cpu_seconds, format_ratio, format_seconds, median, with_spread, \
     workers_connected_to_us
 from placecheck.v1 import placement_pb2
-from server.convert import request_to_proto
+from placecheck_server.convert import request_to_proto
 
 CHECK_METHOD = "/placecheck.v1.PlacementCheck/CheckDestination"
 CLIENTS_PER_WORKER = 2

@@ -23,11 +23,11 @@ from bench import workload
 from bench.grpc_e2e import check_host
 from bench.timing import Figure, descendant_pids, format_bytes, format_ratio, format_seconds, median, private_bytes, \
     pss_bytes, with_spread, workers_connected_to_us
-from engine.model import Host
-from engine.snapshot import SnapshotWriter
+from placecheck_engine.model import Host
+from placecheck_engine.snapshot import SnapshotWriter
 from placecheck import StateClient
 from placecheck.v1 import placement_pb2, placement_pb2_grpc, state_pb2
-from server.convert import request_to_proto
+from placecheck_server.convert import request_to_proto
 
 PUBLISH_TARGET_S = 0.2
 UPDATE_P50_TARGET_S = 0.002  # one host's UpdateUsage acknowledged; then decided on by every worker

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 from bench import grpc_e2e, workload
 from bench.timing import Figure, format_ratio, format_seconds
-from engine import decide
+from placecheck_engine import decide
 from placecheck.v1 import placement_pb2
-from server import convert
+from placecheck_server import convert
 
 CALLS = 400
 WARMUP_CALLS = 20

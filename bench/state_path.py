@@ -34,14 +34,14 @@ from bench import workload
 from bench.echo_server import METHOD, echo_request
 from bench.grpc_e2e import check_host, echo_server
 from bench.timing import Figure, format_bytes, format_ratio, format_seconds, percentile, pss_bytes
-from engine.snapshot import SnapshotWriter
-from engine.state import FleetState, HostUsage
-from engine.store import FleetStore
+from placecheck_engine.snapshot import SnapshotWriter
+from placecheck_engine.state import FleetState, HostUsage
+from placecheck_engine.store import FleetStore
 from placecheck import PlacementClient, StateClient
 from placecheck.v1 import state_pb2
-from server.convert import fleet_to_proto, request_to_proto
-from server.fleet_builder import FleetBuilder
-from server.supervisor import WORKER_PRELOAD
+from placecheck_server.convert import fleet_to_proto, request_to_proto
+from placecheck_server.fleet_builder import FleetBuilder
+from placecheck_server.supervisor import WORKER_PRELOAD
 
 WRITERS = 8
 BATCH_HOSTS = 500

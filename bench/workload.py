@@ -14,11 +14,11 @@ import random
 import uuid
 from collections import Counter
 
-from engine.columns import Columns, build_columns
-from engine.config import Profile, default_config
-from engine.demo import demo_fleet
-from engine.model import Fleet, Flavor, GroupPolicy, Image, Request, SchedulerHints, ServerGroup
-from server.supervisor import ServeOptions
+from placecheck_engine.columns import Columns, build_columns
+from placecheck_engine.config import Profile, default_config
+from placecheck_engine.demo import demo_fleet
+from placecheck_engine.model import Fleet, Flavor, GroupPolicy, Image, Request, SchedulerHints, ServerGroup
+from placecheck_server.supervisor import ServeOptions
 
 DEMO_SEED = ServeOptions().demo_seed  # the fleet the sidecar serves with --demo-hosts
 THREADS_PER_WORKER = ServeOptions().threads_per_worker  # every sidecar and the echo server run with it

@@ -20,8 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from engine import _fastfilters
-from engine.model import Fleet, Host, Inventory
+from placecheck_engine import _fastfilters
+from placecheck_engine.model import Fleet, Host, Inventory
 
 INT32_MAX = np.iinfo(np.int32).max
 

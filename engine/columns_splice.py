@@ -15,9 +15,9 @@ from typing import Collection, Sequence
 
 import numpy as np
 
-from engine.columns import (Columns, _bitset, _distinct_rows, _hash_index, _place_uuids, _set_bits, _slot_count,
+from placecheck_engine.columns import (Columns, _bitset, _distinct_rows, _hash_index, _place_uuids, _set_bits, _slot_count,
                             _unit_bounds, _uuid_hash, _uuid_index, build_columns)
-from engine.model import Aggregate, Fleet, Host
+from placecheck_engine.model import Aggregate, Fleet, Host
 
 BASE, UPSERTED = 0, 1  # where a run of new rows comes from
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.model import InvalidField
-from engine.nova_fields import ARCHITECTURE
+from placecheck_engine.model import InvalidField
+from placecheck_engine.nova_fields import ARCHITECTURE
 
 DEFAULT_PROFILE = "default"
 BUILT_IN_SOURCE = "<built-in>"
@@ -143,7 +143,7 @@ class Config:
 
 def implemented_rules() -> tuple[str, ...]:
     """Every rule this build implements, in evaluation order."""
-    from engine.rules import RULES  # imported late: rules import this module's Profile
+    from placecheck_engine.rules import RULES  # imported late: rules import this module's Profile
 
     return tuple(RULES)
 

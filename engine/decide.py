@@ -13,12 +13,12 @@ import time
 
 import numpy as np
 
-from engine.config import Profile
-from engine.image_meta import image_meta_props
-from engine.model import GroupPolicy, InvalidField, Request
-from engine.rules.base import Active
-from engine.verdict import CheckResult, FilterSummary, HostVerdict, InstancePlacement, SelectResult, WeighedHost
-from engine.weighers import WeighPlan, plan_weighing, rank, score, start_weighing
+from placecheck_engine.config import Profile
+from placecheck_engine.image_meta import image_meta_props
+from placecheck_engine.model import GroupPolicy, InvalidField, Request
+from placecheck_engine.rules.base import Active
+from placecheck_engine.verdict import CheckResult, FilterSummary, HostVerdict, InstancePlacement, SelectResult, WeighedHost
+from placecheck_engine.weighers import WeighPlan, plan_weighing, rank, score, start_weighing
 
 MAX_ACTIVE_RULES = 64  # one bit each in a uint64 per row
 AFFINITY_RULE = "ServerGroupAffinityFilter"
@@ -140,7 +140,7 @@ def _compiled(columns, request: Request, profile: Profile) -> _Compiled:
 
 def compile_rules(columns, request: Request, profile: Profile) -> list[Active]:
     """Every enabled rule compiled for the request, in the profile's order."""
-    from engine.rules import RULES
+    from placecheck_engine.rules import RULES
 
     if request.image is not None:
         # Nova's API refuses an image its ImageMetaProps cannot type, whichever rules run.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from engine.model import Aggregate, Fleet, Host, Inventory
+from placecheck_engine.model import Aggregate, Fleet, Host, Inventory
 
 GIB_MB = 1024
 HOST_RESERVED_MEMORY_MB = 512

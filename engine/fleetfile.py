@@ -16,7 +16,7 @@ import math
 import re
 from typing import Any
 
-from engine.model import (
+from placecheck_engine.model import (
     MAX_COUNT, MAX_UNIT_DEFAULT, MAX_USED, PLACEMENT_MAX_INT, PLACEMENT_MAX_RATIO, Aggregate, Flavor, Fleet, GroupPolicy,
     Host, Image, InvalidField, Inventory, Operation, Request, SchedulerHints, ServerGroup, host_at, require_unique,
 )

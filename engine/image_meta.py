@@ -15,8 +15,8 @@ import json
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 
-from engine import nova_fields as nf
-from engine.model import InvalidField
+from placecheck_engine import nova_fields as nf
+from placecheck_engine.model import InvalidField
 
 IMAGE_PROPERTIES_PATH = "request.image.properties"
 

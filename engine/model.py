@@ -10,7 +10,7 @@ import enum
 import functools
 from dataclasses import dataclass, field
 
-from engine.nova_fields import HV_SPEC_FIELDS, canonical_hv_spec
+from placecheck_engine.nova_fields import HV_SPEC_FIELDS, canonical_hv_spec
 
 # Placement's largest inventory value and allocation amount (its API's `maximum`, db MAX_INT);
 # also its default max_unit.

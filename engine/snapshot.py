@@ -119,7 +119,7 @@ class ColumnsLayout:
 
 
 def engine_layout() -> ColumnsLayout:
-    from engine import column_schema, columns  # lazily: the snapshot layer stores any Columns
+    from placecheck_engine import column_schema, columns  # lazily: the snapshot layer stores any Columns
 
     def check(arrays: dict, is_delta: bool) -> None:
         column_schema.check(arrays, column_schema.DELTA_SCHEMA if is_delta else column_schema.SCHEMA)

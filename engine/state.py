@@ -22,12 +22,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Collection, Iterable, Sequence
 
-from engine.columns import Columns, build_columns, host_at, overlay, usage_delta
-from engine.columns_splice import splice
-from engine.fleetfile import validate_aggregates, validate_fleet, validate_hosts
-from engine.model import MAX_COUNT, MAX_USED, Aggregate, Fleet, Host, InvalidField, Inventory
-from engine.snapshot import SnapshotWriter
-from engine.store import Change, FleetStore, Recovered, StoreDamaged, Ticket
+from placecheck_engine.columns import Columns, build_columns, host_at, overlay, usage_delta
+from placecheck_engine.columns_splice import splice
+from placecheck_engine.fleetfile import validate_aggregates, validate_fleet, validate_hosts
+from placecheck_engine.model import MAX_COUNT, MAX_USED, Aggregate, Fleet, Host, InvalidField, Inventory
+from placecheck_engine.snapshot import SnapshotWriter
+from placecheck_engine.store import Change, FleetStore, Recovered, StoreDamaged, Ticket
 
 # A delta that outgrows these becomes a new base. Each write copies the delta's rows (and readers
 # decode its instance lists on first lookup), a new base costs the fleet's size once: for writes

@@ -36,9 +36,9 @@ from typing import Callable
 import crc32c
 import numpy as np
 
-from engine.column_schema import SchemaError, check
-from engine.fleetfile import aggregate_to_json, host_to_json
-from engine.model import Aggregate
+from placecheck_engine.column_schema import SchemaError, check
+from placecheck_engine.fleetfile import aggregate_to_json, host_to_json
+from placecheck_engine.model import Aggregate
 
 log = logging.getLogger(__name__)
 

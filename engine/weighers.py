@@ -50,10 +50,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from engine import _fastfilters
-from engine.config import Profile
-from engine.model import Fleet, GroupPolicy, Host, InvalidField, Request
-from engine.verdict import WeighedHost, WeigherScore
+from placecheck_engine import _fastfilters
+from placecheck_engine.config import Profile
+from placecheck_engine.model import Fleet, GroupPolicy, Host, InvalidField, Request
+from placecheck_engine.verdict import WeighedHost, WeigherScore
 
 log = logging.getLogger(__name__)
 

@@ -55,10 +55,10 @@ def _uids(text: str) -> frozenset[int]:
 
 
 def _serve(args) -> int:
-    from server.json_logs import DecisionLogSettings
-    from server.security import read_tls, read_tokens
-    from server.supervisor import ServeOptions, serve
-    from server.worker import RequestLimits
+    from placecheck_server.json_logs import DecisionLogSettings
+    from placecheck_server.security import read_tls, read_tokens
+    from placecheck_server.supervisor import ServeOptions, serve
+    from placecheck_server.worker import RequestLimits
 
     metrics_host, _, metrics_port = args.metrics_port.rpartition(":")
     if not metrics_port.isdigit():
@@ -90,13 +90,13 @@ def _placement_request(args):
     from placecheck.v1 import placement_pb2
 
     if getattr(args, "server", None):
-        from server.openstack_check import NovaServers, server_request
-        from server.openstack_feed import connect
+        from placecheck_server.openstack_check import NovaServers, server_request
+        from placecheck_server.openstack_feed import connect
 
         message = server_request(NovaServers(connect(args.os_cloud, "compute")), args.server, args.flavor)
     elif args.request_json:
-        from engine.fleetfile import request_from_json
-        from server.convert import request_to_proto
+        from placecheck_engine.fleetfile import request_from_json
+        from placecheck_server.convert import request_to_proto
 
         with open(args.request_json) as file:
             message = request_to_proto(request_from_json(json.load(file)))
@@ -209,9 +209,9 @@ def _select(args) -> int:
 
 
 def _load(args) -> int:
-    from engine.fleetfile import load_fleet
+    from placecheck_engine.fleetfile import load_fleet
     from placecheck import StateClient
-    from server.convert import fleet_to_proto
+    from placecheck_server.convert import fleet_to_proto
 
     fleet = load_fleet(args.fleet)
     with StateClient(args.state, **_credentials(args)) as client:
@@ -241,8 +241,8 @@ def _sync_openstack(args) -> int:
     import threading
 
     from placecheck import StateClient
-    from server.feed_metrics import FeedMetrics, serve_feed_metrics
-    from server.openstack_feed import FeedError, NovaReader, OpenStackFeed, PlacementReader, connect, run
+    from placecheck_server.feed_metrics import FeedMetrics, serve_feed_metrics
+    from placecheck_server.openstack_feed import FeedError, NovaReader, OpenStackFeed, PlacementReader, connect, run
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = FeedMetrics()
@@ -322,8 +322,8 @@ def _fraction(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     from placecheck import DEFAULT_DECISION_TARGET, DEFAULT_STATE_TARGET
-    from server.metrics import placecheck_version
-    from server.supervisor import ServeOptions, default_state_dir
+    from placecheck_server.metrics import placecheck_version
+    from placecheck_server.supervisor import ServeOptions, default_state_dir
 
     defaults = ServeOptions()
     decision_target = os.environ.get(DECISION_TARGET_ENV) or DEFAULT_DECISION_TARGET
@@ -476,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_credentials(status)
     status.set_defaults(handler=_status)
 
-    from server.openstack_feed import DEFAULT_CONCURRENCY, DEFAULT_INTERVAL_S, DEFAULT_MAX_BACKOFF_S
+    from placecheck_server.openstack_feed import DEFAULT_CONCURRENCY, DEFAULT_INTERVAL_S, DEFAULT_MAX_BACKOFF_S
 
     sync = commands.add_parser("sync", help="keep the sidecar's fleet equal to a source")
     sources = sync.add_subparsers(dest="source", required=True)
@@ -517,7 +517,7 @@ def _report_rpc_error(error) -> None:
 def main(argv: list[str] | None = None) -> int:
     import grpc
 
-    from engine.model import InvalidField
+    from placecheck_engine.model import InvalidField
 
     args = build_parser().parse_args(argv)
     try:

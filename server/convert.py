@@ -14,7 +14,7 @@ import json
 import math
 import re
 
-from engine.model import (
+from placecheck_engine.model import (
     MAX_UNIT_DEFAULT,
     MAX_USED,
     PLACEMENT_MAX_INT,
@@ -34,9 +34,9 @@ from engine.model import (
     host_at,
     require_unique,
 )
-from engine.fleetfile import INVENTORY_RANGES
-from engine.state import HostUsage
-from engine.verdict import CheckResult, SelectResult, WeighedHost
+from placecheck_engine.fleetfile import INVENTORY_RANGES
+from placecheck_engine.state import HostUsage
+from placecheck_engine.verdict import CheckResult, SelectResult, WeighedHost
 from placecheck.v1 import fleet_pb2, placement_pb2, state_pb2
 
 # Placement's resource class syntax: standard classes and CUSTOM_* share it.

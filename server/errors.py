@@ -16,9 +16,9 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from engine.model import InvalidField
-from engine.snapshot import SnapshotError
-from engine.store import StoreError, StoreFull
+from placecheck_engine.model import InvalidField
+from placecheck_engine.snapshot import SnapshotError
+from placecheck_engine.store import StoreError, StoreFull
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import ctypes.util
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from engine.columns import Columns, build_columns
-from engine.fleetfile import validate_fleet
-from engine.model import Aggregate, Fleet
+from placecheck_engine.columns import Columns, build_columns
+from placecheck_engine.fleetfile import validate_fleet
+from placecheck_engine.model import Aggregate, Fleet
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def release_freed_memory() -> None:
 
 
 def _encoded(fleet: Fleet, allow_empty: bool):
-    from server.proctitle import set_process_title
+    from placecheck_server.proctitle import set_process_title
 
     set_process_title("fleet-builder")
     validate_fleet(fleet)
@@ -72,14 +72,14 @@ def _encoded(fleet: Fleet, allow_empty: bool):
 
 def _build_from_request(fleet_bytes: bytes, allow_empty: bool):
     from placecheck.v1 import fleet_pb2
-    from server import convert
+    from placecheck_server import convert
 
     return _encoded(convert.fleet_from_proto(fleet_pb2.Fleet.FromString(fleet_bytes)), allow_empty)
 
 
 def _build_from_parts(part_bytes: list[bytes]):
     from placecheck.v1 import state_pb2
-    from server import convert
+    from placecheck_server import convert
 
     hosts, aggregates, allow_empty = [], [], False
     for index, data in enumerate(part_bytes):

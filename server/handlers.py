@@ -13,8 +13,8 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 
-from engine.model import InvalidField
-from server.errors import rpc_status_for
+from placecheck_engine.model import InvalidField
+from placecheck_server.errors import rpc_status_for
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from server.metrics import handler_kind, multiprocess_metric
-from server.state_socket import RELAY_ADDRESS_PREFIX
+from placecheck_server.metrics import handler_kind, multiprocess_metric
+from placecheck_server.state_socket import RELAY_ADDRESS_PREFIX
 
 QUEUE_LINES = 10_000
 MAX_LISTED = 100  # names or ids listed per audit line; the count says how many there were

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from placecheck.v1 import placement_pb2
-from server.openstack_feed import ApiReader
+from placecheck_server.openstack_feed import ApiReader
 
 # 2.47: the server embeds its flavor; 2.64: groups have one policy and its rules; 2.96: the
 # server's pinned availability zone.

@@ -31,7 +31,7 @@ import grpc
 
 from placecheck.openstack import aggregate_id
 from placecheck.v1 import fleet_pb2, state_pb2
-from server.feed_metrics import FeedMetrics
+from placecheck_server.feed_metrics import FeedMetrics
 
 log = logging.getLogger("placecheck.sync.openstack")
 

@@ -7,11 +7,11 @@ response names the generation with the fleet history's epoch.
 """
 from __future__ import annotations
 
-from engine.state import FleetState
+from placecheck_engine.state import FleetState
 from placecheck.v1 import state_pb2, state_pb2_grpc
-from server import convert
-from server.errors import NotFound, rpc_status_for
-from server.fleet_builder import BuiltFleet, FleetBuilder, release_freed_memory
+from placecheck_server import convert
+from placecheck_server.errors import NotFound, rpc_status_for
+from placecheck_server.fleet_builder import BuiltFleet, FleetBuilder, release_freed_memory
 
 STATE_SERVICE = state_pb2.DESCRIPTOR.services_by_name["FleetState"].full_name
 

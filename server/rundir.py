@@ -18,7 +18,7 @@ import shutil
 import signal
 import time
 
-from engine.snapshot import SHM_DIR
+from placecheck_engine.snapshot import SHM_DIR
 
 log = logging.getLogger(__name__)
 

@@ -41,25 +41,25 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 
-from engine.config import Config, ConfigError, config_from_bytes, default_config, read_config_file
-from engine.snapshot import SnapshotWriter
-from engine.state import FleetState
-from engine.store import FleetStore, StoreDamaged
+from placecheck_engine.config import Config, ConfigError, config_from_bytes, default_config, read_config_file
+from placecheck_engine.snapshot import SnapshotWriter
+from placecheck_engine.state import FleetState
+from placecheck_engine.store import FleetStore, StoreDamaged
 from placecheck.client import default_state_dir, default_state_socket
 from placecheck.v1 import state_pb2, state_pb2_grpc
-from server.fleet_builder import BuiltFleet, FleetBuilder, release_freed_memory
-from server.json_logs import AuditLog, DecisionLogSettings
-from server.owner import STATE_SERVICE, FleetStateServicer
-from server.security import AccessPolicy, AuthInterceptor, TlsMaterial, Tokens
-from server.proctitle import set_process_title
-from server.standard_services import HealthServicer, add_reflection
-from server.state_socket import SocketDirError, StateSocketRelay, default_allowed_uids, private_directory, \
+from placecheck_server.fleet_builder import BuiltFleet, FleetBuilder, release_freed_memory
+from placecheck_server.json_logs import AuditLog, DecisionLogSettings
+from placecheck_server.owner import STATE_SERVICE, FleetStateServicer
+from placecheck_server.security import AccessPolicy, AuthInterceptor, TlsMaterial, Tokens
+from placecheck_server.proctitle import set_process_title
+from placecheck_server.standard_services import HealthServicer, add_reflection
+from placecheck_server.state_socket import SocketDirError, StateSocketRelay, default_allowed_uids, private_directory, \
     private_socket_path
-from server.metrics import (MULTIPROC_DIR_ENV, CallMetrics, SnapshotFigures, SupervisorMetrics, TimedPublisher,
+from placecheck_server.metrics import (MULTIPROC_DIR_ENV, CallMetrics, SnapshotFigures, SupervisorMetrics, TimedPublisher,
                             mark_worker_dead, serve_metrics)
-from server.rundir import (RunRecord, StateDirBusy, clean_up_after_predecessor, lock_state_dir,
+from placecheck_server.rundir import (RunRecord, StateDirBusy, clean_up_after_predecessor, lock_state_dir,
                            process_start_time, running, stop_orphans)
-from server.worker import NOT_SERVING_NOTICE_S, RequestLimits, WorkerSettings, configure_logging, run as run_worker
+from placecheck_server.worker import NOT_SERVING_NOTICE_S, RequestLimits, WorkerSettings, configure_logging, run as run_worker
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ STATE_WRITE_NICE = 10
 # numpy, the engine and the generated stubs; the others are what a worker imports later on (its
 # gRPC server, its metrics, numpy's masked arrays). prometheus_client reads
 # PROMETHEUS_MULTIPROC_DIR on import, which is set before the fork server starts.
-WORKER_PRELOAD = ["server.worker", "grpc._server", "numpy.ma",
-                  "prometheus_client", "prometheus_client.multiprocess", "server.forkserver_title"]
+WORKER_PRELOAD = ["placecheck_server.worker", "grpc._server", "numpy.ma",
+                  "prometheus_client", "prometheus_client.multiprocess", "placecheck_server.forkserver_title"]
 
 
 class StartupError(Exception):
@@ -205,11 +205,11 @@ def remove_stale_socket(address: str) -> str | None:
 def load_initial_fleet(options: ServeOptions, builder: FleetBuilder) -> BuiltFleet | None:
     """The --fleet file or the --demo fleet, built in a child process; None when neither is asked for."""
     if options.fleet_path:
-        from engine.fleetfile import load_fleet
+        from placecheck_engine.fleetfile import load_fleet
 
         return builder.from_fleet_source(load_fleet, options.fleet_path)
     if options.demo:
-        from engine.demo import demo_fleet
+        from placecheck_engine.demo import demo_fleet
 
         return builder.from_fleet_source(demo_fleet, options.demo_hosts, options.demo_seed)
     return None

@@ -33,19 +33,19 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from engine import decide
-from engine.config import Config, ConfigError, default_config, load_config
-from engine.model import InvalidField
-from engine.snapshot import Snapshot, SnapshotError, SnapshotReader
+from placecheck_engine import decide
+from placecheck_engine.config import Config, ConfigError, default_config, load_config
+from placecheck_engine.model import InvalidField
+from placecheck_engine.snapshot import Snapshot, SnapshotError, SnapshotReader
 from placecheck.v1 import placement_pb2, placement_pb2_grpc
-from server import convert
-from server.errors import EpochMismatch, GenerationNotReached, NotFound, SnapshotUnavailable, rpc_status_for
-from server.handlers import add_unary_servicer
-from server.json_logs import DecisionLog, DecisionLogSettings
-from server.metrics import CallMetrics, DecisionMetrics, mark_worker_dead
-from server.security import AccessPolicy, AuthInterceptor, TlsMaterial
-from server.proctitle import set_process_title
-from server.standard_services import HealthServicer, add_reflection
+from placecheck_server import convert
+from placecheck_server.errors import EpochMismatch, GenerationNotReached, NotFound, SnapshotUnavailable, rpc_status_for
+from placecheck_server.handlers import add_unary_servicer
+from placecheck_server.json_logs import DecisionLog, DecisionLogSettings
+from placecheck_server.metrics import CallMetrics, DecisionMetrics, mark_worker_dead
+from placecheck_server.security import AccessPolicy, AuthInterceptor, TlsMaterial
+from placecheck_server.proctitle import set_process_title
+from placecheck_server.standard_services import HealthServicer, add_reflection
 
 log = logging.getLogger(__name__)
 

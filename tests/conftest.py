@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from engine.snapshot import SHM_DIR
+from placecheck_engine.snapshot import SHM_DIR
 from sidecar import start_sidecar
 
 SESSION_DEMO_HOSTS = 2_000  # small enough to start in seconds, big enough to rank

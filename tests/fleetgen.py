@@ -15,8 +15,8 @@ from pathlib import Path
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from engine.config import Profile
-from engine.model import (MAX_UNIT_DEFAULT, Aggregate, Fleet, Flavor, GroupPolicy, Host, Image,
+from placecheck_engine.config import Profile
+from placecheck_engine.model import (MAX_UNIT_DEFAULT, Aggregate, Fleet, Flavor, GroupPolicy, Host, Image,
                           Inventory, Operation, Request, SchedulerHints, ServerGroup)
 
 CONFORMANCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "conformance"

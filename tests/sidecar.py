@@ -1,4 +1,4 @@
-"""Start the real sidecar (`python -m server.cli serve`) for tests.
+"""Start the real sidecar (`python -m placecheck_server.cli serve`) for tests.
 
     with start_sidecar(workers=2, demo_hosts=2000) as sidecar:
         PlacementClient(sidecar.decision_target) ...
@@ -169,7 +169,7 @@ def start_sidecar(*, config=None, fleet=None, workers: int = 2, demo_hosts: int 
     sidecar starts with no fleet. `state_dir` defaults to one in the sidecar's temp directory;
     give one to restart on another sidecar's state (and `decision_target` to keep its port).
     `decision_tls`: how to reach a decision port that serves TLS (--tls-cert in extra_args).
-    `placecheck`: the command that runs placecheck (default: this interpreter's -m server.cli), e.g.
+    `placecheck`: the command that runs placecheck (default: this interpreter's -m placecheck_server.cli), e.g.
     the console script of an installed wheel.
     """
     workdir = tempfile.TemporaryDirectory(prefix="placecheck-test-")
@@ -178,7 +178,7 @@ def start_sidecar(*, config=None, fleet=None, workers: int = 2, demo_hosts: int 
     decision_target = decision_target or f"127.0.0.1:{free_port()}"
     state_target = f"unix:{directory / 'state.sock'}"
     metrics_port = free_port() if metrics else 0
-    command = [*(placecheck or (sys.executable, "-m", "server.cli")), "serve", "--listen", decision_target,
+    command = [*(placecheck or (sys.executable, "-m", "placecheck_server.cli")), "serve", "--listen", decision_target,
                "--state-listen", state_target, "--metrics-port", str(metrics_port),
                "--workers", str(workers), "--state-dir", str(state_dir), *extra_args]
     if config is not None:

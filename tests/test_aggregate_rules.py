@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import Profile
-from engine.model import Aggregate, Fleet, Flavor, Host, Image, Request
-from engine.rules import aggregate_image_properties_isolation as image_isolation
-from engine.rules import aggregate_instance_extra_specs as extra_specs
-from engine.rules import aggregate_type_affinity as type_affinity
-from engine.rules.io_ops import TOO_MANY_IO_OPS
-from engine.rules.num_instances import TOO_MANY_INSTANCES
+from placecheck_engine.config import Profile
+from placecheck_engine.model import Aggregate, Fleet, Flavor, Host, Image, Request
+from placecheck_engine.rules import aggregate_image_properties_isolation as image_isolation
+from placecheck_engine.rules import aggregate_instance_extra_specs as extra_specs
+from placecheck_engine.rules import aggregate_type_affinity as type_affinity
+from placecheck_engine.rules.io_ops import TOO_MANY_IO_OPS
+from placecheck_engine.rules.num_instances import TOO_MANY_INSTANCES
 from test_rules_kernel import refusal
 
 

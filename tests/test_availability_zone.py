@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from engine.columns import build_columns
-from engine.config import Profile
-from engine.decide import check_destination
-from engine.model import Aggregate, Fleet, Host, InvalidField, Operation, Request
-from engine.rules import RULES
-from engine.rules.availability_zone import (
+from placecheck_engine.columns import build_columns
+from placecheck_engine.config import Profile
+from placecheck_engine.decide import check_destination
+from placecheck_engine.model import Aggregate, Fleet, Host, InvalidField, Operation, Request
+from placecheck_engine.rules import RULES
+from placecheck_engine.rules.availability_zone import (
     INTERNAL_SERVICE_AVAILABILITY_ZONE,
     NOT_IN_ZONE_AGGREGATE,
     available_zones,

@@ -7,7 +7,7 @@ import signal
 
 from placecheck import PlacementClient, StateClient, wait_until_serving
 from placecheck.v1 import placement_pb2, state_pb2
-from server.rundir import running
+from placecheck_server.rundir import running
 from sidecar import start_sidecar, wait_for
 
 TIMEOUT_S = 10.0

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.demo import demo_fleet
-from engine.fleetfile import fleet_to_json
+from placecheck_engine.demo import demo_fleet
+from placecheck_engine.fleetfile import fleet_to_json
 from placecheck import StateClient
 from placecheck.v1 import fleet_pb2
 from sidecar import REPO, start_sidecar
@@ -19,9 +19,9 @@ TIMEOUT_S = 60
 
 
 def placecheck(*args: str) -> subprocess.CompletedProcess:
-    """Run the installed console script (python -m server.cli when it is not installed)."""
+    """Run the installed console script (python -m placecheck_server.cli when it is not installed)."""
     script = Path(sys.executable).with_name("placecheck")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "server.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "placecheck_server.cli"]
     return subprocess.run([*command, *args], cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
 
 

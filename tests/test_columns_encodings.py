@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import column_schema
-from engine.columns import FLAG_HOST_IPV4, aggregate_metadata_get_by_host, build_columns
-from engine.model import Aggregate, Fleet, Host
+from placecheck_engine import column_schema
+from placecheck_engine.columns import FLAG_HOST_IPV4, aggregate_metadata_get_by_host, build_columns
+from placecheck_engine.model import Aggregate, Fleet, Host
 from fleetgen import INSTANCE_UUIDS, fleets
 from test_rules_kernel import as_snapshot
 

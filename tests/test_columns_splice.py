@@ -10,10 +10,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import column_schema
-from engine.columns import Columns, _distinct_rows, _uuid_hash, build_columns
-from engine.columns_splice import _distinct_memberships, splice
-from engine.model import Aggregate, Fleet, Host, Inventory
+from placecheck_engine import column_schema
+from placecheck_engine.columns import Columns, _distinct_rows, _uuid_hash, build_columns
+from placecheck_engine.columns_splice import _distinct_memberships, splice
+from placecheck_engine.model import Aggregate, Fleet, Host, Inventory
 from tests.fleetgen import ZONE_METADATA, fleets, host_names, hosts
 from tests.test_rules_kernel import as_snapshot
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
-from engine.config import _OPTION_MINIMUMS, Profile
+from placecheck_engine.config import _OPTION_MINIMUMS, Profile
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 BEGIN = "<!-- options: generated from engine.config.Profile by tests/test_config_doc.py -->"

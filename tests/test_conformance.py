@@ -25,7 +25,7 @@ from conformance_cases import (
     load_case_files,
     profile_toml,
 )
-from engine.config import implemented_rules
+from placecheck_engine.config import implemented_rules
 from placecheck import PlacementClient, StateClient, bad_request_violations
 from sidecar import start_sidecar
 

@@ -16,8 +16,8 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from engine import _fastfilters
-from engine.snapshot import _HEADER, HEADER_SIZE, segment_name
+from placecheck_engine import _fastfilters
+from placecheck_engine.snapshot import _HEADER, HEADER_SIZE, segment_name
 from placecheck import PlacementClient, StateClient
 from placecheck.v1 import fleet_pb2, placement_pb2
 from sidecar import start_sidecar, wait_for

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from engine.columns import build_columns
-from engine.config import ConfigError, Profile, default_config, load_config
-from engine.decide import UnknownHost, check_destination, select_destinations
-from engine.model import Fleet, GroupPolicy, Host, Image, InvalidField, Inventory, Request, ServerGroup
-from engine.rules import RULES
-from engine.weighers import MetricNotFound
+from placecheck_engine.columns import build_columns
+from placecheck_engine.config import ConfigError, Profile, default_config, load_config
+from placecheck_engine.decide import UnknownHost, check_destination, select_destinations
+from placecheck_engine.model import Fleet, GroupPolicy, Host, Image, InvalidField, Inventory, Request, ServerGroup
+from placecheck_engine.rules import RULES
+from placecheck_engine.weighers import MetricNotFound
 from tests.fleetgen import scenarios
 
 PROFILE = default_config().profile("")

@@ -8,13 +8,13 @@ import inspect
 
 import pytest
 
-from engine.columns import build_columns, overlay, usage_delta
-from engine.config import default_config
-from engine.decide import check_destination, compile_rules, select_destinations
-from engine.model import Fleet, GroupPolicy, Host, InvalidField, Inventory, Operation, Request, ServerGroup
-from engine.rules import RULES
+from placecheck_engine.columns import build_columns, overlay, usage_delta
+from placecheck_engine.config import default_config
+from placecheck_engine.decide import check_destination, compile_rules, select_destinations
+from placecheck_engine.model import Fleet, GroupPolicy, Host, InvalidField, Inventory, Operation, Request, ServerGroup
+from placecheck_engine.rules import RULES
 from placecheck.v1 import placement_pb2
-from server import convert
+from placecheck_server import convert
 
 PROFILE = default_config().profile("")
 MEMORY = {"MEMORY_MB": Inventory(total=4096)}

@@ -66,8 +66,8 @@ def test_kubeconform_refuses_a_broken_manifest(tmp_path):
 
 def test_the_manifest_runs_the_commands_and_probes_the_sidecar_has():
     """Every placecheck option the manifest passes exists, and the probes ask services the sidecar serves."""
-    from server.cli import build_parser
-    from server.standard_services import LIVENESS_SERVICE
+    from placecheck_server.cli import build_parser
+    from placecheck_server.standard_services import LIVENESS_SERVICE
 
     text = MANIFEST.read_text()
     for block in re.findall(r"args:\n((?:\s+- .+\n)+)", text):

@@ -15,16 +15,16 @@ from pathlib import Path
 import grpc
 import pytest
 
-from engine.demo import demo_fleet
-from engine.columns import host_at
-from engine.model import Fleet
-from engine.state import recovered_columns
-from engine.store import STORE_FILE, FleetStore
+from placecheck_engine.demo import demo_fleet
+from placecheck_engine.columns import host_at
+from placecheck_engine.model import Fleet
+from placecheck_engine.state import recovered_columns
+from placecheck_engine.store import STORE_FILE, FleetStore
 from placecheck import Generation, PlacementClient, StateClient
 from placecheck.v1 import fleet_pb2, placement_pb2, state_pb2
-from server.convert import fleet_to_proto
-from server.rundir import running
-from server.worker import SNAPSHOT_AGE_METADATA
+from placecheck_server.convert import fleet_to_proto
+from placecheck_server.rundir import running
+from placecheck_server.worker import SNAPSHOT_AGE_METADATA
 from sidecar import REPO, start_sidecar
 
 TIMEOUT_S = 10.0
@@ -192,7 +192,7 @@ def test_a_damaged_store_file_is_refused_at_start_naming_it(tmp_path):
     damaged = b"not a database " * 512
     (state_dir / STORE_FILE).write_bytes(damaged)
     result = subprocess.run(
-        [sys.executable, "-m", "server.cli", "serve", "--state-dir", str(state_dir), "--listen", "127.0.0.1:0",
+        [sys.executable, "-m", "placecheck_server.cli", "serve", "--state-dir", str(state_dir), "--listen", "127.0.0.1:0",
          "--state-listen", f"unix:{tmp_path / 'state.sock'}", "--metrics-port", "0", "--workers", "1"],
         cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2

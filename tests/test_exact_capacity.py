@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.columns import build_columns
-from engine.config import Profile
-from engine.model import MAX_USED, PLACEMENT_MAX_INT, PLACEMENT_MAX_RATIO, Fleet, Host, Inventory, Request
-from engine.rules import RULES
+from placecheck_engine.columns import build_columns
+from placecheck_engine.config import Profile
+from placecheck_engine.model import MAX_USED, PLACEMENT_MAX_INT, PLACEMENT_MAX_RATIO, Fleet, Host, Inventory, Request
+from placecheck_engine.rules import RULES
 
 RULE = RULES["resource"]
 PROFILE = Profile(enabled_filters=("resource",))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.fleetfile import load_fleet
+from placecheck_engine.fleetfile import load_fleet
 from placecheck import PlacementClient, StateClient, wait_until_serving
 from placecheck.v1 import placement_pb2
 from sidecar import REPO, STARTUP_TIMEOUT_S, STOP_TIMEOUT_S, free_port

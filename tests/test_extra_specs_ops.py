@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from engine.columns import build_columns
-from engine.config import Profile
-from engine.decide import check_destination
-from engine.model import Flavor, Fleet, Host, InvalidField, Request
-from engine.rules.extra_specs_ops import match
+from placecheck_engine.columns import build_columns
+from placecheck_engine.config import Profile
+from placecheck_engine.decide import check_destination
+from placecheck_engine.model import Flavor, Fleet, Host, InvalidField, Request
+from placecheck_engine.rules.extra_specs_ops import match
 
 CPU_FLAGS = str(["aes", "mmx", "aux"])
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.demo import demo_fleet
-from engine.fleetfile import (
+from placecheck_engine.demo import demo_fleet
+from placecheck_engine.fleetfile import (
     fleet_from_json, fleet_to_json, load_fleet, request_from_json, request_to_json, validate_fleet,
 )
-from engine.model import (
+from placecheck_engine.model import (
     MAX_UNIT_DEFAULT, GroupPolicy, InvalidField, Inventory, Operation, SchedulerHints,
 )
 

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.columns import build_columns
-from engine.config import Profile
-from engine.model import Fleet, Flavor, Host, Image, InvalidField, Inventory, Request, SchedulerHints
-from engine.rules import RULES
-from engine.rules import compute_capabilities as capabilities
-from engine.nova_fields import VersionPredicate, version_string
-from engine.rules import isolated_hosts, metrics_filter, simple_cidr_affinity
-from engine.rules.metrics_filter import parse_weight_setting
+from placecheck_engine.columns import build_columns
+from placecheck_engine.config import Profile
+from placecheck_engine.model import Fleet, Flavor, Host, Image, InvalidField, Inventory, Request, SchedulerHints
+from placecheck_engine.rules import RULES
+from placecheck_engine.rules import compute_capabilities as capabilities
+from placecheck_engine.nova_fields import VersionPredicate, version_string
+from placecheck_engine.rules import isolated_hosts, metrics_filter, simple_cidr_affinity
+from placecheck_engine.rules.metrics_filter import parse_weight_setting
 from fleetgen import fleets
 from test_rules_kernel import UPPER_SNAKE, as_snapshot, scan
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.image_meta import CoercedSet, image_meta_props
-from engine.model import InvalidField
+from placecheck_engine.image_meta import CoercedSet, image_meta_props
+from placecheck_engine.model import InvalidField
 
 LEGACY_PROPERTIES = {
     "architecture": "x86_64", "owner_id": "123", "vmware_adaptertype": "lsiLogic",

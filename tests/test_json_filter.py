@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from engine.columns import build_columns
-from engine.config import Profile
-from engine.model import Fleet, Host, InvalidField, Inventory, Request, SchedulerHints
-from engine.rules.json_filter import QUERY_FIELD, QUERY_IS_FALSE, JsonFilter, compile_query
+from placecheck_engine.columns import build_columns
+from placecheck_engine.config import Profile
+from placecheck_engine.model import Fleet, Host, InvalidField, Inventory, Request, SchedulerHints
+from placecheck_engine.rules.json_filter import QUERY_FIELD, QUERY_IS_FALSE, JsonFilter, compile_query
 from fleetgen import HOST_IPS, HYPERVISORS, STATS, fleets
 from test_rules_kernel import as_snapshot, scan
 

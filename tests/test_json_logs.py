@@ -8,7 +8,7 @@ import os
 import grpc
 import pytest
 
-from engine.demo import demo_fleet
+from placecheck_engine.demo import demo_fleet
 from placecheck import StateClient
 from placecheck.v1 import fleet_pb2, placement_pb2, placement_pb2_grpc, state_pb2
 from sidecar import start_sidecar

@@ -9,10 +9,10 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.columns import build_columns
-from engine.config import Profile
-from engine.model import Aggregate, Fleet
-from engine.rules import RULES
+from placecheck_engine.columns import build_columns
+from placecheck_engine.config import Profile
+from placecheck_engine.model import Aggregate, Fleet
+from placecheck_engine.rules import RULES
 from fleetgen import scenarios
 from test_json_filter import RULE as JSON_RULE
 from test_json_filter import queries, reference_passes, request_with

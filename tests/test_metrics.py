@@ -8,7 +8,7 @@ import signal
 import grpc
 import pytest
 
-from engine.demo import demo_fleet
+from placecheck_engine.demo import demo_fleet
 from placecheck import PlacementClient, StateClient
 from placecheck.v1 import placement_pb2, state_pb2
 from sidecar import REPO, start_sidecar, wait_for

@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.columns import build_columns
-from engine.config import Profile
-from engine.model import Fleet, Host, Operation, Request
-from engine.rules import RULES
-from engine.rules.move_source import SAME_HOST_COLD_MIGRATE_TRAIT
+from placecheck_engine.columns import build_columns
+from placecheck_engine.config import Profile
+from placecheck_engine.model import Fleet, Host, Operation, Request
+from placecheck_engine.rules import RULES
+from placecheck_engine.rules.move_source import SAME_HOST_COLD_MIGRATE_TRAIT
 
 RULE = RULES["MoveSource"]
 INSTANCE = "00000000-0000-0000-0000-00000000000a"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.model import Fleet
+from placecheck_engine.model import Fleet
 from test_host_attribute_rules import capability_host, passes, verdicts, with_specs
 
 CPU_INFO = ('{"vendor": "Intel", "model": "core2duo", "arch": "i686", "features": ["lahf_lm", "rdtscp"], '

@@ -13,12 +13,12 @@ import copy
 
 import pytest
 
-from engine.config import Profile
-from engine.fleetfile import fleet_from_json
-from engine.model import Aggregate, Fleet, Host, Image, InvalidField, Request
-from engine.rules import aggregate_image_properties_isolation as image_isolation
-from engine.rules import image_properties
-from server import convert
+from placecheck_engine.config import Profile
+from placecheck_engine.fleetfile import fleet_from_json
+from placecheck_engine.model import Aggregate, Fleet, Host, Image, InvalidField, Request
+from placecheck_engine.rules import aggregate_image_properties_isolation as image_isolation
+from placecheck_engine.rules import image_properties
+from placecheck_server import convert
 from test_fleetfile import SMALL_FLEET
 from test_host_attribute_rules import passes, verdicts
 

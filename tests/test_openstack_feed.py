@@ -26,8 +26,8 @@ from openstack_services import NOAUTH_TOKEN, nova, placement  # noqa: F401 (the 
 from placecheck import PlacementClient, StateClient, wait_until_serving
 from placecheck.openstack import aggregate_id
 from placecheck.v1 import placement_pb2
-from server.openstack_check import NovaServers, server_request
-from server.openstack_feed import NovaReader, OpenStackFeed, PlacementReader, connect
+from placecheck_server.openstack_check import NovaServers, server_request
+from placecheck_server.openstack_feed import NovaReader, OpenStackFeed, PlacementReader, connect
 from sidecar import REPO, free_port, start_sidecar
 
 AGGREGATES = [str(uuid.UUID(int=random.Random(f"aggregate{n}").getrandbits(128), version=4)) for n in range(3)]
@@ -254,7 +254,7 @@ def _feeder(clouds_yaml: Path, cloud: str, state_target: str, metrics_port: int,
             *extra: str) -> subprocess.Popen:
     with open(log_path, "wb") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "sync", "openstack", "--os-cloud", cloud, "--state", state_target,
+            [sys.executable, "-m", "placecheck_server.cli", "sync", "openstack", "--os-cloud", cloud, "--state", state_target,
              "--metrics-port", str(metrics_port), "--without-nova", *extra],
             cwd=REPO, env={**os.environ, "OS_CLIENT_CONFIG_FILE": str(clouds_yaml)},
             stdout=log_file, stderr=subprocess.STDOUT)
@@ -505,7 +505,7 @@ def test_nova_services_and_aggregates_reach_placecheck(placement, nova, tmp_path
         assert dict(server_request(NovaServers(connect("test-nova", "compute")), servers[1]).resources) == {
             "VCPU": 1, "MEMORY_MB": 512}
         finished = subprocess.run(
-            [sys.executable, "-m", "server.cli", "check", "--target", sidecar.decision_target, "--server", servers[1],
+            [sys.executable, "-m", "placecheck_server.cli", "check", "--target", sidecar.decision_target, "--server", servers[1],
              "--os-cloud", "test-nova", "--operation", "live_migrate", "--host", "nova-a", "--host", "nova-c",
              "--host", "nova-d"],
             cwd=REPO, capture_output=True, text=True, timeout=60)

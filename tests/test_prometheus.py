@@ -24,7 +24,7 @@ import grpc
 import pytest
 import yaml
 
-from engine.demo import demo_fleet
+from placecheck_engine.demo import demo_fleet
 from placecheck import PlacementClient, StateClient
 from placecheck.v1 import placement_pb2, state_pb2
 from sidecar import REPO, free_port, start_sidecar, wait_for

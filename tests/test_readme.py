@@ -2,8 +2,8 @@
 import re
 from pathlib import Path
 
-from engine.rules import RULES
-from engine.weighers import WEIGHERS
+from placecheck_engine.rules import RULES
+from placecheck_engine.weighers import WEIGHERS
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 RULES_DIR = Path(__file__).resolve().parents[1] / "engine" / "rules"

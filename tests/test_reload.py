@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from engine.config import config_from_bytes, load_config
+from placecheck_engine.config import config_from_bytes, load_config
 from placecheck import PlacementClient, bad_request_violations, wait_until_serving
 from placecheck.v1 import placement_pb2
 from sidecar import start_sidecar

@@ -13,12 +13,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.columns import build_columns
-from engine.config import Profile
-from engine.model import Aggregate, Fleet, Flavor, Host, Image, InvalidField, Request
-from engine.rules import RULES
-from engine.rules import aggregate_multitenancy_isolation as tenancy
-from engine.rules import compute_status_filter, isolate_aggregates, require_tenant_aggregate
+from placecheck_engine.columns import build_columns
+from placecheck_engine.config import Profile
+from placecheck_engine.model import Aggregate, Fleet, Flavor, Host, Image, InvalidField, Request
+from placecheck_engine.rules import RULES
+from placecheck_engine.rules import aggregate_multitenancy_isolation as tenancy
+from placecheck_engine.rules import compute_status_filter, isolate_aggregates, require_tenant_aggregate
 
 LONE_HOST = "no-aggregate"
 

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.columns import build_columns
-from engine.config import Profile
-from engine.model import Fleet, Flavor, Host, Image, InvalidField, Request
-from engine.rules import RULES
-from engine.rules.request_filter_traits import RequestFilterTraits
-from server.convert import request_from_proto, request_to_proto
+from placecheck_engine.columns import build_columns
+from placecheck_engine.config import Profile
+from placecheck_engine.model import Fleet, Flavor, Host, Image, InvalidField, Request
+from placecheck_engine.rules import RULES
+from placecheck_engine.rules.request_filter_traits import RequestFilterTraits
+from placecheck_server.convert import request_from_proto, request_to_proto
 from test_rules_kernel import as_snapshot, scan
 
 TRAIT_RULES = [rule for rule in RULES.values() if isinstance(rule, RequestFilterTraits)]

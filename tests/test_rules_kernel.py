@@ -10,12 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import decide
-from engine.columns import Columns, build_columns, overlay, usage_delta
-from engine.config import Profile, default_config
-from engine.model import Fleet, Host, Inventory, Operation, Request, SchedulerHints
-from engine.rules import RULES, rule_names
-from engine.rules import move_source, resource
+from placecheck_engine import decide
+from placecheck_engine.columns import Columns, build_columns, overlay, usage_delta
+from placecheck_engine.config import Profile, default_config
+from placecheck_engine.model import Fleet, Host, Inventory, Operation, Request, SchedulerHints
+from placecheck_engine.rules import RULES, rule_names
+from placecheck_engine.rules import move_source, resource
 from fleetgen import INSTANCE_UUIDS, fleets, scenarios
 from placecheck.v1 import placement_pb2
 

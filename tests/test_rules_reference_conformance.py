@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.columns import build_columns
-from engine.rules import RULES
+from placecheck_engine.columns import build_columns
+from placecheck_engine.rules import RULES
 from conformance_cases import CONFORMANCE_DIR, load_case_files
 from fleetgen import fleet_from_case, profile_from_case, request_from_case
 

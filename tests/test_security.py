@@ -22,7 +22,7 @@ from pki import Authority
 from placecheck import ClientTls, PlacementClient, StateClient, wait_until_serving
 from placecheck.client import default_state_socket
 from placecheck.v1 import placement_pb2, state_pb2
-from server.state_socket import PRIVATE_DIR, private_socket_path
+from placecheck_server.state_socket import PRIVATE_DIR, private_socket_path
 from sidecar import REPO, free_port, start_sidecar
 
 TIMEOUT_S = 10.0
@@ -89,7 +89,7 @@ def test_over_tls_a_caller_needs_a_token_of_an_admitted_identity(token_sidecar, 
 
 def placecheck(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items() if key != "PLACECHECK_TOKEN"}
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=REPO, env={**environment, **(env or {})},
+    return subprocess.run([sys.executable, "-m", "placecheck_server.cli", *args], cwd=REPO, env={**environment, **(env or {})},
                           capture_output=True, text=True, timeout=60)
 
 
@@ -158,7 +158,7 @@ def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None, tls: Cl
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--listen", decision_target, "--metrics-port", "0",
+            [sys.executable, "-m", "placecheck_server.cli", "serve", "--listen", decision_target, "--metrics-port", "0",
              "--workers", "1", "--demo", "--demo-hosts", "50", "--state-dir", str(tmp_path / "state"), *args],
             cwd=REPO, env={**os.environ, **(env or {})}, stdout=log_file, stderr=subprocess.STDOUT)
     try:
@@ -203,7 +203,7 @@ def test_fleet_state_over_tcp_admits_the_state_writers_only(tmp_path, pki):
 def test_fleet_state_over_tcp_without_writers_or_credentials_does_not_start(tmp_path, pki):
     for extra in ((), ("--state-writers", "feeder"), ("--tokens-file", str(pki["tokens"]))):
         result = subprocess.run(
-            [sys.executable, "-m", "server.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-port", "0",
+            [sys.executable, "-m", "placecheck_server.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-port", "0",
              "--workers", "1", "--state-dir", str(tmp_path / "state"), "--state-listen", f"127.0.0.1:{free_port()}",
              *extra], cwd=REPO, capture_output=True, text=True, timeout=60)
         assert result.returncode == 2, result.stderr
@@ -242,7 +242,7 @@ def test_a_state_socket_in_a_directory_others_can_write_is_refused(tmp_path):
     shared.mkdir()
     shared.chmod(0o1777)  # like /tmp, where another user could squat the socket's name
     result = subprocess.run(
-        [sys.executable, "-m", "server.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-port", "0",
+        [sys.executable, "-m", "placecheck_server.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-port", "0",
          "--workers", "1", "--state-dir", str(tmp_path / "state"), "--state-listen", f"unix:{shared / 's.sock'}"],
         cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2

@@ -18,12 +18,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from grpc_status import rpc_status
 
-from engine.columns import build_columns
-from engine.demo import demo_fleet
-from engine.snapshot import SnapshotWriter
+from placecheck_engine.columns import build_columns
+from placecheck_engine.demo import demo_fleet
+from placecheck_engine.snapshot import SnapshotWriter
 from placecheck import PlacementClient, StateClient, bad_request_violations, wait_until_serving
 from placecheck.v1 import fleet_pb2, placement_pb2, placement_pb2_grpc, state_pb2
-from server.worker import WorkerSettings, run as run_worker
+from placecheck_server.worker import WorkerSettings, run as run_worker
 from sidecar import free_port, start_sidecar
 
 TIMEOUT_S = 10.0
@@ -514,7 +514,7 @@ def test_a_second_sidecar_on_a_taken_decision_port_refuses_to_start(sidecar):
 def test_a_stale_state_socket_is_removed_and_a_live_one_refused(tmp_path):
     import socket
 
-    from server.supervisor import StartupError, remove_stale_socket
+    from placecheck_server.supervisor import StartupError, remove_stale_socket
 
     path = str(tmp_path / "state.sock")
     with socket.socket(socket.AF_UNIX) as stale:
@@ -528,8 +528,8 @@ def test_a_stale_state_socket_is_removed_and_a_live_one_refused(tmp_path):
 
 
 def test_fleets_and_requests_survive_the_round_trip_through_proto():
-    from engine.fleetfile import request_from_json
-    from server import convert
+    from placecheck_engine.fleetfile import request_from_json
+    from placecheck_server import convert
 
     fleet = demo_fleet(50, 3)
     assert convert.fleet_from_proto(convert.fleet_to_proto(fleet)) == fleet
@@ -545,7 +545,7 @@ def test_fleets_and_requests_survive_the_round_trip_through_proto():
 
 
 def test_an_unexpected_error_is_internal_with_its_traceback_logged_not_sent(caplog):
-    from server.errors import rpc_status_for
+    from placecheck_server.errors import rpc_status_for
 
     try:
         raise RuntimeError("secret detail")
@@ -557,8 +557,8 @@ def test_an_unexpected_error_is_internal_with_its_traceback_logged_not_sent(capl
 
 
 def test_an_empty_name_among_many_is_named_by_its_index():
-    from engine.model import InvalidField
-    from server import convert
+    from placecheck_engine.model import InvalidField
+    from placecheck_server import convert
 
     with pytest.raises(InvalidField) as raised:
         convert.request_from_proto(small_request(required_traits=["A", "", "B", ""]))
@@ -567,8 +567,8 @@ def test_an_empty_name_among_many_is_named_by_its_index():
 
 
 def test_a_select_response_keeps_every_placement_alternate_and_score_in_order():
-    from engine.verdict import FilterSummary, InstancePlacement, SelectResult, WeighedHost, WeigherScore
-    from server import convert
+    from placecheck_engine.verdict import FilterSummary, InstancePlacement, SelectResult, WeighedHost, WeigherScore
+    from placecheck_server import convert
 
     def weighed(host: str, weight: float) -> WeighedHost:
         return WeighedHost(host, weight, (WeigherScore("RAMWeigher", 10.0, 0.5, 1.0),
@@ -593,7 +593,7 @@ def test_a_select_response_keeps_every_placement_alternate_and_score_in_order():
 
 def test_decision_metrics_count_every_update_on_bound_children(tmp_path, monkeypatch):
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    from server.metrics import DecisionMetrics
+    from placecheck_server.metrics import DecisionMetrics
 
     metrics = DecisionMetrics()
     for _ in range(3):

@@ -10,10 +10,10 @@ import time
 import numpy as np
 import pytest
 
-from engine.column_schema import SchemaError
-from engine.columns import build_columns, usage_delta
-from engine.demo import demo_fleet
-from engine.snapshot import (
+from placecheck_engine.column_schema import SchemaError
+from placecheck_engine.columns import build_columns, usage_delta
+from placecheck_engine.demo import demo_fleet
+from placecheck_engine.snapshot import (
     HEADER_SIZE, SHM_DIR, SnapshotError, SnapshotReader, SnapshotWriter, control_name, segment_name,
 )
 

@@ -6,7 +6,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from server.standard_services import LIVENESS_SERVICE
+from placecheck_server.standard_services import LIVENESS_SERVICE
 from sidecar import start_sidecar
 
 TIMEOUT_S = 10.0

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import state as state_module
-from engine import store as store_module
-from engine.columns import build_columns, host_at
-from engine.model import Aggregate, Fleet, Host, InvalidField, Inventory
-from engine.snapshot import SnapshotReader, SnapshotWriter
-from engine.state import FleetState, HostUsage
-from engine.store import FleetStore
+from placecheck_engine import state as state_module
+from placecheck_engine import store as store_module
+from placecheck_engine.columns import build_columns, host_at
+from placecheck_engine.model import Aggregate, Fleet, Host, InvalidField, Inventory
+from placecheck_engine.snapshot import SnapshotReader, SnapshotWriter
+from placecheck_engine.state import FleetState, HostUsage
+from placecheck_engine.store import FleetStore
 from fleetgen import INSTANCE_UUIDS, fleets
 
 
@@ -300,7 +300,7 @@ def test_an_empty_replace_is_refused_unless_asked_for(state, reader):
 
 @pytest.mark.parametrize("damage", [b"this is not an SQLite database file, not at all", b"\0" * 4096])
 def test_a_damaged_store_file_is_refused_naming_it(tmp_path, damage):
-    from engine.store import STORE_FILE, StoreDamaged
+    from placecheck_engine.store import STORE_FILE, StoreDamaged
 
     with closing(FleetStore(str(tmp_path))):
         pass
@@ -336,7 +336,7 @@ def test_concurrent_writes_share_commits(state, store, monkeypatch):
 def test_a_change_the_store_cannot_keep_is_undone_with_those_queued_on_it(state, store, reader, monkeypatch):
     import sqlite3
 
-    from engine.store import StoreFull
+    from placecheck_engine.store import StoreFull
 
     before_fleet, before_view = state.fleet(), published(reader)
     real_commit = store._commit
@@ -358,7 +358,7 @@ def test_a_change_the_store_cannot_keep_is_undone_with_those_queued_on_it(state,
 def test_a_store_with_an_unreadable_row_is_refused_naming_it(tmp_path, writer):
     import sqlite3
 
-    from engine.store import STORE_FILE, StoreDamaged
+    from placecheck_engine.store import STORE_FILE, StoreDamaged
 
     with closing(FleetStore(str(tmp_path))) as store:
         fleet_state = FleetState(writer, store)
@@ -373,7 +373,7 @@ def test_a_store_with_an_unreadable_row_is_refused_naming_it(tmp_path, writer):
 def test_a_checkpoint_that_fails_its_checksum_is_refused_naming_it(tmp_path, writer):
     import sqlite3
 
-    from engine.store import STORE_FILE, StoreDamaged
+    from placecheck_engine.store import STORE_FILE, StoreDamaged
 
     with closing(FleetStore(str(tmp_path))) as store:
         FleetState(writer, store).replace(FLEET)

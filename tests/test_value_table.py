@@ -5,9 +5,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import _fastfilters
-from engine.columns import Columns
-from engine.rules.value_table import ValueTableRule
+from placecheck_engine import _fastfilters
+from placecheck_engine.columns import Columns
+from placecheck_engine.rules.value_table import ValueTableRule
 
 BIT = 5
 OTHER_BITS = np.uint64(0b11)

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.columns import build_columns
-from engine.config import Profile
-from engine.model import Aggregate, Fleet, GroupPolicy, Host, Inventory, Request, ServerGroup
-from engine.weighers import (WEIGHERS, MetricNotFound, nova_normalize, nova_weight_multiplier,
+from placecheck_engine.columns import build_columns
+from placecheck_engine.config import Profile
+from placecheck_engine.model import Aggregate, Fleet, GroupPolicy, Host, Inventory, Request, ServerGroup
+from placecheck_engine.weighers import (WEIGHERS, MetricNotFound, nova_normalize, nova_weight_multiplier,
                              parse_weight_setting, plan_weighing, rank, reference_weigh, score,
                              start_weighing)
 from tests.fleetgen import fleets

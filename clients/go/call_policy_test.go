@@ -23,8 +23,8 @@ import (
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
-	"placecheck"
-	pb "placecheck/gen/placecheck/v1"
+	placecheck "github.com/placecheck/placecheck/clients/go"
+	pb "github.com/placecheck/placecheck/clients/go/gen/placecheck/v1"
 )
 
 const (

@@ -6,7 +6,7 @@ Cyborg, which placecheck does not hold.
 """
 from __future__ import annotations
 
-from engine.rules.request_filter_traits import RequestFilterTraits, TraitOrigins
+from placecheck_engine.rules.request_filter_traits import RequestFilterTraits, TraitOrigins
 
 NO_ACCELERATOR_SUPPORT = "NO_ACCELERATOR_SUPPORT"
 DEVICE_PROFILE_SPEC = "accel:device_profile"

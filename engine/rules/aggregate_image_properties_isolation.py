@@ -7,11 +7,11 @@ conflicts, and a value is compared as str() of Nova's typed value ("True", "4", 
 false boolean or a zero integer is never compared at all."""
 from __future__ import annotations
 
-from engine.columns import aggregate_metadata_get_by_host
-from engine.image_meta import image_meta_props
-from engine.rules.aggregate_metadata import AggregateMetadataRule
-from engine.rules.host_rows import listed
-from engine.verdict import Rejection
+from placecheck_engine.columns import aggregate_metadata_get_by_host
+from placecheck_engine.image_meta import image_meta_props
+from placecheck_engine.rules.aggregate_metadata import AggregateMetadataRule
+from placecheck_engine.rules.host_rows import listed
+from placecheck_engine.verdict import Rejection
 
 IMAGE_PROPERTY_NOT_IN_AGGREGATE = "IMAGE_PROPERTY_NOT_IN_AGGREGATE"
 

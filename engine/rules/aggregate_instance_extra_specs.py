@@ -3,12 +3,12 @@
 comma-split values to satisfy extra_specs_ops.match."""
 from __future__ import annotations
 
-from engine.columns import aggregate_metadata_get_by_host
-from engine.model import InvalidField
-from engine.rules.aggregate_metadata import AggregateMetadataRule
-from engine.rules.extra_specs_ops import match, requirement_problem
-from engine.rules.host_rows import listed
-from engine.verdict import Rejection
+from placecheck_engine.columns import aggregate_metadata_get_by_host
+from placecheck_engine.model import InvalidField
+from placecheck_engine.rules.aggregate_metadata import AggregateMetadataRule
+from placecheck_engine.rules.extra_specs_ops import match, requirement_problem
+from placecheck_engine.rules.host_rows import listed
+from placecheck_engine.verdict import Rejection
 
 SCOPE = "aggregate_instance_extra_specs"
 MISSING_AGGREGATE_METADATA = "MISSING_AGGREGATE_METADATA"

@@ -1,6 +1,6 @@
 """Nova's AggregateIoOpsFilter: num_io_ops < the smallest aggregate max_io_ops_per_host."""
-from engine.rules.aggregate_metadata import AggregateCountLimitRule
-from engine.rules.io_ops import TOO_MANY_IO_OPS
+from placecheck_engine.rules.aggregate_metadata import AggregateCountLimitRule
+from placecheck_engine.rules.io_ops import TOO_MANY_IO_OPS
 
 
 class AggregateIoOpsFilter(AggregateCountLimitRule):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from engine.rules.host_rows import listed
-from engine.rules.value_table import ValueLimitRule, ValueTableRule
-from engine.verdict import Rejection
+from placecheck_engine.rules.host_rows import listed
+from placecheck_engine.rules.value_table import ValueLimitRule, ValueTableRule
+from placecheck_engine.verdict import Rejection
 
 AGGREGATE_SET_COLUMN = "aggregate_set_id"
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1

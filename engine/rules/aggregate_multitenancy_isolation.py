@@ -5,10 +5,10 @@ A request without a project (an empty project_id) is Nova's project_id None, whi
 listed project, not even an empty `filter_tenant_id` value: such hosts refuse it."""
 from __future__ import annotations
 
-from engine.columns import aggregate_metadata_get_by_host
-from engine.rules.aggregate_metadata import AggregateMetadataRule
-from engine.rules.host_rows import listed
-from engine.verdict import Rejection
+from placecheck_engine.columns import aggregate_metadata_get_by_host
+from placecheck_engine.rules.aggregate_metadata import AggregateMetadataRule
+from placecheck_engine.rules.host_rows import listed
+from placecheck_engine.verdict import Rejection
 
 TENANT_KEY_PREFIX = "filter_tenant_id"
 PROJECT_NOT_IN_AGGREGATE_TENANTS = "PROJECT_NOT_IN_AGGREGATE_TENANTS"

@@ -1,6 +1,6 @@
 """Nova's AggregateNumInstancesFilter: num_instances < the smallest aggregate max_instances_per_host."""
-from engine.rules.aggregate_metadata import AggregateCountLimitRule
-from engine.rules.num_instances import TOO_MANY_INSTANCES
+from placecheck_engine.rules.aggregate_metadata import AggregateCountLimitRule
+from placecheck_engine.rules.num_instances import TOO_MANY_INSTANCES
 
 
 class AggregateNumInstancesFilter(AggregateCountLimitRule):

@@ -2,9 +2,9 @@
 flavor names), the flavor's name must be in one of them."""
 from __future__ import annotations
 
-from engine.rules.aggregate_metadata import AggregateMetadataRule, aggregate_values_from_key
-from engine.rules.host_rows import listed
-from engine.verdict import Rejection
+from placecheck_engine.rules.aggregate_metadata import AggregateMetadataRule, aggregate_values_from_key
+from placecheck_engine.rules.host_rows import listed
+from placecheck_engine.verdict import Rejection
 
 INSTANCE_TYPE_KEY = "instance_type"
 FLAVOR_NOT_IN_AGGREGATE_TYPES = "FLAVOR_NOT_IN_AGGREGATE_TYPES"

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import _fastfilters
-from engine.columns import AVAILABILITY_ZONE_KEY, FLAG_ENABLED
-from engine.model import DEFAULT_AVAILABILITY_ZONE, InvalidField, Operation
-from engine.rules.base import Active, Rule
-from engine.rules.member_of import aggregate_mask
-from engine.verdict import Rejection
+from placecheck_engine import _fastfilters
+from placecheck_engine.columns import AVAILABILITY_ZONE_KEY, FLAG_ENABLED
+from placecheck_engine.model import DEFAULT_AVAILABILITY_ZONE, InvalidField, Operation
+from placecheck_engine.rules.base import Active, Rule
+from placecheck_engine.rules.member_of import aggregate_mask
+from placecheck_engine.verdict import Rejection
 
 NOT_IN_ZONE_AGGREGATE = "NOT_IN_ZONE_AGGREGATE"
 # Nova's [DEFAULT] internal_service_availability_zone: the zone of its control services

@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engine.model import Fleet, Host, Request
-from engine.verdict import Rejection
+from placecheck_engine.model import Fleet, Host, Request
+from placecheck_engine.verdict import Rejection
 
 
 @dataclass(frozen=True)

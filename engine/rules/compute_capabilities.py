@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import _fastfilters
-from engine.model import InvalidField
-from engine.rules.base import Active, Rule
-from engine.rules.extra_specs_ops import match, requirement_problem
-from engine.verdict import Rejection
+from placecheck_engine import _fastfilters
+from placecheck_engine.model import InvalidField
+from placecheck_engine.rules.base import Active, Rule
+from placecheck_engine.rules.extra_specs_ops import match, requirement_problem
+from placecheck_engine.verdict import Rejection
 
 CAPABILITY_NOT_MET = "CAPABILITY_NOT_MET"
 CAPABILITY_MISSING = "CAPABILITY_MISSING"

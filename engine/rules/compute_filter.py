@@ -1,10 +1,10 @@
 """Nova's ComputeFilter: the host's compute service is enabled and up."""
 from __future__ import annotations
 
-from engine import _fastfilters
-from engine.columns import FLAG_ENABLED
-from engine.rules.base import Active, Rule
-from engine.verdict import Rejection
+from placecheck_engine import _fastfilters
+from placecheck_engine.columns import FLAG_ENABLED
+from placecheck_engine.rules.base import Active, Rule
+from placecheck_engine.verdict import Rejection
 
 SERVICE_DISABLED = "SERVICE_DISABLED"
 SERVICE_DOWN = "SERVICE_DOWN"

@@ -3,10 +3,10 @@ which Nova's compute service sets on its node while the service is disabled, is 
 trait of every request. ForbiddenTraits' mask and kernel, with this one trait."""
 from __future__ import annotations
 
-from engine.rules.base import Active
-from engine.rules.forbidden_traits import ForbiddenTraits
-from engine.rules.required_traits import compile_trait_mask
-from engine.verdict import Rejection
+from placecheck_engine.rules.base import Active
+from placecheck_engine.rules.forbidden_traits import ForbiddenTraits
+from placecheck_engine.rules.required_traits import compile_trait_mask
+from placecheck_engine.verdict import Rejection
 
 COMPUTE_STATUS_DISABLED = "COMPUTE_STATUS_DISABLED"  # the trait (os_traits) and the reason code
 STATUS_TRAITS = frozenset({COMPUTE_STATUS_DISABLED})

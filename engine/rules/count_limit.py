@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from engine import _fastfilters
-from engine.rules.base import Active, Rule
-from engine.verdict import Rejection
+from placecheck_engine import _fastfilters
+from placecheck_engine.rules.base import Active, Rule
+from placecheck_engine.verdict import Rejection
 
 
 class CountLimitRule(Rule):

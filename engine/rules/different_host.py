@@ -1,10 +1,10 @@
 """Nova's DifferentHostFilter: with a different_host hint, the host runs none of those instances."""
 from __future__ import annotations
 
-from engine import _fastfilters
-from engine.rules.host_rows import listed
-from engine.rules.same_host import InstanceHintRule
-from engine.verdict import Rejection
+from placecheck_engine import _fastfilters
+from placecheck_engine.rules.host_rows import listed
+from placecheck_engine.rules.same_host import InstanceHintRule
+from placecheck_engine.verdict import Rejection
 
 RUNS_DIFFERENT_HOST_INSTANCE = "RUNS_DIFFERENT_HOST_INSTANCE"
 

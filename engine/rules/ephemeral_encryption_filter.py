@@ -7,8 +7,8 @@ Always on in Nova. A flavor and image that disagree, or an unknown format, is In
 """
 from __future__ import annotations
 
-from engine.nova_fields import BLOCK_DEVICE_ENCRYPTION_FORMAT
-from engine.rules.request_filter_traits import (FlavorImageValue, RequestFilterTraits, TraitOrigins,
+from placecheck_engine.nova_fields import BLOCK_DEVICE_ENCRYPTION_FORMAT
+from placecheck_engine.rules.request_filter_traits import (FlavorImageValue, RequestFilterTraits, TraitOrigins,
                                                 image_properties)
 
 NO_EPHEMERAL_ENCRYPTION_SUPPORT = "NO_EPHEMERAL_ENCRYPTION_SUPPORT"

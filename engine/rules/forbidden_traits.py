@@ -1,11 +1,11 @@
 """Placement's forbidden traits, flavor `trait:NAME=forbidden` extra specs included."""
 from __future__ import annotations
 
-from engine import _fastfilters
-from engine.rules.base import Active, Rule
-from engine.rules.host_rows import listed
-from engine.rules.required_traits import TraitParams, compile_trait_mask
-from engine.verdict import Rejection
+from placecheck_engine import _fastfilters
+from placecheck_engine.rules.base import Active, Rule
+from placecheck_engine.rules.host_rows import listed
+from placecheck_engine.rules.required_traits import TraitParams, compile_trait_mask
+from placecheck_engine.verdict import Rejection
 
 HAS_FORBIDDEN_TRAIT = "HAS_FORBIDDEN_TRAIT"
 

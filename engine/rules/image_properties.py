@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.image_meta import image_meta_props
-from engine.model import InvalidField
-from engine.nova_fields import ARCHITECTURE, VersionPredicate, version_string
-from engine.rules.value_table import ValueTableRule
-from engine.verdict import Rejection
+from placecheck_engine.image_meta import image_meta_props
+from placecheck_engine.model import InvalidField
+from placecheck_engine.nova_fields import ARCHITECTURE, VersionPredicate, version_string
+from placecheck_engine.rules.value_table import ValueTableRule
+from placecheck_engine.verdict import Rejection
 
 NO_SUPPORTED_INSTANCES = "NO_SUPPORTED_INSTANCES"
 UNSUPPORTED_IMAGE_PROPERTIES = "UNSUPPORTED_IMAGE_PROPERTIES"

@@ -1,5 +1,5 @@
 """Nova's IoOpsFilter: num_io_ops < max_io_ops_per_host (strict)."""
-from engine.rules.count_limit import CountLimitRule
+from placecheck_engine.rules.count_limit import CountLimitRule
 
 TOO_MANY_IO_OPS = "TOO_MANY_IO_OPS"
 

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import _fastfilters
-from engine.image_meta import image_meta_props
-from engine.rules.base import Active, Rule
-from engine.rules.host_rows import listed
-from engine.rules.member_of import aggregate_mask
-from engine.rules.require_tenant_aggregate import fleet_aggregates
-from engine.verdict import Rejection
+from placecheck_engine import _fastfilters
+from placecheck_engine.image_meta import image_meta_props
+from placecheck_engine.rules.base import Active, Rule
+from placecheck_engine.rules.host_rows import listed
+from placecheck_engine.rules.member_of import aggregate_mask
+from placecheck_engine.rules.require_tenant_aggregate import fleet_aggregates
+from placecheck_engine.verdict import Rejection
 
 IN_ISOLATED_AGGREGATE = "IN_ISOLATED_AGGREGATE"
 TRAIT_KEY_PREFIX = "trait:"

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import _fastfilters
-from engine.rules.base import Active, Rule
-from engine.rules.host_rows import rows_of_hosts
-from engine.verdict import Rejection
+from placecheck_engine import _fastfilters
+from placecheck_engine.rules.base import Active, Rule
+from placecheck_engine.rules.host_rows import rows_of_hosts
+from placecheck_engine.verdict import Rejection
 
 ISOLATED_HOST_FOR_OTHER_IMAGE = "ISOLATED_HOST_FOR_OTHER_IMAGE"
 ISOLATED_IMAGE_ON_OTHER_HOST = "ISOLATED_IMAGE_ON_OTHER_HOST"

@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from engine import _fastfilters
-from engine.model import Host, InvalidField
-from engine.rules.base import Active, Rule
-from engine.verdict import Rejection
+from placecheck_engine import _fastfilters
+from placecheck_engine.model import Host, InvalidField
+from placecheck_engine.rules.base import Active, Rule
+from placecheck_engine.verdict import Rejection
 
 QUERY_IS_FALSE = "QUERY_IS_FALSE"
 

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import _fastfilters
-from engine.rules.base import Active, Rule
-from engine.verdict import Rejection
+from placecheck_engine import _fastfilters
+from placecheck_engine.rules.base import Active, Rule
+from placecheck_engine.verdict import Rejection
 
 NOT_IN_REQUIRED_AGGREGATE = "NOT_IN_REQUIRED_AGGREGATE"
 

@@ -4,9 +4,9 @@ Decided once per distinct set of metric names (columns.dicts["metric_sets"]).
 """
 from __future__ import annotations
 
-from engine.rules.host_rows import listed
-from engine.rules.value_table import ValueTableRule
-from engine.verdict import Rejection
+from placecheck_engine.rules.host_rows import listed
+from placecheck_engine.rules.value_table import ValueTableRule
+from placecheck_engine.verdict import Rejection
 
 MISSING_METRICS = "MISSING_METRICS"
 

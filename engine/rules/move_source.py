@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import _fastfilters
-from engine.model import Operation
-from engine.rules.base import Active, Rule
-from engine.rules.host_rows import sorted_rows
-from engine.verdict import Rejection
+from placecheck_engine import _fastfilters
+from placecheck_engine.model import Operation
+from placecheck_engine.rules.base import Active, Rule
+from placecheck_engine.rules.host_rows import sorted_rows
+from placecheck_engine.verdict import Rejection
 
 DESTINATION_IS_SOURCE = "DESTINATION_IS_SOURCE"
 SAME_HOST_COLD_MIGRATE_TRAIT = "COMPUTE_SAME_HOST_COLD_MIGRATE"

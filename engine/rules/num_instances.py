@@ -1,5 +1,5 @@
 """Nova's NumInstancesFilter: num_instances < max_instances_per_host (strict)."""
-from engine.rules.count_limit import CountLimitRule
+from placecheck_engine.rules.count_limit import CountLimitRule
 
 TOO_MANY_INSTANCES = "TOO_MANY_INSTANCES"
 

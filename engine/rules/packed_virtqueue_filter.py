@@ -5,7 +5,7 @@ Always on in Nova. Both set with opposite values is Nova's FlavorImageConflict: 
 """
 from __future__ import annotations
 
-from engine.rules.request_filter_traits import (FlavorImageValue, RequestFilterTraits, TraitOrigins,
+from placecheck_engine.rules.request_filter_traits import (FlavorImageValue, RequestFilterTraits, TraitOrigins,
                                                 image_properties)
 
 NO_PACKED_VIRTQUEUE_SUPPORT = "NO_PACKED_VIRTQUEUE_SUPPORT"

@@ -16,12 +16,12 @@ from typing import Any, ClassVar, Mapping
 
 import os_traits
 
-from engine import nova_fields
-from engine.image_meta import IMAGE_PROPERTIES_PATH, image_meta_props
-from engine.model import InvalidField, Request
-from engine.rules.base import Active, Rule
-from engine.rules.required_traits import TraitParams, compile_trait_mask, missing_traits, scan_required
-from engine.verdict import Rejection
+from placecheck_engine import nova_fields
+from placecheck_engine.image_meta import IMAGE_PROPERTIES_PATH, image_meta_props
+from placecheck_engine.model import InvalidField, Request
+from placecheck_engine.rules.base import Active, Rule
+from placecheck_engine.rules.required_traits import TraitParams, compile_trait_mask, missing_traits, scan_required
+from placecheck_engine.verdict import Rejection
 
 # The traits os-traits defines: Nova adds a computed trait only when os_traits has it.
 STANDARD_TRAITS = frozenset(os_traits.get_traits())

@@ -7,7 +7,7 @@ error and goes on without it).
 """
 from __future__ import annotations
 
-from engine.rules.request_filter_traits import STANDARD_TRAITS, RequestFilterTraits, TraitOrigins
+from placecheck_engine.rules.request_filter_traits import STANDARD_TRAITS, RequestFilterTraits, TraitOrigins
 
 IMAGE_TYPE_NOT_SUPPORTED = "IMAGE_TYPE_NOT_SUPPORTED"
 

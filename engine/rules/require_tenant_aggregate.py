@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import _fastfilters
-from engine.model import InvalidField
-from engine.rules.aggregate_multitenancy_isolation import TENANT_KEY_PREFIX
-from engine.rules.base import Active, Rule
-from engine.rules.host_rows import refuse_range
-from engine.rules.member_of import aggregate_mask
-from engine.verdict import Rejection
+from placecheck_engine import _fastfilters
+from placecheck_engine.model import InvalidField
+from placecheck_engine.rules.aggregate_multitenancy_isolation import TENANT_KEY_PREFIX
+from placecheck_engine.rules.base import Active, Rule
+from placecheck_engine.rules.host_rows import refuse_range
+from placecheck_engine.rules.member_of import aggregate_mask
+from placecheck_engine.verdict import Rejection
 
 NOT_IN_TENANT_AGGREGATE = "NOT_IN_TENANT_AGGREGATE"
 NO_TENANT_AGGREGATE = "NO_TENANT_AGGREGATE"

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine import _fastfilters
-from engine.columns import LARGEST_MIN_UNIT, LARGEST_STEP, SMALLEST_MAX_UNIT, SMALLEST_STEP
-from engine.rules.base import Active, Rule
-from engine.rules.host_rows import refuse_range
-from engine.verdict import Rejection
+from placecheck_engine import _fastfilters
+from placecheck_engine.columns import LARGEST_MIN_UNIT, LARGEST_STEP, SMALLEST_MAX_UNIT, SMALLEST_STEP
+from placecheck_engine.rules.base import Active, Rule
+from placecheck_engine.rules.host_rows import refuse_range
+from placecheck_engine.verdict import Rejection
 
 INSUFFICIENT_CAPACITY = "INSUFFICIENT_CAPACITY"
 NO_INVENTORY = "NO_INVENTORY"

@@ -5,10 +5,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import _fastfilters
-from engine.rules.base import Active, Rule
-from engine.rules.host_rows import listed
-from engine.verdict import Rejection
+from placecheck_engine import _fastfilters
+from placecheck_engine.rules.base import Active, Rule
+from placecheck_engine.rules.host_rows import listed
+from placecheck_engine.verdict import Rejection
 
 NOT_WITH_SAME_HOST_INSTANCES = "NOT_WITH_SAME_HOST_INSTANCES"
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import _fastfilters
-from engine.model import GroupPolicy
-from engine.rules.base import Active, Rule
-from engine.rules.host_rows import listed, rows_of_hosts
-from engine.verdict import Rejection
+from placecheck_engine import _fastfilters
+from placecheck_engine.model import GroupPolicy
+from placecheck_engine.rules.base import Active, Rule
+from placecheck_engine.rules.host_rows import listed, rows_of_hosts
+from placecheck_engine.verdict import Rejection
 
 NOT_ON_GROUP_HOST = "NOT_ON_GROUP_HOST"
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import _fastfilters
-from engine.columns import FLAG_HOST_IPV4
-from engine.model import InvalidField
-from engine.rules.base import Active, Rule
-from engine.verdict import Rejection
+from placecheck_engine import _fastfilters
+from placecheck_engine.columns import FLAG_HOST_IPV4
+from placecheck_engine.model import InvalidField
+from placecheck_engine.rules.base import Active, Rule
+from placecheck_engine.verdict import Rejection
 
 HOST_IP_OUTSIDE_NETWORK = "HOST_IP_OUTSIDE_NETWORK"
 HOST_IP_INVALID = "HOST_IP_INVALID"

@@ -8,9 +8,9 @@ the policy).
 """
 from __future__ import annotations
 
-from engine.model import InvalidField
-from engine.nova_fields import TPM_MODEL, TPM_VERSION
-from engine.rules.request_filter_traits import (FlavorImageValue, RequestFilterTraits, TraitOrigins,
+from placecheck_engine.model import InvalidField
+from placecheck_engine.nova_fields import TPM_MODEL, TPM_VERSION
+from placecheck_engine.rules.request_filter_traits import (FlavorImageValue, RequestFilterTraits, TraitOrigins,
                                                 flavor_field, image_properties)
 
 NO_TPM_SECRET_SECURITY_SUPPORT = "NO_TPM_SECRET_SECURITY_SUPPORT"

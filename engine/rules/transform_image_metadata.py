@@ -8,7 +8,7 @@ COMPUTE_VIOMMU_MODEL_*, not COMPUTE_VIOMMU_*, and `hw_architecture=armv7l` turn 
 """
 from __future__ import annotations
 
-from engine.rules.request_filter_traits import (STANDARD_TRAITS, RequestFilterTraits, TraitOrigins,
+from placecheck_engine.rules.request_filter_traits import (STANDARD_TRAITS, RequestFilterTraits, TraitOrigins,
                                                 image_properties)
 
 MISSING_IMAGE_METADATA_TRAIT = "MISSING_IMAGE_METADATA_TRAIT"

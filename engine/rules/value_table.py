@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Hashable, Sequence
 
 import numpy as np
 
-from engine import _fastfilters
-from engine.rules.base import Active, Rule
+from placecheck_engine import _fastfilters
+from placecheck_engine.rules.base import Active, Rule
 
 
 @dataclass(frozen=True, eq=False)

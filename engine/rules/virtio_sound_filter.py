@@ -5,8 +5,8 @@ Always on in Nova. A flavor and image that disagree, or an unknown model, is Inv
 """
 from __future__ import annotations
 
-from engine.nova_fields import SOUND_MODEL
-from engine.rules.request_filter_traits import (FlavorImageValue, RequestFilterTraits, TraitOrigins,
+from placecheck_engine.nova_fields import SOUND_MODEL
+from placecheck_engine.rules.request_filter_traits import (FlavorImageValue, RequestFilterTraits, TraitOrigins,
                                                 image_properties)
 
 NO_VIRTIO_SOUND_SUPPORT = "NO_VIRTIO_SOUND_SUPPORT"

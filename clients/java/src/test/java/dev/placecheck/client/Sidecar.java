@@ -17,7 +17,7 @@ import java.util.concurrent.TimeoutException;
 import java.util.stream.Stream;
 
 /**
- * The real sidecar ({@code python -m server.cli serve}) for the tests, started from the
+ * The real sidecar ({@code python -m placecheck_server.cli serve}) for the tests, started from the
  * repository root with its venv on a free loopback port and a Unix socket in a temp directory
  * of its own (also its state directory), and stopped with SIGTERM.
  */
@@ -77,7 +77,7 @@ final class Sidecar implements AutoCloseable {
     Path directory = Files.createTempDirectory("placecheck-java-test-");
     String decisionTarget = "127.0.0.1:" + freePort();
     String stateTarget = "unix:" + directory.resolve("state.sock");
-    List<String> command = new ArrayList<>(List.of(python.toString(), "-m", "server.cli", "serve",
+    List<String> command = new ArrayList<>(List.of(python.toString(), "-m", "placecheck_server.cli", "serve",
         "--listen", decisionTarget, "--state-listen", stateTarget, "--metrics-port", "0",
         "--state-dir", directory.resolve("state").toString()));
     command.addAll(arguments);
