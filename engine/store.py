@@ -257,7 +257,9 @@ class FleetStore:
         sizes = self._checkpoint_bytes, self._log_bytes
         try:
             self._commit([change for change, _ in batch])
-        except sqlite3.Error as error:
+        except Exception as error:  # a failure fails the batch, never the commit thread
+            if not isinstance(error, sqlite3.Error):
+                log.exception("unexpected failure committing to %s", self.path)
             self._checkpoint_bytes, self._log_bytes = sizes
             failure = self._failure(error)
             log.error("cannot commit %d change(s) to %s: %s", len(batch), self.path, failure)
@@ -269,7 +271,7 @@ class FleetStore:
         for _, ticket in batch:
             ticket.settle(settled_with)
 
-    def _failure(self, error: sqlite3.Error) -> StoreError:
+    def _failure(self, error: Exception) -> StoreError:
         if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
             return StoreFull(f"{self.path}: the disk is full; the change was not kept")
         return StoreError(f"{self.path}: {error}; the change was not kept")

@@ -89,24 +89,28 @@ def _names(values, field_path: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------- fleet, inbound
 
 def inventory_from_proto(msg: fleet_pb2.Inventory, path: str) -> Inventory:
-    ratio = msg.allocation_ratio if msg.HasField("allocation_ratio") else 1.0
+    # Field paths are formatted only for a refusal: a fleet has hundreds of thousands of inventories.
+    has = msg.HasField
+    ratio = msg.allocation_ratio if has("allocation_ratio") else 1.0
     _require(0 < ratio <= PLACEMENT_MAX_RATIO, f"{path}.allocation_ratio", f"must be > 0 and <= {PLACEMENT_MAX_RATIO}")
     # min_unit > max_unit is accepted: Placement then refuses every amount, which the rule reports.
-    fields = {"min_unit": 1, "max_unit": MAX_UNIT_DEFAULT, "step_size": 1}
-    fields |= {name: getattr(msg, name) for name in fields if msg.HasField(name)}
-    fields |= {"total": msg.total, "reserved": msg.reserved, "used": msg.used}
+    inventory = Inventory(total=msg.total, reserved=msg.reserved, allocation_ratio=ratio,
+                          min_unit=msg.min_unit if has("min_unit") else 1,
+                          max_unit=msg.max_unit if has("max_unit") else MAX_UNIT_DEFAULT,
+                          step_size=msg.step_size if has("step_size") else 1, used=msg.used)
     for name, low, high in INVENTORY_RANGES:
-        _in_range(fields[name], f"{path}.{name}", low, high)
-    return Inventory(allocation_ratio=ratio, **fields)
+        if not low <= getattr(inventory, name) <= high:
+            raise InvalidField(f"{path}.{name}", f"must be from {low} to {high}")
+    return inventory
 
 
 def host_from_proto(msg: fleet_pb2.Host, path: str) -> Host:
     _require(bool(msg.name), f"{path}.name", "must not be empty")
     resources = {}
     for rc, inventory in msg.resources.items():
-        rc_path = f"{path}.resources[{rc}]"
-        _require(bool(RESOURCE_CLASS_PATTERN.match(rc)), rc_path, "resource class must match [A-Z0-9_]+")
-        resources[rc] = inventory_from_proto(inventory, rc_path)
+        if not RESOURCE_CLASS_PATTERN.match(rc):
+            raise InvalidField(f"{path}.resources[{rc}]", "resource class must match [A-Z0-9_]+")
+        resources[rc] = inventory_from_proto(inventory, f"{path}.resources[{rc}]")
     for metric, value in msg.metrics.items():
         _require(math.isfinite(value), f"{path}.metrics[{metric}]", "must be a finite number")
     return host_at(

@@ -391,3 +391,21 @@ def test_host_at_reads_back_every_host_build_columns_was_given(fleet):
     """The state owner keeps no Host per host: what it reads back from the columns is what it wrote."""
     columns = build_columns(fleet)
     assert tuple(host_at(columns, row) for row in range(columns.host_count)) == fleet.hosts
+
+
+def test_an_unexpected_commit_failure_fails_the_write_not_the_commit_thread(state, store, reader, monkeypatch):
+    from placecheck_engine.store import StoreError
+
+    before_fleet = state.fleet()
+    real_apply = store._apply
+
+    def broken(change):
+        raise TypeError("not a store error")
+
+    monkeypatch.setattr(store, "_apply", broken)
+    with pytest.raises(StoreError, match="not a store error"):
+        state.update_usage([HostUsage(name="compute-1", used={"VCPU": 7})])
+    assert state.fleet() == before_fleet
+    monkeypatch.setattr(store, "_apply", real_apply)
+    assert state.update_usage([HostUsage(name="compute-2", used={"VCPU": 3})]) == 2
+    assert published(reader)["vcpu_used"] == [0, 3, 0]
