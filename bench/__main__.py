@@ -60,7 +60,7 @@ def progress(message: str) -> None:
 
 def run(sizes: Sizes) -> list[Figure]:
     # Server sections import tests' sidecar helper: the real `placecheck serve` on free ports.
-    from tests.sidecar import start_sidecar
+    from tests.sidecar import free_port_range, start_sidecar
 
     figures: list[Figure] = []
     progress(f"1 kernel vs reference at {', '.join(f'{n:,}' for n in sizes.kernel_hosts)} hosts")
@@ -89,13 +89,15 @@ def run(sizes: Sizes) -> list[Figure]:
     publish_seconds, segment_bytes = snapshot.measure_publish(sizes.server_hosts, sizes.publish_repeats)
 
     with contextlib.ExitStack() as running:
-        sidecars = {}
+        sidecars, worker_ports = {}, {}
         for workers in (1, 2):
             progress(f"starting the sidecar: {workers} worker(s) of {workload.THREADS_PER_WORKER} threads, "
                      f"{sizes.server_hosts:,} demo hosts")
+            worker_ports[workers] = free_port_range(workers)  # each worker's own port, to reach every worker
             sidecars[workers] = running.enter_context(
                 start_sidecar(workers=workers, demo_hosts=sizes.server_hosts, metrics=False,
-                              extra_args=("--threads-per-worker", str(workload.THREADS_PER_WORKER))))
+                              extra_args=("--threads-per-worker", str(workload.THREADS_PER_WORKER),
+                                          "--worker-ports", str(worker_ports[workers]))))
         worker_pids = {workers: sidecar.worker_pids() for workers, sidecar in sidecars.items()}
         progress("4 gRPC end to end against the echo server, 1 worker, and each stage in process")
         end_to_end = grpc_e2e.measure(sidecars[1].decision_target, sizes.server_hosts, sizes.e2e_seconds)
@@ -106,7 +108,9 @@ def run(sizes: Sizes) -> list[Figure]:
                                  for workers, sidecar in sidecars.items()}, sizes.server_hosts,
                                 sizes.scaling_block_seconds, sizes.scaling_rounds)
         progress("6 snapshot propagation and memory, 1 and 2 workers")
-        propagations = [snapshot.measure_propagation(sidecar.decision_target, sidecar.state_target, sidecar.pid,
+        propagations = [snapshot.measure_propagation([f"127.0.0.1:{worker_ports[workers] + index}"
+                                                      for index in range(workers)],
+                                                     sidecar.state_target, sidecar.pid,
                                                      worker_pids[workers], sizes.server_hosts,
                                                      sizes.propagation_repeats)
                         for workers, sidecar in sidecars.items()]

@@ -22,7 +22,7 @@ import grpc
 from bench import workload
 from bench.grpc_e2e import check_host
 from bench.timing import Figure, descendant_pids, format_bytes, format_ratio, format_seconds, median, private_bytes, \
-    pss_bytes, with_spread, workers_connected_to_us
+    pss_bytes, with_spread
 from placecheck_engine.model import Host
 from placecheck_engine.snapshot import SnapshotWriter
 from placecheck import StateClient
@@ -32,7 +32,6 @@ from placecheck_server.convert import request_to_proto
 PUBLISH_TARGET_S = 0.2
 UPDATE_P50_TARGET_S = 0.002  # one host's UpdateUsage acknowledged; then decided on by every worker
 EXTRA_WORKER_SHARE_TARGET = 0.25  # of the snapshot's size
-MAX_CHANNELS = 32
 
 
 def measure_publish(hosts: int, repeats: int) -> tuple[list[float], int]:
@@ -91,22 +90,17 @@ def _updates(host: Host, repeat: int) -> dict[str, state_pb2.HostUsage]:
     }
 
 
-def measure_propagation(decision_target: str, state_target: str, supervisor_pid: int,
+def measure_propagation(worker_targets: list[str], state_target: str, supervisor_pid: int,
                         worker_pids: list[int], hosts: int, repeats: int) -> Propagation:
+    """`worker_targets`: each worker's own address (--worker-ports), so one call reaches each."""
     fleet = workload.fleet(hosts)
     request = request_to_proto(workload.request(hosts))
-    port = int(decision_target.rsplit(":", 1)[1])
-    channels, stubs = [], []
+    channels = [grpc.insecure_channel(target) for target in worker_targets]
+    stubs = [placement_pb2_grpc.PlacementCheckStub(channel) for channel in channels]
     try:
-        # Connections until every worker holds one: SO_REUSEPORT picks the worker per connection.
-        while workers_connected_to_us(worker_pids, port) != set(worker_pids):
-            if len(channels) == MAX_CHANNELS:
-                raise RuntimeError(f"{MAX_CHANNELS} connections did not reach all {len(worker_pids)} workers")
-            channels.append(grpc.insecure_channel(decision_target, options=[
-                ("grpc.use_local_subchannel_pool", 1), ("grpc.channel_id", len(channels))]))
-            stubs.append(placement_pb2_grpc.PlacementCheckStub(channels[-1]))
-            stubs[-1].CheckDestination(placement_pb2.CheckDestinationRequest(
-                request=request, hosts=[check_host(hosts)]), timeout=30)
+        for stub in stubs:  # connected before the clock starts
+            stub.CheckDestination(placement_pb2.CheckDestinationRequest(request=request, hosts=[check_host(hosts)]),
+                                  timeout=30)
 
         def fan_out(min_generation: int) -> None:
             message = placement_pb2.CheckDestinationRequest(request=request, hosts=[check_host(hosts)],
