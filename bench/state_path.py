@@ -114,8 +114,11 @@ class StatePath:
     supervisor_pss: int
     snapshot_bytes: int
     recovery_seconds: float
-    in_process_calls_per_s: float  # the state owner's own ceiling, without gRPC
     build_seconds: float  # of the replace: converting, validating and encoding in the fleet builder
+    supervisor_pss_before_replace: int
+    # The state owner's own ceilings, without gRPC: one-host calls/s, and host updates/s at BATCH_HOSTS per call
+    in_process_calls_per_s: float
+    in_process_batch_host_updates_per_s: float
 
 
 def _check_p99(decision_target: str, hosts: int, seconds: float) -> float:
@@ -168,6 +171,7 @@ def measure(decision_target: str, state_target: str, supervisor_pid: int, hosts:
         batch = _concurrently(make_call, seconds) * BATCH_HOSTS / seconds
 
     fleet = fleet_to_proto(workload.fleet(hosts))
+    pss_before_replace = pss_bytes(supervisor_pid)
     with StateClient(state_target) as state:
         started = time.perf_counter()
         state.replace_fleet_stream(fleet, timeout=600)
@@ -183,12 +187,13 @@ def measure(decision_target: str, state_target: str, supervisor_pid: int, hosts:
     build_seconds = time.perf_counter() - started
     return StatePath(hosts, seconds, one_host, echo, batch, check_alone, check_writing,
                      written[0] / (seconds + 1), replace_seconds, supervisor_pss, snapshot_bytes,
-                     measure_recovery(hosts, start_sidecar), _in_process_calls_per_s(hosts, seconds), build_seconds)
+                     measure_recovery(hosts, start_sidecar), build_seconds, pss_before_replace,
+                     *_in_process_rates(hosts, seconds))
 
 
-def _in_process_calls_per_s(hosts: int, seconds: float) -> float:
-    """One-host UpdateUsage calls/s from WRITERS threads on a FleetState in this process: what the
-    state owner's Python allows before any gRPC."""
+def _in_process_rates(hosts: int, seconds: float) -> tuple[float, float]:
+    """UpdateUsage from WRITERS threads on a FleetState in this process, what the state owner's
+    Python allows before any gRPC: calls/s of one host each, host updates/s at BATCH_HOSTS per call."""
     fleet = workload.fleet(hosts)
     names = [host.name for host in fleet.hosts]
     with tempfile.TemporaryDirectory(prefix="placecheck-bench-state-") as directory, \
@@ -197,11 +202,15 @@ def _in_process_calls_per_s(hosts: int, seconds: float) -> float:
         state = FleetState(writer, store)
         state.replace(fleet)
 
-        def make_call(index: int) -> Callable[[], object]:
-            rng = random.Random(index)
-            return lambda: state.update_usage([HostUsage(name=rng.choice(names), num_instances=rng.randrange(40))])
+        def writes_of(hosts_per_call: int) -> Callable[[int], Callable[[], object]]:
+            def make_call(index: int) -> Callable[[], object]:
+                rng = random.Random(index)
+                return lambda: state.update_usage([HostUsage(name=name, num_instances=rng.randrange(40))
+                                                   for name in rng.sample(names, hosts_per_call)])
+            return make_call
 
-        return _concurrently(make_call, seconds) / seconds
+        return (_concurrently(writes_of(1), seconds) / seconds,
+                _concurrently(writes_of(BATCH_HOSTS), seconds) * BATCH_HOSTS / seconds)
 
 
 def measure_recovery(hosts: int, start_sidecar) -> float:
@@ -265,9 +274,19 @@ def figures(run: StatePath) -> list[Figure]:
                f"{run.echo_calls_per_s:,.0f}", f"{run.in_process_calls_per_s / run.echo_calls_per_s:.2f} of the echo",
                "-", None, "the limit of the one-host figure: Python CPU per write under one GIL (reading the host "
                           "back, the delta, its segment, the log row); what would move it: a compiled usage path"),
-        Figure(section, f"supervisor PSS, {hosts}", format_bytes(run.supervisor_pss), "snapshot it publishes",
+        Figure(section, f"the state owner's ceiling: {BATCH_HOSTS} hosts per UpdateUsage in process (no gRPC), "
+                        f"{WRITERS} threads, {hosts} (host updates/s)",
+               f"{run.in_process_batch_host_updates_per_s:,.0f}", f"over gRPC (above)",
+               f"{run.batch_host_updates_per_s:,.0f}",
+               f"{format_ratio(run.in_process_batch_host_updates_per_s / run.batch_host_updates_per_s)} over gRPC",
+               "-", None, "the limit of the 500-host figure: Python per host (reading it back from the columns, "
+                          "its usage, the delta's rows); what would move it: a vectorised usage path"),
+        Figure(section, f"supervisor PSS, {hosts}, after the streamed ReplaceFleet",
+               format_bytes(run.supervisor_pss), "snapshot it publishes",
                format_bytes(run.snapshot_bytes), f"{format_ratio(pss_ratio)} the snapshot",
-               f"<= {PSS_TARGET:g}x the snapshot", pss_ratio <= PSS_TARGET),
+               f"<= {PSS_TARGET:g}x the snapshot", pss_ratio <= PSS_TARGET,
+               f"{format_bytes(run.supervisor_pss_before_replace)} before it: the stream's messages pass through "
+               "gRPC in the supervisor, and its allocator keeps part of what they took"),
         Figure(section, f"kill -9 of the supervisor, new one to SERVING on the recovered {hosts}",
                format_seconds(run.recovery_seconds), "-", "-", "-", f"<= {format_seconds(RECOVERY_TARGET_S)}",
                run.recovery_seconds <= RECOVERY_TARGET_S),
