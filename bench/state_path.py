@@ -285,8 +285,9 @@ def figures(run: StatePath) -> list[Figure]:
                format_bytes(run.supervisor_pss), "snapshot it publishes",
                format_bytes(run.snapshot_bytes), f"{format_ratio(pss_ratio)} the snapshot",
                f"<= {PSS_TARGET:g}x the snapshot", pss_ratio <= PSS_TARGET,
-               f"{format_bytes(run.supervisor_pss_before_replace)} before it: the stream's messages pass through "
-               "gRPC in the supervisor, and its allocator keeps part of what they took"),
+               f"{format_bytes(run.supervisor_pss_before_replace)} before it, after the writes above; the limit: no "
+               "Host per host is held, but the allocator keeps part of what the writes' and the stream's Python "
+               "objects took"),
         Figure(section, f"kill -9 of the supervisor, new one to SERVING on the recovered {hosts}",
                format_seconds(run.recovery_seconds), "-", "-", "-", f"<= {format_seconds(RECOVERY_TARGET_S)}",
                run.recovery_seconds <= RECOVERY_TARGET_S),
