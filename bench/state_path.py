@@ -181,9 +181,9 @@ def measure(decision_target: str, state_target: str, supervisor_pid: int, hosts:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(WORKER_PRELOAD)  # as the supervisor's
     builder = FleetBuilder(context)
-    builder.from_request(fleet_to_proto(workload.fleet(1)).SerializeToString(), False)  # the fork server is up
+    builder.from_request(fleet_to_proto(workload.fleet(1)).SerializeToString(), False, lambda: False)  # the fork server is up
     started = time.perf_counter()
-    builder.from_request(fleet.SerializeToString(), False)
+    builder.from_request(fleet.SerializeToString(), False, lambda: False)
     build_seconds = time.perf_counter() - started
     return StatePath(hosts, seconds, one_host, echo, batch, check_alone, check_writing,
                      written[0] / (seconds + 1), replace_seconds, supervisor_pss, snapshot_bytes,

@@ -19,6 +19,7 @@ from grpc_status import rpc_status
 from placecheck_engine.model import InvalidField
 from placecheck_engine.snapshot import SnapshotError
 from placecheck_engine.store import StoreError, StoreFull
+from placecheck_server.fleet_builder import BuildStopped
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,8 @@ def _status(code: int, message: str, *details) -> grpc.Status:
 
 def rpc_status_for(error: BaseException) -> tuple[str, grpc.Status]:
     """(outcome label, status) for an exception raised while answering a call."""
+    if isinstance(error, BuildStopped):
+        return "cancelled", _status(code_pb2.CANCELLED, str(error))
     if isinstance(error, InvalidField):
         return "invalid_argument", _status(
             code_pb2.INVALID_ARGUMENT, str(error),

@@ -42,13 +42,13 @@ class FleetStateServicer(state_pb2_grpc.FleetStateServicer):
             context.abort_with_status(status)
 
     def ReplaceFleet(self, request, context):
-        built = self._validated(context, lambda: self._builder.from_request(request.fleet.SerializeToString(),
-                                                                            request.allow_empty))
+        built = self._validated(context, lambda: self._builder.from_request(
+            request.fleet.SerializeToString(), request.allow_empty, _caller_gone(context)))
         return self._replaced(context, built, "fleet.hosts")
 
     def ReplaceFleetStream(self, request_iterator, context):
         built = self._validated(context, lambda: self._builder.from_parts(
-            [part.SerializeToString() for part in request_iterator]))
+            [part.SerializeToString() for part in request_iterator], _caller_gone(context)))
         return self._replaced(context, built, "parts.hosts")
 
     def _replaced(self, context, built: BuiltFleet, hosts_field: str) -> state_pb2.ReplaceFleetResponse:
@@ -91,3 +91,8 @@ class FleetStateServicer(state_pb2_grpc.FleetStateServicer):
             generation=status.generation, host_count=status.host_count,
             aggregate_count=status.aggregate_count, age_seconds=status.age_seconds,
             snapshot_bytes=status.snapshot_bytes, epoch=status.epoch)
+
+
+def _caller_gone(context):
+    """A fleet build's `stopped`: the caller cancelled or its deadline passed."""
+    return lambda: not context.is_active()

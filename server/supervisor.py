@@ -47,7 +47,7 @@ from placecheck_engine.state import FleetState
 from placecheck_engine.store import FleetStore, StoreDamaged
 from placecheck.client import default_state_dir, default_state_socket
 from placecheck.v1 import state_pb2, state_pb2_grpc
-from placecheck_server.fleet_builder import BuiltFleet, FleetBuilder, release_freed_memory
+from placecheck_server.fleet_builder import BuildStopped, BuiltFleet, FleetBuilder, release_freed_memory
 from placecheck_server.json_logs import AuditLog, DecisionLogSettings
 from placecheck_server.owner import STATE_SERVICE, FleetStateServicer
 from placecheck_server.security import AccessPolicy, AuthInterceptor, TlsMaterial, Tokens
@@ -202,16 +202,17 @@ def remove_stale_socket(address: str) -> str | None:
     raise StartupError(f"{path} is in use by a running server")
 
 
-def load_initial_fleet(options: ServeOptions, builder: FleetBuilder) -> BuiltFleet | None:
-    """The --fleet file or the --demo fleet, built in a child process; None when neither is asked for."""
+def load_initial_fleet(options: ServeOptions, builder: FleetBuilder, stopped) -> BuiltFleet | None:
+    """The --fleet file or the --demo fleet, built in a child process (BuildStopped once stopped()
+    says so); None when neither is asked for."""
     if options.fleet_path:
         from placecheck_engine.fleetfile import load_fleet
 
-        return builder.from_fleet_source(load_fleet, options.fleet_path)
+        return builder.from_fleet_source(stopped, load_fleet, options.fleet_path)
     if options.demo:
         from placecheck_engine.demo import demo_fleet
 
-        return builder.from_fleet_source(demo_fleet, options.demo_hosts, options.demo_seed)
+        return builder.from_fleet_source(stopped, demo_fleet, options.demo_hosts, options.demo_seed)
     return None
 
 
@@ -360,7 +361,11 @@ class Supervisor:
                             "replace the fleet)", recovered.generation, store.path,
                             options.fleet_path or "--demo")
             return
-        built = load_initial_fleet(options, self.fleet_builder)
+        try:
+            built = load_initial_fleet(options, self.fleet_builder, lambda: self.stopping)
+        except BuildStopped:
+            log.info("stop requested while the fleet was being built")
+            return
         if built is None:
             log.warning("no fleet yet: NOT_SERVING until one is written to %s", options.state_listen)
             return

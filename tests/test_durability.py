@@ -33,6 +33,8 @@ WRITERS = 4
 ACKNOWLEDGED_BEFORE_KILL = 120
 RESTART_LIMIT_S = 20.0  # generous for a loaded 2-core machine; typically a few seconds
 BIG_FLEET_HOSTS = 10_000  # its segment takes long enough to write to be killed in the middle of
+BUILD_STOP_HOSTS = 200_000  # its build takes about 15 s here
+BUILD_STOP_LIMIT_S = 6.0  # the workers' drain and the unwinding; the build alone would take 15 s
 
 
 def killed(sidecar) -> None:
@@ -170,6 +172,38 @@ def _acknowledged(call) -> bool:
     except grpc.RpcError:
         return False
     return True
+
+
+def _fleet_builders() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if cmdline.read().startswith(b"placecheck-fleet-builder"):
+                    pids.append(int(entry))
+    return pids
+
+
+def test_a_stop_while_the_fleet_is_built_ends_the_build_at_once(tmp_path):
+    """SIGTERM while a big --demo fleet is being built: the builder child is killed and the
+    sidecar stops within seconds, not once the build is done."""
+    before = set(_fleet_builders())
+    sidecar = start_sidecar(workers=1, demo_hosts=BUILD_STOP_HOSTS, metrics=False, state_dir=tmp_path / "state",
+                            wait_serving=False)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not set(_fleet_builders()) - before:
+            assert time.monotonic() < deadline, "no fleet builder started"
+            time.sleep(0.05)
+        builders = set(_fleet_builders()) - before
+        os.kill(sidecar.pid, signal.SIGTERM)
+        started = time.monotonic()
+        sidecar.process.wait(TIMEOUT_S)
+        assert time.monotonic() - started < BUILD_STOP_LIMIT_S
+        assert sidecar.process.returncode == 0
+        assert not builders & set(_fleet_builders())
+    finally:
+        sidecar.close()
 
 
 def test_an_orphaned_worker_stops_after_its_grace(tmp_path):
