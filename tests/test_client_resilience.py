@@ -32,14 +32,19 @@ def workload() -> placement_pb2.PlacementRequest:
     return placement_pb2.PlacementRequest(resources={"VCPU": 1, "MEMORY_MB": 512})
 
 
-def handled(sidecar, code: str) -> float:
-    """CheckDestination calls the sidecar ended with `code` so far (each attempt counts)."""
+def check_calls(sidecar, sample_name: str, **labels: str) -> float:
+    """The sidecar's CheckDestination count `sample_name` with these labels, summed."""
     with urllib.request.urlopen(sidecar.metrics_url, timeout=10) as reply:
         text = reply.read().decode()
     return sum(sample.value for family in text_string_to_metric_families(text)
                for sample in family.samples
-               if sample.name == "placecheck_grpc_server_handled_total"
-               and sample.labels.get("rpc") == "CheckDestination" and sample.labels.get("code") == code)
+               if sample.name == sample_name and sample.labels.get("rpc") == "CheckDestination"
+               and all(sample.labels.get(name) == value for name, value in labels.items()))
+
+
+def handled(sidecar, code: str) -> float:
+    """CheckDestination calls the sidecar ended with `code` so far (each attempt counts)."""
+    return check_calls(sidecar, "placecheck_grpc_server_handled_total", code=code)
 
 
 @pytest.fixture
@@ -50,11 +55,14 @@ def no_fleet():
 
 
 def test_the_default_deadline_ends_a_call_without_one(no_fleet):
+    started_before = check_calls(no_fleet, "placecheck_grpc_server_started_total")
     with grpc.insecure_channel(no_fleet.decision_target) as channel:
         # Holds the one thread for the sidecar's longest wait (2 s): the next call queues.
         holding = placement_pb2_grpc.PlacementCheckStub(channel).CheckDestination.future(
             placement_pb2.CheckDestinationRequest(request=workload(), hosts=[HOST],
                                                   min_generation=UNREACHABLE_GENERATION), timeout=10)
+        wait_for(lambda: check_calls(no_fleet, "placecheck_grpc_server_started_total") > started_before,
+                 "the holding call on the thread", timeout=5)
         with PlacementClient(no_fleet.decision_target, channels=1, default_deadline_s=0.3, retry=NO_RETRIES) as client:
             started = time.monotonic()
             with pytest.raises(grpc.RpcError) as raised:
