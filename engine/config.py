@@ -85,6 +85,15 @@ class Profile:
     # (COMPUTE_IMAGE_TYPE_<disk_format>) and transform_image_metadata (image properties to traits).
     query_placement_for_image_type_support: bool = False
     image_metadata_prefilter: bool = False
+    # NUMATopologyFilter and PciPassthroughFilter. Nova's [pci] alias: one JSON object per entry,
+    # as in nova.conf. The allocation ratios a compute reports when nova.conf sets none
+    # (initial_cpu_allocation_ratio, initial_ram_allocation_ratio), for hosts whose ratio the
+    # fleet does not give. [compute] packing_host_numa_cells_allocation_strategy.
+    pci_alias: tuple[str, ...] = ()
+    cpu_allocation_ratio: float = 4.0
+    ram_allocation_ratio: float = 1.0
+    packing_host_numa_cells_allocation_strategy: bool = False
+    pci_weight_multiplier: float = 1.0
     extra: dict = field(default_factory=dict)
 
     @classmethod

@@ -70,7 +70,7 @@ class UnknownHost(LookupError):
 # must be added here.
 _KEYED_REQUEST_FIELDS = ("operation", "resources", "required_traits", "forbidden_traits", "member_of",
                          "availability_zone", "flavor", "image", "project_id", "scheduler_hints",
-                         "server_group", "source_host")
+                         "server_group", "source_host", "ports")
 if set(_KEYED_REQUEST_FIELDS) | {"num_instances", "profile", "instance_uuid"} != \
         {field.name for field in dataclasses.fields(Request)}:
     raise ImportError("engine.decide._KEYED_REQUEST_FIELDS does not name every field of engine.model.Request")
@@ -83,9 +83,10 @@ def request_key(request: Request):
     try:
         key = (request.operation, frozenset(request.resources.items()), request.required_traits,
                request.forbidden_traits, request.member_of, request.availability_zone,
-               flavor.name, frozenset(flavor.extra_specs.items()),
+               flavor.name, frozenset(flavor.extra_specs.items()), flavor.vcpus, flavor.memory_mb,
                None if image is None else (image.id, frozenset(image.properties.items()), image.disk_format),
-               request.project_id, request.scheduler_hints, request.server_group, request.source_host)
+               request.project_id, request.scheduler_hints, request.server_group, request.source_host,
+               request.ports)
         hash(key)
     except TypeError:
         return None

@@ -44,6 +44,45 @@ class Inventory:
 
 
 @dataclass(frozen=True)
+class MemPages:
+    """One page size of a NUMA cell (Nova's NUMAPagesTopology); counts in pages of size_kb."""
+    size_kb: int
+    total: int
+    used: int = 0
+    reserved: int = 0
+
+    @property
+    def free(self) -> int:
+        return self.total - self.used - self.reserved
+
+
+@dataclass(frozen=True)
+class NumaCell:
+    """One host NUMA cell, as Nova's NUMACell."""
+    id: int
+    cpuset: frozenset[int] = frozenset()  # CPUs for shared guest vCPUs ([compute] cpu_shared_set)
+    pcpuset: frozenset[int] = frozenset()  # CPUs for pinned guest vCPUs ([compute] cpu_dedicated_set)
+    memory: int = 0  # MB
+    cpu_usage: int = 0  # shared vCPUs of the guests on this cell
+    memory_usage: int = 0  # MB used by the guests on this cell
+    pinned_cpus: frozenset[int] = frozenset()  # pcpuset CPUs already pinned
+    siblings: tuple[frozenset[int], ...] = ()  # SMT thread sibling sets
+    mempages: tuple[MemPages, ...] = ()
+    socket: int | None = None  # None: unknown
+
+
+@dataclass(frozen=True)
+class PciPool:
+    """One PCI device pool of a host (Nova's PciDevicePool): `count` free devices alike."""
+    vendor_id: str
+    product_id: str
+    dev_type: str = "type-PCI"  # type-PCI | type-PF | type-VF | vdpa
+    numa_node: int | None = None  # None: the device reports no NUMA node
+    count: int = 0
+    tags: dict[str, str] = field(default_factory=dict)  # physical_network, trusted, remote_managed, ...
+
+
+@dataclass(frozen=True)
 class Host:
     name: str
     enabled: bool = True
@@ -60,6 +99,12 @@ class Host:
     instances: tuple[str, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
     failed_builds: int = 0
+    numa_cells: tuple[NumaCell, ...] = ()  # empty: the host reports no NUMA topology
+    pci_pools: tuple[PciPool, ...] = ()
+    # The compute node's allocation ratios as NUMATopologyFilter reads them (its NUMA limits);
+    # None: the VCPU / MEMORY_MB inventory's allocation_ratio, else the profile's default.
+    cpu_allocation_ratio: float | None = None
+    ram_allocation_ratio: float | None = None
 
     def __post_init__(self):
         # Nova canonicalises supported_instances as it loads a compute node (HVSpec): every
@@ -164,6 +209,20 @@ class SchedulerHints:
 class Flavor:
     name: str = ""
     extra_specs: dict[str, str] = field(default_factory=dict)
+    # The guest's size as NUMA topologies read it; 0: from the request's resources (VCPU + PCPU,
+    # MEMORY_MB).
+    vcpus: int = 0
+    memory_mb: int = 0
+
+
+@dataclass(frozen=True)
+class Port:
+    """A Neutron port of the boot: an SR-IOV vnic_type asks for a PCI device (Nova's
+    create_resource_requests)."""
+    vnic_type: str = "normal"  # normal | direct | direct-physical | macvtap | remote-managed | vdpa ...
+    physical_network: str = ""
+    trusted: bool | None = None  # binding:profile trusted; None: not set
+    numa_affinity_policy: str = ""  # "": none; required | preferred | legacy | socket
 
 
 @dataclass(frozen=True)
@@ -190,6 +249,7 @@ class Request:
     source_host: str = ""
     num_instances: int = 1
     profile: str = ""
+    ports: tuple[Port, ...] = ()
 
     def traits_from_extra_specs(self) -> tuple[frozenset[str], frozenset[str]]:
         """Required and forbidden traits with the flavor's `trait:NAME` extra specs added, as Nova does."""

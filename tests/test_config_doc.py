@@ -133,6 +133,25 @@ OPTION_DOCS: dict[str, OptionDoc] = {
         "[scheduler] image_metadata_prefilter", "transform_image_metadata",
         "Image properties `hw_cdrom_bus`, `hw_disk_bus`, `hw_video_model`, `hw_vif_model`, `hw_architecture`, "
         "`hw_emulation_architecture` and `hw_viommu_model` require the `COMPUTE_*` / `HW_ARCH_*` traits they name."),
+    "pci_alias": OptionDoc(
+        "[pci] alias", "NUMATopologyFilter, PciPassthroughFilter",
+        "One JSON object per alias (`name`, `vendor_id`, `product_id`, `device_type`, `numa_policy`), as in "
+        "nova.conf; a flavor's `pci_passthrough:alias` = `NAME:COUNT` asks for that many of its devices."),
+    "cpu_allocation_ratio": OptionDoc(
+        "[DEFAULT] initial_cpu_allocation_ratio", "NUMATopologyFilter",
+        "The shared-CPU NUMA limit (`len(cpuset) * ratio`) of a host whose fleet entry gives neither "
+        "`cpu_allocation_ratio` nor a VCPU inventory."),
+    "ram_allocation_ratio": OptionDoc(
+        "[DEFAULT] initial_ram_allocation_ratio", "NUMATopologyFilter",
+        "The NUMA memory limit (`memory * ratio`) for shared-CPU guests on a host whose fleet entry gives "
+        "neither `ram_allocation_ratio` nor a MEMORY_MB inventory."),
+    "packing_host_numa_cells_allocation_strategy": OptionDoc(
+        "[compute] packing_host_numa_cells_allocation_strategy", "NUMATopologyFilter",
+        "Try the host's most used NUMA cells first (packing) instead of its least used (spreading)."),
+    "pci_weight_multiplier": OptionDoc(
+        "[filter_scheduler] pci_weight_multiplier", "PCIWeigher",
+        "Positive: hosts with more PCI devices rank lower for requests without PCI devices and higher for "
+        "requests with them, as Nova's PCIWeigher."),
 }
 
 _TYPE_NAMES = {"int": "integer", "float": "number", "bool": "true / false", "str": "string",

@@ -279,9 +279,9 @@ def test_revision_follows_content(tmp_path):
 
 def test_profile_from_options_keeps_unknown_options_aside():
     profile = Profile.from_options("case-1", {"max_io_ops_per_host": 2, "isolated_hosts": ["a"],
-                                              "pci_weight_multiplier": 3.0})
+                                              "a_future_weight_multiplier": 3.0})
     assert (profile.max_io_ops_per_host, profile.isolated_hosts) == (2, ("a",))
-    assert profile.extra == {"pci_weight_multiplier": 3.0}
+    assert profile.extra == {"a_future_weight_multiplier": 3.0}
     assert profile.enabled_filters == tuple(RULES)
     with pytest.raises(ConfigError):
         Profile.from_options("case-2", {"max_io_ops_per_host": "eight"})
