@@ -54,9 +54,22 @@ type Host struct {
 	// Monitor metrics by name (e.g. cpu.percent), unitless as reported.
 	Metrics map[string]float64 `protobuf:"bytes,14,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	// Recent build failures on the host, a count (BuildFailureWeigher).
-	FailedBuilds  int64 `protobuf:"varint,15,opt,name=failed_builds,json=failedBuilds,proto3" json:"failed_builds,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FailedBuilds int64 `protobuf:"varint,15,opt,name=failed_builds,json=failedBuilds,proto3" json:"failed_builds,omitempty"`
+	// NUMA cells of the host (Nova's NUMATopology), cell ids unique; none means the host reports no
+	// NUMA topology (NUMATopologyFilter then passes it only for guests asking none).
+	NumaCells []*NumaCell `protobuf:"bytes,16,rep,name=numa_cells,json=numaCells,proto3" json:"numa_cells,omitempty"`
+	// PCI device pools of the host (Nova's PciDevicePool list), in the order Nova lists them.
+	PciPools []*PciPool `protobuf:"bytes,17,rep,name=pci_pools,json=pciPools,proto3" json:"pci_pools,omitempty"`
+	// CPU allocation ratio NUMATopologyFilter applies to shared-CPU cells (the compute node's
+	// cpu_allocation_ratio), a factor > 0. Unset means the VCPU inventory's allocation_ratio, else
+	// the profile's default.
+	CpuAllocationRatio *float64 `protobuf:"fixed64,18,opt,name=cpu_allocation_ratio,json=cpuAllocationRatio,proto3,oneof" json:"cpu_allocation_ratio,omitempty"`
+	// RAM allocation ratio NUMATopologyFilter applies to cell memory (the compute node's
+	// ram_allocation_ratio), a factor > 0. Unset means the MEMORY_MB inventory's allocation_ratio,
+	// else the profile's default.
+	RamAllocationRatio *float64 `protobuf:"fixed64,19,opt,name=ram_allocation_ratio,json=ramAllocationRatio,proto3,oneof" json:"ram_allocation_ratio,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Host) Reset() {
@@ -194,6 +207,374 @@ func (x *Host) GetFailedBuilds() int64 {
 	return 0
 }
 
+func (x *Host) GetNumaCells() []*NumaCell {
+	if x != nil {
+		return x.NumaCells
+	}
+	return nil
+}
+
+func (x *Host) GetPciPools() []*PciPool {
+	if x != nil {
+		return x.PciPools
+	}
+	return nil
+}
+
+func (x *Host) GetCpuAllocationRatio() float64 {
+	if x != nil && x.CpuAllocationRatio != nil {
+		return *x.CpuAllocationRatio
+	}
+	return 0
+}
+
+func (x *Host) GetRamAllocationRatio() float64 {
+	if x != nil && x.RamAllocationRatio != nil {
+		return *x.RamAllocationRatio
+	}
+	return 0
+}
+
+// One NUMA cell of a host, as Nova's NUMACell, with its usage. CPU numbers are the host's
+// logical CPU ids, each 0 to 2147483647.
+type NumaCell struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Cell id (the host NUMA node number), 0 to 2147483647, unique on the host.
+	Id int32 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Host CPUs for shared (floating) guest vCPUs ([compute] cpu_shared_set).
+	Cpuset []int32 `protobuf:"varint,2,rep,packed,name=cpuset,proto3" json:"cpuset,omitempty"`
+	// Host CPUs for pinned guest vCPUs ([compute] cpu_dedicated_set); a host on the legacy
+	// vcpu_pin_set reports the same CPUs in both sets.
+	Pcpuset []int32 `protobuf:"varint,3,rep,packed,name=pcpuset,proto3" json:"pcpuset,omitempty"`
+	// Memory of the cell, in MB, 0 to 2**53.
+	Memory int64 `protobuf:"varint,4,opt,name=memory,proto3" json:"memory,omitempty"`
+	// Shared vCPUs of the guests already on this cell, a count, 0 to 2**53.
+	CpuUsage int64 `protobuf:"varint,5,opt,name=cpu_usage,json=cpuUsage,proto3" json:"cpu_usage,omitempty"`
+	// Memory used by the guests already on this cell, in MB, 0 to 2**53.
+	MemoryUsage int64 `protobuf:"varint,6,opt,name=memory_usage,json=memoryUsage,proto3" json:"memory_usage,omitempty"`
+	// CPUs of pcpuset already pinned to guests; each must be in pcpuset.
+	PinnedCpus []int32 `protobuf:"varint,7,rep,packed,name=pinned_cpus,json=pinnedCpus,proto3" json:"pinned_cpus,omitempty"`
+	// SMT thread sibling sets (CPUs sharing a core), in the order the host reports them.
+	Siblings []*CpuSiblings `protobuf:"bytes,8,rep,name=siblings,proto3" json:"siblings,omitempty"`
+	// Memory pages by page size, in the order the host reports them; page sizes unique.
+	Mempages []*MemPages `protobuf:"bytes,9,rep,name=mempages,proto3" json:"mempages,omitempty"`
+	// Socket of the cell, 0 to 2147483647. Unset means unknown.
+	Socket        *int32 `protobuf:"varint,10,opt,name=socket,proto3,oneof" json:"socket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NumaCell) Reset() {
+	*x = NumaCell{}
+	mi := &file_placecheck_v1_fleet_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NumaCell) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NumaCell) ProtoMessage() {}
+
+func (x *NumaCell) ProtoReflect() protoreflect.Message {
+	mi := &file_placecheck_v1_fleet_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NumaCell.ProtoReflect.Descriptor instead.
+func (*NumaCell) Descriptor() ([]byte, []int) {
+	return file_placecheck_v1_fleet_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *NumaCell) GetId() int32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *NumaCell) GetCpuset() []int32 {
+	if x != nil {
+		return x.Cpuset
+	}
+	return nil
+}
+
+func (x *NumaCell) GetPcpuset() []int32 {
+	if x != nil {
+		return x.Pcpuset
+	}
+	return nil
+}
+
+func (x *NumaCell) GetMemory() int64 {
+	if x != nil {
+		return x.Memory
+	}
+	return 0
+}
+
+func (x *NumaCell) GetCpuUsage() int64 {
+	if x != nil {
+		return x.CpuUsage
+	}
+	return 0
+}
+
+func (x *NumaCell) GetMemoryUsage() int64 {
+	if x != nil {
+		return x.MemoryUsage
+	}
+	return 0
+}
+
+func (x *NumaCell) GetPinnedCpus() []int32 {
+	if x != nil {
+		return x.PinnedCpus
+	}
+	return nil
+}
+
+func (x *NumaCell) GetSiblings() []*CpuSiblings {
+	if x != nil {
+		return x.Siblings
+	}
+	return nil
+}
+
+func (x *NumaCell) GetMempages() []*MemPages {
+	if x != nil {
+		return x.Mempages
+	}
+	return nil
+}
+
+func (x *NumaCell) GetSocket() int32 {
+	if x != nil && x.Socket != nil {
+		return *x.Socket
+	}
+	return 0
+}
+
+// One SMT sibling set of a NUMA cell: the logical CPUs of one core.
+type CpuSiblings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Host CPU numbers, each 0 to 2147483647.
+	Cpus          []int32 `protobuf:"varint,1,rep,packed,name=cpus,proto3" json:"cpus,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CpuSiblings) Reset() {
+	*x = CpuSiblings{}
+	mi := &file_placecheck_v1_fleet_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CpuSiblings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CpuSiblings) ProtoMessage() {}
+
+func (x *CpuSiblings) ProtoReflect() protoreflect.Message {
+	mi := &file_placecheck_v1_fleet_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CpuSiblings.ProtoReflect.Descriptor instead.
+func (*CpuSiblings) Descriptor() ([]byte, []int) {
+	return file_placecheck_v1_fleet_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CpuSiblings) GetCpus() []int32 {
+	if x != nil {
+		return x.Cpus
+	}
+	return nil
+}
+
+// The memory pages of one page size in a NUMA cell (Nova's NUMAPagesTopology). Counts are in
+// pages of size_kb, each 0 to 2**53.
+type MemPages struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Page size, in KiB; > 0 (4 for small pages, 2048 or 1048576 for huge pages on x86).
+	SizeKb int64 `protobuf:"varint,1,opt,name=size_kb,json=sizeKb,proto3" json:"size_kb,omitempty"`
+	// Pages of this size in the cell, a count.
+	Total int64 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	// Pages already used by guests, a count.
+	Used int64 `protobuf:"varint,3,opt,name=used,proto3" json:"used,omitempty"`
+	// Pages held back for the host ([compute] reserved_huge_pages), a count.
+	Reserved      int64 `protobuf:"varint,4,opt,name=reserved,proto3" json:"reserved,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemPages) Reset() {
+	*x = MemPages{}
+	mi := &file_placecheck_v1_fleet_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemPages) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemPages) ProtoMessage() {}
+
+func (x *MemPages) ProtoReflect() protoreflect.Message {
+	mi := &file_placecheck_v1_fleet_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemPages.ProtoReflect.Descriptor instead.
+func (*MemPages) Descriptor() ([]byte, []int) {
+	return file_placecheck_v1_fleet_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MemPages) GetSizeKb() int64 {
+	if x != nil {
+		return x.SizeKb
+	}
+	return 0
+}
+
+func (x *MemPages) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *MemPages) GetUsed() int64 {
+	if x != nil {
+		return x.Used
+	}
+	return 0
+}
+
+func (x *MemPages) GetReserved() int64 {
+	if x != nil {
+		return x.Reserved
+	}
+	return 0
+}
+
+// One PCI device pool of a host (Nova's PciDevicePool): `count` free devices alike.
+type PciPool struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PCI vendor id, four lower-case hex digits as Nova reports it (e.g. 8086). Required.
+	VendorId string `protobuf:"bytes,1,opt,name=vendor_id,json=vendorId,proto3" json:"vendor_id,omitempty"`
+	// PCI product id, four lower-case hex digits (e.g. 154d). Required.
+	ProductId string `protobuf:"bytes,2,opt,name=product_id,json=productId,proto3" json:"product_id,omitempty"`
+	// Device type: type-PCI, type-PF, type-VF or vdpa. Empty means type-PCI.
+	DevType string `protobuf:"bytes,3,opt,name=dev_type,json=devType,proto3" json:"dev_type,omitempty"`
+	// NUMA node of the devices, 0 to 2147483647. Unset means the devices report none.
+	NumaNode *int32 `protobuf:"varint,4,opt,name=numa_node,json=numaNode,proto3,oneof" json:"numa_node,omitempty"`
+	// Free devices in the pool, a count, 0 to 2147483647.
+	Count int64 `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`
+	// The pool's tags (physical_network, trusted, remote_managed, ...), as Nova's pool holds them.
+	Tags          map[string]string `protobuf:"bytes,6,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PciPool) Reset() {
+	*x = PciPool{}
+	mi := &file_placecheck_v1_fleet_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PciPool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PciPool) ProtoMessage() {}
+
+func (x *PciPool) ProtoReflect() protoreflect.Message {
+	mi := &file_placecheck_v1_fleet_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PciPool.ProtoReflect.Descriptor instead.
+func (*PciPool) Descriptor() ([]byte, []int) {
+	return file_placecheck_v1_fleet_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PciPool) GetVendorId() string {
+	if x != nil {
+		return x.VendorId
+	}
+	return ""
+}
+
+func (x *PciPool) GetProductId() string {
+	if x != nil {
+		return x.ProductId
+	}
+	return ""
+}
+
+func (x *PciPool) GetDevType() string {
+	if x != nil {
+		return x.DevType
+	}
+	return ""
+}
+
+func (x *PciPool) GetNumaNode() int32 {
+	if x != nil && x.NumaNode != nil {
+		return *x.NumaNode
+	}
+	return 0
+}
+
+func (x *PciPool) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *PciPool) GetTags() map[string]string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
 // Placement inventory of one resource class on one host, with its usage.
 // Units are those of the resource class: MB for MEMORY_MB, GB for DISK_GB, count for VCPU.
 type Inventory struct {
@@ -221,7 +602,7 @@ type Inventory struct {
 
 func (x *Inventory) Reset() {
 	*x = Inventory{}
-	mi := &file_placecheck_v1_fleet_proto_msgTypes[1]
+	mi := &file_placecheck_v1_fleet_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -233,7 +614,7 @@ func (x *Inventory) String() string {
 func (*Inventory) ProtoMessage() {}
 
 func (x *Inventory) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_fleet_proto_msgTypes[1]
+	mi := &file_placecheck_v1_fleet_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -246,7 +627,7 @@ func (x *Inventory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inventory.ProtoReflect.Descriptor instead.
 func (*Inventory) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_fleet_proto_rawDescGZIP(), []int{1}
+	return file_placecheck_v1_fleet_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Inventory) GetTotal() int64 {
@@ -317,7 +698,7 @@ type SupportedInstance struct {
 
 func (x *SupportedInstance) Reset() {
 	*x = SupportedInstance{}
-	mi := &file_placecheck_v1_fleet_proto_msgTypes[2]
+	mi := &file_placecheck_v1_fleet_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -329,7 +710,7 @@ func (x *SupportedInstance) String() string {
 func (*SupportedInstance) ProtoMessage() {}
 
 func (x *SupportedInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_fleet_proto_msgTypes[2]
+	mi := &file_placecheck_v1_fleet_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -342,7 +723,7 @@ func (x *SupportedInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SupportedInstance.ProtoReflect.Descriptor instead.
 func (*SupportedInstance) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_fleet_proto_rawDescGZIP(), []int{2}
+	return file_placecheck_v1_fleet_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SupportedInstance) GetArchitecture() string {
@@ -384,7 +765,7 @@ type Aggregate struct {
 
 func (x *Aggregate) Reset() {
 	*x = Aggregate{}
-	mi := &file_placecheck_v1_fleet_proto_msgTypes[3]
+	mi := &file_placecheck_v1_fleet_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +777,7 @@ func (x *Aggregate) String() string {
 func (*Aggregate) ProtoMessage() {}
 
 func (x *Aggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_fleet_proto_msgTypes[3]
+	mi := &file_placecheck_v1_fleet_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +790,7 @@ func (x *Aggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Aggregate.ProtoReflect.Descriptor instead.
 func (*Aggregate) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_fleet_proto_rawDescGZIP(), []int{3}
+	return file_placecheck_v1_fleet_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Aggregate) GetId() int64 {
@@ -453,7 +834,7 @@ type Fleet struct {
 
 func (x *Fleet) Reset() {
 	*x = Fleet{}
-	mi := &file_placecheck_v1_fleet_proto_msgTypes[4]
+	mi := &file_placecheck_v1_fleet_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -465,7 +846,7 @@ func (x *Fleet) String() string {
 func (*Fleet) ProtoMessage() {}
 
 func (x *Fleet) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_fleet_proto_msgTypes[4]
+	mi := &file_placecheck_v1_fleet_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -478,7 +859,7 @@ func (x *Fleet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fleet.ProtoReflect.Descriptor instead.
 func (*Fleet) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_fleet_proto_rawDescGZIP(), []int{4}
+	return file_placecheck_v1_fleet_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Fleet) GetHosts() []*Host {
@@ -499,7 +880,7 @@ var File_placecheck_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_placecheck_v1_fleet_proto_rawDesc = "" +
 	"\n" +
-	"\x19placecheck/v1/fleet.proto\x12\rplacecheck.v1\"\xe1\x06\n" +
+	"\x19placecheck/v1/fleet.proto\x12\rplacecheck.v1\"\xee\b\n" +
 	"\x04Host\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\aenabled\x18\x02 \x01(\bH\x00R\aenabled\x88\x01\x01\x12\x13\n" +
@@ -517,7 +898,12 @@ const file_placecheck_v1_fleet_proto_rawDesc = "" +
 	"num_io_ops\x18\f \x01(\x03R\bnumIoOps\x12\x1c\n" +
 	"\tinstances\x18\r \x03(\tR\tinstances\x12:\n" +
 	"\ametrics\x18\x0e \x03(\v2 .placecheck.v1.Host.MetricsEntryR\ametrics\x12#\n" +
-	"\rfailed_builds\x18\x0f \x01(\x03R\ffailedBuilds\x1aV\n" +
+	"\rfailed_builds\x18\x0f \x01(\x03R\ffailedBuilds\x126\n" +
+	"\n" +
+	"numa_cells\x18\x10 \x03(\v2\x17.placecheck.v1.NumaCellR\tnumaCells\x123\n" +
+	"\tpci_pools\x18\x11 \x03(\v2\x16.placecheck.v1.PciPoolR\bpciPools\x125\n" +
+	"\x14cpu_allocation_ratio\x18\x12 \x01(\x01H\x03R\x12cpuAllocationRatio\x88\x01\x01\x125\n" +
+	"\x14ram_allocation_ratio\x18\x13 \x01(\x01H\x04R\x12ramAllocationRatio\x88\x01\x01\x1aV\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12.\n" +
 	"\x05value\x18\x02 \x01(\v2\x18.placecheck.v1.InventoryR\x05value:\x028\x01\x1a8\n" +
@@ -531,7 +917,43 @@ const file_placecheck_v1_fleet_proto_rawDesc = "" +
 	"\n" +
 	"\b_enabledB\x05\n" +
 	"\x03_upB\x15\n" +
-	"\x13_hypervisor_version\"\xa0\x02\n" +
+	"\x13_hypervisor_versionB\x17\n" +
+	"\x15_cpu_allocation_ratioB\x17\n" +
+	"\x15_ram_allocation_ratio\"\xda\x02\n" +
+	"\bNumaCell\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x05R\x02id\x12\x16\n" +
+	"\x06cpuset\x18\x02 \x03(\x05R\x06cpuset\x12\x18\n" +
+	"\apcpuset\x18\x03 \x03(\x05R\apcpuset\x12\x16\n" +
+	"\x06memory\x18\x04 \x01(\x03R\x06memory\x12\x1b\n" +
+	"\tcpu_usage\x18\x05 \x01(\x03R\bcpuUsage\x12!\n" +
+	"\fmemory_usage\x18\x06 \x01(\x03R\vmemoryUsage\x12\x1f\n" +
+	"\vpinned_cpus\x18\a \x03(\x05R\n" +
+	"pinnedCpus\x126\n" +
+	"\bsiblings\x18\b \x03(\v2\x1a.placecheck.v1.CpuSiblingsR\bsiblings\x123\n" +
+	"\bmempages\x18\t \x03(\v2\x17.placecheck.v1.MemPagesR\bmempages\x12\x1b\n" +
+	"\x06socket\x18\n" +
+	" \x01(\x05H\x00R\x06socket\x88\x01\x01B\t\n" +
+	"\a_socket\"!\n" +
+	"\vCpuSiblings\x12\x12\n" +
+	"\x04cpus\x18\x01 \x03(\x05R\x04cpus\"i\n" +
+	"\bMemPages\x12\x17\n" +
+	"\asize_kb\x18\x01 \x01(\x03R\x06sizeKb\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\x03R\x05total\x12\x12\n" +
+	"\x04used\x18\x03 \x01(\x03R\x04used\x12\x1a\n" +
+	"\breserved\x18\x04 \x01(\x03R\breserved\"\x95\x02\n" +
+	"\aPciPool\x12\x1b\n" +
+	"\tvendor_id\x18\x01 \x01(\tR\bvendorId\x12\x1d\n" +
+	"\n" +
+	"product_id\x18\x02 \x01(\tR\tproductId\x12\x19\n" +
+	"\bdev_type\x18\x03 \x01(\tR\adevType\x12 \n" +
+	"\tnuma_node\x18\x04 \x01(\x05H\x00R\bnumaNode\x88\x01\x01\x12\x14\n" +
+	"\x05count\x18\x05 \x01(\x03R\x05count\x124\n" +
+	"\x04tags\x18\x06 \x03(\v2 .placecheck.v1.PciPool.TagsEntryR\x04tags\x1a7\n" +
+	"\tTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\f\n" +
+	"\n" +
+	"_numa_node\"\xa0\x02\n" +
 	"\tInventory\x12\x14\n" +
 	"\x05total\x18\x01 \x01(\x03R\x05total\x12\x1a\n" +
 	"\breserved\x18\x02 \x01(\x03R\breserved\x12.\n" +
@@ -576,32 +998,42 @@ func file_placecheck_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_placecheck_v1_fleet_proto_rawDescData
 }
 
-var file_placecheck_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_placecheck_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_placecheck_v1_fleet_proto_goTypes = []any{
 	(*Host)(nil),              // 0: placecheck.v1.Host
-	(*Inventory)(nil),         // 1: placecheck.v1.Inventory
-	(*SupportedInstance)(nil), // 2: placecheck.v1.SupportedInstance
-	(*Aggregate)(nil),         // 3: placecheck.v1.Aggregate
-	(*Fleet)(nil),             // 4: placecheck.v1.Fleet
-	nil,                       // 5: placecheck.v1.Host.ResourcesEntry
-	nil,                       // 6: placecheck.v1.Host.StatsEntry
-	nil,                       // 7: placecheck.v1.Host.MetricsEntry
-	nil,                       // 8: placecheck.v1.Aggregate.MetadataEntry
+	(*NumaCell)(nil),          // 1: placecheck.v1.NumaCell
+	(*CpuSiblings)(nil),       // 2: placecheck.v1.CpuSiblings
+	(*MemPages)(nil),          // 3: placecheck.v1.MemPages
+	(*PciPool)(nil),           // 4: placecheck.v1.PciPool
+	(*Inventory)(nil),         // 5: placecheck.v1.Inventory
+	(*SupportedInstance)(nil), // 6: placecheck.v1.SupportedInstance
+	(*Aggregate)(nil),         // 7: placecheck.v1.Aggregate
+	(*Fleet)(nil),             // 8: placecheck.v1.Fleet
+	nil,                       // 9: placecheck.v1.Host.ResourcesEntry
+	nil,                       // 10: placecheck.v1.Host.StatsEntry
+	nil,                       // 11: placecheck.v1.Host.MetricsEntry
+	nil,                       // 12: placecheck.v1.PciPool.TagsEntry
+	nil,                       // 13: placecheck.v1.Aggregate.MetadataEntry
 }
 var file_placecheck_v1_fleet_proto_depIdxs = []int32{
-	5, // 0: placecheck.v1.Host.resources:type_name -> placecheck.v1.Host.ResourcesEntry
-	2, // 1: placecheck.v1.Host.supported_instances:type_name -> placecheck.v1.SupportedInstance
-	6, // 2: placecheck.v1.Host.stats:type_name -> placecheck.v1.Host.StatsEntry
-	7, // 3: placecheck.v1.Host.metrics:type_name -> placecheck.v1.Host.MetricsEntry
-	8, // 4: placecheck.v1.Aggregate.metadata:type_name -> placecheck.v1.Aggregate.MetadataEntry
-	0, // 5: placecheck.v1.Fleet.hosts:type_name -> placecheck.v1.Host
-	3, // 6: placecheck.v1.Fleet.aggregates:type_name -> placecheck.v1.Aggregate
-	1, // 7: placecheck.v1.Host.ResourcesEntry.value:type_name -> placecheck.v1.Inventory
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	9,  // 0: placecheck.v1.Host.resources:type_name -> placecheck.v1.Host.ResourcesEntry
+	6,  // 1: placecheck.v1.Host.supported_instances:type_name -> placecheck.v1.SupportedInstance
+	10, // 2: placecheck.v1.Host.stats:type_name -> placecheck.v1.Host.StatsEntry
+	11, // 3: placecheck.v1.Host.metrics:type_name -> placecheck.v1.Host.MetricsEntry
+	1,  // 4: placecheck.v1.Host.numa_cells:type_name -> placecheck.v1.NumaCell
+	4,  // 5: placecheck.v1.Host.pci_pools:type_name -> placecheck.v1.PciPool
+	2,  // 6: placecheck.v1.NumaCell.siblings:type_name -> placecheck.v1.CpuSiblings
+	3,  // 7: placecheck.v1.NumaCell.mempages:type_name -> placecheck.v1.MemPages
+	12, // 8: placecheck.v1.PciPool.tags:type_name -> placecheck.v1.PciPool.TagsEntry
+	13, // 9: placecheck.v1.Aggregate.metadata:type_name -> placecheck.v1.Aggregate.MetadataEntry
+	0,  // 10: placecheck.v1.Fleet.hosts:type_name -> placecheck.v1.Host
+	7,  // 11: placecheck.v1.Fleet.aggregates:type_name -> placecheck.v1.Aggregate
+	5,  // 12: placecheck.v1.Host.ResourcesEntry.value:type_name -> placecheck.v1.Inventory
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_placecheck_v1_fleet_proto_init() }
@@ -611,13 +1043,15 @@ func file_placecheck_v1_fleet_proto_init() {
 	}
 	file_placecheck_v1_fleet_proto_msgTypes[0].OneofWrappers = []any{}
 	file_placecheck_v1_fleet_proto_msgTypes[1].OneofWrappers = []any{}
+	file_placecheck_v1_fleet_proto_msgTypes[4].OneofWrappers = []any{}
+	file_placecheck_v1_fleet_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_placecheck_v1_fleet_proto_rawDesc), len(file_placecheck_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -192,7 +192,10 @@ type PlacementRequest struct {
 	// Number of instances to place (SelectDestinations); 0 means 1.
 	NumInstances int32 `protobuf:"varint,14,opt,name=num_instances,json=numInstances,proto3" json:"num_instances,omitempty"`
 	// Named configuration profile to decide with; empty means the default profile.
-	Profile       string `protobuf:"bytes,15,opt,name=profile,proto3" json:"profile,omitempty"`
+	Profile string `protobuf:"bytes,15,opt,name=profile,proto3" json:"profile,omitempty"`
+	// Neutron ports of the boot; an SR-IOV vnic_type asks for a PCI device (Nova's
+	// create_resource_requests).
+	Ports         []*Port `protobuf:"bytes,16,rep,name=ports,proto3" json:"ports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -332,6 +335,87 @@ func (x *PlacementRequest) GetProfile() string {
 	return ""
 }
 
+func (x *PlacementRequest) GetPorts() []*Port {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+// A Neutron port of the boot.
+type Port struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// binding:vnic_type: normal, direct, direct-physical, macvtap, remote-managed, vdpa, ...
+	// Empty means normal.
+	VnicType string `protobuf:"bytes,1,opt,name=vnic_type,json=vnicType,proto3" json:"vnic_type,omitempty"`
+	// The port's network's provider:physical_network; empty means none.
+	PhysicalNetwork string `protobuf:"bytes,2,opt,name=physical_network,json=physicalNetwork,proto3" json:"physical_network,omitempty"`
+	// binding:profile's trusted flag. Unset means not given.
+	Trusted *bool `protobuf:"varint,3,opt,name=trusted,proto3,oneof" json:"trusted,omitempty"`
+	// The port's numa_affinity_policy: required, preferred, legacy or socket; empty means none.
+	NumaAffinityPolicy string `protobuf:"bytes,4,opt,name=numa_affinity_policy,json=numaAffinityPolicy,proto3" json:"numa_affinity_policy,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *Port) Reset() {
+	*x = Port{}
+	mi := &file_placecheck_v1_placement_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Port) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Port) ProtoMessage() {}
+
+func (x *Port) ProtoReflect() protoreflect.Message {
+	mi := &file_placecheck_v1_placement_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Port.ProtoReflect.Descriptor instead.
+func (*Port) Descriptor() ([]byte, []int) {
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Port) GetVnicType() string {
+	if x != nil {
+		return x.VnicType
+	}
+	return ""
+}
+
+func (x *Port) GetPhysicalNetwork() string {
+	if x != nil {
+		return x.PhysicalNetwork
+	}
+	return ""
+}
+
+func (x *Port) GetTrusted() bool {
+	if x != nil && x.Trusted != nil {
+		return *x.Trusted
+	}
+	return false
+}
+
+func (x *Port) GetNumaAffinityPolicy() string {
+	if x != nil {
+		return x.NumaAffinityPolicy
+	}
+	return ""
+}
+
 // Aggregate ids of which a host must be in at least one.
 type AggregateSet struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -343,7 +427,7 @@ type AggregateSet struct {
 
 func (x *AggregateSet) Reset() {
 	*x = AggregateSet{}
-	mi := &file_placecheck_v1_placement_proto_msgTypes[1]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -355,7 +439,7 @@ func (x *AggregateSet) String() string {
 func (*AggregateSet) ProtoMessage() {}
 
 func (x *AggregateSet) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_placement_proto_msgTypes[1]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -368,7 +452,7 @@ func (x *AggregateSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AggregateSet.ProtoReflect.Descriptor instead.
 func (*AggregateSet) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{1}
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AggregateSet) GetAggregateIds() []int64 {
@@ -384,14 +468,19 @@ type Flavor struct {
 	// Flavor name (AggregateTypeAffinityFilter).
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Extra specs; `trait:NAME` = required|forbidden adds to the request's traits.
-	ExtraSpecs    map[string]string `protobuf:"bytes,2,rep,name=extra_specs,json=extraSpecs,proto3" json:"extra_specs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	ExtraSpecs map[string]string `protobuf:"bytes,2,rep,name=extra_specs,json=extraSpecs,proto3" json:"extra_specs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Guest vCPUs, a count, 0 to 2147483647 (NUMA topologies split them); 0 means the request's
+	// VCPU + PCPU resources.
+	Vcpus int64 `protobuf:"varint,3,opt,name=vcpus,proto3" json:"vcpus,omitempty"`
+	// Guest memory, in MB, 0 to 2147483647; 0 means the request's MEMORY_MB resource.
+	MemoryMb      int64 `protobuf:"varint,4,opt,name=memory_mb,json=memoryMb,proto3" json:"memory_mb,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Flavor) Reset() {
 	*x = Flavor{}
-	mi := &file_placecheck_v1_placement_proto_msgTypes[2]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +492,7 @@ func (x *Flavor) String() string {
 func (*Flavor) ProtoMessage() {}
 
 func (x *Flavor) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_placement_proto_msgTypes[2]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +505,7 @@ func (x *Flavor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Flavor.ProtoReflect.Descriptor instead.
 func (*Flavor) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{2}
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Flavor) GetName() string {
@@ -431,6 +520,20 @@ func (x *Flavor) GetExtraSpecs() map[string]string {
 		return x.ExtraSpecs
 	}
 	return nil
+}
+
+func (x *Flavor) GetVcpus() int64 {
+	if x != nil {
+		return x.Vcpus
+	}
+	return 0
+}
+
+func (x *Flavor) GetMemoryMb() int64 {
+	if x != nil {
+		return x.MemoryMb
+	}
+	return 0
 }
 
 // The image.
@@ -456,7 +559,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_placecheck_v1_placement_proto_msgTypes[3]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -468,7 +571,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_placement_proto_msgTypes[3]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -481,7 +584,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{3}
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Image) GetId() string {
@@ -524,7 +627,7 @@ type SchedulerHints struct {
 
 func (x *SchedulerHints) Reset() {
 	*x = SchedulerHints{}
-	mi := &file_placecheck_v1_placement_proto_msgTypes[4]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +639,7 @@ func (x *SchedulerHints) String() string {
 func (*SchedulerHints) ProtoMessage() {}
 
 func (x *SchedulerHints) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_placement_proto_msgTypes[4]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +652,7 @@ func (x *SchedulerHints) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchedulerHints.ProtoReflect.Descriptor instead.
 func (*SchedulerHints) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{4}
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SchedulerHints) GetSameHost() []string {
@@ -604,7 +707,7 @@ type ServerGroup struct {
 
 func (x *ServerGroup) Reset() {
 	*x = ServerGroup{}
-	mi := &file_placecheck_v1_placement_proto_msgTypes[5]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +719,7 @@ func (x *ServerGroup) String() string {
 func (*ServerGroup) ProtoMessage() {}
 
 func (x *ServerGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_placement_proto_msgTypes[5]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +732,7 @@ func (x *ServerGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerGroup.ProtoReflect.Descriptor instead.
 func (*ServerGroup) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{5}
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ServerGroup) GetPolicy() ServerGroupPolicy {
@@ -678,7 +781,7 @@ type CheckDestinationRequest struct {
 
 func (x *CheckDestinationRequest) Reset() {
 	*x = CheckDestinationRequest{}
-	mi := &file_placecheck_v1_placement_proto_msgTypes[6]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +793,7 @@ func (x *CheckDestinationRequest) String() string {
 func (*CheckDestinationRequest) ProtoMessage() {}
 
 func (x *CheckDestinationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_placement_proto_msgTypes[6]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +806,7 @@ func (x *CheckDestinationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckDestinationRequest.ProtoReflect.Descriptor instead.
 func (*CheckDestinationRequest) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{6}
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CheckDestinationRequest) GetRequest() *PlacementRequest {
@@ -755,7 +858,7 @@ type CheckDestinationResponse struct {
 
 func (x *CheckDestinationResponse) Reset() {
 	*x = CheckDestinationResponse{}
-	mi := &file_placecheck_v1_placement_proto_msgTypes[7]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +870,7 @@ func (x *CheckDestinationResponse) String() string {
 func (*CheckDestinationResponse) ProtoMessage() {}
 
 func (x *CheckDestinationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_placement_proto_msgTypes[7]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +883,7 @@ func (x *CheckDestinationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckDestinationResponse.ProtoReflect.Descriptor instead.
 func (*CheckDestinationResponse) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{7}
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CheckDestinationResponse) GetVerdicts() []*HostVerdict {
@@ -842,7 +945,7 @@ type HostVerdict struct {
 
 func (x *HostVerdict) Reset() {
 	*x = HostVerdict{}
-	mi := &file_placecheck_v1_placement_proto_msgTypes[8]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +957,7 @@ func (x *HostVerdict) String() string {
 func (*HostVerdict) ProtoMessage() {}
 
 func (x *HostVerdict) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_placement_proto_msgTypes[8]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +970,7 @@ func (x *HostVerdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostVerdict.ProtoReflect.Descriptor instead.
 func (*HostVerdict) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{8}
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HostVerdict) GetHost() string {
@@ -915,7 +1018,7 @@ type Rejection struct {
 
 func (x *Rejection) Reset() {
 	*x = Rejection{}
-	mi := &file_placecheck_v1_placement_proto_msgTypes[9]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1030,7 @@ func (x *Rejection) String() string {
 func (*Rejection) ProtoMessage() {}
 
 func (x *Rejection) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_placement_proto_msgTypes[9]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1043,7 @@ func (x *Rejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
 func (*Rejection) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{9}
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Rejection) GetRule() string {
@@ -1005,7 +1108,7 @@ type RejectionNumbers struct {
 
 func (x *RejectionNumbers) Reset() {
 	*x = RejectionNumbers{}
-	mi := &file_placecheck_v1_placement_proto_msgTypes[10]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1120,7 @@ func (x *RejectionNumbers) String() string {
 func (*RejectionNumbers) ProtoMessage() {}
 
 func (x *RejectionNumbers) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_placement_proto_msgTypes[10]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1133,7 @@ func (x *RejectionNumbers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectionNumbers.ProtoReflect.Descriptor instead.
 func (*RejectionNumbers) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{10}
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RejectionNumbers) GetRequested() float64 {
@@ -1137,7 +1240,7 @@ type SelectDestinationsRequest struct {
 
 func (x *SelectDestinationsRequest) Reset() {
 	*x = SelectDestinationsRequest{}
-	mi := &file_placecheck_v1_placement_proto_msgTypes[11]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1252,7 @@ func (x *SelectDestinationsRequest) String() string {
 func (*SelectDestinationsRequest) ProtoMessage() {}
 
 func (x *SelectDestinationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_placement_proto_msgTypes[11]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1265,7 @@ func (x *SelectDestinationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelectDestinationsRequest.ProtoReflect.Descriptor instead.
 func (*SelectDestinationsRequest) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{11}
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SelectDestinationsRequest) GetRequest() *PlacementRequest {
@@ -1223,7 +1326,7 @@ type SelectDestinationsResponse struct {
 
 func (x *SelectDestinationsResponse) Reset() {
 	*x = SelectDestinationsResponse{}
-	mi := &file_placecheck_v1_placement_proto_msgTypes[12]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1338,7 @@ func (x *SelectDestinationsResponse) String() string {
 func (*SelectDestinationsResponse) ProtoMessage() {}
 
 func (x *SelectDestinationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_placement_proto_msgTypes[12]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1351,7 @@ func (x *SelectDestinationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelectDestinationsResponse.ProtoReflect.Descriptor instead.
 func (*SelectDestinationsResponse) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{12}
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SelectDestinationsResponse) GetPlacements() []*InstancePlacement {
@@ -1313,7 +1416,7 @@ type InstancePlacement struct {
 
 func (x *InstancePlacement) Reset() {
 	*x = InstancePlacement{}
-	mi := &file_placecheck_v1_placement_proto_msgTypes[13]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +1428,7 @@ func (x *InstancePlacement) String() string {
 func (*InstancePlacement) ProtoMessage() {}
 
 func (x *InstancePlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_placement_proto_msgTypes[13]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +1441,7 @@ func (x *InstancePlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstancePlacement.ProtoReflect.Descriptor instead.
 func (*InstancePlacement) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{13}
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InstancePlacement) GetSelected() *WeighedHost {
@@ -1370,7 +1473,7 @@ type WeighedHost struct {
 
 func (x *WeighedHost) Reset() {
 	*x = WeighedHost{}
-	mi := &file_placecheck_v1_placement_proto_msgTypes[14]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1485,7 @@ func (x *WeighedHost) String() string {
 func (*WeighedHost) ProtoMessage() {}
 
 func (x *WeighedHost) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_placement_proto_msgTypes[14]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1498,7 @@ func (x *WeighedHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeighedHost.ProtoReflect.Descriptor instead.
 func (*WeighedHost) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{14}
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WeighedHost) GetHost() string {
@@ -1438,7 +1541,7 @@ type WeigherScore struct {
 
 func (x *WeigherScore) Reset() {
 	*x = WeigherScore{}
-	mi := &file_placecheck_v1_placement_proto_msgTypes[15]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1553,7 @@ func (x *WeigherScore) String() string {
 func (*WeigherScore) ProtoMessage() {}
 
 func (x *WeigherScore) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_placement_proto_msgTypes[15]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1566,7 @@ func (x *WeigherScore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeigherScore.ProtoReflect.Descriptor instead.
 func (*WeigherScore) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{15}
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WeigherScore) GetWeigher() string {
@@ -1522,7 +1625,7 @@ type FilterSummary struct {
 
 func (x *FilterSummary) Reset() {
 	*x = FilterSummary{}
-	mi := &file_placecheck_v1_placement_proto_msgTypes[16]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1637,7 @@ func (x *FilterSummary) String() string {
 func (*FilterSummary) ProtoMessage() {}
 
 func (x *FilterSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_placement_proto_msgTypes[16]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1650,7 @@ func (x *FilterSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FilterSummary.ProtoReflect.Descriptor instead.
 func (*FilterSummary) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{16}
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *FilterSummary) GetHostsEvaluated() int64 {
@@ -1605,7 +1708,7 @@ type RuleElimination struct {
 
 func (x *RuleElimination) Reset() {
 	*x = RuleElimination{}
-	mi := &file_placecheck_v1_placement_proto_msgTypes[17]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1617,7 +1720,7 @@ func (x *RuleElimination) String() string {
 func (*RuleElimination) ProtoMessage() {}
 
 func (x *RuleElimination) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_placement_proto_msgTypes[17]
+	mi := &file_placecheck_v1_placement_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1630,7 +1733,7 @@ func (x *RuleElimination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleElimination.ProtoReflect.Descriptor instead.
 func (*RuleElimination) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{17}
+	return file_placecheck_v1_placement_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RuleElimination) GetRule() string {
@@ -1651,7 +1754,7 @@ var File_placecheck_v1_placement_proto protoreflect.FileDescriptor
 
 const file_placecheck_v1_placement_proto_rawDesc = "" +
 	"\n" +
-	"\x1dplacecheck/v1/placement.proto\x12\rplacecheck.v1\"\x97\x06\n" +
+	"\x1dplacecheck/v1/placement.proto\x12\rplacecheck.v1\"\xc2\x06\n" +
 	"\x10PlacementRequest\x126\n" +
 	"\toperation\x18\x01 \x01(\x0e2\x18.placecheck.v1.OperationR\toperation\x12L\n" +
 	"\tresources\x18\x02 \x03(\v2..placecheck.v1.PlacementRequest.ResourcesEntryR\tresources\x12'\n" +
@@ -1670,16 +1773,26 @@ const file_placecheck_v1_placement_proto_rawDesc = "" +
 	"\vsource_host\x18\r \x01(\tR\n" +
 	"sourceHost\x12#\n" +
 	"\rnum_instances\x18\x0e \x01(\x05R\fnumInstances\x12\x18\n" +
-	"\aprofile\x18\x0f \x01(\tR\aprofile\x1a<\n" +
+	"\aprofile\x18\x0f \x01(\tR\aprofile\x12)\n" +
+	"\x05ports\x18\x10 \x03(\v2\x13.placecheck.v1.PortR\x05ports\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"3\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xab\x01\n" +
+	"\x04Port\x12\x1b\n" +
+	"\tvnic_type\x18\x01 \x01(\tR\bvnicType\x12)\n" +
+	"\x10physical_network\x18\x02 \x01(\tR\x0fphysicalNetwork\x12\x1d\n" +
+	"\atrusted\x18\x03 \x01(\bH\x00R\atrusted\x88\x01\x01\x120\n" +
+	"\x14numa_affinity_policy\x18\x04 \x01(\tR\x12numaAffinityPolicyB\n" +
+	"\n" +
+	"\b_trusted\"3\n" +
 	"\fAggregateSet\x12#\n" +
-	"\raggregate_ids\x18\x01 \x03(\x03R\faggregateIds\"\xa3\x01\n" +
+	"\raggregate_ids\x18\x01 \x03(\x03R\faggregateIds\"\xd6\x01\n" +
 	"\x06Flavor\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12F\n" +
 	"\vextra_specs\x18\x02 \x03(\v2%.placecheck.v1.Flavor.ExtraSpecsEntryR\n" +
-	"extraSpecs\x1a=\n" +
+	"extraSpecs\x12\x14\n" +
+	"\x05vcpus\x18\x03 \x01(\x03R\x05vcpus\x12\x1b\n" +
+	"\tmemory_mb\x18\x04 \x01(\x03R\bmemoryMb\x1a=\n" +
 	"\x0fExtraSpecsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x01\n" +
@@ -1843,63 +1956,65 @@ func file_placecheck_v1_placement_proto_rawDescGZIP() []byte {
 }
 
 var file_placecheck_v1_placement_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_placecheck_v1_placement_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_placecheck_v1_placement_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_placecheck_v1_placement_proto_goTypes = []any{
 	(Operation)(0),                     // 0: placecheck.v1.Operation
 	(ServerGroupPolicy)(0),             // 1: placecheck.v1.ServerGroupPolicy
 	(*PlacementRequest)(nil),           // 2: placecheck.v1.PlacementRequest
-	(*AggregateSet)(nil),               // 3: placecheck.v1.AggregateSet
-	(*Flavor)(nil),                     // 4: placecheck.v1.Flavor
-	(*Image)(nil),                      // 5: placecheck.v1.Image
-	(*SchedulerHints)(nil),             // 6: placecheck.v1.SchedulerHints
-	(*ServerGroup)(nil),                // 7: placecheck.v1.ServerGroup
-	(*CheckDestinationRequest)(nil),    // 8: placecheck.v1.CheckDestinationRequest
-	(*CheckDestinationResponse)(nil),   // 9: placecheck.v1.CheckDestinationResponse
-	(*HostVerdict)(nil),                // 10: placecheck.v1.HostVerdict
-	(*Rejection)(nil),                  // 11: placecheck.v1.Rejection
-	(*RejectionNumbers)(nil),           // 12: placecheck.v1.RejectionNumbers
-	(*SelectDestinationsRequest)(nil),  // 13: placecheck.v1.SelectDestinationsRequest
-	(*SelectDestinationsResponse)(nil), // 14: placecheck.v1.SelectDestinationsResponse
-	(*InstancePlacement)(nil),          // 15: placecheck.v1.InstancePlacement
-	(*WeighedHost)(nil),                // 16: placecheck.v1.WeighedHost
-	(*WeigherScore)(nil),               // 17: placecheck.v1.WeigherScore
-	(*FilterSummary)(nil),              // 18: placecheck.v1.FilterSummary
-	(*RuleElimination)(nil),            // 19: placecheck.v1.RuleElimination
-	nil,                                // 20: placecheck.v1.PlacementRequest.ResourcesEntry
-	nil,                                // 21: placecheck.v1.Flavor.ExtraSpecsEntry
-	nil,                                // 22: placecheck.v1.Image.PropertiesEntry
+	(*Port)(nil),                       // 3: placecheck.v1.Port
+	(*AggregateSet)(nil),               // 4: placecheck.v1.AggregateSet
+	(*Flavor)(nil),                     // 5: placecheck.v1.Flavor
+	(*Image)(nil),                      // 6: placecheck.v1.Image
+	(*SchedulerHints)(nil),             // 7: placecheck.v1.SchedulerHints
+	(*ServerGroup)(nil),                // 8: placecheck.v1.ServerGroup
+	(*CheckDestinationRequest)(nil),    // 9: placecheck.v1.CheckDestinationRequest
+	(*CheckDestinationResponse)(nil),   // 10: placecheck.v1.CheckDestinationResponse
+	(*HostVerdict)(nil),                // 11: placecheck.v1.HostVerdict
+	(*Rejection)(nil),                  // 12: placecheck.v1.Rejection
+	(*RejectionNumbers)(nil),           // 13: placecheck.v1.RejectionNumbers
+	(*SelectDestinationsRequest)(nil),  // 14: placecheck.v1.SelectDestinationsRequest
+	(*SelectDestinationsResponse)(nil), // 15: placecheck.v1.SelectDestinationsResponse
+	(*InstancePlacement)(nil),          // 16: placecheck.v1.InstancePlacement
+	(*WeighedHost)(nil),                // 17: placecheck.v1.WeighedHost
+	(*WeigherScore)(nil),               // 18: placecheck.v1.WeigherScore
+	(*FilterSummary)(nil),              // 19: placecheck.v1.FilterSummary
+	(*RuleElimination)(nil),            // 20: placecheck.v1.RuleElimination
+	nil,                                // 21: placecheck.v1.PlacementRequest.ResourcesEntry
+	nil,                                // 22: placecheck.v1.Flavor.ExtraSpecsEntry
+	nil,                                // 23: placecheck.v1.Image.PropertiesEntry
 }
 var file_placecheck_v1_placement_proto_depIdxs = []int32{
 	0,  // 0: placecheck.v1.PlacementRequest.operation:type_name -> placecheck.v1.Operation
-	20, // 1: placecheck.v1.PlacementRequest.resources:type_name -> placecheck.v1.PlacementRequest.ResourcesEntry
-	3,  // 2: placecheck.v1.PlacementRequest.member_of:type_name -> placecheck.v1.AggregateSet
-	4,  // 3: placecheck.v1.PlacementRequest.flavor:type_name -> placecheck.v1.Flavor
-	5,  // 4: placecheck.v1.PlacementRequest.image:type_name -> placecheck.v1.Image
-	6,  // 5: placecheck.v1.PlacementRequest.scheduler_hints:type_name -> placecheck.v1.SchedulerHints
-	7,  // 6: placecheck.v1.PlacementRequest.server_group:type_name -> placecheck.v1.ServerGroup
-	21, // 7: placecheck.v1.Flavor.extra_specs:type_name -> placecheck.v1.Flavor.ExtraSpecsEntry
-	22, // 8: placecheck.v1.Image.properties:type_name -> placecheck.v1.Image.PropertiesEntry
-	1,  // 9: placecheck.v1.ServerGroup.policy:type_name -> placecheck.v1.ServerGroupPolicy
-	2,  // 10: placecheck.v1.CheckDestinationRequest.request:type_name -> placecheck.v1.PlacementRequest
-	10, // 11: placecheck.v1.CheckDestinationResponse.verdicts:type_name -> placecheck.v1.HostVerdict
-	11, // 12: placecheck.v1.HostVerdict.rejections:type_name -> placecheck.v1.Rejection
-	12, // 13: placecheck.v1.Rejection.numbers:type_name -> placecheck.v1.RejectionNumbers
-	2,  // 14: placecheck.v1.SelectDestinationsRequest.request:type_name -> placecheck.v1.PlacementRequest
-	15, // 15: placecheck.v1.SelectDestinationsResponse.placements:type_name -> placecheck.v1.InstancePlacement
-	18, // 16: placecheck.v1.SelectDestinationsResponse.summary:type_name -> placecheck.v1.FilterSummary
-	16, // 17: placecheck.v1.InstancePlacement.selected:type_name -> placecheck.v1.WeighedHost
-	16, // 18: placecheck.v1.InstancePlacement.alternates:type_name -> placecheck.v1.WeighedHost
-	17, // 19: placecheck.v1.WeighedHost.weighers:type_name -> placecheck.v1.WeigherScore
-	19, // 20: placecheck.v1.FilterSummary.eliminations:type_name -> placecheck.v1.RuleElimination
-	8,  // 21: placecheck.v1.PlacementCheck.CheckDestination:input_type -> placecheck.v1.CheckDestinationRequest
-	13, // 22: placecheck.v1.PlacementCheck.SelectDestinations:input_type -> placecheck.v1.SelectDestinationsRequest
-	9,  // 23: placecheck.v1.PlacementCheck.CheckDestination:output_type -> placecheck.v1.CheckDestinationResponse
-	14, // 24: placecheck.v1.PlacementCheck.SelectDestinations:output_type -> placecheck.v1.SelectDestinationsResponse
-	23, // [23:25] is the sub-list for method output_type
-	21, // [21:23] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	21, // 1: placecheck.v1.PlacementRequest.resources:type_name -> placecheck.v1.PlacementRequest.ResourcesEntry
+	4,  // 2: placecheck.v1.PlacementRequest.member_of:type_name -> placecheck.v1.AggregateSet
+	5,  // 3: placecheck.v1.PlacementRequest.flavor:type_name -> placecheck.v1.Flavor
+	6,  // 4: placecheck.v1.PlacementRequest.image:type_name -> placecheck.v1.Image
+	7,  // 5: placecheck.v1.PlacementRequest.scheduler_hints:type_name -> placecheck.v1.SchedulerHints
+	8,  // 6: placecheck.v1.PlacementRequest.server_group:type_name -> placecheck.v1.ServerGroup
+	3,  // 7: placecheck.v1.PlacementRequest.ports:type_name -> placecheck.v1.Port
+	22, // 8: placecheck.v1.Flavor.extra_specs:type_name -> placecheck.v1.Flavor.ExtraSpecsEntry
+	23, // 9: placecheck.v1.Image.properties:type_name -> placecheck.v1.Image.PropertiesEntry
+	1,  // 10: placecheck.v1.ServerGroup.policy:type_name -> placecheck.v1.ServerGroupPolicy
+	2,  // 11: placecheck.v1.CheckDestinationRequest.request:type_name -> placecheck.v1.PlacementRequest
+	11, // 12: placecheck.v1.CheckDestinationResponse.verdicts:type_name -> placecheck.v1.HostVerdict
+	12, // 13: placecheck.v1.HostVerdict.rejections:type_name -> placecheck.v1.Rejection
+	13, // 14: placecheck.v1.Rejection.numbers:type_name -> placecheck.v1.RejectionNumbers
+	2,  // 15: placecheck.v1.SelectDestinationsRequest.request:type_name -> placecheck.v1.PlacementRequest
+	16, // 16: placecheck.v1.SelectDestinationsResponse.placements:type_name -> placecheck.v1.InstancePlacement
+	19, // 17: placecheck.v1.SelectDestinationsResponse.summary:type_name -> placecheck.v1.FilterSummary
+	17, // 18: placecheck.v1.InstancePlacement.selected:type_name -> placecheck.v1.WeighedHost
+	17, // 19: placecheck.v1.InstancePlacement.alternates:type_name -> placecheck.v1.WeighedHost
+	18, // 20: placecheck.v1.WeighedHost.weighers:type_name -> placecheck.v1.WeigherScore
+	20, // 21: placecheck.v1.FilterSummary.eliminations:type_name -> placecheck.v1.RuleElimination
+	9,  // 22: placecheck.v1.PlacementCheck.CheckDestination:input_type -> placecheck.v1.CheckDestinationRequest
+	14, // 23: placecheck.v1.PlacementCheck.SelectDestinations:input_type -> placecheck.v1.SelectDestinationsRequest
+	10, // 24: placecheck.v1.PlacementCheck.CheckDestination:output_type -> placecheck.v1.CheckDestinationResponse
+	15, // 25: placecheck.v1.PlacementCheck.SelectDestinations:output_type -> placecheck.v1.SelectDestinationsResponse
+	24, // [24:26] is the sub-list for method output_type
+	22, // [22:24] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_placecheck_v1_placement_proto_init() }
@@ -1907,16 +2022,17 @@ func file_placecheck_v1_placement_proto_init() {
 	if File_placecheck_v1_placement_proto != nil {
 		return
 	}
-	file_placecheck_v1_placement_proto_msgTypes[5].OneofWrappers = []any{}
-	file_placecheck_v1_placement_proto_msgTypes[10].OneofWrappers = []any{}
+	file_placecheck_v1_placement_proto_msgTypes[1].OneofWrappers = []any{}
+	file_placecheck_v1_placement_proto_msgTypes[6].OneofWrappers = []any{}
 	file_placecheck_v1_placement_proto_msgTypes[11].OneofWrappers = []any{}
+	file_placecheck_v1_placement_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_placecheck_v1_placement_proto_rawDesc), len(file_placecheck_v1_placement_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -613,7 +613,12 @@ type HostUsage struct {
 	// New I/O-heavy instance count, when set.
 	NumIoOps *int64 `protobuf:"varint,4,opt,name=num_io_ops,json=numIoOps,proto3,oneof" json:"num_io_ops,omitempty"`
 	// New list of instance UUIDs on the host, when set.
-	Instances     *InstanceList `protobuf:"bytes,5,opt,name=instances,proto3,oneof" json:"instances,omitempty"`
+	Instances *InstanceList `protobuf:"bytes,5,opt,name=instances,proto3,oneof" json:"instances,omitempty"`
+	// New NUMA cells of the host, when set: they replace the host's (its topology with the CPUs
+	// pinned, the memory and pages used, as fleet.proto's Host.numa_cells).
+	NumaCells *NumaCellList `protobuf:"bytes,6,opt,name=numa_cells,json=numaCells,proto3,oneof" json:"numa_cells,omitempty"`
+	// New PCI device pools of the host, when set: they replace the host's (free device counts).
+	PciPools      *PciPoolList `protobuf:"bytes,7,opt,name=pci_pools,json=pciPools,proto3,oneof" json:"pci_pools,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -683,6 +688,112 @@ func (x *HostUsage) GetInstances() *InstanceList {
 	return nil
 }
 
+func (x *HostUsage) GetNumaCells() *NumaCellList {
+	if x != nil {
+		return x.NumaCells
+	}
+	return nil
+}
+
+func (x *HostUsage) GetPciPools() *PciPoolList {
+	if x != nil {
+		return x.PciPools
+	}
+	return nil
+}
+
+// A host's NUMA cells (wrapped so that "unset" differs from "empty").
+type NumaCellList struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cells.
+	Cells         []*NumaCell `protobuf:"bytes,1,rep,name=cells,proto3" json:"cells,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NumaCellList) Reset() {
+	*x = NumaCellList{}
+	mi := &file_placecheck_v1_state_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NumaCellList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NumaCellList) ProtoMessage() {}
+
+func (x *NumaCellList) ProtoReflect() protoreflect.Message {
+	mi := &file_placecheck_v1_state_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NumaCellList.ProtoReflect.Descriptor instead.
+func (*NumaCellList) Descriptor() ([]byte, []int) {
+	return file_placecheck_v1_state_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *NumaCellList) GetCells() []*NumaCell {
+	if x != nil {
+		return x.Cells
+	}
+	return nil
+}
+
+// A host's PCI device pools (wrapped so that "unset" differs from "empty").
+type PciPoolList struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pools.
+	Pools         []*PciPool `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PciPoolList) Reset() {
+	*x = PciPoolList{}
+	mi := &file_placecheck_v1_state_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PciPoolList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PciPoolList) ProtoMessage() {}
+
+func (x *PciPoolList) ProtoReflect() protoreflect.Message {
+	mi := &file_placecheck_v1_state_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PciPoolList.ProtoReflect.Descriptor instead.
+func (*PciPoolList) Descriptor() ([]byte, []int) {
+	return file_placecheck_v1_state_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PciPoolList) GetPools() []*PciPool {
+	if x != nil {
+		return x.Pools
+	}
+	return nil
+}
+
 // A list of instance UUIDs (wrapped so that "unset" differs from "empty").
 type InstanceList struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -694,7 +805,7 @@ type InstanceList struct {
 
 func (x *InstanceList) Reset() {
 	*x = InstanceList{}
-	mi := &file_placecheck_v1_state_proto_msgTypes[12]
+	mi := &file_placecheck_v1_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +817,7 @@ func (x *InstanceList) String() string {
 func (*InstanceList) ProtoMessage() {}
 
 func (x *InstanceList) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_state_proto_msgTypes[12]
+	mi := &file_placecheck_v1_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +830,7 @@ func (x *InstanceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceList.ProtoReflect.Descriptor instead.
 func (*InstanceList) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_placecheck_v1_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InstanceList) GetUuids() []string {
@@ -740,7 +851,7 @@ type UpdateUsageRequest struct {
 
 func (x *UpdateUsageRequest) Reset() {
 	*x = UpdateUsageRequest{}
-	mi := &file_placecheck_v1_state_proto_msgTypes[13]
+	mi := &file_placecheck_v1_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +863,7 @@ func (x *UpdateUsageRequest) String() string {
 func (*UpdateUsageRequest) ProtoMessage() {}
 
 func (x *UpdateUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_state_proto_msgTypes[13]
+	mi := &file_placecheck_v1_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +876,7 @@ func (x *UpdateUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateUsageRequest.ProtoReflect.Descriptor instead.
 func (*UpdateUsageRequest) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_placecheck_v1_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateUsageRequest) GetUsages() []*HostUsage {
@@ -788,7 +899,7 @@ type UpdateUsageResponse struct {
 
 func (x *UpdateUsageResponse) Reset() {
 	*x = UpdateUsageResponse{}
-	mi := &file_placecheck_v1_state_proto_msgTypes[14]
+	mi := &file_placecheck_v1_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +911,7 @@ func (x *UpdateUsageResponse) String() string {
 func (*UpdateUsageResponse) ProtoMessage() {}
 
 func (x *UpdateUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_state_proto_msgTypes[14]
+	mi := &file_placecheck_v1_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +924,7 @@ func (x *UpdateUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateUsageResponse.ProtoReflect.Descriptor instead.
 func (*UpdateUsageResponse) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_placecheck_v1_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdateUsageResponse) GetGeneration() uint64 {
@@ -839,7 +950,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_placecheck_v1_state_proto_msgTypes[15]
+	mi := &file_placecheck_v1_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +962,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_state_proto_msgTypes[15]
+	mi := &file_placecheck_v1_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +975,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_state_proto_rawDescGZIP(), []int{15}
+	return file_placecheck_v1_state_proto_rawDescGZIP(), []int{17}
 }
 
 // FleetState.GetStatus' answer: the snapshot now served.
@@ -889,7 +1000,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_placecheck_v1_state_proto_msgTypes[16]
+	mi := &file_placecheck_v1_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +1012,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_placecheck_v1_state_proto_msgTypes[16]
+	mi := &file_placecheck_v1_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +1025,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_placecheck_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_placecheck_v1_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetStatusResponse) GetGeneration() uint64 {
@@ -1009,21 +1120,31 @@ const file_placecheck_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\tR\x05epoch\"\xcc\x02\n" +
+	"\x05epoch\x18\x02 \x01(\tR\x05epoch\"\xe8\x03\n" +
 	"\tHostUsage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\x04used\x18\x02 \x03(\v2\".placecheck.v1.HostUsage.UsedEntryR\x04used\x12(\n" +
 	"\rnum_instances\x18\x03 \x01(\x03H\x00R\fnumInstances\x88\x01\x01\x12!\n" +
 	"\n" +
 	"num_io_ops\x18\x04 \x01(\x03H\x01R\bnumIoOps\x88\x01\x01\x12>\n" +
-	"\tinstances\x18\x05 \x01(\v2\x1b.placecheck.v1.InstanceListH\x02R\tinstances\x88\x01\x01\x1a7\n" +
+	"\tinstances\x18\x05 \x01(\v2\x1b.placecheck.v1.InstanceListH\x02R\tinstances\x88\x01\x01\x12?\n" +
+	"\n" +
+	"numa_cells\x18\x06 \x01(\v2\x1b.placecheck.v1.NumaCellListH\x03R\tnumaCells\x88\x01\x01\x12<\n" +
+	"\tpci_pools\x18\a \x01(\v2\x1a.placecheck.v1.PciPoolListH\x04R\bpciPools\x88\x01\x01\x1a7\n" +
 	"\tUsedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01B\x10\n" +
 	"\x0e_num_instancesB\r\n" +
 	"\v_num_io_opsB\f\n" +
 	"\n" +
-	"_instances\"$\n" +
+	"_instancesB\r\n" +
+	"\v_numa_cellsB\f\n" +
+	"\n" +
+	"_pci_pools\"=\n" +
+	"\fNumaCellList\x12-\n" +
+	"\x05cells\x18\x01 \x03(\v2\x17.placecheck.v1.NumaCellR\x05cells\";\n" +
+	"\vPciPoolList\x12,\n" +
+	"\x05pools\x18\x01 \x03(\v2\x16.placecheck.v1.PciPoolR\x05pools\"$\n" +
 	"\fInstanceList\x12\x14\n" +
 	"\x05uuids\x18\x01 \x03(\tR\x05uuids\"F\n" +
 	"\x12UpdateUsageRequest\x120\n" +
@@ -1069,7 +1190,7 @@ func file_placecheck_v1_state_proto_rawDescGZIP() []byte {
 	return file_placecheck_v1_state_proto_rawDescData
 }
 
-var file_placecheck_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_placecheck_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_placecheck_v1_state_proto_goTypes = []any{
 	(*ReplaceFleetRequest)(nil),      // 0: placecheck.v1.ReplaceFleetRequest
 	(*ReplaceFleetPart)(nil),         // 1: placecheck.v1.ReplaceFleetPart
@@ -1083,46 +1204,54 @@ var file_placecheck_v1_state_proto_goTypes = []any{
 	(*RemoveAggregatesRequest)(nil),  // 9: placecheck.v1.RemoveAggregatesRequest
 	(*RemoveAggregatesResponse)(nil), // 10: placecheck.v1.RemoveAggregatesResponse
 	(*HostUsage)(nil),                // 11: placecheck.v1.HostUsage
-	(*InstanceList)(nil),             // 12: placecheck.v1.InstanceList
-	(*UpdateUsageRequest)(nil),       // 13: placecheck.v1.UpdateUsageRequest
-	(*UpdateUsageResponse)(nil),      // 14: placecheck.v1.UpdateUsageResponse
-	(*GetStatusRequest)(nil),         // 15: placecheck.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),        // 16: placecheck.v1.GetStatusResponse
-	nil,                              // 17: placecheck.v1.HostUsage.UsedEntry
-	(*Fleet)(nil),                    // 18: placecheck.v1.Fleet
-	(*Host)(nil),                     // 19: placecheck.v1.Host
-	(*Aggregate)(nil),                // 20: placecheck.v1.Aggregate
+	(*NumaCellList)(nil),             // 12: placecheck.v1.NumaCellList
+	(*PciPoolList)(nil),              // 13: placecheck.v1.PciPoolList
+	(*InstanceList)(nil),             // 14: placecheck.v1.InstanceList
+	(*UpdateUsageRequest)(nil),       // 15: placecheck.v1.UpdateUsageRequest
+	(*UpdateUsageResponse)(nil),      // 16: placecheck.v1.UpdateUsageResponse
+	(*GetStatusRequest)(nil),         // 17: placecheck.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),        // 18: placecheck.v1.GetStatusResponse
+	nil,                              // 19: placecheck.v1.HostUsage.UsedEntry
+	(*Fleet)(nil),                    // 20: placecheck.v1.Fleet
+	(*Host)(nil),                     // 21: placecheck.v1.Host
+	(*Aggregate)(nil),                // 22: placecheck.v1.Aggregate
+	(*NumaCell)(nil),                 // 23: placecheck.v1.NumaCell
+	(*PciPool)(nil),                  // 24: placecheck.v1.PciPool
 }
 var file_placecheck_v1_state_proto_depIdxs = []int32{
-	18, // 0: placecheck.v1.ReplaceFleetRequest.fleet:type_name -> placecheck.v1.Fleet
-	19, // 1: placecheck.v1.ReplaceFleetPart.hosts:type_name -> placecheck.v1.Host
-	20, // 2: placecheck.v1.ReplaceFleetPart.aggregates:type_name -> placecheck.v1.Aggregate
-	19, // 3: placecheck.v1.UpsertHostsRequest.hosts:type_name -> placecheck.v1.Host
-	20, // 4: placecheck.v1.UpsertAggregatesRequest.aggregates:type_name -> placecheck.v1.Aggregate
-	17, // 5: placecheck.v1.HostUsage.used:type_name -> placecheck.v1.HostUsage.UsedEntry
-	12, // 6: placecheck.v1.HostUsage.instances:type_name -> placecheck.v1.InstanceList
-	11, // 7: placecheck.v1.UpdateUsageRequest.usages:type_name -> placecheck.v1.HostUsage
-	0,  // 8: placecheck.v1.FleetState.ReplaceFleet:input_type -> placecheck.v1.ReplaceFleetRequest
-	1,  // 9: placecheck.v1.FleetState.ReplaceFleetStream:input_type -> placecheck.v1.ReplaceFleetPart
-	3,  // 10: placecheck.v1.FleetState.UpsertHosts:input_type -> placecheck.v1.UpsertHostsRequest
-	5,  // 11: placecheck.v1.FleetState.RemoveHosts:input_type -> placecheck.v1.RemoveHostsRequest
-	7,  // 12: placecheck.v1.FleetState.UpsertAggregates:input_type -> placecheck.v1.UpsertAggregatesRequest
-	9,  // 13: placecheck.v1.FleetState.RemoveAggregates:input_type -> placecheck.v1.RemoveAggregatesRequest
-	13, // 14: placecheck.v1.FleetState.UpdateUsage:input_type -> placecheck.v1.UpdateUsageRequest
-	15, // 15: placecheck.v1.FleetState.GetStatus:input_type -> placecheck.v1.GetStatusRequest
-	2,  // 16: placecheck.v1.FleetState.ReplaceFleet:output_type -> placecheck.v1.ReplaceFleetResponse
-	2,  // 17: placecheck.v1.FleetState.ReplaceFleetStream:output_type -> placecheck.v1.ReplaceFleetResponse
-	4,  // 18: placecheck.v1.FleetState.UpsertHosts:output_type -> placecheck.v1.UpsertHostsResponse
-	6,  // 19: placecheck.v1.FleetState.RemoveHosts:output_type -> placecheck.v1.RemoveHostsResponse
-	8,  // 20: placecheck.v1.FleetState.UpsertAggregates:output_type -> placecheck.v1.UpsertAggregatesResponse
-	10, // 21: placecheck.v1.FleetState.RemoveAggregates:output_type -> placecheck.v1.RemoveAggregatesResponse
-	14, // 22: placecheck.v1.FleetState.UpdateUsage:output_type -> placecheck.v1.UpdateUsageResponse
-	16, // 23: placecheck.v1.FleetState.GetStatus:output_type -> placecheck.v1.GetStatusResponse
-	16, // [16:24] is the sub-list for method output_type
-	8,  // [8:16] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	20, // 0: placecheck.v1.ReplaceFleetRequest.fleet:type_name -> placecheck.v1.Fleet
+	21, // 1: placecheck.v1.ReplaceFleetPart.hosts:type_name -> placecheck.v1.Host
+	22, // 2: placecheck.v1.ReplaceFleetPart.aggregates:type_name -> placecheck.v1.Aggregate
+	21, // 3: placecheck.v1.UpsertHostsRequest.hosts:type_name -> placecheck.v1.Host
+	22, // 4: placecheck.v1.UpsertAggregatesRequest.aggregates:type_name -> placecheck.v1.Aggregate
+	19, // 5: placecheck.v1.HostUsage.used:type_name -> placecheck.v1.HostUsage.UsedEntry
+	14, // 6: placecheck.v1.HostUsage.instances:type_name -> placecheck.v1.InstanceList
+	12, // 7: placecheck.v1.HostUsage.numa_cells:type_name -> placecheck.v1.NumaCellList
+	13, // 8: placecheck.v1.HostUsage.pci_pools:type_name -> placecheck.v1.PciPoolList
+	23, // 9: placecheck.v1.NumaCellList.cells:type_name -> placecheck.v1.NumaCell
+	24, // 10: placecheck.v1.PciPoolList.pools:type_name -> placecheck.v1.PciPool
+	11, // 11: placecheck.v1.UpdateUsageRequest.usages:type_name -> placecheck.v1.HostUsage
+	0,  // 12: placecheck.v1.FleetState.ReplaceFleet:input_type -> placecheck.v1.ReplaceFleetRequest
+	1,  // 13: placecheck.v1.FleetState.ReplaceFleetStream:input_type -> placecheck.v1.ReplaceFleetPart
+	3,  // 14: placecheck.v1.FleetState.UpsertHosts:input_type -> placecheck.v1.UpsertHostsRequest
+	5,  // 15: placecheck.v1.FleetState.RemoveHosts:input_type -> placecheck.v1.RemoveHostsRequest
+	7,  // 16: placecheck.v1.FleetState.UpsertAggregates:input_type -> placecheck.v1.UpsertAggregatesRequest
+	9,  // 17: placecheck.v1.FleetState.RemoveAggregates:input_type -> placecheck.v1.RemoveAggregatesRequest
+	15, // 18: placecheck.v1.FleetState.UpdateUsage:input_type -> placecheck.v1.UpdateUsageRequest
+	17, // 19: placecheck.v1.FleetState.GetStatus:input_type -> placecheck.v1.GetStatusRequest
+	2,  // 20: placecheck.v1.FleetState.ReplaceFleet:output_type -> placecheck.v1.ReplaceFleetResponse
+	2,  // 21: placecheck.v1.FleetState.ReplaceFleetStream:output_type -> placecheck.v1.ReplaceFleetResponse
+	4,  // 22: placecheck.v1.FleetState.UpsertHosts:output_type -> placecheck.v1.UpsertHostsResponse
+	6,  // 23: placecheck.v1.FleetState.RemoveHosts:output_type -> placecheck.v1.RemoveHostsResponse
+	8,  // 24: placecheck.v1.FleetState.UpsertAggregates:output_type -> placecheck.v1.UpsertAggregatesResponse
+	10, // 25: placecheck.v1.FleetState.RemoveAggregates:output_type -> placecheck.v1.RemoveAggregatesResponse
+	16, // 26: placecheck.v1.FleetState.UpdateUsage:output_type -> placecheck.v1.UpdateUsageResponse
+	18, // 27: placecheck.v1.FleetState.GetStatus:output_type -> placecheck.v1.GetStatusResponse
+	20, // [20:28] is the sub-list for method output_type
+	12, // [12:20] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_placecheck_v1_state_proto_init() }
@@ -1138,7 +1267,7 @@ func file_placecheck_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_placecheck_v1_state_proto_rawDesc), len(file_placecheck_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
