@@ -25,6 +25,7 @@ from typing import Any
 
 from placecheck_engine.model import InvalidField
 from placecheck_engine.nova_fields import ARCHITECTURE
+from placecheck_engine.pci import PciAliasError, parse_aliases
 
 DEFAULT_PROFILE = "default"
 BUILT_IN_SOURCE = "<built-in>"
@@ -218,6 +219,11 @@ def _build_profile(name: str, options: dict, source: str, prefix: str) -> Profil
         if key in _OPTION_CHOICES and values[key] not in _OPTION_CHOICES[key]:
             raise ConfigError(source, f"{prefix}.{key}",
                               f"must be one of {', '.join(sorted(_OPTION_CHOICES[key]))}, got {values[key]!r}")
+    if "pci_alias" in values:  # refused as Nova refuses its [pci] alias list (PciInvalidAlias)
+        try:
+            parse_aliases(values["pci_alias"])
+        except PciAliasError as error:
+            raise ConfigError(source, f"{prefix}.pci_alias[{error.index}]", error.description) from None
     if "enabled_filters" in values:
         known = implemented_rules()
         for rule in values["enabled_filters"]:
