@@ -730,7 +730,7 @@ def fit(host: Host, topology: GuestTopology, pci_requests, profile) -> Fit | Mis
     states = [_CellState(cell, cell.id, cell.pagesize) for cell in topology.cells]
     not_fit: set[tuple[int, int]] = set()
     fits: set[tuple[int, int]] = set()
-    cells_fitted = False
+    first_cells_fitted = None  # the first host cells every guest cell fitted, for the explanation
     for permutation in itertools.permutations(ordered, len(states)):
         for index, (host_cell, state) in enumerate(zip(permutation, states)):
             # Keyed by the guest cell's current id, which earlier fits have changed (as Nova).
@@ -748,14 +748,14 @@ def fit(host: Host, topology: GuestTopology, pci_requests, profile) -> Fit | Mis
                 break
             fits.add(pair)
         else:
-            cells_fitted = True
             chosen = tuple(permutation)
+            first_cells_fitted = first_cells_fitted or chosen
             if pci_requests and not pci.supports(host.pci_pools, pci_requests, numa_cells=chosen,
                                                  host_cells=host_cells):
                 continue
             return Fit(cells=tuple(_placement(index, state) for index, state in enumerate(states)),
                        emulator_threads_policy=topology.emulator_threads_policy)
-    return _misfit(host, topology, pci_requests, limits, cells_fitted)
+    return _misfit(host, topology, pci_requests, limits, first_cells_fitted)
 
 
 def _placement(index: int, state: _CellState) -> CellPlacement:
@@ -781,7 +781,7 @@ def _guest_cell_needs(cell: GuestCell, reserved: int) -> str:
     return ", ".join(needs)
 
 
-def _misfit(host: Host, topology: GuestTopology, pci_requests, limits, cells_fitted: bool) -> Misfit:
+def _misfit(host: Host, topology: GuestTopology, pci_requests, limits, first_cells_fitted) -> Misfit:
     """Why no assignment fitted: the first guest cell that fits no host cell, with each host
     cell's shortfall; else the PCI requests; else too few distinct host cells."""
     for index, cell in enumerate(topology.cells):
@@ -793,13 +793,16 @@ def _misfit(host: Host, topology: GuestTopology, pci_requests, limits, cells_fit
             reason = collections.Counter(misfit.reason for misfit in found).most_common(1)[0][0]
             return Misfit(reason, f"guest cell {index} needs {_guest_cell_needs(cell, reserved)}; "
                                   + ", ".join(misfit.detail for misfit in found))
-    if pci_requests and cells_fitted:
-        unmet = pci.unmet_request(host.pci_pools, pci_requests, numa_cells=host.numa_cells,
+    if pci_requests and first_cells_fitted:
+        unmet = pci.unmet_request(host.pci_pools, pci_requests, numa_cells=first_cells_fitted,
                                   host_cells=host.numa_cells)
-        detail = (f"{pci.describe_unmet(*unmet)} near its cells (NUMA affinity policy "
-                  f"{unmet[0].numa_policy or 'legacy'})" if unmet
-                  else "the PCI requests can be met on the host's cells, but not on any set of cells the guest fits")
-        return Misfit(NUMA_PCI_AFFINITY, f"no host cells the guest fits are near its PCI devices: {detail}")
+        cell_ids = [cell.id for cell in first_cells_fitted]
+        devices = ", ".join(f"{'no NUMA node' if node is None else f'cell {node}'}: {count}"
+                            for node, count in _pci_devices_per_cell(host).items())
+        detail = (f"{pci.describe_unmet(*unmet)} near them (NUMA affinity policy {unmet[0].numa_policy or 'legacy'})"
+                  if unmet else "no other host cells it fits are near enough devices")
+        return Misfit(NUMA_PCI_AFFINITY, f"the guest fits host cells {cell_ids}: {detail}; free PCI devices "
+                                         f"of any kind by NUMA node: {devices or 'none'}")
     return Misfit(NUMA_CELLS_TOO_FEW, f"each of the guest's {len(topology.cells)} cells fits some host cell, "
                                       f"but no {len(topology.cells)} distinct host cells hold them together")
 
@@ -856,8 +859,8 @@ def check(host: Host, request: Request, profile) -> Fit | Misfit | None:
     else its Fit or Misfit."""
     topology = guest_topology(request, profile)  # Nova's API refuses a bad request before any filter
     if not _satisfies_cpu_policy(host, request):
-        return Misfit(NUMA_THREAD_POLICY, "the guest asks for dedicated CPUs with thread policy require; "
-                                          "no host cell has SMT siblings")
+        return Misfit(NUMA_THREAD_POLICY, f"the guest asks for dedicated CPUs with thread policy require; none "
+                                          f"of the host's {len(host.numa_cells)} cells has SMT siblings")
     if topology is None:
         return None
     requests = pci.pci_requests(request, pci.parse_aliases(profile.pci_alias))

@@ -1,0 +1,94 @@
+"""engine.numa against Nova 34.0.0's own answers: every case of
+../shared/conformance-numa-pci/nova-numa-pci.jsonl, in process.
+
+NUMATopologyFilter's verdict on each host is numa_topology_passes; a case Nova's API refuses
+(`expect_invalid`) must make guest_topology (or, for a PCI refusal, pci_requests) raise
+InvalidField, naming Nova's exception for the NUMA ones.
+"""
+from __future__ import annotations
+
+import pytest
+
+from numa_pci_cases import case_fleet, case_profile, case_request, load_cases
+from placecheck_engine import numa, pci
+from placecheck_engine.config import Profile
+from placecheck_engine.model import InvalidField
+
+CASES = load_cases()
+if not CASES:
+    pytest.skip("NUMA/PCI conformance data not found", allow_module_level=True)
+SCHEDULED = [case for case in CASES if not case.get("expect_invalid")]
+REFUSED = [case for case in CASES if case.get("expect_invalid")]
+# Nova's exceptions raised while building the PCI requests (engine.pci's to name).
+PCI_EXCEPTIONS = {"PciRequestAliasNotDefined", "PciInvalidAlias", "ImagePCINUMAPolicyForbidden",
+                  "InvalidPCINUMAAffinity"}
+
+
+def _profile(case: dict) -> Profile:
+    return Profile.from_options(case["name"], case_profile(case))
+
+
+@pytest.mark.parametrize("case", SCHEDULED, ids=lambda case: case["name"])
+def test_numa_topology_filter_agrees_with_nova(case):
+    profile, request = _profile(case), case_request(case)
+    wrong = {}
+    for host in case_fleet(case).hosts:
+        nova_passes = case["expect"][host.name]["NUMATopologyFilter"]
+        if numa.numa_topology_passes(host, request, profile) != nova_passes:
+            wrong[host.name] = (nova_passes, numa.check(host, request, profile))
+    assert not wrong, f"(Nova's verdict, ours) per host: {wrong}"
+
+
+@pytest.mark.parametrize("case", SCHEDULED, ids=lambda case: case["name"])
+def test_a_host_that_fails_says_why(case):
+    """A refusal carries a reason code and an explanation with numbers; a pass with a guest
+    topology places each guest cell on a distinct host cell."""
+    profile, request = _profile(case), case_request(case)
+    reasons = {value for name, value in vars(numa).items() if name.startswith("NUMA_")}
+    for host in case_fleet(case).hosts:
+        verdict = numa.check(host, request, profile)
+        if isinstance(verdict, numa.Misfit):
+            assert verdict.reason in reasons
+            assert any(character.isdigit() for character in verdict.explanation), verdict.explanation
+        elif verdict is not None:
+            chosen = [placement.host_cell for placement in verdict.cells]
+            assert len(set(chosen)) == len(chosen) == len(numa.guest_topology(request, profile).cells)
+            assert set(chosen) <= {cell.id for cell in host.numa_cells}
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=lambda case: case["name"])
+def test_a_request_nova_refuses_is_invalid(case):
+    profile, request = _profile(case), case_request(case)
+    exception = case["invalid_exception"]
+    with pytest.raises(InvalidField) as refusal:
+        numa.guest_topology(request, profile)
+        pci.pci_requests(request, pci.parse_aliases(profile.pci_alias))
+    assert refusal.value.field.startswith(("request.flavor.extra_specs[", "request.image.properties[",
+                                           "request.ports["))
+    if exception not in PCI_EXCEPTIONS:
+        assert exception in refusal.value.description
+
+
+def test_every_case_is_checked():
+    """The data is whole: 150 cases, 18 of them refused by Nova's API."""
+    assert (len(CASES), len(REFUSED)) == (150, 18)
+
+
+@pytest.mark.parametrize("case", [case for case in SCHEDULED if case["request"]["flavor"]["extra_specs"]
+                                  .get("hw:cpu_policy") == "dedicated"][:20], ids=lambda case: case["name"])
+def test_consuming_a_fit_takes_its_cpus_and_memory(case):
+    """consume() takes the pinned CPUs and memory of a Fit: the cells' free dedicated CPUs
+    drop by the guest's pinned vCPUs, their memory use rises by the guest's memory."""
+    profile, request = _profile(case), case_request(case)
+    for host in case_fleet(case).hosts:
+        verdict = numa.check(host, request, profile)
+        if not isinstance(verdict, numa.Fit):
+            continue
+        after = numa.consume(host, verdict)
+        before_cells = {cell.id: cell for cell in host.numa_cells}
+        for placement in verdict.cells:
+            cell = next(cell for cell in after.numa_cells if cell.id == placement.host_cell)
+            before = before_cells[cell.id]
+            taken = {host_cpu for _vcpu, host_cpu in placement.pinning}
+            assert taken <= cell.pinned_cpus and not taken & before.pinned_cpus
+            assert cell.memory_usage == before.memory_usage + placement.memory
