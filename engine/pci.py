@@ -32,8 +32,6 @@ ALIAS_DEVICE_TYPES = (TYPE_PCI, TYPE_PF, TYPE_VF)
 ALIAS_EXTRA_SPEC = "pci_passthrough:alias"
 POLICY_EXTRA_SPEC = "hw:pci_numa_affinity_policy"
 POLICY_IMAGE_PROPERTY = "hw_pci_numa_affinity_policy"
-# The flavor extra spec validator's format: one or more comma-separated "alias:count".
-_ALIAS_EXTRA_SPEC_FORMAT = re.compile(r"[^:]+:\d+(?:\s*,\s*[^:]+:\d+)*")
 _PCI_ID = re.compile(r"^([\da-fA-F]{4})$")  # PCI_VENDOR_PATTERN, searched as jsonschema does
 
 # vnic_types whose port takes a PCI device (VNIC_TYPES_SRIOV), the device type some ask for, and
@@ -84,7 +82,7 @@ def parse_aliases(entries: tuple[str, ...]) -> dict[str, Alias]:
     must agree on NUMA policy and device type. PciAliasError names the first entry Nova refuses."""
     policies: dict[str, str] = {}
     specs: dict[str, list[dict]] = {}
-    first_entry: dict[str, int] = {}
+    parsed: list[tuple[int, str, dict]] = []  # (entry, name, spec)
     for index, entry in enumerate(entries):
         try:
             spec = json.loads(entry)
@@ -99,8 +97,9 @@ def parse_aliases(entries: tuple[str, ...]) -> dict[str, Alias]:
             spec["dev_type"] = device_type
         if "live_migratable" in spec:
             spec["live_migratable"] = "true" if _strict_boolean(index, spec["live_migratable"]) else "false"
+        parsed.append((index, name, spec))
         if name not in specs:
-            policies[name], specs[name], first_entry[name] = numa_policy, [spec], index
+            policies[name], specs[name] = numa_policy, [spec]
             continue
         if policies[name] != numa_policy:
             raise PciAliasError(index, f"NUMA policy mismatch for alias '{name}'")
@@ -111,11 +110,11 @@ def parse_aliases(entries: tuple[str, ...]) -> dict[str, Alias]:
             raise PciAliasError(index, f"Device type mismatch for alias '{name}'")
         specs[name].append(spec)
     # Without PCI in Placement a device is only known by its PCI ids.
-    for index, entry in enumerate(entries):
-        spec = json.loads(entry)
-        if "vendor_id" not in spec or "product_id" not in spec:
-            raise PciAliasError(index, f"The PCI alias(es) {spec['name'].strip()} does not have vendor_id "
-                                       "and product_id fields set.")
+    without_ids = [(index, name) for index, name, spec in parsed if "vendor_id" not in spec or "product_id" not in spec]
+    if without_ids:
+        names = ",".join(sorted({name for _, name in without_ids}))
+        raise PciAliasError(without_ids[0][0], f"The PCI alias(es) {names} does not have vendor_id and product_id "
+                                               "fields set.")
     return {name: Alias(policies[name], tuple(specs[name])) for name in specs}
 
 
@@ -190,17 +189,22 @@ def _alias_requests(extra_specs: dict[str, str], aliases: dict[str, Alias],
         return ()
     value = extra_specs[ALIAS_EXTRA_SPEC]
     path = f"request.flavor.extra_specs[{ALIAS_EXTRA_SPEC}]"
-    # The flavor API refuses other formats, so Nova never boots one.
+    # Parsed as the boot does (the flavor API checks the format only from microversion 2.86);
+    # a value it cannot parse fails the boot.
     items = [item.split(":") for item in value.split(",")]
-    if not _ALIAS_EXTRA_SPEC_FORMAT.fullmatch(value) or any(len(item) != 2 for item in items):
+    if any(len(item) != 2 for item in items):
         raise InvalidField(path, f"{value!r} is not a comma-separated list of alias:count")
     requests = []
     for name, count in items:
         name = name.strip()
         if name not in aliases:  # PciRequestAliasNotDefined
             raise InvalidField(path, f"PCI alias {name} is not defined")
+        try:
+            count = int(count)
+        except ValueError:
+            raise InvalidField(path, f"the count of alias {name}, {count.strip()!r}, is not a number") from None
         alias = aliases[name]
-        requests.append(PciRequest(count=int(count), specs=alias.specs, alias_name=name,
+        requests.append(PciRequest(count=count, specs=alias.specs, alias_name=name,
                                    numa_policy=policy or alias.numa_policy, requester=f"alias {name}"))
     return tuple(requests)
 
