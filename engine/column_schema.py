@@ -8,7 +8,7 @@ writer that lays the columns out otherwise.
 
 Dimensions: n hosts (rows, fleet order), R resource classes, T = ceil(traits/64) and
 A = ceil(aggregates/64) (each at least 1), M instance entries over all hosts, O of them not
-canonical uuids, K metric names; k rows and E instance ids of a delta. A dimension named `*` is
+canonical uuids, K metric names, P PCI pool entries over all hosts; k rows and E instance ids of a delta. A dimension named `*` is
 free (a heap's byte count, a hash table's power-of-two size); `n+1` is one more than n.
 """
 from __future__ import annotations
@@ -49,7 +49,8 @@ SCHEMA = _specs(
     ("rc_ratio", "float64", "R, n", "cold: allocation ratio"),
     ("rc_present", "uint8", "R, n", "cold: 1 where the host has an inventory of the class (NO_INVENTORY "
                                     "explanations)"),
-    ("flags", "uint8", "n", "bit 0 enabled, bit 1 up, bit 3 host_ip is IPv4 (bit 2 unused)"),
+    ("flags", "uint8", "n", "bit 0 enabled, bit 1 up, bit 3 host_ip is IPv4, bit 4 the host gives its own "
+                            "cpu_allocation_ratio, bit 5 its own ram_allocation_ratio (bit 2 unused)"),
     ("traits", "uint64", "n, T", "trait bitset (bit i = `dicts[\"traits\"][i]`)"),
     ("aggregates", "uint64", "n, A", "aggregate membership bitset (bit i = `dicts[\"aggregates\"][i]`)"),
     ("num_instances", "int32", "n", "instance count"),
@@ -90,6 +91,27 @@ SCHEMA = _specs(
     ("instance_other_slots", "int32", "*", "hash index over the fallback heap (a power of two > 4O/3 slots; "
                                            "indices into `instance_other_entries`), `heap_hash` in "
                                            "engine/_fastfilters.pyx"),
+    ("numa_cell_count", "int32", "n", "NUMA cells of the host; 0: it reports no NUMA topology"),
+    ("numa_free_pcpus", "int32", "n", "sum over the cells of their unpinned dedicated CPUs (len(pcpuset - "
+                                      "pinned_cpus))"),
+    ("numa_max_free_pcpus", "int32", "n", "the most unpinned dedicated CPUs of one cell"),
+    ("numa_max_cpus", "int32", "n", "the most shared CPUs (len(cpuset)) of one cell"),
+    ("numa_cpu_ratio", "float64", "n", "the host's cpu_allocation_ratio (flag bit 4), else its VCPU inventory's "
+                                       "allocation_ratio, else NaN: the profile's default"),
+    ("numa_ram_ratio", "float64", "n", "the host's ram_allocation_ratio (flag bit 5), else its MEMORY_MB "
+                                       "inventory's allocation_ratio, else NaN: the profile's default"),
+    ("numa_cells_offsets", "int64", "n+1", "row r's cells are `numa_cells_bytes[offsets[r]:offsets[r+1]]` "
+                                           "(none: empty)"),
+    ("numa_cells_bytes", "uint8", "*", "the cells as compact canonical JSON, per cell [id, cpuset, pcpuset, "
+                                       "memory, cpu_usage, memory_usage, pinned_cpus, siblings, [[size_kb, total, "
+                                       "used, reserved], ...], socket] (`Columns.numa_cells_at`)"),
+    ("pci_pool_offsets", "int64", "n+1", "row r's PCI pools are pool entries `pci_pool_offsets[r]` .. "
+                                         "`pci_pool_offsets[r+1]` - 1, in the host's order"),
+    ("pci_free_devices", "int64", "n", "sum of the host's pools' counts"),
+    ("pci_pool_kind", "int32", "P", "index of the pool's [vendor_id, product_id, dev_type, {tags}] into "
+                                    "`dicts[\"pci_pool_kinds\"]` (first-seen order over the entries)"),
+    ("pci_pool_numa_node", "int32", "P", "the pool's NUMA node; -1: none"),
+    ("pci_pool_count", "int32", "P", "free devices in the pool"),
 )
 
 # A delta generation (engine.columns.usage_delta): the usage arrays at the rows changed since its

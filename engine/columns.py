@@ -8,6 +8,7 @@ is rebuilt per generation.
 """
 from __future__ import annotations
 
+import json
 import math
 import socket
 import sys
@@ -21,13 +22,17 @@ from typing import Sequence
 import numpy as np
 
 from placecheck_engine import _fastfilters
-from placecheck_engine.model import Fleet, Host, Inventory
+from placecheck_engine.model import Fleet, Host, Inventory, MemPages, NumaCell, PciPool
 
 INT32_MAX = np.iinfo(np.int32).max
 
 FLAG_ENABLED = 1
 FLAG_UP = 2
 FLAG_HOST_IPV4 = 8  # host_ip parses as IPv4; host_ipv4 holds it
+# The host gives its own cpu / ram_allocation_ratio: numa_cpu_ratio / numa_ram_ratio is that
+# (host_at tells it apart from one taken from the inventory).
+FLAG_CPU_RATIO_GIVEN = 16
+FLAG_RAM_RATIO_GIVEN = 32
 
 AVAILABILITY_ZONE_KEY = "availability_zone"
 
@@ -50,6 +55,7 @@ class Columns:
       host_ips            sorted distinct host_ip strings ("" included); index = host_ip_id
       metric_sets         per metric_set_id: the sorted metric names a host reports
       metric_names        sorted names of every metric; index = first axis of metric_values
+      pci_pool_kinds      per pci_pool_kind: [vendor_id, product_id, dev_type, {tags, sorted by key}]
 
     Rules on string-valued host attributes evaluate their predicate once per distinct value
     (the *_id columns index these dicts) and broadcast the verdicts over hosts in the kernel.
@@ -171,6 +177,21 @@ class Columns:
         """Per aggregate_set_id, the metadata dicts of its aggregates (shared: do not modify)."""
         return self.derived("aggregate_memberships", lambda columns: [
             [columns.dicts["aggregate_metadata"][bit] for bit in bits] for bits in columns.dicts["aggregate_sets"]])
+
+    def numa_cells_at(self, row: int) -> tuple[NumaCell, ...]:
+        """The host's NUMA cells, as build_columns was given them."""
+        offsets = self.arrays["numa_cells_offsets"]
+        encoded = self.arrays["numa_cells_bytes"][offsets[row]:offsets[row + 1]].tobytes()
+        return _decoded_cells(encoded) if encoded else ()
+
+    def pci_pools_at(self, row: int) -> tuple[PciPool, ...]:
+        """The host's PCI device pools, in its order."""
+        first, last = self.arrays["pci_pool_offsets"][row:row + 2].tolist()
+        kinds = self.dicts["pci_pool_kinds"]
+        return tuple(PciPool(*kinds[kind][:3], numa_node=None if node < 0 else node, count=count,
+                             tags=dict(kinds[kind][3]))
+                     for kind, node, count in zip(*(self.arrays[name][first:last].tolist() for name in
+                                                    ("pci_pool_kind", "pci_pool_numa_node", "pci_pool_count"))))
 
     def aggregate_metadata_by_set(self, set_id: int) -> dict[str, set[str]]:
         """Nova's aggregate_metadata_get_by_host for the hosts of one aggregate_set_id."""
@@ -372,6 +393,9 @@ def build_columns(fleet: Fleet) -> Columns:
     arrays["host_name_order"] = _sorted_order(names)
 
     arrays.update(_instance_arrays(hosts))
+    arrays.update(_numa_arrays(hosts, arrays, rc_index))
+    pci_arrays, pci_pool_kinds = _pci_arrays(hosts)
+    arrays.update(pci_arrays)
 
     dicts = {
         "resource_classes": resource_classes,
@@ -384,8 +408,100 @@ def build_columns(fleet: Fleet) -> Columns:
         "host_ips": host_ips,
         "metric_sets": metric_sets,
         "metric_names": metric_names,
+        "pci_pool_kinds": pci_pool_kinds,
     }
     return Columns(arrays, dicts)
+
+
+def _numa_arrays(hosts, arrays: dict, rc_index: dict) -> dict:
+    """The numa_* columns; sets the flags of the hosts that give their own ratios."""
+    n = len(hosts)
+    summaries = {}  # hosts share a few topologies: each is summarised and encoded once
+    rows, values, encoded = [], [], [b""] * n
+    for row, host in enumerate(hosts):
+        if host.numa_cells:
+            summary = summaries.get(host.numa_cells)
+            if summary is None:
+                summary = summaries[host.numa_cells] = _numa_summary(host.numa_cells)
+            rows.append(row)
+            values.append(summary[:4])
+            encoded[row] = summary[4]
+    numbers = np.zeros((4, n), dtype=np.int64)
+    if rows:
+        numbers[:, rows] = np.array(values, dtype=np.int64).T
+    columns = {name: np.clip(numbers[index], 0, INT32_MAX).astype(np.int32) for index, name in enumerate(
+        ("numa_cell_count", "numa_free_pcpus", "numa_max_free_pcpus", "numa_max_cpus"))}
+    flags = arrays["flags"]
+    for name, resource_class, given_flag in (("cpu", "VCPU", FLAG_CPU_RATIO_GIVEN),
+                                             ("ram", "MEMORY_MB", FLAG_RAM_RATIO_GIVEN)):
+        ratios = np.full(n, np.nan)
+        index = rc_index.get(resource_class)
+        if index is not None:
+            present = arrays["rc_present"][index].astype(bool)
+            ratios[present] = arrays["rc_ratio"][index][present]
+        attribute = f"{name}_allocation_ratio"
+        given = [(row, getattr(host, attribute)) for row, host in enumerate(hosts)
+                 if getattr(host, attribute) is not None]
+        if given:
+            given_rows, given_ratios = zip(*given)
+            ratios[list(given_rows)] = given_ratios
+            flags[list(given_rows)] |= given_flag
+        columns[f"numa_{name}_ratio"] = ratios
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum([len(item) for item in encoded], out=offsets[1:])
+    columns["numa_cells_offsets"] = offsets
+    columns["numa_cells_bytes"] = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
+    return columns
+
+
+def _numa_summary(cells: tuple[NumaCell, ...]) -> tuple[int, int, int, int, bytes]:
+    """(cell count, free dedicated CPUs, most free dedicated CPUs in a cell, most shared CPUs in a
+    cell, the cells' encoding)."""
+    free = [len(cell.pcpuset - cell.pinned_cpus) for cell in cells]
+    return len(cells), sum(free), max(free), max(len(cell.cpuset) for cell in cells), _encoded_cells(cells)
+
+
+def _encoded_cells(cells: tuple[NumaCell, ...]) -> bytes:
+    """Compact canonical JSON: per cell [id, cpuset, pcpuset, memory, cpu_usage, memory_usage,
+    pinned_cpus, siblings, [[size_kb, total, used, reserved], ...], socket], sets sorted."""
+    return json.dumps([[cell.id, sorted(cell.cpuset), sorted(cell.pcpuset), cell.memory, cell.cpu_usage,
+                        cell.memory_usage, sorted(cell.pinned_cpus), [sorted(siblings) for siblings in cell.siblings],
+                        [[pages.size_kb, pages.total, pages.used, pages.reserved] for pages in cell.mempages],
+                        cell.socket] for cell in cells], separators=(",", ":")).encode()
+
+
+def _decoded_cells(encoded: bytes) -> tuple[NumaCell, ...]:
+    return tuple(NumaCell(id=cell_id, cpuset=frozenset(cpuset), pcpuset=frozenset(pcpuset), memory=memory,
+                          cpu_usage=cpu_usage, memory_usage=memory_usage, pinned_cpus=frozenset(pinned),
+                          siblings=tuple(map(frozenset, siblings)),
+                          mempages=tuple(MemPages(*pages) for pages in mempages), socket=socket_id)
+                 for (cell_id, cpuset, pcpuset, memory, cpu_usage, memory_usage, pinned, siblings, mempages,
+                      socket_id) in json.loads(encoded))
+
+
+def pci_pool_kind_key(kind: list) -> tuple:
+    """What pools of one kind share: a `dicts["pci_pool_kinds"]` entry as a hashable key."""
+    vendor_id, product_id, dev_type, tags = kind
+    return vendor_id, product_id, dev_type, tuple(sorted(tags.items()))
+
+
+def _pci_arrays(hosts) -> tuple[dict, list]:
+    """The pci_* columns and the distinct pool kinds (first-seen order over the pool entries)."""
+    pools = [pool for host in hosts for pool in host.pci_pools]
+    offsets = np.zeros(len(hosts) + 1, dtype=np.int64)
+    np.cumsum([len(host.pci_pools) for host in hosts], out=offsets[1:])
+    kind_ids, kinds = _dictionary_encode(pci_pool_kind_key([pool.vendor_id, pool.product_id, pool.dev_type, pool.tags])
+                                         for pool in pools)
+    counts = np.array([pool.count for pool in pools], dtype=np.int64)
+    running = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return {
+        "pci_pool_offsets": offsets,
+        "pci_free_devices": running[offsets[1:]] - running[offsets[:-1]],
+        "pci_pool_kind": kind_ids,
+        "pci_pool_numa_node": np.array([-1 if pool.numa_node is None else pool.numa_node for pool in pools],
+                                       dtype=np.int32),
+        "pci_pool_count": np.clip(counts, 0, INT32_MAX).astype(np.int32),
+    }, [[vendor_id, product_id, dev_type, dict(tags)] for vendor_id, product_id, dev_type, tags in kinds]
 
 
 _INVENTORY_ARRAYS = ("rc_total", "rc_reserved", "rc_ratio", "rc_min_unit", "rc_max_unit", "rc_step", "rc_used")
@@ -420,6 +536,10 @@ def host_at(columns: Columns, row: int, with_instances: bool = True) -> Host:
         metrics={name: float(arrays["metric_values"][metric_index[name], row])
                  for name in dicts["metric_sets"][arrays["metric_set_id"][row]]},
         failed_builds=int(arrays["failed_builds"][row]),
+        numa_cells=columns.numa_cells_at(row),
+        pci_pools=columns.pci_pools_at(row),
+        cpu_allocation_ratio=float(arrays["numa_cpu_ratio"][row]) if flags & FLAG_CPU_RATIO_GIVEN else None,
+        ram_allocation_ratio=float(arrays["numa_ram_ratio"][row]) if flags & FLAG_RAM_RATIO_GIVEN else None,
     )
 
 

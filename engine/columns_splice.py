@@ -16,7 +16,7 @@ from typing import Collection, Sequence
 import numpy as np
 
 from placecheck_engine.columns import (Columns, _bitset, _distinct_rows, _hash_index, _place_uuids, _set_bits, _slot_count,
-                            _unit_bounds, _uuid_hash, _uuid_index, build_columns)
+                            _unit_bounds, _uuid_hash, _uuid_index, build_columns, pci_pool_kind_key)
 from placecheck_engine.model import Aggregate, Fleet, Host
 
 BASE, UPSERTED = 0, 1  # where a run of new rows comes from
@@ -28,7 +28,8 @@ _INSTANCE_ARRAYS = ("instance_offsets", "instance_uuids", "instance_slots", "ins
                     "instance_other_offsets", "instance_other_bytes", "instance_other_slots")
 _CHUNK = 1 << 16  # slots renumbered per numpy pass
 _PER_HOST = ("flags", "num_instances", "num_io_ops", "hypervisor_version", "failed_builds", "host_ipv4",
-             "w_free_ram_mb", "w_free_disk_mb", "w_free_vcpus")
+             "w_free_ram_mb", "w_free_disk_mb", "w_free_vcpus", "numa_cell_count", "numa_free_pcpus",
+             "numa_max_free_pcpus", "numa_max_cpus", "numa_cpu_ratio", "numa_ram_ratio", "pci_free_devices")
 
 
 def splice(base: Columns | None, upserted: Sequence[Host], removed: Collection[str], aggregates: Sequence[Aggregate],
@@ -73,6 +74,9 @@ def splice(base: Columns | None, upserted: Sequence[Host], removed: Collection[s
         arrays[name] = parts.gather(name)
     arrays.update(_host_names(parts, names))
     arrays.update(_instances(parts))
+    arrays["numa_cells_offsets"], arrays["numa_cells_bytes"] = _concatenated_heap(
+        parts, "numa_cells_offsets", "numa_cells_bytes")
+    _pci_pools(parts, arrays, dicts)
     # In build_columns' order, so that whatever walks them sees the same sequence.
     return Columns({name: arrays[name] for name in dict.keys(upserted_only.arrays)},
                    {name: dicts[name] for name in upserted_only.dicts})
@@ -333,9 +337,10 @@ def _metrics(parts: _Parts, arrays: dict, dicts: dict) -> None:
 
 
 def _first_seen_merge(parts: _Parts, id_name: str, base_values: list, upserted_values: list,
-                      key) -> tuple[np.ndarray, list]:
+                      key, gather=None) -> tuple[np.ndarray, list]:
     """A dictionary numbered in order of first appearance over the rows (as build_columns'
-    _dictionary_encode numbers it): the new ids per row and the values they index."""
+    _dictionary_encode numbers it): the new ids per row and the values they index. `gather`
+    puts base's ids and the upserted hosts' together (default: per row, `_Parts.gather`)."""
     candidates = list(base_values)
     candidate_of = {key(value): index for index, value in enumerate(base_values)}
     upserted_to_candidate = np.zeros(len(upserted_values), dtype=np.int32)
@@ -343,8 +348,8 @@ def _first_seen_merge(parts: _Parts, id_name: str, base_values: list, upserted_v
         upserted_to_candidate[index] = candidate_of.setdefault(key(value), len(candidates))
         if upserted_to_candidate[index] == len(candidates):
             candidates.append(value)
-    ids = parts.gather(base_array=parts.base.arrays[id_name],
-                       upserted_array=upserted_to_candidate[parts.upserted.arrays[id_name]])
+    gather = gather or (lambda base_ids, upserted_ids: parts.gather(base_array=base_ids, upserted_array=upserted_ids))
+    ids = gather(parts.base.arrays[id_name], upserted_to_candidate[parts.upserted.arrays[id_name]])
     first_row = np.full(len(candidates), len(ids), dtype=np.int64)
     np.minimum.at(first_row, ids, np.arange(len(ids)))
     present = np.flatnonzero(first_row < len(ids))
@@ -352,6 +357,30 @@ def _first_seen_merge(parts: _Parts, id_name: str, base_values: list, upserted_v
     rank = np.zeros(len(candidates), dtype=np.int32)
     rank[order] = np.arange(len(order), dtype=np.int32)
     return rank[ids], [candidates[index] for index in order.tolist()]
+
+
+def _pci_pools(parts: _Parts, arrays: dict, dicts: dict) -> None:
+    """The pool entries run by run of rows; the kinds numbered again in first-seen order."""
+    if parts.rows.unchanged:
+        arrays.update({name: parts.base.arrays[name] for name in _PCI_POOL_ARRAYS})
+        dicts["pci_pool_kinds"] = parts.base.dicts["pci_pool_kinds"]
+        return
+    arrays["pci_pool_offsets"] = _offsets(parts, "pci_pool_offsets")
+    offsets = (parts.base.arrays["pci_pool_offsets"], parts.upserted.arrays["pci_pool_offsets"])
+
+    def entries(base_array: np.ndarray, upserted_array: np.ndarray) -> np.ndarray:
+        sources = (base_array, upserted_array)
+        return np.concatenate([sources[source][offsets[source][start]:offsets[source][stop]]
+                               for source, start, stop in parts.rows.segments])
+
+    for name in ("pci_pool_numa_node", "pci_pool_count"):
+        arrays[name] = entries(parts.base.arrays[name], parts.upserted.arrays[name])
+    arrays["pci_pool_kind"], dicts["pci_pool_kinds"] = _first_seen_merge(
+        parts, "pci_pool_kind", parts.base.dicts["pci_pool_kinds"], parts.upserted.dicts["pci_pool_kinds"],
+        pci_pool_kind_key, entries)
+
+
+_PCI_POOL_ARRAYS = ("pci_pool_offsets", "pci_pool_kind", "pci_pool_numa_node", "pci_pool_count")
 
 
 def _merge_sorted(base: list, used: np.ndarray, additions: list) -> tuple[list, np.ndarray, np.ndarray]:
@@ -448,6 +477,8 @@ def _host_names(parts: _Parts, names: _HostNames) -> dict[str, np.ndarray]:
 
 def _concatenated_heap(parts: _Parts, offsets_name: str, heap_name: str) -> tuple[np.ndarray, np.ndarray]:
     """A per-row heap (offsets [n+1], bytes) of the new rows, copied run by run."""
+    if parts.rows.unchanged:
+        return parts.base.arrays[offsets_name], parts.base.arrays[heap_name]
     sources = [(parts.base.arrays[offsets_name], parts.base.arrays[heap_name]),
                (parts.upserted.arrays[offsets_name], parts.upserted.arrays[heap_name])]
     return _offsets(parts, offsets_name), np.concatenate([

@@ -18,7 +18,8 @@ from typing import Any
 
 from placecheck_engine.model import (
     MAX_COUNT, MAX_UNIT_DEFAULT, MAX_USED, PLACEMENT_MAX_INT, PLACEMENT_MAX_RATIO, Aggregate, Flavor, Fleet, GroupPolicy,
-    Host, Image, InvalidField, Inventory, Operation, Request, SchedulerHints, ServerGroup, host_at, require_unique,
+    Host, Image, InvalidField, Inventory, MemPages, NumaCell, Operation, PciPool, Port, Request, SchedulerHints,
+    ServerGroup, host_at, require_unique,
 )
 
 INT64_MAX = 2**63 - 1
@@ -27,13 +28,20 @@ RESOURCE_CLASS_PATTERN = re.compile(r"[A-Z0-9_]+")  # Placement's resource class
 HOST_KEYS = frozenset({
     "name", "enabled", "up", "resources", "traits", "host_ip", "hypervisor_type", "hypervisor_version",
     "supported_instances", "stats", "num_instances", "num_io_ops", "instances", "metrics", "failed_builds",
+    "numa_cells", "pci_pools", "cpu_allocation_ratio", "ram_allocation_ratio",
 })
+NUMA_CELL_KEYS = frozenset({"id", "cpuset", "pcpuset", "memory", "cpu_usage", "memory_usage", "pinned_cpus",
+                            "siblings", "mempages", "socket"})
+MEM_PAGES_KEYS = frozenset({"size_kb", "total", "used", "reserved"})
+PCI_POOL_KEYS = frozenset({"vendor_id", "product_id", "dev_type", "numa_node", "count", "tags"})
+PCI_DEV_TYPES = ("type-PCI", "type-PF", "type-VF", "vdpa")  # Nova's fields.PciDeviceType
+PORT_KEYS = frozenset({"vnic_type", "physical_network", "trusted", "numa_affinity_policy"})
 INVENTORY_KEYS = frozenset({"total", "reserved", "allocation_ratio", "min_unit", "max_unit", "step_size", "used"})
 AGGREGATE_KEYS = frozenset({"id", "name", "hosts", "metadata"})
 REQUEST_KEYS = frozenset({
     "operation", "resources", "required_traits", "forbidden_traits", "member_of", "availability_zone",
     "flavor", "image", "project_id", "instance_uuid", "scheduler_hints", "server_group", "source_host",
-    "num_instances", "profile",
+    "num_instances", "profile", "ports",
 })
 LIST_HINTS = ("same_host", "different_host")
 SINGLE_VALUE_HINTS = ("build_near_host_ip", "cidr", "query")
@@ -205,6 +213,74 @@ def _host_from_json(obj: Any, path: str) -> Host:
         metrics={key: _number(value, _join(metrics_path, key))
                  for key, value in _object(fields.get("metrics", {}), metrics_path).items()},
         failed_builds=_integer(fields.get("failed_builds", 0), _join(path, "failed_builds")),
+        numa_cells=numa_cells_from_json(fields.get("numa_cells", []), _join(path, "numa_cells")),
+        pci_pools=pci_pools_from_json(fields.get("pci_pools", []), _join(path, "pci_pools")),
+        cpu_allocation_ratio=_optional_number(fields.get("cpu_allocation_ratio"), _join(path, "cpu_allocation_ratio")),
+        ram_allocation_ratio=_optional_number(fields.get("ram_allocation_ratio"), _join(path, "ram_allocation_ratio")),
+    )
+
+
+def _optional_number(value: Any, path: str) -> float | None:
+    return None if value is None else _number(value, path)
+
+
+def _optional_integer(value: Any, path: str) -> int | None:
+    return None if value is None else _integer(value, path)
+
+
+def _cpus(value: Any, path: str) -> frozenset[int]:
+    return frozenset(_integer(item, f"{path}[{index}]") for index, item in enumerate(_list(value, path)))
+
+
+def numa_cells_from_json(value: Any, path: str) -> tuple[NumaCell, ...]:
+    """A host's NUMA cells (docs/fleet-file.md); `path` names the list."""
+    return tuple(_numa_cell_from_json(item, f"{path}[{index}]") for index, item in enumerate(_list(value, path)))
+
+
+def _numa_cell_from_json(obj: Any, path: str) -> NumaCell:
+    fields = _object(obj, path, NUMA_CELL_KEYS)
+    if "id" not in fields:
+        raise InvalidField(_join(path, "id"), "is required")
+    siblings_path, mempages_path = _join(path, "siblings"), _join(path, "mempages")
+    return NumaCell(
+        id=_integer(fields["id"], _join(path, "id")),
+        cpuset=_cpus(fields.get("cpuset", []), _join(path, "cpuset")),
+        pcpuset=_cpus(fields.get("pcpuset", []), _join(path, "pcpuset")),
+        memory=_integer(fields.get("memory", 0), _join(path, "memory")),
+        cpu_usage=_integer(fields.get("cpu_usage", 0), _join(path, "cpu_usage")),
+        memory_usage=_integer(fields.get("memory_usage", 0), _join(path, "memory_usage")),
+        pinned_cpus=_cpus(fields.get("pinned_cpus", []), _join(path, "pinned_cpus")),
+        siblings=tuple(_cpus(item, f"{siblings_path}[{index}]")
+                       for index, item in enumerate(_list(fields.get("siblings", []), siblings_path))),
+        mempages=tuple(_mem_pages_from_json(item, f"{mempages_path}[{index}]")
+                       for index, item in enumerate(_list(fields.get("mempages", []), mempages_path))),
+        socket=_optional_integer(fields.get("socket"), _join(path, "socket")),
+    )
+
+
+def _mem_pages_from_json(obj: Any, path: str) -> MemPages:
+    fields = _object(obj, path, MEM_PAGES_KEYS)
+    for required in ("size_kb", "total"):
+        if required not in fields:
+            raise InvalidField(_join(path, required), "is required")
+    return MemPages(**{key: _integer(fields.get(key, 0), _join(path, key)) for key in ("size_kb", "total", "used",
+                                                                                        "reserved")})
+
+
+def pci_pools_from_json(value: Any, path: str) -> tuple[PciPool, ...]:
+    """A host's PCI device pools (docs/fleet-file.md); `path` names the list."""
+    return tuple(_pci_pool_from_json(item, f"{path}[{index}]") for index, item in enumerate(_list(value, path)))
+
+
+def _pci_pool_from_json(obj: Any, path: str) -> PciPool:
+    fields = _object(obj, path, PCI_POOL_KEYS)
+    return PciPool(
+        vendor_id=_string(fields.get("vendor_id"), _join(path, "vendor_id")),
+        product_id=_string(fields.get("product_id"), _join(path, "product_id")),
+        dev_type=_string(fields.get("dev_type", PciPool.dev_type), _join(path, "dev_type")),
+        numa_node=_optional_integer(fields.get("numa_node"), _join(path, "numa_node")),
+        count=_integer(fields.get("count", 0), _join(path, "count")),
+        tags=_string_map(fields.get("tags", {}), _join(path, "tags")),
     )
 
 
@@ -247,6 +323,68 @@ def validate_host(host: Host, path: str) -> None:
             raise InvalidField(_join(path, name), f"must be an integer from 0 to {MAX_COUNT}")
     if host.hypervisor_version is not None and not 0 <= host.hypervisor_version <= INT64_MAX:
         raise InvalidField(_join(path, "hypervisor_version"), f"must be an integer from 0 to {INT64_MAX}")
+    validate_numa_and_pci(host, path)
+
+
+def validate_numa_and_pci(host: Host, path: str) -> None:
+    """The value rules of a host's NUMA cells, PCI pools and allocation ratios (every route applies
+    them: the fleet file, the gRPC contract, usage updates)."""
+    for name in ("cpu_allocation_ratio", "ram_allocation_ratio"):
+        ratio = getattr(host, name)
+        if ratio is not None and not 0 < ratio <= PLACEMENT_MAX_RATIO:  # NaN fails too
+            raise InvalidField(_join(path, name), f"must be > 0 and <= {PLACEMENT_MAX_RATIO}")
+    validate_numa_cells(host.numa_cells, _join(path, "numa_cells"))
+    validate_pci_pools(host.pci_pools, _join(path, "pci_pools"))
+
+
+def _check_range(value, path: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidField(path, f"must be an integer from {low} to {high}")
+
+
+def _check_cpus(cpus, path: str) -> None:
+    for cpu in sorted(cpus):
+        _check_range(cpu, path, 0, MAX_COUNT)
+
+
+def validate_numa_cells(cells, path: str) -> None:
+    """`path` names the list (e.g. "hosts[3].numa_cells")."""
+    for index, cell in enumerate(cells):
+        cell_path = f"{path}[{index}]"
+        _check_range(cell.id, _join(cell_path, "id"), 0, MAX_COUNT)
+        for name in ("cpuset", "pcpuset", "pinned_cpus"):
+            _check_cpus(getattr(cell, name), _join(cell_path, name))
+        for position, siblings in enumerate(cell.siblings):
+            _check_cpus(siblings, f"{cell_path}.siblings[{position}]")
+        for name in ("memory", "cpu_usage", "memory_usage"):
+            _check_range(getattr(cell, name), _join(cell_path, name), 0, MAX_USED)
+        stray = sorted(cell.pinned_cpus - cell.pcpuset)
+        if stray:
+            raise InvalidField(_join(cell_path, "pinned_cpus"), f"CPU {stray[0]} is not in the cell's pcpuset")
+        for position, pages in enumerate(cell.mempages):
+            pages_path = f"{cell_path}.mempages[{position}]"
+            _check_range(pages.size_kb, _join(pages_path, "size_kb"), 1, MAX_USED)
+            for name in ("total", "used", "reserved"):
+                _check_range(getattr(pages, name), _join(pages_path, name), 0, MAX_USED)
+        require_unique([pages.size_kb for pages in cell.mempages], _join(cell_path, "mempages"), "size_kb",
+                       "page size")
+        if cell.socket is not None:
+            _check_range(cell.socket, _join(cell_path, "socket"), 0, MAX_COUNT)
+    require_unique([cell.id for cell in cells], path, "id", "NUMA cell id")
+
+
+def validate_pci_pools(pools, path: str) -> None:
+    """`path` names the list (e.g. "hosts[3].pci_pools")."""
+    for index, pool in enumerate(pools):
+        pool_path = f"{path}[{index}]"
+        for name in ("vendor_id", "product_id"):
+            if not getattr(pool, name):
+                raise InvalidField(_join(pool_path, name), "must not be empty")
+        if pool.dev_type not in PCI_DEV_TYPES:
+            raise InvalidField(_join(pool_path, "dev_type"), f"must be one of {', '.join(PCI_DEV_TYPES)}")
+        if pool.numa_node is not None:
+            _check_range(pool.numa_node, _join(pool_path, "numa_node"), 0, MAX_COUNT)
+        _check_range(pool.count, _join(pool_path, "count"), 0, MAX_COUNT)
 
 
 def validate_aggregate(aggregate: Aggregate, path: str) -> None:
@@ -301,7 +439,25 @@ def host_to_json(host: Host) -> dict:
         "instances": list(host.instances),
         "metrics": dict(host.metrics),
         "failed_builds": host.failed_builds,
+        "numa_cells": [numa_cell_to_json(cell) for cell in host.numa_cells],
+        "pci_pools": [pci_pool_to_json(pool) for pool in host.pci_pools],
+        "cpu_allocation_ratio": host.cpu_allocation_ratio,
+        "ram_allocation_ratio": host.ram_allocation_ratio,
     }
+
+
+def numa_cell_to_json(cell: NumaCell) -> dict:
+    return {"id": cell.id, "cpuset": sorted(cell.cpuset), "pcpuset": sorted(cell.pcpuset), "memory": cell.memory,
+            "cpu_usage": cell.cpu_usage, "memory_usage": cell.memory_usage, "pinned_cpus": sorted(cell.pinned_cpus),
+            "siblings": [sorted(siblings) for siblings in cell.siblings],
+            "mempages": [{"size_kb": pages.size_kb, "total": pages.total, "used": pages.used,
+                          "reserved": pages.reserved} for pages in cell.mempages],
+            "socket": cell.socket}
+
+
+def pci_pool_to_json(pool: PciPool) -> dict:
+    return {"vendor_id": pool.vendor_id, "product_id": pool.product_id, "dev_type": pool.dev_type,
+            "numa_node": pool.numa_node, "count": pool.count, "tags": dict(pool.tags)}
 
 
 def aggregate_to_json(aggregate: Aggregate) -> dict:
@@ -334,7 +490,7 @@ def request_from_json(obj: Any) -> Request:
             raise InvalidField(f"member_of[{index}]", "must name at least one aggregate id")
         member_of.append(frozenset(_integer(item, f"member_of[{index}][{position}]", minimum=1)
                                    for position, item in enumerate(ids)))
-    flavor = _object(fields.get("flavor", {}), "flavor", frozenset({"name", "extra_specs"}))
+    flavor = _object(fields.get("flavor", {}), "flavor", frozenset({"name", "extra_specs", "vcpus", "memory_mb"}))
     image = fields.get("image")
     if image is not None:
         image = _object(image, "image", frozenset({"id", "properties", "disk_format"}))
@@ -350,7 +506,9 @@ def request_from_json(obj: Any) -> Request:
         member_of=tuple(member_of),
         availability_zone=_optional_string(fields.get("availability_zone"), "availability_zone"),
         flavor=Flavor(name=_string(flavor.get("name", ""), "flavor.name"),
-                      extra_specs=_string_map(flavor.get("extra_specs", {}), "flavor.extra_specs")),
+                      extra_specs=_string_map(flavor.get("extra_specs", {}), "flavor.extra_specs"),
+                      vcpus=_integer(flavor.get("vcpus", 0), "flavor.vcpus", maximum=PLACEMENT_MAX_INT),
+                      memory_mb=_integer(flavor.get("memory_mb", 0), "flavor.memory_mb", maximum=PLACEMENT_MAX_INT)),
         image=image,
         project_id=_string(fields.get("project_id", ""), "project_id"),
         instance_uuid=_string(fields.get("instance_uuid", ""), "instance_uuid"),
@@ -359,7 +517,19 @@ def request_from_json(obj: Any) -> Request:
         source_host=_string(fields.get("source_host", ""), "source_host"),
         num_instances=_integer(fields.get("num_instances", 1), "num_instances", minimum=1),
         profile=_string(fields.get("profile", ""), "profile"),
+        ports=tuple(_port_from_json(item, f"ports[{index}]")
+                    for index, item in enumerate(_list(fields.get("ports", []), "ports"))),
     )
+
+
+def _port_from_json(obj: Any, path: str) -> Port:
+    fields = _object(obj, path, PORT_KEYS)
+    trusted = fields.get("trusted")
+    return Port(vnic_type=_string(fields.get("vnic_type", Port.vnic_type), _join(path, "vnic_type")),
+                physical_network=_string(fields.get("physical_network", ""), _join(path, "physical_network")),
+                trusted=None if trusted is None else _boolean(trusted, _join(path, "trusted")),
+                numa_affinity_policy=_string(fields.get("numa_affinity_policy", ""),
+                                             _join(path, "numa_affinity_policy")))
 
 
 def _hints_from_json(obj: Any) -> SchedulerHints:
@@ -409,7 +579,8 @@ def request_to_json(request: Request) -> dict:
         "forbidden_traits": sorted(request.forbidden_traits),
         "member_of": [sorted(group) for group in request.member_of],
         "availability_zone": request.availability_zone,
-        "flavor": {"name": request.flavor.name, "extra_specs": dict(request.flavor.extra_specs)},
+        "flavor": {"name": request.flavor.name, "extra_specs": dict(request.flavor.extra_specs),
+                   "vcpus": request.flavor.vcpus, "memory_mb": request.flavor.memory_mb},
         "image": None if request.image is None else {"id": request.image.id,
                                                      "properties": dict(request.image.properties),
                                                      "disk_format": request.image.disk_format},
@@ -421,6 +592,8 @@ def request_to_json(request: Request) -> dict:
         "source_host": request.source_host,
         "num_instances": request.num_instances,
         "profile": request.profile,
+        "ports": [{"vnic_type": port.vnic_type, "physical_network": port.physical_network, "trusted": port.trusted,
+                   "numa_affinity_policy": port.numa_affinity_policy} for port in request.ports],
     }
     if request.server_group is not None:
         group = request.server_group

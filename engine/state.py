@@ -24,8 +24,10 @@ from typing import Collection, Iterable, Sequence
 
 from placecheck_engine.columns import Columns, build_columns, host_at, overlay, usage_delta
 from placecheck_engine.columns_splice import splice
-from placecheck_engine.fleetfile import validate_aggregates, validate_fleet, validate_hosts
-from placecheck_engine.model import MAX_COUNT, MAX_USED, Aggregate, Fleet, Host, InvalidField, Inventory
+from placecheck_engine.fleetfile import (numa_cell_to_json, numa_cells_from_json, pci_pool_to_json, pci_pools_from_json,
+                                         validate_aggregates, validate_fleet, validate_hosts, validate_numa_cells,
+                                         validate_pci_pools)
+from placecheck_engine.model import MAX_COUNT, MAX_USED, Aggregate, Fleet, Host, InvalidField, Inventory, NumaCell, PciPool
 from placecheck_engine.snapshot import SnapshotWriter
 from placecheck_engine.store import Change, FleetStore, Recovered, StoreDamaged, Ticket
 
@@ -46,12 +48,23 @@ class HostUsage:
     num_instances: int | None = None
     num_io_ops: int | None = None
     instances: tuple[str, ...] | None = None
+    # Replace the host's NUMA cells (pinned CPUs, memory and pages used) and PCI pools (free
+    # devices): applied as a host change (a new base), not a usage delta.
+    numa_cells: tuple[NumaCell, ...] | None = None
+    pci_pools: tuple[PciPool, ...] | None = None
 
     def then(self, later: "HostUsage") -> "HostUsage":
         """This usage with `later` applied on top."""
         return HostUsage(self.name, {**self.used, **later.used},
                          *(getattr(self, name) if getattr(later, name) is None else getattr(later, name)
-                           for name in ("num_instances", "num_io_ops", "instances")))
+                           for name in _REPLACED_FIELDS))
+
+    @property
+    def changes_topology(self) -> bool:
+        return self.numa_cells is not None or self.pci_pools is not None
+
+
+_REPLACED_FIELDS = ("num_instances", "num_io_ops", "instances", "numa_cells", "pci_pools")
 
 
 def usage_to_json(usage: HostUsage) -> dict:
@@ -59,22 +72,31 @@ def usage_to_json(usage: HostUsage) -> dict:
     for name in ("num_instances", "num_io_ops", "instances"):
         if getattr(usage, name) is not None:
             document[name] = getattr(usage, name)
+    if usage.numa_cells is not None:
+        document["numa_cells"] = [numa_cell_to_json(cell) for cell in usage.numa_cells]
+    if usage.pci_pools is not None:
+        document["pci_pools"] = [pci_pool_to_json(pool) for pool in usage.pci_pools]
     return document
 
 
 def _usage_from_json(document: dict) -> HostUsage:
-    instances = document.get("instances")
-    return HostUsage(**{**document, "instances": None if instances is None else tuple(instances)})
+    instances, cells, pools = (document.get(name) for name in ("instances", "numa_cells", "pci_pools"))
+    return HostUsage(**{**document, "instances": None if instances is None else tuple(instances),
+                        "numa_cells": None if cells is None else numa_cells_from_json(cells, "numa_cells"),
+                        "pci_pools": None if pools is None else pci_pools_from_json(pools, "pci_pools")})
 
 
 def _host_from_json(document: dict) -> Host:
-    """The inverse of host_to_json for a host that was validated before it was stored."""
+    """The inverse of host_to_json for a host that was validated before it was stored (a log
+    written before hosts had NUMA cells and PCI pools lacks them)."""
     return Host(**{
         **document,
         "resources": {name: Inventory(**inventory) for name, inventory in document["resources"].items()},
         "traits": frozenset(document["traits"]),
         "supported_instances": tuple(map(tuple, document["supported_instances"])),
         "instances": tuple(document["instances"]),
+        "numa_cells": numa_cells_from_json(document.get("numa_cells", []), "numa_cells"),
+        "pci_pools": pci_pools_from_json(document.get("pci_pools", []), "pci_pools"),
     })
 
 
@@ -282,7 +304,8 @@ class FleetState:
                 earlier = merged.get(usage.name) or latest.usage.get(usage.name)
                 merged[usage.name] = usage if earlier is None else earlier.then(usage)
             change = Change(0, 0, usages=[usage_to_json(usage) for usage in usages])
-            version = self._usage_version(latest, hosts, merged)
+            version = None if any(usage.changes_topology for usage in usages) else \
+                self._usage_version(latest, hosts, merged)
             if version is None:
                 ticket, version = self._make_base(
                     self._spliced(latest, list(_hosts_after(latest, usages, with_instances=True).values()), (),
@@ -419,10 +442,16 @@ def _with_usage(host: Host, usage: HostUsage, path: str) -> Host:
         value = getattr(usage, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT):
             raise InvalidField(f"{path}.{name}", f"must be an integer from 0 to {MAX_COUNT}")
+    if usage.numa_cells is not None:
+        validate_numa_cells(usage.numa_cells, f"{path}.numa_cells")
+    if usage.pci_pools is not None:
+        validate_pci_pools(usage.pci_pools, f"{path}.pci_pools")
     return dataclasses.replace(
         host,
         resources=resources,
         num_instances=host.num_instances if usage.num_instances is None else usage.num_instances,
         num_io_ops=host.num_io_ops if usage.num_io_ops is None else usage.num_io_ops,
         instances=host.instances if usage.instances is None else tuple(usage.instances),
+        numa_cells=host.numa_cells if usage.numa_cells is None else tuple(usage.numa_cells),
+        pci_pools=host.pci_pools if usage.pci_pools is None else tuple(usage.pci_pools),
     )

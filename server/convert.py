@@ -27,14 +27,19 @@ from placecheck_engine.model import (
     Image,
     InvalidField,
     Inventory,
+    MemPages,
+    NumaCell,
     Operation,
+    PciPool,
+    Port,
     Request,
     SchedulerHints,
     ServerGroup,
     host_at,
     require_unique,
 )
-from placecheck_engine.fleetfile import INVENTORY_RANGES
+from placecheck_engine.fleetfile import (INVENTORY_RANGES, validate_numa_and_pci, validate_numa_cells,
+                                         validate_pci_pools)
 from placecheck_engine.state import HostUsage
 from placecheck_engine.verdict import CheckResult, SelectResult, WeighedHost
 from placecheck.v1 import fleet_pb2, placement_pb2, state_pb2
@@ -113,7 +118,7 @@ def host_from_proto(msg: fleet_pb2.Host, path: str) -> Host:
         resources[rc] = inventory_from_proto(inventory, f"{path}.resources[{rc}]")
     for metric, value in msg.metrics.items():
         _require(math.isfinite(value), f"{path}.metrics[{metric}]", "must be a finite number")
-    return host_at(
+    host = host_at(
         path,
         name=msg.name,
         enabled=msg.enabled if msg.HasField("enabled") else True,
@@ -131,7 +136,31 @@ def host_from_proto(msg: fleet_pb2.Host, path: str) -> Host:
         instances=_names(msg.instances, f"{path}.instances"),
         metrics=dict(msg.metrics),
         failed_builds=_non_negative(msg.failed_builds, f"{path}.failed_builds"),
+        numa_cells=tuple(map(numa_cell_from_proto, msg.numa_cells)),
+        pci_pools=tuple(map(pci_pool_from_proto, msg.pci_pools)),
+        cpu_allocation_ratio=msg.cpu_allocation_ratio if msg.HasField("cpu_allocation_ratio") else None,
+        ram_allocation_ratio=msg.ram_allocation_ratio if msg.HasField("ram_allocation_ratio") else None,
     )
+    validate_numa_and_pci(host, path)
+    return host
+
+
+def numa_cell_from_proto(msg: fleet_pb2.NumaCell) -> NumaCell:
+    """Unvalidated: engine.fleetfile.validate_numa_cells names a bad value's field."""
+    return NumaCell(
+        id=msg.id, cpuset=frozenset(msg.cpuset), pcpuset=frozenset(msg.pcpuset), memory=msg.memory,
+        cpu_usage=msg.cpu_usage, memory_usage=msg.memory_usage, pinned_cpus=frozenset(msg.pinned_cpus),
+        siblings=tuple(frozenset(siblings.cpus) for siblings in msg.siblings),
+        mempages=tuple(MemPages(size_kb=pages.size_kb, total=pages.total, used=pages.used, reserved=pages.reserved)
+                       for pages in msg.mempages),
+        socket=msg.socket if msg.HasField("socket") else None)
+
+
+def pci_pool_from_proto(msg: fleet_pb2.PciPool) -> PciPool:
+    """Unvalidated: engine.fleetfile.validate_pci_pools names a bad value's field."""
+    return PciPool(vendor_id=msg.vendor_id, product_id=msg.product_id, dev_type=msg.dev_type or PciPool.dev_type,
+                   numa_node=msg.numa_node if msg.HasField("numa_node") else None, count=msg.count,
+                   tags=dict(msg.tags))
 
 
 def hosts_from_proto(messages, path: str) -> tuple[Host, ...]:
@@ -184,12 +213,21 @@ def host_usage_from_proto(msg: state_pb2.HostUsage, path: str) -> HostUsage:
         if msg.HasField(count):
             _non_negative(getattr(msg, count), f"{path}.{count}")
     instances = _names(msg.instances.uuids, f"{path}.instances.uuids") if msg.HasField("instances") else None
+    numa_cells = pci_pools = None
+    if msg.HasField("numa_cells"):
+        numa_cells = tuple(map(numa_cell_from_proto, msg.numa_cells.cells))
+        validate_numa_cells(numa_cells, f"{path}.numa_cells.cells")
+    if msg.HasField("pci_pools"):
+        pci_pools = tuple(map(pci_pool_from_proto, msg.pci_pools.pools))
+        validate_pci_pools(pci_pools, f"{path}.pci_pools.pools")
     return HostUsage(
         name=msg.name,
         used=dict(msg.used),
         num_instances=msg.num_instances if msg.HasField("num_instances") else None,
         num_io_ops=msg.num_io_ops if msg.HasField("num_io_ops") else None,
         instances=instances,
+        numa_cells=numa_cells,
+        pci_pools=pci_pools,
     )
 
 
@@ -213,6 +251,31 @@ def host_to_proto(host: Host) -> fleet_pb2.Host:
         instances=host.instances, metrics=host.metrics, failed_builds=host.failed_builds)
     if host.hypervisor_version is not None:
         msg.hypervisor_version = host.hypervisor_version
+    msg.numa_cells.extend(map(numa_cell_to_proto, host.numa_cells))
+    msg.pci_pools.extend(map(pci_pool_to_proto, host.pci_pools))
+    for name in ("cpu_allocation_ratio", "ram_allocation_ratio"):
+        if getattr(host, name) is not None:
+            setattr(msg, name, getattr(host, name))
+    return msg
+
+
+def numa_cell_to_proto(cell: NumaCell) -> fleet_pb2.NumaCell:
+    msg = fleet_pb2.NumaCell(
+        id=cell.id, cpuset=sorted(cell.cpuset), pcpuset=sorted(cell.pcpuset), memory=cell.memory,
+        cpu_usage=cell.cpu_usage, memory_usage=cell.memory_usage, pinned_cpus=sorted(cell.pinned_cpus),
+        siblings=[fleet_pb2.CpuSiblings(cpus=sorted(siblings)) for siblings in cell.siblings],
+        mempages=[fleet_pb2.MemPages(size_kb=pages.size_kb, total=pages.total, used=pages.used,
+                                     reserved=pages.reserved) for pages in cell.mempages])
+    if cell.socket is not None:
+        msg.socket = cell.socket
+    return msg
+
+
+def pci_pool_to_proto(pool: PciPool) -> fleet_pb2.PciPool:
+    msg = fleet_pb2.PciPool(vendor_id=pool.vendor_id, product_id=pool.product_id, dev_type=pool.dev_type,
+                            count=pool.count, tags=pool.tags)
+    if pool.numa_node is not None:
+        msg.numa_node = pool.numa_node
     return msg
 
 
@@ -278,6 +341,8 @@ def request_from_proto(msg: placement_pb2.PlacementRequest, path: str = "request
             _require(aggregate_id > 0, f"{set_path}[{id_index}]", "must be > 0")
         member_of.append(frozenset(aggregate_set.aggregate_ids))
     _non_negative(msg.num_instances, f"{path}.num_instances")
+    for name in ("vcpus", "memory_mb"):
+        _in_range(getattr(msg.flavor, name), f"{path}.flavor.{name}", 0, PLACEMENT_MAX_INT)
     return Request(
         operation=operation,
         resources=resources,
@@ -285,7 +350,8 @@ def request_from_proto(msg: placement_pb2.PlacementRequest, path: str = "request
         forbidden_traits=frozenset(_names(msg.forbidden_traits, f"{path}.forbidden_traits")),
         member_of=tuple(member_of),
         availability_zone=msg.availability_zone,
-        flavor=Flavor(name=msg.flavor.name, extra_specs=dict(msg.flavor.extra_specs)),
+        flavor=Flavor(name=msg.flavor.name, extra_specs=dict(msg.flavor.extra_specs), vcpus=msg.flavor.vcpus,
+                      memory_mb=msg.flavor.memory_mb),
         image=Image(id=msg.image.id, properties=dict(msg.image.properties),
                     disk_format=msg.image.disk_format) if msg.HasField("image") else None,
         project_id=msg.project_id,
@@ -296,6 +362,9 @@ def request_from_proto(msg: placement_pb2.PlacementRequest, path: str = "request
         source_host=msg.source_host,
         num_instances=msg.num_instances or 1,
         profile=msg.profile,
+        ports=tuple(Port(vnic_type=port.vnic_type or Port.vnic_type, physical_network=port.physical_network,
+                         trusted=port.trusted if port.HasField("trusted") else None,
+                         numa_affinity_policy=port.numa_affinity_policy) for port in msg.ports),
     )
 
 
@@ -354,7 +423,8 @@ def request_to_proto(request: Request) -> placement_pb2.PlacementRequest:
         forbidden_traits=sorted(request.forbidden_traits),
         member_of=[placement_pb2.AggregateSet(aggregate_ids=sorted(ids)) for ids in request.member_of],
         availability_zone=request.availability_zone,
-        flavor=placement_pb2.Flavor(name=request.flavor.name, extra_specs=request.flavor.extra_specs),
+        flavor=placement_pb2.Flavor(name=request.flavor.name, extra_specs=request.flavor.extra_specs,
+                                    vcpus=request.flavor.vcpus, memory_mb=request.flavor.memory_mb),
         project_id=request.project_id,
         instance_uuid=request.instance_uuid,
         scheduler_hints=placement_pb2.SchedulerHints(
@@ -363,6 +433,9 @@ def request_to_proto(request: Request) -> placement_pb2.PlacementRequest:
         source_host=request.source_host,
         num_instances=request.num_instances,
         profile=request.profile,
+        ports=[placement_pb2.Port(vnic_type=port.vnic_type, physical_network=port.physical_network,
+                                  trusted=port.trusted, numa_affinity_policy=port.numa_affinity_policy)
+               for port in request.ports],
     )
     if request.image is not None:
         msg.image.CopyFrom(placement_pb2.Image(id=request.image.id, properties=request.image.properties,

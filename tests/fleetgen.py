@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from placecheck_engine.config import Profile
 from placecheck_engine.model import (MAX_UNIT_DEFAULT, Aggregate, Fleet, Flavor, GroupPolicy, Host, Image,
-                          Inventory, Operation, Request, SchedulerHints, ServerGroup)
+                          Inventory, MemPages, NumaCell, Operation, PciPool, Request, SchedulerHints, ServerGroup)
 
 CONFORMANCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 
@@ -59,6 +59,12 @@ AGGREGATE_METADATA = {
     "hw_architecture": ("x86_64", "aarch64"),
 }
 
+# PCI pool kinds and tags; the last tags are the second's in another order (one kind).
+PCI_DEVICES = (("8086", "154d", "type-VF"), ("8086", "154d", "type-PF"), ("10de", "1eb8", "type-PCI"))
+PCI_TAGS = ({}, {"physical_network": "physnet1", "trusted": "true"}, {"physical_network": "physnet2"},
+            {"trusted": "true", "physical_network": "physnet1"})
+PAGE_SIZES_KB = (4, 2048, 1048576)
+
 host_names = st.text(alphabet="abhé-0123", min_size=1, max_size=5)
 
 
@@ -98,7 +104,41 @@ def hosts(draw, name: str) -> Host:
         metrics=draw(st.dictionaries(st.sampled_from(METRICS), st.floats(0, 100, allow_nan=False),
                                      max_size=3)),
         failed_builds=draw(st.integers(0, 3)),
+        numa_cells=draw(st.one_of(st.just(()), numa_cells())),
+        pci_pools=draw(st.one_of(st.just(()), pci_pools())),
+        cpu_allocation_ratio=draw(st.sampled_from((None, None, 1.0, 16.0))),
+        ram_allocation_ratio=draw(st.sampled_from((None, None, 1.5))),
     )
+
+
+@st.composite
+def numa_cells(draw) -> tuple[NumaCell, ...]:
+    """A host's cells: split or legacy (the same CPUs in both sets) CPU sets, some pinned, sibling
+    pairs, page sizes, sockets."""
+    cells = []
+    for cell_id in draw(st.lists(st.integers(0, 7), min_size=1, max_size=3, unique=True)):
+        cpus = sorted(draw(st.lists(st.integers(0, 31), max_size=8, unique=True)))
+        split = draw(st.integers(0, len(cpus)))
+        legacy = draw(st.booleans())
+        cpuset, pcpuset = (frozenset(cpus), frozenset(cpus)) if legacy else (frozenset(cpus[:split]),
+                                                                              frozenset(cpus[split:]))
+        pinned = draw(st.lists(st.sampled_from(sorted(pcpuset)), unique=True)) if pcpuset else []
+        siblings = tuple(frozenset(pair) for pair in zip(cpus[::2], cpus[1::2])) if draw(st.booleans()) else ()
+        mempages = tuple(MemPages(size_kb, draw(st.integers(0, 4096)), draw(st.integers(0, 512)),
+                                  draw(st.integers(0, 64)))
+                         for size_kb in draw(st.lists(st.sampled_from(PAGE_SIZES_KB), max_size=3, unique=True)))
+        cells.append(NumaCell(cell_id, cpuset, pcpuset, memory=draw(st.integers(0, 65536)),
+                              cpu_usage=draw(st.integers(0, 16)), memory_usage=draw(st.integers(0, 70000)),
+                              pinned_cpus=frozenset(pinned), siblings=siblings, mempages=mempages,
+                              socket=draw(st.sampled_from((None, 0, 1)))))
+    return tuple(cells)
+
+
+@st.composite
+def pci_pools(draw) -> tuple[PciPool, ...]:
+    return tuple(PciPool(*draw(st.sampled_from(PCI_DEVICES)), numa_node=draw(st.sampled_from((None, 0, 1))),
+                         count=draw(st.integers(0, 8)), tags=dict(draw(st.sampled_from(PCI_TAGS))))
+                 for _ in range(draw(st.integers(1, 3))))
 
 
 @st.composite

@@ -18,7 +18,7 @@ from placecheck_engine.model import Aggregate, Fleet, Host, InvalidField, Invent
 from placecheck_engine.snapshot import SnapshotReader, SnapshotWriter
 from placecheck_engine.state import FleetState, HostUsage
 from placecheck_engine.store import FleetStore
-from fleetgen import INSTANCE_UUIDS, fleets
+from fleetgen import INSTANCE_UUIDS, fleets, numa_cells, pci_pools
 
 
 def host(name: str, vcpu_used: int = 0, **changes) -> Host:
@@ -190,6 +190,11 @@ def test_concurrent_changes_are_serialised(state, reader):
     assert view["vcpu_used"] == [10, 4, 10]
 
 
+def now_and_then(values):
+    """Mostly None (unchanged), else empty or a drawn value."""
+    return st.integers(0, 11).flatmap(lambda pick: values if pick == 0 else st.just(() if pick == 1 else None))
+
+
 @st.composite
 def fleets_and_usage_updates(draw):
     fleet = draw(fleets(max_hosts=10))
@@ -203,7 +208,9 @@ def fleets_and_usage_updates(draw):
                 name=host_.name, used={rc: draw(st.integers(0, 2**40)) for rc in classes},
                 num_instances=draw(counts), num_io_ops=draw(counts),
                 instances=draw(st.none() | st.lists(st.sampled_from(INSTANCE_UUIDS + (str(uuid.uuid4()),)),
-                                                    max_size=4).map(tuple))))
+                                                    max_size=4).map(tuple)),
+                # now and then the pinned CPUs, pages and devices taken: a host change, not a delta
+                numa_cells=draw(now_and_then(numa_cells())), pci_pools=draw(now_and_then(pci_pools()))))
         updates.append(usages)
     return fleet, updates
 
