@@ -367,20 +367,38 @@ class _Stats:
         return True
 
     def usable(self, request: PciRequest, numa_cells, host_cells) -> list[dict]:
-        """_filter_pools, its sub-filters in Nova's order; its early exits only ever compare a
+        """_filter_pools, its sub-filters in Nova's order (the NUMA one counts the devices that
+        match the spec, before the others drop any); its early exits only ever compare a
         shrinking total with the count, so checking the final total is the same."""
-        specs = [{key: value for key, value in spec.items() if key not in _IGNORED_SPEC_KEYS}
-                 for spec in request.specs]
+        specs = _matched_specs(request)
         pools = [pool for pool in self.pools if _spec_matches(pool, specs)]
         pools = _numa_affine(pools, request, numa_cells, host_cells)
-        # PF, vDPA and remote-managed devices only serve requests that ask for them.
-        if all(spec.get("dev_type") != TYPE_PF for spec in request.specs):
-            pools = [pool for pool in pools if pool.get("dev_type") != TYPE_PF]
-        if all(spec.get("dev_type") != TYPE_VDPA for spec in request.specs):
-            pools = [pool for pool in pools if pool.get("dev_type") != TYPE_VDPA]
-        if all(not _bool_from_string(spec.get("remote_managed")) for spec in request.specs):
-            pools = [pool for pool in pools if not _bool_from_string(pool.get("remote_managed"))]
-        return _live_migratable(pools, request)
+        return [pool for pool in pools if _not_withheld(pool, request)]
+
+
+def serves(pool: PciPool, request: PciRequest) -> bool:
+    """The pool's devices can serve the request, NUMA aside: a request's devices, free and NUMA
+    affinity permitting, come only from such pools (a per-host bound: their free devices)."""
+    nova_pool = _nova_pool(pool)
+    return _spec_matches(nova_pool, _matched_specs(request)) and _not_withheld(nova_pool, request)
+
+
+def _matched_specs(request: PciRequest) -> list[dict]:
+    return [{key: value for key, value in spec.items() if key not in _IGNORED_SPEC_KEYS} for spec in request.specs]
+
+
+def _not_withheld(pool: dict, request: PciRequest) -> bool:
+    """PF, vDPA and remote-managed devices serve only requests that ask for them
+    (_filter_pools_for_unrequested_*); live-migratable ones as _live_migratable_ok says."""
+    specs = request.specs
+    if pool.get("dev_type") == TYPE_PF and all(spec.get("dev_type") != TYPE_PF for spec in specs):
+        return False
+    if pool.get("dev_type") == TYPE_VDPA and all(spec.get("dev_type") != TYPE_VDPA for spec in specs):
+        return False
+    if _bool_from_string(pool.get("remote_managed")) and not any(
+            _bool_from_string(spec.get("remote_managed")) for spec in specs):
+        return False
+    return _live_migratable_ok(pool, request)
 
 
 def _numa_affine(pools: list[dict], request: PciRequest, numa_cells, host_cells) -> list[dict]:
@@ -415,9 +433,10 @@ def _socket_affine(pools: list[dict], numa_cells, host_cells) -> list[dict]:
     return [pool for pool in pools if pool.get("numa_node") in allowed]
 
 
-def _live_migratable(pools: list[dict], request: PciRequest) -> list[dict]:
-    """_filter_pools_for_live_migratable_devices: when every spec asks the same answer."""
+def _live_migratable_ok(pool: dict, request: PciRequest) -> bool:
+    """_filter_pools_for_live_migratable_devices: when every spec asks the same answer, only
+    pools that give it exactly."""
     for wanted in ("true", "false"):
         if all(spec.get("live_migratable") == wanted for spec in request.specs):
-            return [pool for pool in pools if pool.get("live_migratable") == wanted]
-    return pools
+            return pool.get("live_migratable") == wanted
+    return True

@@ -329,20 +329,22 @@ def test_get_alias_from_config_valid_numa_policy(policy):
     assert pci.parse_aliases((alias,))["xxx"].numa_policy == policy
 
 
-def test_get_alias_from_config_conflicting_device_type():
-    a = {"name": "xxx", "capability_type": "pci", "product_id": "1111", "vendor_id": "8086", "device_type": "type-PF"}
-    b = dict(a, device_type="type-PCI")
-    with pytest.raises(pci.PciAliasError) as refused:
-        pci.parse_aliases((json.dumps(a), json.dumps(b)))
-    assert refused.value.index == 1
+XXX_ALIAS = {"name": "xxx", "capability_type": "pci", "product_id": "1111", "vendor_id": "8086"}
+CONFLICTING_ALIASES = {
+    "test_get_alias_from_config_conflicting_device_type": (
+        dict(XXX_ALIAS, device_type="type-PF"), dict(XXX_ALIAS, device_type="type-PCI"),
+        "Device type mismatch for alias 'xxx'"),
+    "test_get_alias_from_config_conflicting_numa_policy": (
+        dict(XXX_ALIAS, numa_policy="required"), dict(XXX_ALIAS, numa_policy="legacy"),
+        "NUMA policy mismatch for alias 'xxx'"),
+}
 
 
-def test_get_alias_from_config_conflicting_numa_policy():
-    a = {"name": "xxx", "capability_type": "pci", "product_id": "1111", "vendor_id": "8086", "numa_policy": "required"}
-    b = dict(a, numa_policy="legacy")
+@pytest.mark.parametrize("first, second, reason", CONFLICTING_ALIASES.values(), ids=CONFLICTING_ALIASES.keys())
+def test_get_alias_from_config_conflicting(first, second, reason):
     with pytest.raises(pci.PciAliasError) as refused:
-        pci.parse_aliases((json.dumps(a), json.dumps(b)))
-    assert refused.value.index == 1
+        pci.parse_aliases((json.dumps(first), json.dumps(second)))
+    assert (refused.value.index, refused.value.description) == (1, reason)
 
 
 def test_get_alias_from_config_missing_ids():

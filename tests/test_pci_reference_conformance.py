@@ -84,3 +84,32 @@ def test_nova_refuses_the_pci_request(case):
     with pytest.raises(InvalidField) as refused:
         pci.pci_requests(_request(case), _aliases(case))
     assert refused.value.field.startswith("request.")
+
+
+@pytest.mark.parametrize("case", VALID, ids=[case["name"] for case in VALID])
+def test_explanations_and_bounds_agree_with_the_verdict(case):
+    """unmet_request names a request exactly where the filter fails; the free devices of the
+    pools that serve a request (the per-host bound) never refuse a host Nova passes."""
+    requests = pci.pci_requests(_request(case), _aliases(case))
+    for host in map(_host, case["hosts"]):
+        passed = _filter_verdict(host, requests)
+        unmet = pci.unmet_request(host.pci_pools, requests)
+        assert (unmet is None) == passed
+        if unmet:
+            request, free = unmet
+            assert free < request.count or free == 0
+            assert pci.describe_unmet(request, free).startswith(f"{request.requester} needs {request.count} ")
+        bound_passes = all(sum(pool.count for pool in host.pci_pools if pci.serves(pool, request)) >= request.count
+                           for request in requests)
+        assert bound_passes or not passed
+
+
+def test_describe_unmet():
+    request = pci.PciRequest(2, ({"vendor_id": "10de", "product_id": "1eb8", "dev_type": "type-PCI"},), "gpu",
+                             "legacy", "alias gpu")
+    assert pci.describe_unmet(request, 1) == \
+        "alias gpu needs 2 devices (vendor 10de product 1eb8, type-PCI); the host has 1 free"
+    port = pci.PciRequest(1, ({"physical_network": "physnet1", "remote_managed": "True", "trusted": "True"},), "",
+                          "legacy", "port 0")
+    assert pci.describe_unmet(port, 0) == \
+        "port 0 needs 1 device (physical_network physnet1, remote-managed, trusted true); the host has 0 free"
