@@ -7,56 +7,22 @@ must make pci_requests raise InvalidField.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
+from numa_pci_cases import case_fleet, case_profile, case_request, load_cases
 from placecheck_engine import pci
-from placecheck_engine.model import (Flavor, Host, Image, InvalidField, MemPages, NumaCell, PciPool, Port,
-                                     Request)
+from placecheck_engine.config import Profile
+from placecheck_engine.model import Host, InvalidField
 
-CASES_FILE = Path(__file__).resolve().parents[2] / "shared" / "conformance-numa-pci" / "nova-numa-pci.jsonl"
-CASES = [json.loads(line) for line in CASES_FILE.read_text().splitlines() if line.strip()] \
-    if CASES_FILE.exists() else []
+CASES = load_cases()
 # The exceptions Nova's API raises while building the PCI requests.
 PCI_EXCEPTIONS = {"PciRequestAliasNotDefined", "PciInvalidAlias", "ImagePCINUMAPolicyForbidden",
                   "InvalidPCINUMAAffinity"}
 
 
-def _host(host: dict) -> Host:
-    cells = tuple(
-        NumaCell(id=cell["id"], cpuset=frozenset(cell.get("cpuset", ())), pcpuset=frozenset(cell.get("pcpuset", ())),
-                 memory=cell.get("memory", 0), cpu_usage=cell.get("cpu_usage", 0),
-                 memory_usage=cell.get("memory_usage", 0), pinned_cpus=frozenset(cell.get("pinned_cpus", ())),
-                 siblings=tuple(frozenset(s) for s in cell.get("siblings", ())),
-                 mempages=tuple(MemPages(**pages) for pages in cell.get("mempages", ())), socket=cell.get("socket"))
-        for cell in (host.get("numa_topology") or {}).get("cells", ()))
-    pools = tuple(PciPool(**pool) for pool in host.get("pci_device_pools", ()))
-    return Host(name=host["name"], numa_cells=cells, pci_pools=pools)
-
-
-def _glance_text(value) -> str:
-    """Glance hands Nova every property as a string."""
-    return json.dumps(value) if isinstance(value, bool) else str(value)
-
-
-def _request(case: dict) -> Request:
-    request = case["request"]
-    flavor = request["flavor"]
-    image = request.get("image")
-    return Request(
-        flavor=Flavor(name=flavor.get("name", ""), extra_specs=dict(flavor.get("extra_specs", {})),
-                      vcpus=flavor.get("vcpus", 0), memory_mb=flavor.get("memory_mb", 0)),
-        image=Image(id=image.get("id", ""), properties={key: _glance_text(value) for key, value
-                                                       in image.get("properties", {}).items()}) if image else None,
-        ports=tuple(Port(vnic_type=port.get("vnic_type", "normal"), physical_network=port.get("physical_network", ""),
-                         trusted=port.get("trusted"), numa_affinity_policy=port.get("numa_affinity_policy", ""))
-                    for port in request.get("ports") or ()))
-
-
 def _aliases(case: dict) -> dict[str, pci.Alias]:
-    return pci.parse_aliases(tuple(json.dumps(entry) for entry in case["config"].get("pci_alias", ())))
+    """The profile's aliases: loading the case's config runs Nova's alias validation."""
+    return pci.parse_aliases(Profile.from_options("case", case_profile(case)).pci_alias)
 
 
 def _filter_verdict(host: Host, requests) -> bool:
@@ -73,8 +39,8 @@ def test_the_cases_are_there():
 
 @pytest.mark.parametrize("case", VALID, ids=[case["name"] for case in VALID])
 def test_pci_passthrough_filter_agrees_with_nova(case):
-    requests = pci.pci_requests(_request(case), _aliases(case))
-    verdicts = {host["name"]: _filter_verdict(_host(host), requests) for host in case["hosts"]}
+    requests = pci.pci_requests(case_request(case), _aliases(case))
+    verdicts = {host.name: _filter_verdict(host, requests) for host in case_fleet(case).hosts}
     expected = {name: rules["PciPassthroughFilter"] for name, rules in case["expect"].items()}
     assert verdicts == expected
 
@@ -82,7 +48,7 @@ def test_pci_passthrough_filter_agrees_with_nova(case):
 @pytest.mark.parametrize("case", PCI_INVALID, ids=[case["name"] for case in PCI_INVALID])
 def test_nova_refuses_the_pci_request(case):
     with pytest.raises(InvalidField) as refused:
-        pci.pci_requests(_request(case), _aliases(case))
+        pci.pci_requests(case_request(case), _aliases(case))
     assert refused.value.field.startswith("request.")
 
 
@@ -90,8 +56,8 @@ def test_nova_refuses_the_pci_request(case):
 def test_explanations_and_bounds_agree_with_the_verdict(case):
     """unmet_request names a request exactly where the filter fails; the free devices of the
     pools that serve a request (the per-host bound) never refuse a host Nova passes."""
-    requests = pci.pci_requests(_request(case), _aliases(case))
-    for host in map(_host, case["hosts"]):
+    requests = pci.pci_requests(case_request(case), _aliases(case))
+    for host in case_fleet(case).hosts:
         passed = _filter_verdict(host, requests)
         unmet = pci.unmet_request(host.pci_pools, requests)
         assert (unmet is None) == passed
