@@ -537,7 +537,7 @@ def _fmt_size(size) -> str:
     return f"{int(size)} KiB" if size == int(size) else f"{size} KiB"
 
 
-def _fit_cell(host_cell: NumaCell, state: _CellState, limits: tuple[float, float],
+def _fit_cell(host_cell: NumaCell, state: _CellState, limits: tuple[float, float] | None,
               reserved_cpus: int) -> _CellMisfit | None:
     """Whether the guest cell fits the host cell; on success `state` holds the pinning. Like
     Nova, the page size settled on is kept in `state` even when a later check fails."""
@@ -589,6 +589,18 @@ def _fit_cell(host_cell: NumaCell, state: _CellState, limits: tuple[float, float
                                             f"in use ({host_cell.memory} MB x {ram_ratio:g})")
     state.id = host_cell.id
     return None
+
+
+def fit_cell(host_cell: NumaCell, cell: GuestCell, limits: tuple[float, float] | None,
+             reserved_cpus: int = 0) -> CellPlacement | Misfit:
+    """_numa_fit_instance_cell on its own: one guest cell on one host cell, with the
+    (CPU, RAM) allocation ratios of the limits (None: no limits) and CPUs kept for emulator threads."""
+    state = _CellState(cell, cell.id, cell.pagesize)
+    misfit = _fit_cell(host_cell, state, limits, reserved_cpus)
+    if misfit is not None:
+        return Misfit(misfit.reason, f"guest cell {cell.id} needs {_guest_cell_needs(cell, reserved_cpus)}; "
+                                     f"{misfit.detail}")
+    return _placement(cell.id, state)
 
 
 def _pages_detail(host_cell: NumaCell, memory_mb: int, pagesize) -> str:
@@ -810,12 +822,11 @@ def _misfit(host: Host, topology: GuestTopology, pci_requests, limits, first_cel
 def consume(host: Host, placed: Fit) -> Host:
     """The host with the guest's pinned CPUs, memory, pages and shared vCPUs taken
     (numa_usage_from_instance_numa), as between the picks of one multi-instance request."""
-    by_host_cell = {placement.host_cell: placement for placement in placed.cells}
     cells = []
     for cell in host.numa_cells:
-        placement = by_host_cell.get(cell.id)
-        if placement is not None:
-            cell = _cell_with(cell, placement)
+        for placement in placed.cells:
+            if placement.host_cell == cell.id:
+                cell = _cell_with(cell, placement)
         cells.append(cell)
     return replace(host, numa_cells=tuple(cells))
 
@@ -832,8 +843,8 @@ def _cell_with(cell: NumaCell, placement: CellPlacement) -> NumaCell:
     if placement.cpu_policy in PINNED_POLICIES:
         taken_cpus = {host_cpu for _vcpu, host_cpu in placement.pinning} | placement.cpuset_reserved
         if placement.cpu_thread_policy == ISOLATE:
-            # The siblings of an isolated guest's CPUs are taken too, so no other guest shares its cores.
-            taken_cpus |= {cpu for siblings in cell.siblings if siblings & taken_cpus for cpu in siblings}
+            # Whole cores go to an isolated guest: Nova pins the sibling sets its CPUs are in.
+            taken_cpus = {cpu for siblings in cell.siblings if siblings & taken_cpus for cpu in siblings}
         pinned = pinned | taken_cpus
     return replace(cell, mempages=mempages, pinned_cpus=frozenset(pinned),
                    memory_usage=max(0, cell.memory_usage + placement.memory),
@@ -858,13 +869,18 @@ def check(host: Host, request: Request, profile) -> Fit | Misfit | None:
     """NUMATopologyFilter on one host: None when the guest asks for no NUMA topology (passes),
     else its Fit or Misfit."""
     topology = guest_topology(request, profile)  # Nova's API refuses a bad request before any filter
+    requests = pci.pci_requests(request, pci.parse_aliases(profile.pci_alias))
+    return decide(host, request, topology, requests, profile)
+
+
+def decide(host: Host, request: Request, topology: GuestTopology | None, pci_requests, profile) -> Fit | Misfit | None:
+    """NUMATopologyFilter.host_passes for the guest topology and PCI requests the API built."""
     if not _satisfies_cpu_policy(host, request):
         return Misfit(NUMA_THREAD_POLICY, f"the guest asks for dedicated CPUs with thread policy require; none "
                                           f"of the host's {len(host.numa_cells)} cells has SMT siblings")
     if topology is None:
         return None
-    requests = pci.pci_requests(request, pci.parse_aliases(profile.pci_alias))
-    return fit(host, topology, requests, profile)
+    return fit(host, topology, pci_requests, profile)
 
 
 def numa_topology_passes(host: Host, request: Request, profile) -> bool:

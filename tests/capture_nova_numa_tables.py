@@ -1,0 +1,262 @@
+"""Record the tables of Nova's own NUMA unit tests, for tests/test_nova_numa_fit.py.
+
+Not a test: run it with a Python that has Nova 34.0.0 and its unit-test dependencies
+(ddt, testtools, fixtures, oslotest, wsgi-intercept):
+
+    PYTHONPATH=<test deps> <nova venv>/bin/python tests/capture_nova_numa_tables.py
+
+It runs Nova's unit tests for numa_get_constraints, numa_fit_instance_to_host,
+_numa_fit_instance_cell, numa_usage_from_instance_numa and NUMATopologyFilter.host_passes (nova/tests/unit/virt/test_hardware.py,
+nova/tests/unit/scheduler/filters/test_numa_topology_filters.py) and records each call a test
+makes to them (not the calls they make to each other): the inputs in placecheck's terms and
+Nova's answer. A test only passes when that answer is the one it asserts, so the record is the
+test's table, with Nova's test name. Calls placecheck's model cannot express (network
+metadata, provider mappings) and calls whose test mocks a step of Nova's decision are left
+out, counted on stdout.
+"""
+from __future__ import annotations
+
+import collections
+import copy
+import json
+import sys
+import unittest
+import unittest.mock
+from pathlib import Path
+
+from nova import exception, objects
+from nova.conf import CONF
+from nova.scheduler.filters import numa_topology_filter
+from nova.pci import stats
+from nova.virt import hardware
+
+OUTPUT = Path(__file__).resolve().parent / "data" / "nova_numa_unit_tables.json"
+TEST_CLASSES = [
+    "nova.tests.unit.virt.test_hardware.NUMATopologyTest",
+    "nova.tests.unit.virt.test_hardware.VirtNUMAHostTopologyTestCase",
+    "nova.tests.unit.virt.test_hardware.VirtMemoryPagesTestCase",
+    "nova.tests.unit.virt.test_hardware.VirtLockMemoryTestCase",
+    "nova.tests.unit.virt.test_hardware.CPUPinningCellTestCase",
+    "nova.tests.unit.virt.test_hardware.CPUPinningTestCase",
+    "nova.tests.unit.virt.test_hardware.CPUSReservedCellTestCase",
+    "nova.tests.unit.virt.test_hardware.CPURealtimeTestCase",
+    "nova.tests.unit.virt.test_hardware.EmulatorThreadsTestCase",
+    "nova.tests.unit.virt.test_hardware.PCINUMAAffinityPolicyTest",
+    "nova.tests.unit.virt.test_hardware.HostCellsSortingTestCase",
+    "nova.tests.unit.scheduler.filters.test_numa_topology_filters",
+]
+
+records: list[dict] = []
+skipped: collections.Counter = collections.Counter()
+current = {"test": "", "depth": 0}
+
+
+class Unsupported(Exception):
+    pass
+
+
+def _set(obj, name, default=None):
+    return getattr(obj, name) if obj.obj_attr_is_set(name) else default
+
+
+def host_cell(cell) -> dict:
+    if _set(cell, "network_metadata") is not None and (cell.network_metadata.physnets
+                                                       or cell.network_metadata.tunneled):
+        raise Unsupported("host cell network metadata")
+    return {"id": cell.id, "cpuset": sorted(_set(cell, "cpuset", set())),
+            "pcpuset": sorted(_set(cell, "pcpuset", set())), "memory": _set(cell, "memory", 0),
+            "cpu_usage": _set(cell, "cpu_usage", 0), "memory_usage": _set(cell, "memory_usage", 0),
+            "pinned_cpus": sorted(_set(cell, "pinned_cpus", set())),
+            "siblings": [sorted(s) for s in _set(cell, "siblings", [])],
+            "mempages": [{"size_kb": p.size_kb, "total": p.total, "used": _set(p, "used", 0),
+                          "reserved": _set(p, "reserved", 0)} for p in _set(cell, "mempages", [])],
+            "socket": _set(cell, "socket")}
+
+
+def guest_cell(cell) -> dict:
+    return {"id": _set(cell, "id", 0), "cpus": sorted(_set(cell, "cpuset", set())),
+            "pcpus": sorted(_set(cell, "pcpuset", set())), "memory": _set(cell, "memory", 0),
+            "pagesize": _set(cell, "pagesize"), "cpu_policy": _set(cell, "cpu_policy"),
+            "cpu_thread_policy": _set(cell, "cpu_thread_policy")}
+
+
+def guest_topology(topology) -> dict | None:
+    if topology is None:
+        return None
+    return {"cells": [guest_cell(cell) for cell in topology.cells],
+            "emulator_threads_policy": _set(topology, "emulator_threads_policy")}
+
+
+def fitted_cell(cell) -> dict:
+    return {"id": cell.id, "pinning": sorted((int(vcpu), pcpu) for vcpu, pcpu in (_set(cell, "cpu_pinning_raw") or {}).items()),
+            "cpuset_reserved": sorted(_set(cell, "cpuset_reserved") or ()), "pagesize": _set(cell, "pagesize")}
+
+
+def limits_of(limits) -> list | None:
+    if limits is None:
+        return None
+    if _set(limits, "network_metadata") is not None:
+        raise Unsupported("network metadata limits")
+    return [limits.cpu_allocation_ratio, limits.ram_allocation_ratio]
+
+
+def image_properties(image_meta) -> dict:
+    """The typed ImageMetaProps back as the strings Glance would hand Nova."""
+    props, strings = image_meta.properties, {}
+    for name in props.fields:
+        if not props.obj_attr_is_set(name):
+            continue
+        value = getattr(props, name)
+        if name in ("hw_numa_cpus", "hw_numa_mem"):
+            for index, item in enumerate(value):
+                strings[f"{name}.{index}"] = ",".join(map(str, sorted(item))) if name == "hw_numa_cpus" else str(item)
+        elif name == "traits_required":
+            strings.update({f"trait:{trait}": "required" for trait in value})
+        elif isinstance(value, bool):
+            strings[name] = "true" if value else "false"
+        else:
+            strings[name] = str(value)
+    return strings
+
+
+def pci_requests_of(requests) -> list:
+    if not requests:
+        return []
+    return [{"count": r.count, "specs": r.spec, "alias_name": _set(r, "alias_name") or "",
+             "numa_policy": _set(r, "numa_policy") or ""} for r in requests]
+
+
+def pools_of(pci_stats) -> list | None:
+    if pci_stats is None:
+        return None
+    pools = []
+    for pool in pci_stats.pools:
+        tags = {k: v for k, v in pool.items()
+                if k not in ("vendor_id", "product_id", "dev_type", "numa_node", "count", "devices")}
+        pools.append({"vendor_id": pool["vendor_id"], "product_id": pool["product_id"],
+                      "dev_type": pool.get("dev_type", "type-PCI"), "numa_node": pool.get("numa_node"),
+                      "count": pool["count"], "tags": tags})
+    return pools
+
+
+def _a_step_is_mocked() -> bool:
+    """The test replaced part of Nova's decision with a mock: its answer is the mock's."""
+    steps = [getattr(hardware, name) for name in dir(hardware) if callable(getattr(hardware, name))]
+    steps += [stats.PciDeviceStats.support_requests, stats.PciDeviceStats.apply_requests]
+    return any(isinstance(step, unittest.mock.Base) for step in steps)
+
+
+def recorded(kind: str, capture_inputs, describe_result):
+    def wrap(function):
+        def wrapper(*args, **kwargs):
+            outermost = current["depth"] == 0
+            record = None
+            if outermost:
+                try:
+                    if _a_step_is_mocked():
+                        raise Unsupported("a step mocked")
+                    record = {"test": current["test"], "kind": kind, **capture_inputs(*args, **kwargs)}
+                except Unsupported as why:
+                    skipped[f"{kind}: {why}"] += 1
+            current["depth"] += 1
+            try:
+                result = function(*args, **kwargs)
+            except exception.NovaException as error:
+                if record is not None:
+                    record["raises"] = type(error).__name__
+                    records.append(record)
+                raise
+            finally:
+                current["depth"] -= 1
+            if record is not None:
+                record["result"] = describe_result(result)
+                records.append(record)
+            return result
+        return wrapper
+    return wrap
+
+
+def _constraints_inputs(flavor, image_meta):
+    return {"flavor": {"name": _set(flavor, "name", ""), "vcpus": _set(flavor, "vcpus", 0),
+                       "memory_mb": _set(flavor, "memory_mb", 0),
+                       "extra_specs": dict(_set(flavor, "extra_specs", {}) or {})},
+            "image_properties": image_properties(image_meta)}
+
+
+def _fit_inputs(host_topology, instance_topology, provider_mapping=None, limits=None, pci_requests=None,
+                pci_stats=None):
+    if host_topology is None or instance_topology is None:
+        raise Unsupported("no topology")
+    return {"host_cells": [host_cell(c) for c in host_topology.cells],
+            "guest": guest_topology(copy.deepcopy(instance_topology)), "limits": limits_of(limits),
+            "pci_requests": pci_requests_of(pci_requests), "pci_pools": pools_of(pci_stats),
+            "packing": CONF.compute.packing_host_numa_cells_allocation_strategy}
+
+
+def _cell_inputs(host, instance, limits=None, cpuset_reserved=0):
+    return {"host_cell": host_cell(host), "guest_cell": guest_cell(copy.deepcopy(instance)),
+            "limits": limits_of(limits), "reserved": cpuset_reserved}
+
+
+def _filter_inputs(self, host_state, spec_obj):
+    if _set(spec_obj, "network_metadata") is not None:
+        raise Unsupported("network metadata")
+    image = spec_obj.image if spec_obj.obj_attr_is_set("image") and spec_obj.image else None
+    return {"host_cells": [host_cell(c) for c in host_state.numa_topology.cells]
+            if host_state.numa_topology else [],
+            "cpu_allocation_ratio": host_state.cpu_allocation_ratio,
+            "ram_allocation_ratio": host_state.ram_allocation_ratio,
+            "pci_pools": pools_of(host_state.pci_stats),
+            "guest": guest_topology(copy.deepcopy(spec_obj.numa_topology)),
+            "extra_specs": dict(spec_obj.flavor.extra_specs or {}),
+            "image_properties": image_properties(image) if image else {},
+            "pci_requests": pci_requests_of(spec_obj.pci_requests.requests if spec_obj.pci_requests else None),
+            "packing": CONF.compute.packing_host_numa_cells_allocation_strategy}
+
+
+def _usage_inputs(host_topology, instance_topology, free=False):
+    if free or not host_topology or not instance_topology:
+        raise Unsupported("freeing, or no topology")
+    return {"host_cells": [host_cell(c) for c in host_topology.cells],
+            "placed": [{**guest_cell(c), **fitted_cell(c)} for c in instance_topology.cells]}
+
+
+def install() -> None:
+    hardware.numa_usage_from_instance_numa = recorded(
+        "usage", _usage_inputs, lambda t: t and [host_cell(c) for c in t.cells])(hardware.numa_usage_from_instance_numa)
+    hardware.numa_get_constraints = recorded(
+        "constraints", _constraints_inputs, guest_topology)(hardware.numa_get_constraints)
+    hardware.numa_fit_instance_to_host = recorded(
+        "fit", _fit_inputs, lambda t: None if t is None else [fitted_cell(c) for c in t.cells]
+    )(hardware.numa_fit_instance_to_host)
+    hardware._numa_fit_instance_cell = recorded(
+        "fit_cell", _cell_inputs, lambda c: None if c is None else fitted_cell(c))(hardware._numa_fit_instance_cell)
+    cls = numa_topology_filter.NUMATopologyFilter
+    cls.host_passes = recorded("filter", _filter_inputs, bool)(cls.host_passes)
+
+
+class Recording(unittest.TextTestResult):
+    @staticmethod
+    def name(test) -> str:
+        """"NUMATopologyTest.test_topology_constraints": Nova's class and test name."""
+        return ".".join(test.id().split(".")[-2:])
+
+    def startTest(self, test):
+        current["test"] = self.name(test)
+        super().startTest(test)
+
+
+def main() -> int:
+    install()
+    suite = unittest.defaultTestLoader.loadTestsFromNames(TEST_CLASSES)
+    result = unittest.TextTestRunner(resultclass=Recording, verbosity=0, stream=sys.stderr).run(suite)
+    failed = {Recording.name(test) for test, _ in result.failures + result.errors}
+    kept = [r for r in records if r["test"] not in failed]
+    OUTPUT.parent.mkdir(exist_ok=True)
+    OUTPUT.write_text(json.dumps(kept, indent=None, sort_keys=True).replace('}, {"', '},\n{"') + "\n")
+    print(f"{len(kept)} calls from {len({r['test'] for r in kept})} tests; left out: {dict(skipped)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
