@@ -51,6 +51,8 @@ def taken(pools, requests, numa_cells=None) -> list[str] | None:
 
 
 def stats_pools():
+    # fake_pci_4 shares fake_pci_3's address in Nova, a pool of its own by its other ids; its
+    # address differs here so that `taken` tells the pools apart.
     return (pool("v1", "p1", 0, address="0000:00:00.1"), pool("v2", "p2", 1, address="0000:00:00.2"),
             pool("v1", "p1", 0, address="0000:00:00.3"), pool("v3", "p3", None, address="0000:00:00.3b"))
 
