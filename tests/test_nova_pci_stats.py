@@ -17,7 +17,7 @@ import json
 import pytest
 
 from placecheck_engine import pci
-from placecheck_engine.config import ConfigError, Profile
+from placecheck_engine.config import ConfigError, Profile, config_from_bytes
 from placecheck_engine.model import Flavor, Image, InvalidField, NumaCell, PciPool, Port, Request
 from placecheck_engine.weighers import nova_weight_multiplier
 
@@ -580,3 +580,11 @@ def test_live_migratable_is_compared_case_sensitively():
     asked = (request(1, {"vendor_id": "15b4", "live_migratable": "true"}),)
     assert not pci.supports((pool("15b4", "102e", dev_type="type-VF", live_migratable="True"),), asked)
     assert pci.supports((pool("15b4", "102e", dev_type="type-VF", live_migratable="true"),), asked)
+
+
+def test_config_file_refuses_an_alias_nova_refuses():
+    toml = '[profiles.nfv]\npci_alias = [\'{"name": "gpu", "vendor_id": "10de"}\']\n'
+    with pytest.raises(ConfigError) as refused:
+        config_from_bytes(toml.encode(), "scheduler.toml")
+    assert (refused.value.source, refused.value.key) == ("scheduler.toml", "profiles.nfv.pci_alias[0]")
+    assert "does not have vendor_id and product_id" in refused.value.description
