@@ -5,6 +5,8 @@ functions make (nova/tests/unit/virt/test_hardware.py: NUMATopologyTest, VirtNUM
 CPUPinningCellTestCase, CPUPinningTestCase, CPUSReservedCellTestCase, EmulatorThreadsTestCase,
 HostCellsSortingTestCase, ...; nova/tests/unit/scheduler/filters/test_numa_topology_filters.py), with
 the answer the test asserts, recorded by tests/capture_nova_numa_tables.py running those tests.
+Two more entries (NovaSearchQuirks.*) are not Nova's tests but cases labelled the same way, where
+the search's mutation of the guest cells it tries changes Nova's answer.
 Each call is a test here, named after Nova's test (and the call's place in it):
 
 - numa_get_constraints -> guest_topology: the same cells (vCPUs, pinned vCPUs, memory, page size,
