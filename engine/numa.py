@@ -500,7 +500,7 @@ def _pages_hold(pages: MemPages, memory_kb: int, use_free: bool = True) -> bool:
     return memory_kb <= available_kb and memory_kb % pages.size_kb == 0
 
 
-def _page_size_for(cell: NumaCell, memory_mb: int, pagesize) -> int | float | None:
+def page_size_for(cell: NumaCell, memory_mb: int, pagesize) -> int | float | None:
     """_numa_cell_supports_pagesize_request: the largest fitting size of the class asked for
     (or the one size asked for), None when none fits."""
     sizes = sorted((pages.size_kb for pages in cell.mempages), reverse=True)
@@ -545,7 +545,7 @@ def _fit_cell(host_cell: NumaCell, state: _CellState, limits: tuple[float, float
     pinned = cell.cpu_policy in PINNED_POLICIES
     cell_no = host_cell.id
     if state.pagesize:
-        size = _page_size_for(host_cell, cell.memory, state.pagesize)
+        size = page_size_for(host_cell, cell.memory, state.pagesize)
         if not size:
             return _CellMisfit(NUMA_PAGES, _pages_detail(host_cell, cell.memory, state.pagesize))
         state.pagesize = size

@@ -43,7 +43,6 @@ TEST_CLASSES = [
     "nova.tests.unit.virt.test_hardware.CPUSReservedCellTestCase",
     "nova.tests.unit.virt.test_hardware.CPURealtimeTestCase",
     "nova.tests.unit.virt.test_hardware.EmulatorThreadsTestCase",
-    "nova.tests.unit.virt.test_hardware.PCINUMAAffinityPolicyTest",
     "nova.tests.unit.virt.test_hardware.HostCellsSortingTestCase",
     "nova.tests.unit.scheduler.filters.test_numa_topology_filters",
 ]
@@ -223,7 +222,27 @@ def _usage_inputs(host_topology, instance_topology, free=False):
             "placed": [{**guest_cell(c), **fitted_cell(c)} for c in instance_topology.cells]}
 
 
+def _flavor_image_inputs(flavor, image_meta):
+    return {"flavor": {"vcpus": _set(flavor, "vcpus", 0), "extra_specs": dict(_set(flavor, "extra_specs", {}) or {})},
+            "image_properties": image_properties(image_meta)}
+
+
+def _pagesize_request_inputs(host, instance):
+    return {"host_cell": host_cell(host), "memory": instance.memory, "pagesize": instance.pagesize}
+
+
+def _as_list(value):
+    return sorted(value) if isinstance(value, (set, frozenset)) else value
+
+
 def install() -> None:
+    # Helpers of numa_get_constraints and of the fit, where a test calls them directly.
+    for name in ("_get_numa_pagesize_constraint", "get_realtime_cpu_constraint", "get_cpu_policy_constraint",
+                 "get_cpu_thread_policy_constraint"):
+        setattr(hardware, name, recorded(name, _flavor_image_inputs, _as_list)(getattr(hardware, name)))
+    hardware._numa_cell_supports_pagesize_request = recorded(
+        "_numa_cell_supports_pagesize_request", _pagesize_request_inputs, lambda size: size
+    )(hardware._numa_cell_supports_pagesize_request)
     hardware.numa_usage_from_instance_numa = recorded(
         "usage", _usage_inputs, lambda t: t and [host_cell(c) for c in t.cells])(hardware.numa_usage_from_instance_numa)
     hardware.numa_get_constraints = recorded(

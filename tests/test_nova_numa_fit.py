@@ -3,7 +3,7 @@
 tests/data/nova_numa_unit_tables.json holds every call Nova 34.0.0's unit tests for these
 functions make (nova/tests/unit/virt/test_hardware.py: NUMATopologyTest, VirtNUMAHostTopologyTestCase,
 CPUPinningCellTestCase, CPUPinningTestCase, CPUSReservedCellTestCase, EmulatorThreadsTestCase,
-HostCellsSortingTestCase, ...; nova/tests/unit/scheduler/filters/test_numa_topology_filters.py), with
+HostCellsSortingTestCase, VirtMemoryPagesTestCase, CPURealtimeTestCase, ...; nova/tests/unit/scheduler/filters/test_numa_topology_filters.py), with
 the answer the test asserts, recorded by tests/capture_nova_numa_tables.py running those tests.
 Two more entries (NovaSearchQuirks.*) are not Nova's tests but cases labelled the same way, where
 the search's mutation of the guest cells it tries changes Nova's answer.
@@ -16,7 +16,9 @@ Each call is a test here, named after Nova's test (and the call's place in it):
 - _numa_fit_instance_cell -> fit_cell, the same for one cell;
 - NUMATopologyFilter.host_passes -> decide, the same verdict;
 - numa_usage_from_instance_numa -> consume: the same host cells after (pinned CPUs, memory and
-  page use, shared vCPU use).
+  page use, shared vCPU use);
+- the helpers Nova's tests call directly (the page size, realtime mask and CPU policy constraints,
+  the page size a cell can give) -> the engine.numa helper doing that step.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import pytest
 
 from placecheck_engine import numa
 from placecheck_engine.config import Profile
+from placecheck_engine.image_meta import image_meta_props
 from placecheck_engine.model import Flavor, Host, Image, InvalidField, MemPages, NumaCell, PciPool, Request
 from placecheck_engine.pci import PciRequest
 
@@ -152,3 +155,43 @@ def test_numa_usage_from_instance_numa(record):
         for index, cell in enumerate(record["placed"])))
     after = numa.consume(host(record, None, None), fitted)
     assert after.numa_cells == tuple(map(host_cell, record["result"]))
+
+
+def _typed(record: dict) -> tuple[dict, dict, int]:
+    return record["flavor"]["extra_specs"], image_meta_props(record["image_properties"]), record["flavor"]["vcpus"]
+
+
+def _same_answer(record: dict, answer) -> None:
+    """Nova's value, or InvalidField naming the exception Nova raised."""
+    if "raises" in record:
+        with pytest.raises(InvalidField) as refusal:
+            answer()
+        assert f"Nova's {record['raises']}" in refusal.value.description
+    else:
+        value = answer()
+        assert (sorted(value) if isinstance(value, set) else value) == record["result"]
+
+
+@_of_kind("_get_numa_pagesize_constraint")
+def test_get_numa_pagesize_constraint(record):
+    extra_specs, image, _vcpus = _typed(record)
+    _same_answer(record, lambda: numa._page_size_constraint(extra_specs, image))
+
+
+@_of_kind("get_realtime_cpu_constraint")
+def test_get_realtime_cpu_constraint(record):
+    extra_specs, image, vcpus = _typed(record)
+    _same_answer(record, lambda: numa._realtime_cpus(extra_specs, image, vcpus))
+
+
+@_of_kind("get_cpu_policy_constraint")
+def test_get_cpu_policy_constraint(record):
+    extra_specs, image, _vcpus = _typed(record)
+    _same_answer(record, lambda: numa._cpu_policy(extra_specs, image))
+
+
+@_of_kind("_numa_cell_supports_pagesize_request")
+def test_numa_cell_supports_pagesize_request(record):
+    # Nova's MemoryPageSizeNotSupported (a size the cell lacks) is no page size, as the fit takes it.
+    expected = None if "raises" in record else record["result"]
+    assert numa.page_size_for(host_cell(record["host_cell"]), record["memory"], record["pagesize"]) == expected
