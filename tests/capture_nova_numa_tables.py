@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import copy
 import json
+import random
 import sys
 import unittest
 import unittest.mock
@@ -33,6 +34,7 @@ from nova.pci import stats
 from nova.virt import hardware
 
 OUTPUT = Path(__file__).resolve().parent / "data" / "nova_numa_unit_tables.json"
+RANDOM_OUTPUT = OUTPUT.with_name("nova_numa_random_scenarios.json")  # RandomScenarios' records
 TEST_CLASSES = [
     "nova.tests.unit.virt.test_hardware.NUMATopologyTest",
     "nova.tests.unit.virt.test_hardware.VirtNUMAHostTopologyTestCase",
@@ -290,6 +292,91 @@ class NovaSearchQuirks(unittest.TestCase):
         self.assertIsNone(hardware.numa_fit_instance_to_host(host, guest, {}))
 
 
+def _random_host_cell(rng: random.Random, cell_id: int, first_cpu: int):
+    threads = rng.choice((1, 1, 2, 2, 4))
+    cores = rng.randint(1, 6)
+    cpus = list(range(first_cpu, first_cpu + threads * cores))
+    siblings = [set(cpus[core * threads:(core + 1) * threads]) for core in range(cores)]
+    layout = rng.choice(("legacy", "split", "dedicated", "shared"))
+    if layout == "legacy":  # vcpu_pin_set: the same CPUs for both
+        cpuset = pcpuset = set(cpus)
+    elif layout == "split":
+        cut = rng.randint(0, cores) * threads
+        cpuset, pcpuset = set(cpus[:cut]), set(cpus[cut:])
+    else:
+        cpuset, pcpuset = (set(), set(cpus)) if layout == "dedicated" else (set(cpus), set())
+    memory = rng.choice((1024, 2048, 4096, 8192))
+    pages = [(4, memory * 256, rng.choice((0, 0, memory * 64, memory * 256)), 0)]
+    if rng.random() < 0.6:
+        total = rng.choice((256, 512, 1024))
+        pages.append((2048, total, rng.choice((0, 0, total // 2, total)), rng.choice((0, 0, 64))))
+    if rng.random() < 0.3:
+        pages.append((1048576, rng.choice((1, 2, 4)), rng.choice((0, 1)), 0))
+    return objects.NUMACell(
+        id=cell_id, cpuset=cpuset, pcpuset=pcpuset, memory=memory,
+        cpu_usage=rng.choice((0, 0, 0, len(cpuset), 2 * len(cpuset))),
+        memory_usage=rng.choice((0, 0, 0, memory // 2, memory)),
+        pinned_cpus=set(rng.sample(sorted(pcpuset), rng.randint(0, len(pcpuset) // 2))) if pcpuset else set(),
+        siblings=siblings, socket=rng.choice((0, cell_id // 2)),
+        mempages=[objects.NUMAPagesTopology(size_kb=size, total=total, used=min(used, total), reserved=reserved)
+                  for size, total, used, reserved in (pages if rng.random() < 0.9 else [])])
+
+
+def _random_flavor(rng: random.Random):
+    vcpus = rng.choice((1, 2, 2, 4, 4, 6, 8))
+    memory = rng.choice((512, 1024, 1024, 2048, 4096))
+    specs = {}
+    policy = rng.choice(("dedicated", "dedicated", "shared", "mixed", None))
+    if policy:
+        specs["hw:cpu_policy"] = policy
+    if policy == "mixed" and vcpus > 1:
+        specs["hw:cpu_dedicated_mask"] = rng.choice(("^0", f"0-{vcpus // 2 - 1}" if vcpus > 2 else "0"))
+    if policy == "dedicated" and rng.random() < 0.6:
+        specs["hw:cpu_thread_policy"] = rng.choice(("isolate", "prefer", "require"))
+    if policy == "dedicated" and rng.random() < 0.2:
+        specs["hw:emulator_threads_policy"] = "isolate"
+    nodes = rng.choice((None, None, 1, 2, 2, 4))
+    if nodes:
+        specs["hw:numa_nodes"] = str(nodes)
+    if nodes == 2 and vcpus > 2 and rng.random() < 0.4:
+        specs.update({"hw:numa_cpus.0": "0", "hw:numa_cpus.1": f"1-{vcpus - 1}",
+                      "hw:numa_mem.0": str(memory // 4), "hw:numa_mem.1": str(memory - memory // 4)})
+    if rng.random() < 0.4:
+        specs["hw:mem_page_size"] = rng.choice(("small", "large", "any", "2048", "2MB", "1GB"))
+    return objects.Flavor(vcpus=vcpus, memory_mb=memory, extra_specs=specs, name="random")
+
+
+class RandomScenarios(unittest.TestCase):
+    """Not Nova's tests: seeded random hosts and flavors, each guest topology built by
+    numa_get_constraints, fitted by numa_fit_instance_to_host (with or without limits, spread or
+    pack) and, where it fits, consumed by numa_usage_from_instance_numa: Nova's answers recorded."""
+
+    SCENARIOS = 400
+
+    def test_random(self):
+        rng = random.Random(13)
+        for _ in range(self.SCENARIOS):
+            cells, first_cpu = [], 0
+            for cell_id in range(rng.choice((1, 2, 2, 3, 4))):
+                cells.append(_random_host_cell(rng, cell_id, first_cpu))
+                first_cpu += 16
+            host = objects.NUMATopology(cells=cells)
+            try:
+                guest = hardware.numa_get_constraints(_random_flavor(rng), objects.ImageMeta.from_dict({}))
+            except exception.NovaException:
+                continue
+            if guest is None:
+                continue
+            limits = None if rng.random() < 0.3 else objects.NUMATopologyLimits(
+                cpu_allocation_ratio=rng.choice((1.0, 4.0, 16.0)), ram_allocation_ratio=rng.choice((1.0, 1.5)))
+            CONF.set_override("packing_host_numa_cells_allocation_strategy", rng.random() < 0.3, "compute")
+            fitted = hardware.numa_fit_instance_to_host(host, guest, {}, limits=limits)
+            CONF.clear_override("packing_host_numa_cells_allocation_strategy", "compute")
+            # Nova's usage needs page sizes on every cell (its smallest page size): computes report them.
+            if fitted is not None and all(cell.mempages for cell in cells):
+                hardware.numa_usage_from_instance_numa(host, fitted)
+
+
 class Recording(unittest.TextTestResult):
     @staticmethod
     def name(test) -> str:
@@ -305,11 +392,14 @@ def main() -> int:
     install()
     suite = unittest.defaultTestLoader.loadTestsFromNames(TEST_CLASSES)
     suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(NovaSearchQuirks))
+    suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(RandomScenarios))
     result = unittest.TextTestRunner(resultclass=Recording, verbosity=0, stream=sys.stderr).run(suite)
     failed = {Recording.name(test) for test, _ in result.failures + result.errors}
     kept = [r for r in records if r["test"] not in failed]
     OUTPUT.parent.mkdir(exist_ok=True)
-    OUTPUT.write_text(json.dumps(kept, indent=None, sort_keys=True).replace('}, {"', '},\n{"') + "\n")
+    for path, part in ((OUTPUT, [r for r in kept if not r["test"].startswith("RandomScenarios.")]),
+                       (RANDOM_OUTPUT, [r for r in kept if r["test"].startswith("RandomScenarios.")])):
+        path.write_text(json.dumps(part, indent=None, sort_keys=True).replace('}, {"', '},\n{"') + "\n")
     print(f"{len(kept)} calls from {len({r['test'] for r in kept})} tests; left out: {dict(skipped)}")
     return 0
 

@@ -3,10 +3,12 @@
 tests/data/nova_numa_unit_tables.json holds every call Nova 34.0.0's unit tests for these
 functions make (nova/tests/unit/virt/test_hardware.py: NUMATopologyTest, VirtNUMAHostTopologyTestCase,
 CPUPinningCellTestCase, CPUPinningTestCase, CPUSReservedCellTestCase, EmulatorThreadsTestCase,
-HostCellsSortingTestCase, VirtMemoryPagesTestCase, CPURealtimeTestCase, ...; nova/tests/unit/scheduler/filters/test_numa_topology_filters.py), with
-the answer the test asserts, recorded by tests/capture_nova_numa_tables.py running those tests.
-Two more entries (NovaSearchQuirks.*) are not Nova's tests but cases labelled the same way, where
-the search's mutation of the guest cells it tries changes Nova's answer.
+HostCellsSortingTestCase, VirtMemoryPagesTestCase, CPURealtimeTestCase, ...;
+nova/tests/unit/scheduler/filters/test_numa_topology_filters.py), with the answer the test
+asserts, recorded by tests/capture_nova_numa_tables.py running those tests.
+Entries of NovaSearchQuirks are not Nova's tests but cases labelled the same way, where the
+search's mutation of the guest cells it tries changes Nova's answer; tests/data/nova_numa_random_scenarios.json
+(RandomScenarios) holds seeded random hosts and flavors labelled so too: guest topology, fit, usage.
 Each call is a test here, named after Nova's test (and the call's place in it):
 
 - numa_get_constraints -> guest_topology: the same cells (vCPUs, pinned vCPUs, memory, page size,
@@ -35,7 +37,9 @@ from placecheck_engine.image_meta import image_meta_props
 from placecheck_engine.model import Flavor, Host, Image, InvalidField, MemPages, NumaCell, PciPool, Request
 from placecheck_engine.pci import PciRequest
 
-TABLES = json.loads((Path(__file__).resolve().parent / "data" / "nova_numa_unit_tables.json").read_text())
+DATA = Path(__file__).resolve().parent / "data"
+TABLES = [record for name in ("nova_numa_unit_tables.json", "nova_numa_random_scenarios.json")
+          for record in json.loads((DATA / name).read_text())]
 NO_LIMITS = math.inf  # a ratio no usage reaches: Nova's fit without NUMATopologyLimits
 
 
