@@ -215,7 +215,8 @@ def _emulator_threads_policy(extra_specs: dict) -> str | None:
 
 
 def _realtime_cpus(extra_specs: dict, image: dict, vcpus: int) -> set[int] | None:
-    if not flavor_bool(extra_specs.get("hw:cpu_realtime")):
+    realtime_asked = extra_specs.get("hw:cpu_realtime")
+    if realtime_asked is None or not flexible_boolean(realtime_asked):
         return None
     # The image's mask wins: it knows more about the guest.
     if image.get("hw_cpu_realtime_mask"):
@@ -224,16 +225,17 @@ def _realtime_cpus(extra_specs: dict, image: dict, vcpus: int) -> set[int] | Non
         mask, field_path = extra_specs.get("hw:cpu_realtime_mask"), _flavor_field("hw:cpu_realtime_mask")
     all_vcpus = set(range(vcpus))
     realtime = _cpu_mask(mask, vcpus, field_path) if mask else set(all_vcpus)
-    if (not realtime or (realtime == all_vcpus and not _emulator_threads_policy(extra_specs))
-            or not realtime <= all_vcpus):
+    if not realtime:
+        raise _refused(field_path, "RealtimeMaskNotFoundOrInvalid", "the realtime mask names no vCPU")
+    # Every vCPU realtime leaves none for the emulator threads, unless they have a policy.
+    emulator_policy = _emulator_threads_policy(extra_specs)  # Nova refuses a bad one here already
+    if realtime == all_vcpus and not emulator_policy:
         raise _refused(field_path, "RealtimeMaskNotFoundOrInvalid",
-                       "the realtime mask must leave at least one vCPU (or an emulator threads policy) "
-                       "and name only the guest's vCPUs")
+                       "the realtime mask must leave a vCPU for the emulator threads, or set their policy")
+    if not realtime <= all_vcpus:
+        raise _refused(field_path, "RealtimeMaskNotFoundOrInvalid",
+                       f"the realtime mask names vCPUs beyond the guest's {vcpus}")
     return realtime
-
-
-def flavor_bool(value: str | None) -> bool:
-    return value is not None and flexible_boolean(value)
 
 
 def _dedicated_mask(extra_specs: dict, vcpus: int) -> set[int] | None:
@@ -534,6 +536,7 @@ class _CellMisfit:
 
 
 def _fmt_size(size) -> str:
+    """A page size in KiB, "2048 KiB" also when Nova holds it as 2048.0."""
     return f"{int(size)} KiB" if size == int(size) else f"{size} KiB"
 
 
@@ -662,7 +665,7 @@ def _pack_onto_cores(host_cell: NumaCell, cell: GuestCell, reserved_cpus: int):
         reserved = _reserved(singles, pinning, reserved_cpus)
     if pinning is None or (reserved_cpus and not reserved):
         if policy == REQUIRE:
-            cores = len([s for s in sibling_sets.get(2, ())])
+            cores = len(sibling_sets.get(2, ()))
             return _CellMisfit(NUMA_THREAD_POLICY, f"host cell {host_cell.id} has {cores} cores with 2 or more "
                                                    f"free threads for {needed} CPUs")
         return _CellMisfit(NUMA_CPUS, f"host cell {host_cell.id} has {len(free)} free dedicated CPUs")
