@@ -34,7 +34,7 @@ from nova.pci import stats
 from nova.virt import hardware
 
 OUTPUT = Path(__file__).resolve().parent / "data" / "nova_numa_unit_tables.json"
-RANDOM_OUTPUT = OUTPUT.with_name("nova_numa_random_scenarios.json")  # RandomScenarios' records
+RANDOM_OUTPUT = OUTPUT.with_name("nova_numa_random_scenarios.json")  # RandomScenarios' and RandomConstraints' records
 TEST_CLASSES = [
     "nova.tests.unit.virt.test_hardware.NUMATopologyTest",
     "nova.tests.unit.virt.test_hardware.VirtNUMAHostTopologyTestCase",
@@ -400,6 +400,70 @@ class RandomScenarios(unittest.TestCase):
                     pass  # isolate pins whole cores: one whose sibling is already pinned (recorded as raising)
 
 
+def _random_specs(rng: random.Random, vcpus: int, memory: int) -> tuple[dict, dict]:
+    """Flavor extra specs and image properties (Glance's strings) touching every input of
+    numa_get_constraints, valid or not, agreeing or conflicting."""
+    pick = rng.choice
+    specs, props = {}, {}
+    for key, values in (("hw:cpu_policy", ("dedicated", "shared", "mixed", "Dedicated", "")),
+                        ("hw:cpu_thread_policy", ("isolate", "prefer", "require", "bogus")),
+                        ("hw:emulator_threads_policy", ("isolate", "share", "bogus")),
+                        ("hw:numa_nodes", ("1", "2", "3", "4", "0", "two", "02")),
+                        ("hw:mem_page_size", ("small", "large", "any", "2048", "2MB", "1GB", "1G", "4")),
+                        ("hw:cpu_dedicated_mask", ("^0", "0", "0-1", f"0-{vcpus - 1}", "9", "")),
+                        ("hw:cpu_realtime", ("yes", "no", "true")),
+                        ("hw:cpu_realtime_mask", ("^0", "^0-1", "1", f"0-{vcpus}")),
+                        ("hw:locked_memory", ("true", "false")),
+                        ("resources:PCPU", (str(vcpus), str(vcpus + 1), "1")),
+                        ("resources:VCPU", (str(vcpus),)),
+                        ("trait:HW_CPU_HYPERTHREADING", ("required", "forbidden"))):
+        if rng.random() < 0.2:
+            specs[key] = pick(values)
+    for key, values in (("hw_cpu_policy", ("dedicated", "shared", "mixed")),
+                        ("hw_cpu_thread_policy", ("isolate", "prefer", "require")),
+                        ("hw_numa_nodes", ("1", "2", "4")),
+                        ("hw_mem_page_size", ("small", "large", "2048", "1GB")),
+                        ("hw_cpu_realtime_mask", ("^0", "1")),
+                        ("hw_locked_memory", ("true", "false")),
+                        ("trait:HW_CPU_HYPERTHREADING", ("required",))):
+        if rng.random() < 0.1:
+            props[key] = pick(values)
+    if rng.random() < 0.2:  # a guest NUMA layout, complete or not, in the flavor or the image
+        cut = rng.randint(0, vcpus - 1)
+        layout = {"cpus.0": f"0-{cut}", "cpus.1": f"{cut + 1}-{vcpus - 1}" if cut + 1 < vcpus else "",
+                  "mem.0": str(memory // 2), "mem.1": str(memory - memory // 2 + pick((0, 0, 512)))}
+        layout = {key: value for key, value in layout.items() if value and rng.random() < 0.9}
+        if rng.random() < 0.7:
+            specs.update({f"hw:numa_{key}": value for key, value in layout.items()})
+            specs.setdefault("hw:numa_nodes", "2")
+        else:
+            props.update({f"hw_numa_{key}": value for key, value in layout.items()})
+            props.setdefault("hw_numa_nodes", "2")
+    return specs, props
+
+
+class RandomConstraints(unittest.TestCase):
+    """Not Nova's tests: seeded random flavors and images through numa_get_constraints, its
+    answer or the exception it raises recorded."""
+
+    SCENARIOS = 600
+
+    def test_random(self):
+        rng = random.Random(34)
+        for _ in range(self.SCENARIOS):
+            vcpus, memory = rng.choice((1, 2, 3, 4, 8)), rng.choice((512, 1024, 2048, 3072))
+            specs, props = _random_specs(rng, vcpus, memory)
+            try:
+                image = objects.ImageMeta.from_dict({"properties": props})
+            except ValueError:
+                continue  # ImageMetaProps refuses the image before NUMA is looked at
+            try:
+                hardware.numa_get_constraints(objects.Flavor(vcpus=vcpus, memory_mb=memory, extra_specs=specs,
+                                                             name="random"), image)
+            except exception.NovaException:
+                pass  # recorded with the exception's name
+
+
 class Recording(unittest.TextTestResult):
     @staticmethod
     def name(test) -> str:
@@ -416,12 +480,13 @@ def main() -> int:
     suite = unittest.defaultTestLoader.loadTestsFromNames(TEST_CLASSES)
     suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(NovaSearchQuirks))
     suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(RandomScenarios))
+    suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(RandomConstraints))
     result = unittest.TextTestRunner(resultclass=Recording, verbosity=0, stream=sys.stderr).run(suite)
     failed = {Recording.name(test) for test, _ in result.failures + result.errors}
     kept = [r for r in records if r["test"] not in failed]
     OUTPUT.parent.mkdir(exist_ok=True)
-    for path, part in ((OUTPUT, [r for r in kept if not r["test"].startswith("RandomScenarios.")]),
-                       (RANDOM_OUTPUT, [r for r in kept if r["test"].startswith("RandomScenarios.")])):
+    for path, part in ((OUTPUT, [r for r in kept if not r["test"].startswith("Random")]),
+                       (RANDOM_OUTPUT, [r for r in kept if r["test"].startswith("Random")])):
         path.write_text(json.dumps(part, indent=None, sort_keys=True).replace('}, {"', '},\n{"') + "\n")
     print(f"{len(kept)} calls from {len({r['test'] for r in kept})} tests; left out: {dict(skipped)}")
     return 0
