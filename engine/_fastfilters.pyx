@@ -23,6 +23,8 @@ include "rules/host_rows.pxi"
 include "rules/server_group_anti_affinity.pxi"
 include "rules/simple_cidr_affinity.pxi"
 include "rules/json_filter.pxi"
+include "rules/numa_topology_filter.pxi"
+include "rules/pci_passthrough_filter.pxi"
 include "weigh.pxi"
 
 

@@ -142,10 +142,13 @@ def _compiled(columns, request: Request, profile: Profile) -> _Compiled:
 def compile_rules(columns, request: Request, profile: Profile) -> list[Active]:
     """Every enabled rule compiled for the request, in the profile's order."""
     from placecheck_engine.rules import RULES
+    from placecheck_engine.rules.numa_topology_filter import guest_demands
 
+    # Nova's API refuses, whichever rules run, an image its ImageMetaProps cannot type and a NUMA
+    # topology or PCI request it cannot build.
     if request.image is not None:
-        # Nova's API refuses an image its ImageMetaProps cannot type, whichever rules run.
         image_meta_props(request.image.properties)
+    guest_demands(request, profile)
     actives: list[Active] = []
     for name in profile.enabled_filters:
         try:

@@ -58,8 +58,32 @@ def _inventory(where: str, inventory: dict) -> fleet_pb2.Inventory:
     return fleet_pb2.Inventory(**inventory)
 
 
+def _numa_cell(where: str, cell: dict) -> fleet_pb2.NumaCell:
+    _check_keys(where, cell, fleet_pb2.NumaCell.DESCRIPTOR.fields_by_name)
+    message = fleet_pb2.NumaCell(
+        **{key: value for key, value in cell.items() if key not in ("siblings", "mempages", "socket")},
+        siblings=[fleet_pb2.CpuSiblings(cpus=cpus) for cpus in cell.get("siblings", [])],
+        mempages=[fleet_pb2.MemPages(**pages) for pages in cell.get("mempages", [])])
+    if cell.get("socket") is not None:
+        message.socket = cell["socket"]
+    return message
+
+
+def _pci_pool(where: str, pool: dict) -> fleet_pb2.PciPool:
+    _check_keys(where, pool, fleet_pb2.PciPool.DESCRIPTOR.fields_by_name)
+    message = fleet_pb2.PciPool(**{key: value for key, value in pool.items() if key != "numa_node"})
+    if pool.get("numa_node") is not None:
+        message.numa_node = pool["numa_node"]
+    return message
+
+
+# The NUMA/PCI cases name a host's cells and pools as Nova's HostState does.
+NOVA_HOST_KEYS = {"numa_topology": "numa_cells", "pci_device_pools": "pci_pools"}
+
+
 def _host(host: dict) -> fleet_pb2.Host:
     where = f"host {host.get('name')!r}"
+    host = {NOVA_HOST_KEYS.get(key, key): value for key, value in host.items()}
     _check_keys(where, host, fleet_pb2.Host.DESCRIPTOR.fields_by_name)
     message = fleet_pb2.Host(
         name=host["name"],
@@ -77,9 +101,13 @@ def _host(host: dict) -> fleet_pb2.Host:
         instances=host.get("instances", []),
         metrics=host.get("metrics", {}),
         failed_builds=host.get("failed_builds", 0),
+        numa_cells=[_numa_cell(f"{where} numa cell {index}", cell)
+                    for index, cell in enumerate((host.get("numa_cells") or {}).get("cells", []))],
+        pci_pools=[_pci_pool(f"{where} pci pool {index}", pool)
+                   for index, pool in enumerate(host.get("pci_pools") or [])],
     )
     # Optional fields: absent (or null) keeps Nova's default, so leave them unset.
-    for optional in ("enabled", "up", "hypervisor_version"):
+    for optional in ("enabled", "up", "hypervisor_version", "cpu_allocation_ratio", "ram_allocation_ratio"):
         if host.get(optional) is not None:
             setattr(message, optional, host[optional])
     return message
@@ -92,7 +120,7 @@ def _aggregate(aggregate: dict) -> fleet_pb2.Aggregate:
 
 def case_fleet_proto(case: dict) -> fleet_pb2.Fleet:
     return fleet_pb2.Fleet(hosts=[_host(host) for host in case["hosts"]],
-                           aggregates=[_aggregate(aggregate) for aggregate in case["aggregates"]])
+                           aggregates=[_aggregate(aggregate) for aggregate in case.get("aggregates", [])])
 
 
 def _uuid_list(value: str | list[str]) -> list[str]:
@@ -121,12 +149,22 @@ def _server_group(group: dict) -> placement_pb2.ServerGroup:
     return message
 
 
+def _property_text(value) -> str:
+    """An image property as Glance's API gives it: a string (the NUMA/PCI cases write numbers)."""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+def _port(port: dict) -> placement_pb2.Port:
+    _check_keys("port", port, placement_pb2.Port.DESCRIPTOR.fields_by_name)
+    return placement_pb2.Port(**port)
+
+
 def case_request_proto(case: dict) -> placement_pb2.PlacementRequest:
     """The case's request, deciding with the profile named after the case."""
     request = case["request"]
     _check_keys("request", request, placement_pb2.PlacementRequest.DESCRIPTOR.fields_by_name)
     flavor = request.get("flavor", {})
-    _check_keys("flavor", flavor, ("name", "extra_specs"))
+    _check_keys("flavor", flavor, placement_pb2.Flavor.DESCRIPTOR.fields_by_name)
     message = placement_pb2.PlacementRequest(
         operation=OPERATIONS[request["operation"]] if "operation" in request else None,
         resources=request.get("resources", {}),
@@ -134,7 +172,8 @@ def case_request_proto(case: dict) -> placement_pb2.PlacementRequest:
         forbidden_traits=request.get("forbidden_traits", []),
         member_of=[placement_pb2.AggregateSet(aggregate_ids=ids) for ids in request.get("member_of", [])],
         availability_zone=request.get("availability_zone") or "",
-        flavor=placement_pb2.Flavor(name=flavor.get("name", ""), extra_specs=flavor.get("extra_specs", {})),
+        flavor=placement_pb2.Flavor(**flavor),
+        ports=[_port(port) for port in request.get("ports", [])],
         project_id=request.get("project_id", ""),
         instance_uuid=request.get("instance_uuid", ""),
         source_host=request.get("source_host") or "",
@@ -145,7 +184,8 @@ def case_request_proto(case: dict) -> placement_pb2.PlacementRequest:
     if request.get("image") is not None:
         image = request["image"]
         _check_keys("image", image, ("id", "properties"))
-        message.image.CopyFrom(placement_pb2.Image(id=image.get("id", ""), properties=image.get("properties", {})))
+        properties = {name: _property_text(value) for name, value in image.get("properties", {}).items()}
+        message.image.CopyFrom(placement_pb2.Image(id=image.get("id", ""), properties=properties))
     if request.get("scheduler_hints"):
         message.scheduler_hints.CopyFrom(_scheduler_hints(request["scheduler_hints"]))
     if request.get("server_group"):
@@ -173,6 +213,8 @@ def profile_toml(cases: Sequence[dict], enabled_filters: Sequence[str]) -> str:
     lines = [f"default_profile = {_toml_value(cases[0]['name'])}", ""]
     for case in cases:
         config = {"enabled_filters": list(enabled_filters), **case["config"]}
+        if "pci_alias" in config:  # nova.conf's [pci] alias: one JSON object per entry
+            config["pci_alias"] = [json.dumps(alias) for alias in config["pci_alias"]]
         lines.append(f"[profiles.{_toml_value(case['name'])}]")
         lines.extend(f"{option} = {_toml_value(value)}" for option, value in sorted(config.items()))
         lines.append("")

@@ -3,13 +3,15 @@
 `scenarios()` draws (fleet, request, profile) triples small enough to check host by host but
 varied enough to engage every rule: missing inventories, more than 64 traits (two bitset
 words), zoned and unzoned aggregates, shared instance uuids, moves, server groups, aggregate
-metadata (tenants, flavors, limits, extra specs), host profiles, IPv4/IPv6 addresses, metrics.
+metadata (tenants, flavors, limits, extra specs), host profiles, IPv4/IPv6 addresses, metrics,
+NUMA cells and PCI pools with the requests' NUMA topologies, PCI aliases and SR-IOV ports.
 `fleet_from_case`, `request_from_case` and `profile_from_case` translate one case of
 /work/shared/conformance/*.jsonl.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from hypothesis import assume
@@ -17,7 +19,9 @@ from hypothesis import strategies as st
 
 from placecheck_engine.config import Profile
 from placecheck_engine.model import (MAX_UNIT_DEFAULT, Aggregate, Fleet, Flavor, GroupPolicy, Host, Image,
-                          Inventory, MemPages, NumaCell, Operation, PciPool, Request, SchedulerHints, ServerGroup)
+                                    InvalidField, Inventory, MemPages, NumaCell, Operation, PciPool, Port, Request,
+                                    SchedulerHints, ServerGroup)
+from placecheck_engine.rules.numa_topology_filter import guest_demands
 
 CONFORMANCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 
@@ -64,6 +68,11 @@ PCI_DEVICES = (("8086", "154d", "type-VF"), ("8086", "154d", "type-PF"), ("10de"
 PCI_TAGS = ({}, {"physical_network": "physnet1", "trusted": "true"}, {"physical_network": "physnet2"},
             {"trusted": "true", "physical_network": "physnet1"})
 PAGE_SIZES_KB = (4, 2048, 1048576)
+PCI_ALIASES = tuple(json.dumps(alias) for alias in (
+    {"name": "gpu", "vendor_id": "10de", "product_id": "1eb8", "device_type": "type-PCI", "numa_policy": "required"},
+    {"name": "nic", "vendor_id": "8086", "product_id": "154d", "device_type": "type-VF"},
+    {"name": "anyvf", "vendor_id": "8086", "product_id": "154d", "device_type": "type-VF",
+     "numa_policy": "preferred"}))
 
 host_names = st.text(alphabet="abhé-0123", min_size=1, max_size=5)
 
@@ -179,6 +188,18 @@ def requests(draw, fleet: Fleet) -> Request:
                          "hw:cpu_policy", "absent_key")),
         st.sampled_from(("true", "false", "s== true", "<or> false <or> true", ">= 8", "<in> 1", "= 16",
                          "dedicated")), max_size=2))
+    # NUMA and PCI demands, over the devices of PCI_DEVICES (PCI_ALIASES names them).
+    numa_pci_specs = draw(st.fixed_dictionaries({}, optional={
+        "hw:numa_nodes": st.sampled_from(("1", "2")),
+        "hw:cpu_policy": st.sampled_from(("dedicated", "shared", "mixed")),
+        "hw:cpu_thread_policy": st.sampled_from(("prefer", "isolate", "require")),
+        "hw:mem_page_size": st.sampled_from(("small", "large", "any", "2048")),
+        "pci_passthrough:alias": st.sampled_from(("gpu:1", "nic:2", "gpu:1,nic:1", "anyvf:3")),
+        "hw:pci_numa_affinity_policy": st.sampled_from(("required", "preferred", "legacy", "socket")),
+    }))
+    ports = draw(st.lists(st.builds(Port, vnic_type=st.sampled_from(("normal", "direct", "direct-physical")),
+                                    physical_network=st.sampled_from(("", "physnet1", "physnet2")),
+                                    trusted=st.sampled_from((None, True, False))), max_size=2))
     image = draw(st.one_of(st.none(), st.builds(Image, id=st.just("img"), properties=st.fixed_dictionaries(
         {}, optional={key: st.sampled_from(values) for key, values in IMAGE_PROPERTIES.items()}))))
     return Request(
@@ -190,7 +211,9 @@ def requests(draw, fleet: Fleet) -> Request:
         member_of=tuple(frozenset(s) for s in draw(st.lists(
             st.lists(st.sampled_from(aggregate_ids), min_size=1, max_size=3), max_size=2))),
         availability_zone=draw(st.sampled_from(("",) + ZONES + ("az3",))),
-        flavor=Flavor(draw(st.sampled_from(FLAVOR_NAMES)), trait_specs | aggregate_specs),
+        flavor=Flavor(draw(st.sampled_from(FLAVOR_NAMES)), trait_specs | aggregate_specs | numa_pci_specs,
+                      vcpus=draw(st.sampled_from((0, 1, 2, 4))), memory_mb=draw(st.sampled_from((0, 512, 4096)))),
+        ports=tuple(ports),
         image=image,
         project_id=draw(st.sampled_from(PROJECTS)),
         instance_uuid=draw(st.sampled_from(("",) + INSTANCE_UUIDS[:4])),
@@ -209,15 +232,23 @@ profiles = st.builds(Profile, max_io_ops_per_host=st.integers(0, 10),
                      aggregate_image_properties_isolation_separator=st.sampled_from((".", "_")),
                      limit_tenants_to_placement_aggregate=st.booleans(),
                      placement_aggregate_required_for_tenants=st.booleans(),
-                     enable_isolated_aggregate_filtering=st.booleans())
+                     enable_isolated_aggregate_filtering=st.booleans(),
+                     pci_alias=st.just(PCI_ALIASES),
+                     cpu_allocation_ratio=st.sampled_from((1.0, 4.0)),
+                     packing_host_numa_cells_allocation_strategy=st.booleans())
 
 
 @st.composite
 def scenarios(draw, max_hosts: int = 12) -> tuple[Fleet, Request, Profile]:
     fleet = draw(fleets(max_hosts))
     request, profile = draw(requests(fleet)), draw(profiles)
-    # Nova's require_tenant_aggregate has no answer without a project (InvalidField).
+    # Nova's require_tenant_aggregate has no answer without a project (InvalidField), and its
+    # API refuses a NUMA topology or PCI request it cannot build.
     assume(request.project_id or not profile.limit_tenants_to_placement_aggregate)
+    try:
+        guest_demands(request, profile)
+    except InvalidField:
+        assume(False)
     return fleet, request, profile
 
 

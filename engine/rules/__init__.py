@@ -28,7 +28,9 @@ from placecheck_engine.rules.member_of import MemberOf
 from placecheck_engine.rules.metrics_filter import MetricsFilter
 from placecheck_engine.rules.move_source import MoveSource
 from placecheck_engine.rules.num_instances import NumInstancesFilter
+from placecheck_engine.rules.numa_topology_filter import NUMATopologyFilter
 from placecheck_engine.rules.packed_virtqueue_filter import PackedVirtqueueFilter
+from placecheck_engine.rules.pci_passthrough_filter import PciPassthroughFilter
 from placecheck_engine.rules.require_image_type_support import RequireImageTypeSupport
 from placecheck_engine.rules.require_tenant_aggregate import RequireTenantAggregate
 from placecheck_engine.rules.required_traits import RequiredTraits
@@ -63,6 +65,8 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     ImagePropertiesFilter(),
     ServerGroupAntiAffinityFilter(),
     ServerGroupAffinityFilter(),
+    NUMATopologyFilter(),
+    PciPassthroughFilter(),
     SameHostFilter(),
     DifferentHostFilter(),
     SimpleCIDRAffinityFilter(),
