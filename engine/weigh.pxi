@@ -35,7 +35,7 @@ cdef struct WeigherColumn:
     int kind
     const void* values
     double change  # added to the raw value per instance of the request placed on the row
-    double floor  # Nova's minval: 0 for the weighers that clamp, else -inf
+    double floor  # 0: Nova's minval = 0; -inf: none; else a bound that normalises as none (PCIWeigher's 1)
 
 
 cdef inline double _stored(const WeigherColumn* column, Py_ssize_t row) noexcept nogil:
@@ -197,8 +197,8 @@ cdef class Weighing:
     """One request's weighing of one snapshot's rows.
 
     Weigher w's raw value of a row is columns[w][row] (float64, int32 or int64; None: 0)
-    plus placed[row] * changes[w], clamped below at 0 where clamp_at_zero[w] (Nova's
-    minval = 0; those normalise over [0, max], the others over [min, max]). Its multiplier
+    plus placed[row] * changes[w], clamped below at floors[w]: 0 is Nova's minval = 0 (those
+    normalise over [0, max]), the others (-inf, or PCIWeigher's 1) normalise over [min, max]. Its multiplier
     for a row is multipliers[set_ids[row], w] (set_ids None: multipliers[0, w] for every
     row). A row's weight is the sum over weighers, in order, of multiplier * normalised;
     all-equal values normalise to 0, and with at most one passing row every weight is 0.
@@ -224,16 +224,16 @@ cdef class Weighing:
     cdef readonly object placed  # int32 per row: instances of this request placed there; None before any
 
     def __init__(self, const uint64_t[::1] fail_bits, list columns, const double[::1] changes,
-                 const uint8_t[::1] clamp_at_zero, const uint8_t[::1] may_be_nan,
+                 const double[::1] floors, const uint8_t[::1] may_be_nan,
                  const double[:, ::1] multipliers, set_ids):
         cdef Py_ssize_t n = fail_bits.shape[0], w
         cdef Py_ssize_t count = len(columns)
         if count > WEIGH_MAX_WEIGHERS:
             raise ValueError(f"at most {WEIGH_MAX_WEIGHERS} weighers")
-        if changes.shape[0] != count or clamp_at_zero.shape[0] != count or may_be_nan.shape[0] != count \
+        if changes.shape[0] != count or floors.shape[0] != count or may_be_nan.shape[0] != count \
                 or multipliers.shape[1] != count \
                 or multipliers.shape[0] < 1:
-            raise ValueError("one change, clamp flag, NaN flag and multiplier column per weigher, "
+            raise ValueError("one change, floor, NaN flag and multiplier column per weigher, "
                              "at least one multiplier row")
         keep = [fail_bits.base, multipliers.base]
         cdef const int32_t[::1] set_view
@@ -256,7 +256,7 @@ cdef class Weighing:
             self._columns[w].kind = COLUMN_ZEROS
             self._columns[w].values = NULL
             self._columns[w].change = changes[w]
-            self._columns[w].floor = 0.0 if clamp_at_zero[w] else -INFINITY
+            self._columns[w].floor = floors[w]
             self._may_be_nan[w] = may_be_nan[w]
             if column is None:
                 continue

@@ -17,6 +17,8 @@ floating-point sum depends on it):
   ServerGroupSoftAntiAffinityWeigher  minus the members of a soft-anti-affinity group on it
   RAMWeigher                          MEMORY_MB total - used                     (minval 0)
   DiskWeigher                         (DISK_GB total - used) * 1024               (minval 0)
+  PCIWeigher                          100 - min(free PCI devices, 99) (Nova's MAX_DEVS), the
+                                      request's devices taken per instance placed
   IoOpsWeigher                        num_io_ops (+1 per instance placed)          (minval 0)
   HypervisorVersionWeigher            hypervisor_version, 0 when unknown
 
@@ -26,8 +28,6 @@ counts it, and as a group member, as Nova's multi-create adds it to the group an
 Not weighed:
   ImagePropertiesWeigher  needs the image properties of the instances on each host, which
                           the fleet state does not carry
-  PCIWeigher              the fleet state has no PCI device pools: every host would weigh
-                          the same, and equal values normalise to 0
   CrossCellWeigher        the fleet state has no cells: every host weighs 0
 
 Each weigher is normalised across the hosts that pass every rule as nova/weights.py
@@ -50,9 +50,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from placecheck_engine import _fastfilters
+from placecheck_engine import _fastfilters, pci
 from placecheck_engine.config import Profile
 from placecheck_engine.model import Fleet, GroupPolicy, Host, InvalidField, Request
+from placecheck_engine.rules.pci_passthrough_filter import request_pci
 from placecheck_engine.verdict import WeighedHost, WeigherScore
 
 log = logging.getLogger(__name__)
@@ -115,12 +116,19 @@ class Weigher:
     # the rows' set ids, None when every row takes multiplier_of_set[0]).
     raw_column: Callable[[object, Request, Profile, np.ndarray, np.ndarray | None], np.ndarray | None]
     # How much one instance of the request changes the raw value (consume_from_request).
-    change_per_instance: Callable[[Request], float]
+    change_per_instance: Callable[[Request, Profile], float]
     # Reference: the raw value of a model host after `placed` instances of the request,
     # given the host's multiplier for this weigher, computed as Nova's weigher does.
     reference_value: Callable[[Host, Request, Profile, int, float], float]
     # A NaN raw value is a required metric the host lacks (MetricsWeigher).
     nan_is_missing_metric: bool = False
+    # A lower bound on raw values other than Nova's minval 0, normalised over [min, max] like
+    # the unbounded (PCIWeigher's max(1, MAX_DEVS - free): exact after any number of picks).
+    floor: float | None = None
+
+    @property
+    def kernel_floor(self) -> float:
+        return 0.0 if self.clamp_at_zero else -math.inf if self.floor is None else self.floor
 
 
 def _column(name: str):
@@ -209,16 +217,32 @@ def _metrics_value(host: Host, request: Request, profile: Profile, placed: int, 
     return value
 
 
-def _no_change(request: Request) -> float:
+def _no_change(request: Request, profile: Profile) -> float:
     return 0.0
 
 
-def _one_more(request: Request) -> float:
+def _one_more(request: Request, profile: Profile) -> float:
     return 1.0
 
 
 def _member_change(policy: GroupPolicy, sign: int):
-    return lambda request: float(sign) if _group_policy(request) is policy else 0.0
+    return lambda request, profile: float(sign) if _group_policy(request) is policy else 0.0
+
+
+def _pci_devices_per_instance(request: Request, profile: Profile) -> float:
+    return float(sum(pci_request.count for pci_request in request_pci(request, profile)))
+
+
+def _pci_column(columns, request: Request, profile: Profile, multiplier_of_set, set_ids):
+    """MAX_DEVS - free devices, unbounded: the kernel bounds it below at 1 after each pick."""
+    return columns.derived("pci_weigher_raw", lambda columns: pci.MAX_DEVS - columns.arrays["pci_free_devices"])
+
+
+def _pci_value(host: Host, request: Request, profile: Profile, placed: int, multiplier: float) -> float:
+    pools, requests = host.pci_pools, request_pci(request, profile)
+    for _ in range(placed):  # consume_from_request takes each placed instance's devices
+        pools = pci.apply_requests(pools, requests)
+    return pci.pci_weight(pools, requests)
 
 
 WEIGHERS: tuple[Weigher, ...] = (
@@ -228,7 +252,8 @@ WEIGHERS: tuple[Weigher, ...] = (
     Weigher("MetricsWeigher", "metrics_weight_multiplier", False, False,
             _metrics_column, _no_change, _metrics_value, nan_is_missing_metric=True),
     Weigher("CPUWeigher", "cpu_weight_multiplier", True, False,
-            _column("w_free_vcpus"), lambda request: -float(request.resources.get("VCPU", 0)), _free_vcpus),
+            _column("w_free_vcpus"), lambda request, profile: -float(request.resources.get("VCPU", 0)),
+            _free_vcpus),
     Weigher("BuildFailureWeigher", "build_failure_weight_multiplier", False, True,
             _column("failed_builds"), _no_change,
             lambda host, request, profile, placed, multiplier: float(host.failed_builds)),
@@ -239,10 +264,13 @@ WEIGHERS: tuple[Weigher, ...] = (
             _members_on_rows(GroupPolicy.SOFT_ANTI_AFFINITY, -1), _member_change(GroupPolicy.SOFT_ANTI_AFFINITY, -1),
             _members_on_host(GroupPolicy.SOFT_ANTI_AFFINITY, -1)),
     Weigher("RAMWeigher", "ram_weight_multiplier", True, False,
-            _column("w_free_ram_mb"), lambda request: -float(request.resources.get("MEMORY_MB", 0)), _free_ram_mb),
+            _column("w_free_ram_mb"), lambda request, profile: -float(request.resources.get("MEMORY_MB", 0)),
+            _free_ram_mb),
     Weigher("DiskWeigher", "disk_weight_multiplier", True, False,
-            _column("w_free_disk_mb"), lambda request: -float(request.resources.get("DISK_GB", 0)) * 1024.0,
+            _column("w_free_disk_mb"), lambda request, profile: -float(request.resources.get("DISK_GB", 0)) * 1024.0,
             _free_disk_mb),
+    Weigher("PCIWeigher", "pci_weight_multiplier", False, False,
+            _pci_column, _pci_devices_per_instance, _pci_value, floor=1.0),
     # "There is always an IO operation": every placement adds one.
     Weigher("IoOpsWeigher", "io_ops_weight_multiplier", True, False,
             _column("num_io_ops"), _one_more,
@@ -265,7 +293,7 @@ class WeighPlan:
     weighers: tuple[Weigher, ...]
     columns: tuple[np.ndarray | None, ...]  # raw value per row before any pick (None: 0)
     changes_per_instance: np.ndarray  # float64 per weigher
-    clamp_at_zero: np.ndarray  # uint8 per weigher
+    floors: np.ndarray  # float64 per weigher: Weigher.kernel_floor
     multipliers: np.ndarray  # float64 [aggregate sets (or 1), weighers], signed as Nova uses them
     set_ids: np.ndarray | None  # each row's index into multipliers; None: row 0 for every host
     metrics_weighed: tuple[str, ...]  # MetricsWeigher's metric names, in setting order
@@ -303,8 +331,9 @@ def plan_weighing(columns, profile: Profile, request: Request) -> WeighPlan:
     return WeighPlan(
         weighers=WEIGHERS,
         columns=raw_columns,
-        changes_per_instance=np.array([w.change_per_instance(request) for w in WEIGHERS], dtype=np.float64),
-        clamp_at_zero=np.array([w.clamp_at_zero for w in WEIGHERS], dtype=np.uint8),
+        changes_per_instance=np.array([w.change_per_instance(request, profile) for w in WEIGHERS],
+                                      dtype=np.float64),
+        floors=np.array([w.kernel_floor for w in WEIGHERS], dtype=np.float64),
         multipliers=multipliers,
         set_ids=set_ids,
         metrics_weighed=tuple(name for name, _ in parse_weight_setting(profile.metrics_weight_setting)),
@@ -316,7 +345,7 @@ def start_weighing(plan: WeighPlan, fail_bits: np.ndarray) -> "_fastfilters.Weig
     refresh() and, for the consumed row, on consume(row)."""
     may_be_nan = np.array([w.nan_is_missing_metric and column is not None
                            for w, column in zip(plan.weighers, plan.columns)], dtype=np.uint8)
-    return _fastfilters.Weighing(fail_bits, list(plan.columns), plan.changes_per_instance, plan.clamp_at_zero,
+    return _fastfilters.Weighing(fail_bits, list(plan.columns), plan.changes_per_instance, plan.floors,
                                  may_be_nan, plan.multipliers, plan.set_ids)
 
 
@@ -354,15 +383,15 @@ def score(columns, plan: WeighPlan, ranking: Ranking, row: int, weight: float, p
     """A ranked row, with `placed_here` instances of the request on it when ranked, with each
     weigher's raw value, normalised value and multiplier."""
     passing = ranking.passing
-    scores = tuple([WeigherScore(weigher.name, raw, _normalized(raw, weigher.clamp_at_zero, low, high, passing),
-                                 multiplier)
+    scores = tuple([WeigherScore(weigher.name, raw if weigher.floor is None else max(raw, weigher.floor),
+                                 _normalized(raw, weigher.kernel_floor, low, high, passing), multiplier)
                     for weigher, (raw, multiplier), (low, high)
                     in zip(plan.weighers, ranking.weighing.raw_and_multipliers(row, placed_here), ranking.bounds)])
     return WeighedHost(columns.host_name(row), weight, scores)
 
 
-def _normalized(raw: float, clamp_at_zero: bool, low: float, high: float, passing: int) -> float:
-    value = max(raw, 0.0) if clamp_at_zero else raw
+def _normalized(raw: float, floor: float, low: float, high: float, passing: int) -> float:
+    value = max(raw, floor)
     if passing <= 1 or low == high:
         return 0.0
     return (value - low) / (high - low)
@@ -386,7 +415,7 @@ def reference_weigh(hosts: Sequence[Host], fleet: Fleet, profile: Profile, reque
                        for host_metadatas in metadatas]
         raws = [weigher.reference_value(host, request, profile, placed.get(host.name, 0), multiplier)
                 for host, multiplier in zip(hosts, multipliers)]
-        clamped = [max(raw, 0.0) for raw in raws] if weigher.clamp_at_zero else raws
+        clamped = [max(raw, weigher.kernel_floor) for raw in raws]
         normalized = nova_normalize(clamped, minval=0.0 if weigher.clamp_at_zero else None)
         for index, (raw, value, multiplier) in enumerate(zip(raws, normalized, multipliers)):
             totals[index] += multiplier * value

@@ -150,8 +150,8 @@ OPTION_DOCS: dict[str, OptionDoc] = {
         "Try the host's most used NUMA cells first (packing) instead of its least used (spreading)."),
     "pci_weight_multiplier": OptionDoc(
         "[filter_scheduler] pci_weight_multiplier", "PCIWeigher",
-        "Positive: hosts with more PCI devices rank lower for requests without PCI devices and higher for "
-        "requests with them, as Nova's PCIWeigher."),
+        "Weighs `100 - min(free PCI devices, 99)`: positive, hosts with fewer free devices rank higher, so "
+        "requests without PCI devices avoid PCI hosts and PCI requests stack on the hosts with fewest."),
 }
 
 _TYPE_NAMES = {"int": "integer", "float": "number", "bool": "true / false", "str": "string",
