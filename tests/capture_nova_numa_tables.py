@@ -6,13 +6,15 @@ Not a test: run it with a Python that has Nova 34.0.0 and its unit-test dependen
     PYTHONPATH=<test deps> <nova venv>/bin/python tests/capture_nova_numa_tables.py
 
 It runs Nova's unit tests for numa_get_constraints, numa_fit_instance_to_host,
-_numa_fit_instance_cell, numa_usage_from_instance_numa and NUMATopologyFilter.host_passes (nova/tests/unit/virt/test_hardware.py,
+_numa_fit_instance_cell, numa_usage_from_instance_numa, NUMATopologyFilter.host_passes and the
+helpers they test directly (nova/tests/unit/virt/test_hardware.py,
 nova/tests/unit/scheduler/filters/test_numa_topology_filters.py) and records each call a test
 makes to them (not the calls they make to each other): the inputs in placecheck's terms and
 Nova's answer. A test only passes when that answer is the one it asserts, so the record is the
-test's table, with Nova's test name. Calls placecheck's model cannot express (network
-metadata, provider mappings) and calls whose test mocks a step of Nova's decision are left
-out, counted on stdout.
+test's table, with Nova's test name (tests/data/nova_numa_unit_tables.json). Calls placecheck's
+model cannot express (network metadata, provider mappings) and calls whose test mocks a step of
+Nova's decision are left out, counted on stdout. It then runs seeded random scenarios through
+the same functions, labelled the same way (tests/data/nova_numa_random_scenarios.json).
 """
 from __future__ import annotations
 
@@ -91,7 +93,8 @@ def guest_topology(topology) -> dict | None:
 
 
 def fitted_cell(cell) -> dict:
-    return {"id": cell.id, "pinning": sorted((int(vcpu), pcpu) for vcpu, pcpu in (_set(cell, "cpu_pinning_raw") or {}).items()),
+    pinning = _set(cell, "cpu_pinning_raw") or {}  # keyed by the vCPU as a string
+    return {"id": cell.id, "pinning": sorted((int(vcpu), pcpu) for vcpu, pcpu in pinning.items()),
             "cpuset_reserved": sorted(_set(cell, "cpuset_reserved") or ()), "pagesize": _set(cell, "pagesize")}
 
 
@@ -367,7 +370,8 @@ def _random_pci(rng: random.Random, cells):
 class RandomScenarios(unittest.TestCase):
     """Not Nova's tests: seeded random hosts and flavors, each guest topology built by
     numa_get_constraints, fitted by numa_fit_instance_to_host (with or without limits, spread or
-    pack, with or without PCI requests and devices) and, where it fits, consumed by numa_usage_from_instance_numa: Nova's answers recorded."""
+    pack, with or without PCI requests and devices) and, where it fits, consumed by
+    numa_usage_from_instance_numa: Nova's answers recorded."""
 
     SCENARIOS = 400
 

@@ -141,7 +141,8 @@ def test_numa_fit_instance_cell(record):
 
 @_of_kind("filter")
 def test_numa_topology_filter(record):
-    request = Request(flavor=Flavor(extra_specs=record["extra_specs"]), image=Image(properties=record["image_properties"]))
+    request = Request(flavor=Flavor(extra_specs=record["extra_specs"]),
+                      image=Image(properties=record["image_properties"]))
     answer = numa.decide(host(record, record["cpu_allocation_ratio"], record["ram_allocation_ratio"]), request,
                          guest(record["guest"]), pci_requests(record), profile(record))
     assert (not isinstance(answer, numa.Misfit)) == record["result"], answer
