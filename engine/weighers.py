@@ -239,10 +239,10 @@ def _pci_column(columns, request: Request, profile: Profile, multiplier_of_set, 
 
 
 def _pci_value(host: Host, request: Request, profile: Profile, placed: int, multiplier: float) -> float:
-    pools, requests = host.pci_pools, request_pci(request, profile)
-    for _ in range(placed):  # consume_from_request takes each placed instance's devices
-        pools = pci.apply_requests(pools, requests)
-    return pci.pci_weight(pools, requests)
+    # consume_from_request takes each placed instance's devices (pci.apply_requests on a host
+    # the filters passed): the free count drops by the request's devices per instance.
+    free = sum(pool.count for pool in host.pci_pools) - placed * _pci_devices_per_instance(request, profile)
+    return float(pci.MAX_DEVS - min(free, pci.MAX_DEVS - 1))
 
 
 WEIGHERS: tuple[Weigher, ...] = (
