@@ -108,6 +108,7 @@ class CellPlacement:
 class Fit:
     cells: tuple[CellPlacement, ...]
     emulator_threads_policy: str | None = None
+    pci_requests: tuple = ()  # the PCI requests met near these cells (engine.pci.PciRequest)
 
 
 @dataclass(frozen=True)
@@ -769,7 +770,7 @@ def fit(host: Host, topology: GuestTopology, pci_requests, profile) -> Fit | Mis
                                                  host_cells=host_cells):
                 continue
             return Fit(cells=tuple(_placement(index, state) for index, state in enumerate(states)),
-                       emulator_threads_policy=topology.emulator_threads_policy)
+                       emulator_threads_policy=topology.emulator_threads_policy, pci_requests=tuple(pci_requests))
     return _misfit(host, topology, pci_requests, limits, first_cells_fitted)
 
 
@@ -824,14 +825,22 @@ def _misfit(host: Host, topology: GuestTopology, pci_requests, limits, first_cel
 
 def consume(host: Host, placed: Fit) -> Host:
     """The host with the guest's pinned CPUs, memory, pages and shared vCPUs taken
-    (numa_usage_from_instance_numa), as between the picks of one multi-instance request."""
+    (numa_usage_from_instance_numa), and its PCI devices taken near its cells
+    (PciDeviceStats.apply_requests), as HostState.consume_from_request does between the picks
+    of one multi-instance request."""
     cells = []
     for cell in host.numa_cells:
         for placement in placed.cells:
             if placement.host_cell == cell.id:
                 cell = _cell_with(cell, placement)
         cells.append(cell)
-    return replace(host, numa_cells=tuple(cells))
+    pools = host.pci_pools
+    if placed.pci_requests:
+        by_id = {cell.id: cell for cell in host.numa_cells}
+        chosen = [by_id[placement.host_cell] for placement in placed.cells]
+        pools = pci.apply_requests(pools, placed.pci_requests, numa_cells=chosen, host_cells=host.numa_cells)
+        assert pools is not None, "a Fit's PCI requests can be met near its cells"
+    return replace(host, numa_cells=tuple(cells), pci_pools=pools)
 
 
 def _cell_with(cell: NumaCell, placement: CellPlacement) -> NumaCell:

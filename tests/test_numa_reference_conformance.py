@@ -92,3 +92,19 @@ def test_consuming_a_fit_takes_its_cpus_and_memory(case):
             taken = {host_cpu for _vcpu, host_cpu in placement.pinning}
             assert taken <= cell.pinned_cpus and not taken & before.pinned_cpus
             assert cell.memory_usage == before.memory_usage + placement.memory
+
+
+@pytest.mark.parametrize("case", [case for case in SCHEDULED if "pci_passthrough:alias" in
+                                  case["request"]["flavor"]["extra_specs"] or case["request"].get("ports")],
+                         ids=lambda case: case["name"])
+def test_consuming_a_fit_takes_its_pci_devices(case):
+    """consume() also takes the PCI devices the Fit's requests asked for, from pools the guest's
+    cells may use: the host's free devices drop by the requests' counts."""
+    profile, request = _profile(case), case_request(case)
+    for host in case_fleet(case).hosts:
+        verdict = numa.check(host, request, profile)
+        if not isinstance(verdict, numa.Fit) or not verdict.pci_requests:
+            continue
+        after = numa.consume(host, verdict)
+        asked = sum(pci_request.count for pci_request in verdict.pci_requests)
+        assert sum(pool.count for pool in after.pci_pools) == sum(pool.count for pool in host.pci_pools) - asked
