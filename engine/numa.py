@@ -285,7 +285,7 @@ def _node_count(extra_specs: dict, image: dict) -> int | None:
     nodes = flavor_nodes or image_nodes
     if nodes is None:
         return None
-    field_path = _flavor_field("hw:numa_nodes") if flavor_nodes is not None else _image_field("hw_numa_nodes")
+    field_path = _flavor_field("hw:numa_nodes") if flavor_nodes else _image_field("hw_numa_nodes")
     # oslo's is_int_like: the text must read back as the same integer ("02" and " 2" do not).
     try:
         int_like = str(int(nodes)) == str(nodes)
@@ -402,7 +402,7 @@ def guest_topology(request: Request, profile) -> GuestTopology | None:
     cpu_list, cpu_field = _flavor_or_image_list(extra_specs, image, "hw:numa_cpus", parse_cpu_spec)
     mem_list, mem_field = _flavor_or_image_list(extra_specs, image, "hw:numa_mem", int)
     if cpu_list is None and mem_list is None:
-        cells = _cells_evenly(nodes, vcpus, memory, request, extra_specs)
+        cells = _cells_evenly(nodes, vcpus, memory, extra_specs)
     elif cpu_list is not None and mem_list is not None and len(cpu_list) == nodes == len(mem_list):
         cells = _cells_as_given(vcpus, memory, cpu_list, mem_list, cpu_field, mem_field)
     else:
@@ -434,7 +434,7 @@ def _check_locked_memory(extra_specs: dict, image: dict) -> None:
                        "LockMemoryForbidden", "locked memory needs hw:mem_page_size")
 
 
-def _cells_evenly(nodes: int, vcpus: int, memory: int, request: Request, extra_specs: dict):
+def _cells_evenly(nodes: int, vcpus: int, memory: int, extra_specs: dict):
     """_get_numa_topology_auto: vCPUs and memory split evenly over the nodes, in order."""
     if vcpus % nodes or memory % nodes:
         field_path = (_flavor_field("hw:numa_nodes") if "hw:numa_nodes" in extra_specs
