@@ -392,7 +392,7 @@ def guest_topology(request: Request, profile) -> GuestTopology | None:
     nodes = _node_count(extra_specs, image)
     pagesize = _page_size_constraint(extra_specs, image)
     persistent_memory = [label for label in extra_specs.get("hw:pmem", "").split(",") if label.strip()]
-    _check_locked_memory(extra_specs, image)
+    _locked_memory(extra_specs, image)  # for its refusals: locked memory changes no fit
 
     dedicated = set(range(vcpus)) if cpu_policy == DEDICATED else dedicated or set()
     # What gives a guest a NUMA topology: asking for one, pinned CPUs, a page size, vPMEM.
@@ -418,8 +418,9 @@ def guest_topology(request: Request, profile) -> GuestTopology | None:
         emulator_threads_policy=emulator_policy)
 
 
-def _check_locked_memory(extra_specs: dict, image: dict) -> None:
-    """Locked memory needs a page size; flavor and image must agree on it."""
+def _locked_memory(extra_specs: dict, image: dict) -> bool | None:
+    """Whether the guest's memory is locked; it needs a page size, and flavor and image must
+    agree. (Nova also locks it for memory encryption, which placecheck does not model.)"""
     flavor_locked, image_locked = extra_specs.get("hw:locked_memory"), image.get("hw_locked_memory")
     if flavor_locked is not None:
         locked = flexible_boolean(flavor_locked)
@@ -432,6 +433,7 @@ def _check_locked_memory(extra_specs: dict, image: dict) -> None:
         raise _refused(_flavor_field("hw:locked_memory") if flavor_locked is not None
                        else _image_field("hw_locked_memory"),
                        "LockMemoryForbidden", "locked memory needs hw:mem_page_size")
+    return locked
 
 
 def _cells_evenly(nodes: int, vcpus: int, memory: int, extra_specs: dict):

@@ -40,6 +40,7 @@ RANDOM_OUTPUT = OUTPUT.with_name("nova_numa_random_scenarios.json")  # RandomSce
 TEST_CLASSES = [
     "nova.tests.unit.virt.test_hardware.NUMATopologyTest",
     "nova.tests.unit.virt.test_hardware.VirtNUMAHostTopologyTestCase",
+    "nova.tests.unit.virt.test_hardware.VirtNUMATopologyCellUsageTestCase",
     "nova.tests.unit.virt.test_hardware.VirtMemoryPagesTestCase",
     "nova.tests.unit.virt.test_hardware.VirtLockMemoryTestCase",
     "nova.tests.unit.virt.test_hardware.CPUPinningCellTestCase",
@@ -147,7 +148,7 @@ def pools_of(pci_stats) -> list | None:
 
 def _a_step_is_mocked() -> bool:
     """The test replaced part of Nova's decision with a mock: its answer is the mock's."""
-    steps = [getattr(hardware, name) for name in dir(hardware) if callable(getattr(hardware, name))]
+    steps = [getattr(hardware, name) for name in dir(hardware) if callable(getattr(hardware, name)) and name != "LOG"]
     steps += [stats.PciDeviceStats.support_requests, stats.PciDeviceStats.apply_requests]
     return any(isinstance(step, unittest.mock.Base) for step in steps)
 
@@ -232,6 +233,13 @@ def _flavor_image_inputs(flavor, image_meta):
             "image_properties": image_properties(image_meta)}
 
 
+def _locked_memory_inputs(flavor, image_meta, mach_type=None):
+    inputs = _flavor_image_inputs(flavor, image_meta)
+    if any("mem_encryption" in key for key in [*inputs["flavor"]["extra_specs"], *inputs["image_properties"]]):
+        raise Unsupported("memory encryption")
+    return inputs
+
+
 def _pagesize_request_inputs(host, instance):
     return {"host_cell": host_cell(host), "memory": instance.memory, "pagesize": instance.pagesize}
 
@@ -245,6 +253,9 @@ def install() -> None:
     for name in ("_get_numa_pagesize_constraint", "get_realtime_cpu_constraint", "get_cpu_policy_constraint",
                  "get_cpu_thread_policy_constraint"):
         setattr(hardware, name, recorded(name, _flavor_image_inputs, _as_list)(getattr(hardware, name)))
+    hardware.get_locked_memory_constraint = recorded(
+        "get_locked_memory_constraint", _locked_memory_inputs, lambda locked: locked
+    )(hardware.get_locked_memory_constraint)
     hardware._numa_cell_supports_pagesize_request = recorded(
         "_numa_cell_supports_pagesize_request", _pagesize_request_inputs, lambda size: size
     )(hardware._numa_cell_supports_pagesize_request)

@@ -200,3 +200,9 @@ def test_numa_cell_supports_pagesize_request(record):
     # Nova's MemoryPageSizeNotSupported (a size the cell lacks) is no page size, as the fit takes it.
     expected = None if "raises" in record else record["result"]
     assert numa.page_size_for(host_cell(record["host_cell"]), record["memory"], record["pagesize"]) == expected
+
+
+@_of_kind("get_locked_memory_constraint")
+def test_get_locked_memory_constraint(record):
+    extra_specs, image, _vcpus = _typed(record)
+    _same_answer(record, lambda: numa._locked_memory(extra_specs, image))
