@@ -3,7 +3,8 @@
 
 NUMATopologyFilter's verdict on each host is numa_topology_passes; a case Nova's API refuses
 (`expect_invalid`) must make guest_topology (or, for a PCI refusal, pci_requests) raise
-InvalidField, naming Nova's exception for the NUMA ones.
+InvalidField, naming Nova's exception for the NUMA ones. Then consume() on the cases' fits, and
+the explanations of a few hand-built refusals.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from numa_pci_cases import case_fleet, case_profile, case_request, load_cases
 from placecheck_engine import numa, pci
 from placecheck_engine.config import Profile
-from placecheck_engine.model import InvalidField
+from placecheck_engine.model import Flavor, Host, InvalidField, MemPages, NumaCell, PciPool, Request
 
 CASES = load_cases()
 if not CASES:
@@ -108,3 +109,62 @@ def test_consuming_a_fit_takes_its_pci_devices(case):
         after = numa.consume(host, verdict)
         asked = sum(pci_request.count for pci_request in verdict.pci_requests)
         assert sum(pool.count for pool in after.pci_pools) == sum(pool.count for pool in host.pci_pools) - asked
+
+
+# Explanations: which guest cell fits nowhere, why, with the numbers.
+
+def _cell(cell_id, cpus, memory=4096, pinned=(), threads=1, legacy=True, **fields):
+    cpus = list(cpus)
+    siblings = tuple(frozenset(cpus[i:i + threads]) for i in range(0, len(cpus), threads))
+    return NumaCell(id=cell_id, cpuset=frozenset(cpus) if legacy else frozenset(), pcpuset=frozenset(cpus),
+                    memory=memory, pinned_cpus=frozenset(pinned), siblings=siblings, socket=0, **fields)
+
+
+def _why(cells, extra_specs, vcpus=8, memory=2048, pci_pools=(), pci_alias=()):
+    request = Request(flavor=Flavor(vcpus=vcpus, memory_mb=memory, extra_specs=extra_specs))
+    host = Host("host1", numa_cells=tuple(cells), pci_pools=tuple(pci_pools))
+    verdict = numa.check(host, request, Profile(pci_alias=pci_alias))
+    assert isinstance(verdict, numa.Misfit), verdict
+    return verdict
+
+
+def test_isolate_says_how_many_whole_cores_each_cell_has():
+    # 2 threads a core; cell 0 has 3 wholly free cores (one thread of a fourth is pinned), cell 1 has 2.
+    misfit = _why([_cell(0, range(8), pinned={7}, threads=2), _cell(1, range(8, 16), pinned={12, 14}, threads=2)],
+                  {"hw:cpu_policy": "dedicated", "hw:cpu_thread_policy": "isolate", "hw:numa_nodes": "2"})
+    assert misfit.reason == numa.NUMA_THREAD_POLICY
+    assert misfit.explanation.startswith("guest cell 0 needs 4 dedicated CPUs (thread policy isolate), 1024 MB;")
+    assert "host cell 0 has 3 wholly free cores for 4" in misfit.explanation
+    assert "host cell 1 has 2 wholly free cores for 4" in misfit.explanation
+
+
+def test_pages_say_what_each_cell_has_free():
+    pages = (MemPages(4, 1048576), MemPages(2048, 512, used=500))
+    misfit = _why([_cell(0, range(4), mempages=pages)], {"hw:mem_page_size": "2048"}, vcpus=2, memory=1024)
+    assert misfit.reason == numa.NUMA_PAGES
+    assert "needs 2 shared vCPUs, 1024 MB in 2048 KiB pages" in misfit.explanation
+    assert "12 free 2048 KiB pages (24 MB)" in misfit.explanation
+
+
+def test_too_few_cells_and_no_topology():
+    assert _why([_cell(0, range(8))], {"hw:numa_nodes": "2"}).explanation == \
+        "the guest needs 2 NUMA cells; the host has 1"
+    assert _why([], {"hw:numa_nodes": "2"}).reason == numa.NUMA_NO_HOST_TOPOLOGY
+
+
+def test_shared_cpus_over_the_allocation_ratio():
+    misfit = _why([_cell(0, range(4), cpu_usage=15)], {"hw:numa_nodes": "1"}, vcpus=2, memory=1024)
+    assert misfit.reason == numa.NUMA_CPUS
+    assert "host cell 0 has 15 of 16 shared vCPUs in use (4 CPUs x 4)" in misfit.explanation
+
+
+def test_require_without_smt_and_pci_far_from_the_cells():
+    misfit = _why([_cell(0, range(8))], {"hw:cpu_policy": "dedicated", "hw:cpu_thread_policy": "require"})
+    assert misfit.reason == numa.NUMA_THREAD_POLICY
+    assert "none of the host's 1 cells has SMT siblings" in misfit.explanation
+    gpu = '{"name": "gpu", "vendor_id": "10de", "product_id": "1eb8", "numa_policy": "required"}'
+    misfit = _why([_cell(0, range(8)), _cell(1, range(8, 16), memory=1024)], {"hw:cpu_policy": "dedicated",
+                  "pci_passthrough:alias": "gpu:1"}, pci_pools=[PciPool("10de", "1eb8", numa_node=1, count=1)],
+                  pci_alias=(gpu,))
+    assert misfit.reason == numa.NUMA_PCI_AFFINITY
+    assert misfit.explanation.startswith("the guest fits host cells [0]: alias gpu needs 1 device")
