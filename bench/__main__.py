@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import (bandwidth, grpc_e2e, inprocess, kernel, nova_compare, openstack_feed, scaling, snapshot,
-                   stages, state_path, workload)
+from bench import (bandwidth, grpc_e2e, inprocess, kernel, nova_compare, numa_pci, openstack_feed, scaling,
+                   snapshot, stages, state_path, workload)
 from bench.timing import Figure, machine_description, render_table
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
@@ -42,16 +42,20 @@ class Sizes:
     copy_bytes: int
     feed_providers: int  # resource providers in the real Placement the OpenStack feeder syncs
     state_path_seconds: float  # per sustained-write and CheckDestination-p99 figure
+    numa_pci_hosts: int  # the NUMA/PCI fleet placecheck scans
+    numa_pci_nova_hosts: int  # its first hosts, which Nova's two filters run on
 
 
 FULL = Sizes(kernel_hosts=(1_000, 10_000, 100_000), nova_hosts=10_000, nova_repeats=3, install_nova=True,
              select_hosts=100_000, server_hosts=100_000, min_seconds=0.5, reference_seconds=2.0,
              e2e_seconds=6.0, scaling_block_seconds=1.5, scaling_rounds=7, propagation_repeats=21, publish_repeats=5,
-             copy_bytes=256 << 20, feed_providers=1_000, state_path_seconds=5.0)
+             copy_bytes=256 << 20, feed_providers=1_000, state_path_seconds=5.0, numa_pci_hosts=100_000,
+             numa_pci_nova_hosts=2_000)
 QUICK = Sizes(kernel_hosts=(1_000, 2_000), nova_hosts=1_000, nova_repeats=1, install_nova=False,
               select_hosts=2_000, server_hosts=2_000, min_seconds=0.02, reference_seconds=0.1,
               e2e_seconds=0.6, scaling_block_seconds=0.2, scaling_rounds=3, propagation_repeats=3, publish_repeats=2,
-              copy_bytes=16 << 20, feed_providers=50, state_path_seconds=0.5)
+              copy_bytes=16 << 20, feed_providers=50, state_path_seconds=0.5, numa_pci_hosts=2_000,
+              numa_pci_nova_hosts=200)
 
 
 def progress(message: str) -> None:
@@ -81,6 +85,11 @@ def run(sizes: Sizes) -> list[Figure]:
     chain_seconds = next(run_.chain_seconds for run_ in kernel_runs if run_.hosts == sizes.select_hosts)
     figures += inprocess.figures(inprocess.measure(sizes.select_hosts, sizes.min_seconds),
                                  sizes.select_hosts, chain_seconds)
+
+    progress(f"10 NUMATopologyFilter + PciPassthroughFilter at {sizes.numa_pci_hosts:,} NUMA/PCI hosts"
+             + ("" if python is None else f", Nova's on {sizes.numa_pci_nova_hosts:,} of them"))
+    figures += numa_pci.figures(numa_pci.measure(python, sizes.numa_pci_hosts, sizes.numa_pci_nova_hosts,
+                                                 sizes.nova_repeats, sizes.min_seconds))
 
     progress("7 bandwidth (measured now: the servers below would share the memory bus)")
     copy_traffic = bandwidth.copy_bandwidth(sizes.copy_bytes, runs=5)

@@ -84,13 +84,15 @@ def payload(fleet: Fleet, request: Request, profile: Profile, repeats: int) -> d
     }
 
 
-def run_nova(python: Path, payload_: dict) -> dict:
+def run_nova(python: Path, payload_: dict, script: str = NOVA_SIDE.name) -> dict:
+    """Runs bench/<script> in Nova's venv on the payload; its JSON answer."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="placecheck-nova-") as file:
         json.dump(payload_, file)
         file.flush()
-        finished = subprocess.run([str(python), str(NOVA_SIDE), file.name], capture_output=True, text=True)
+        finished = subprocess.run([str(python), str(NOVA_SIDE.parent / script), file.name],
+                                  capture_output=True, text=True)
     if finished.returncode != 0:
-        raise RuntimeError(f"nova_side.py failed:\n{finished.stderr[-4000:]}")
+        raise RuntimeError(f"{script} failed:\n{finished.stderr[-4000:]}")
     return json.loads(finished.stdout)
 
 

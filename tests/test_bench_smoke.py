@@ -13,7 +13,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("1 kernel", "3 select in-process", "4 gRPC end to end", "5 scaling", "6 snapshot", "7 bandwidth",
-            "9 state path")
+            "9 state path", "10 NUMA/PCI")
 
 
 def test_quick_bench_reports_every_section(tmp_path):
