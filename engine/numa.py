@@ -686,9 +686,7 @@ def _pinning(threads: int, sibling_sets: list[set[int]], vcpus: frozenset[int]) 
 def _reserved(sibling_sets: list[set[int]], pinning, reserved_cpus: int, isolate: bool = False) -> set[int] | None:
     """The host CPUs left for the emulator threads after the pinning (whole cores gone under
     isolate); None when none are asked for or none are left."""
-    if not pinning:
-        return None
-    if not reserved_cpus:
+    if not pinning or not reserved_cpus:
         return None
     usable = [list(siblings) for siblings in sibling_sets]
     for _vcpu, host_cpu in pinning:
