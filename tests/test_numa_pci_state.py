@@ -32,7 +32,8 @@ TIMEOUT_S = 10.0
 
 CELLS = (
     NumaCell(0, cpuset=frozenset({0, 1, 2, 3}), pcpuset=frozenset({4, 5, 6, 7}), memory=8192, cpu_usage=3,
-             memory_usage=2048, pinned_cpus=frozenset({4}), siblings=(frozenset({0, 1}), frozenset({4, 5})),
+             memory_usage=2048, pinned_cpus=frozenset({4}),
+             siblings=(frozenset({0, 1}), frozenset({2, 3}), frozenset({4, 5}), frozenset({6, 7})),
              mempages=(MemPages(4, 1572864, 524288), MemPages(2048, 512, 0, 64)), socket=0),
     NumaCell(1, cpuset=frozenset({8, 9}), pcpuset=frozenset({8, 9}), memory=4096),
 )
@@ -245,31 +246,36 @@ def test_a_usage_update_replaces_cells_and_pools_and_a_restart_keeps_them(prefix
 
 # ---------------------------------------------------------------- over real gRPC
 
-def test_cells_and_pools_over_grpc_survive_a_restart(tmp_path):
+def test_cells_and_pools_over_grpc_reach_the_rules_and_survive_a_restart(tmp_path):
+    """UpsertHosts then UpdateUsage with cells and pools: CheckDestination answers from them (three
+    dedicated CPUs fit in cell 0 until the update pins two more), before and after a restart."""
     state_dir = tmp_path / "state"
     host = convert.host_to_proto(NUMA_HOST)
     usage = state_pb2.HostUsage(name="numa-1", numa_cells=state_pb2.NumaCellList(
         cells=[convert.numa_cell_to_proto(cell) for cell in TAKEN_CELLS]),
         pci_pools=state_pb2.PciPoolList(pools=[convert.pci_pool_to_proto(pool) for pool in TAKEN_POOLS]))
-    request = placement_pb2.PlacementRequest(resources={"VCPU": 1}, flavor=placement_pb2.Flavor(vcpus=1, memory_mb=512),
-                                             ports=[placement_pb2.Port(vnic_type="normal")])
+    pinned = placement_pb2.PlacementRequest(
+        flavor=placement_pb2.Flavor(name="pinned", extra_specs={"hw:cpu_policy": "dedicated"}, vcpus=3,
+                                    memory_mb=1024), ports=[placement_pb2.Port(vnic_type="normal")])
+
+    def refusing_rules(placement, generation=0) -> list[str]:
+        verdict, = placement.check_destination(pinned, ["numa-1"], min_generation=generation,
+                                               timeout=TIMEOUT_S).verdicts
+        return [rejection.rule for rejection in verdict.rejections]
+
     with start_sidecar(workers=1, metrics=False, state_dir=state_dir, wait_serving=False) as sidecar, \
             StateClient(sidecar.state_target) as state, PlacementClient(sidecar.decision_target) as placement:
-        state.upsert_hosts([host], timeout=TIMEOUT_S)
+        assert refusing_rules(placement, state.upsert_hosts([host], timeout=TIMEOUT_S)) == []
         with pytest.raises(grpc.RpcError) as refused:
             state.upsert_hosts([fleet_pb2.Host(name="bad", numa_cells=[fleet_pb2.NumaCell(id=0, pinned_cpus=[7])])],
                                timeout=TIMEOUT_S)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert [field for field, _ in bad_request_violations(refused.value)] == ["hosts[0].numa_cells[0].pinned_cpus"]
-        generation = state.update_usage([usage], timeout=TIMEOUT_S)
-        verdict, = placement.check_destination(request, ["numa-1"], min_generation=generation,
-                                               timeout=TIMEOUT_S).verdicts
-        assert verdict.host == "numa-1"
+        assert refusing_rules(placement, state.update_usage([usage], timeout=TIMEOUT_S)) == ["NUMATopologyFilter"]
     with closing(FleetStore(str(state_dir))) as store:
         recovered = recovered_columns(store.recovered)
         assert host_at(recovered, recovered.row_of("numa-1")) == dataclasses.replace(
             NUMA_HOST, numa_cells=TAKEN_CELLS, pci_pools=TAKEN_POOLS)
     with start_sidecar(workers=1, metrics=False, state_dir=state_dir) as restarted, \
             PlacementClient(restarted.decision_target) as placement:
-        verdict, = placement.check_destination(request, ["numa-1"], timeout=TIMEOUT_S).verdicts
-        assert verdict.host == "numa-1"
+        assert refusing_rules(placement) == ["NUMATopologyFilter"]
