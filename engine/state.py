@@ -16,6 +16,7 @@ A write costs what it changes:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import threading
 import time
@@ -29,7 +30,9 @@ from placecheck_engine.fleetfile import (numa_cell_to_json, numa_cells_from_json
                                          validate_pci_pools)
 from placecheck_engine.model import MAX_COUNT, MAX_USED, Aggregate, Fleet, Host, InvalidField, Inventory, NumaCell, PciPool
 from placecheck_engine.snapshot import SnapshotWriter
-from placecheck_engine.store import Change, FleetStore, Recovered, StoreDamaged, Ticket
+from placecheck_engine.store import Change, FleetStore, Recovered, StoreDamaged, StoreError, Ticket
+
+log = logging.getLogger(__name__)
 
 # A delta that outgrows these becomes a new base. Each write copies the delta's rows (and readers
 # decode its instance lists on first lookup), a new base costs the fleet's size once: for writes
@@ -328,18 +331,49 @@ class FleetState:
             snapshot_bytes=0 if snapshot is None else snapshot.nbytes,
         )
 
-    @staticmethod
-    def _spliced(latest: _Version, upserted: Sequence[Host], removed: Collection[str],
+    def _spliced(self, latest: _Version, upserted: Sequence[Host], removed: Collection[str],
                  aggregates: dict[int, Aggregate], members_changed: Collection[int] = ()) -> Columns:
         """The columns of the latest version with these changes, as a new base. The rows whose
         instance list changed since the base are spliced in too: an overlay holds their lists
-        apart from the arrays."""
+        apart from the arrays. Caller holds the lock."""
+        latest = self._undamaged(latest)
         replaced = {host.name for host in upserted} | set(removed)
         source = latest.columns()
         carried = [] if source is None else [host for host in (host_at(source, row) for row in latest.instance_lists)
                                              if host.name not in replaced]
         return splice(source, carried + list(upserted), removed, list(aggregates.values()),
                       members_changed=members_changed)
+
+    def _undamaged(self, latest: _Version) -> _Version:
+        """The latest version, or, when the published base segment (whose pages are the base's
+        columns) was changed after publishing, the fleet read back from the store, so that nothing
+        damaged is spliced into a new base or its checkpoint. Caller holds the lock."""
+        if not self._writer.base_damaged():
+            return latest
+        if latest is not self._committed:
+            raise StoreError("the published fleet segment was changed after publishing and changes are still "
+                             "being committed; it is restored from the store once they are: retry")
+        recovered = self._store.durable()
+        log.error("the published fleet segment (generation %d) was changed after publishing; restoring the fleet "
+                  "from the store as of generation %d", self._writer.base.generation, recovered.generation)
+        aggregates = {aggregate.id: aggregate for aggregate in recovered.aggregates}
+        restored = _Version(recovered.generation, _Base(recovered.generation, recovered_columns(recovered), aggregates),
+                            recovered.written_ns)
+        self._latest = self._committed = restored
+        return restored
+
+    def restore_if_damaged(self) -> bool:
+        """Publish the fleet again, read back from the store, when the published base segment was
+        changed after publishing (readers refuse it until a newer generation arrives; a fleet
+        written only by usage updates would otherwise wait for its next base). Whether it did."""
+        with self._lock:
+            latest = self._latest
+            if latest.base.columns is None or not self._writer.base_damaged():
+                return False
+            restored = self._undamaged(latest)
+            ticket, version = self._make_base(restored.base.columns, restored.base.aggregates, Change(0, 0))
+        self._acknowledge(ticket, version)
+        return True
 
     def _make_base(self, columns: Columns, aggregates: dict[int, Aggregate], change: Change) -> tuple[Ticket, _Version]:
         """Queue the new version, a base, for the store. Caller holds the lock."""

@@ -130,6 +130,40 @@ def _aggregate_from_row(document: dict) -> Aggregate:
     return Aggregate(**{**document, "hosts": frozenset(document["hosts"])})
 
 
+def _read(connection: sqlite3.Connection) -> Recovered:
+    """The store's contents (sqlite3.DatabaseError when a row or the checkpoint cannot be read)."""
+    meta = dict(connection.execute("SELECT key, value FROM meta"))
+    checkpoint = _read_checkpoint(connection)
+    try:
+        log_bodies = tuple(json.loads(body) for body, in
+                           connection.execute("SELECT body FROM log ORDER BY generation"))
+        aggregates = tuple(_aggregate_from_row(json.loads(body)) for body, in
+                           connection.execute("SELECT body FROM aggregates ORDER BY position"))
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise sqlite3.DatabaseError(f"unreadable row: {error!r}") from None
+    return Recovered(checkpoint, log_bodies, aggregates, int(meta["generation"]), meta["epoch"],
+                     int(meta["written_ns"]))
+
+
+def _read_checkpoint(connection: sqlite3.Connection) -> tuple[dict[str, np.ndarray], dict] | None:
+    parts: dict[str, list] = {}
+    for name, part, dtype, shape, crc, data in connection.execute(
+            "SELECT name, part, dtype, shape, crc, data FROM checkpoint ORDER BY name, part"):
+        if crc32c.crc32c(data) != crc:
+            raise sqlite3.DatabaseError(f"checkpoint {name} part {part} fails its checksum")
+        parts.setdefault(name, [dtype, shape]).append(data)
+    if not parts:
+        return None
+    try:
+        dicts = json.loads(b"".join(parts.pop(DICTS_PART)[2:]))
+        arrays = {name: np.frombuffer(b"".join(data), dtype=dtype).reshape(json.loads(shape))
+                  for name, (dtype, shape, *data) in parts.items()}
+        check(arrays)
+    except (KeyError, ValueError, TypeError, SchemaError) as error:
+        raise sqlite3.DatabaseError(f"unreadable checkpoint: {error}") from None
+    return arrays, dicts
+
+
 class FleetStore:
     """Open (or create) the store in `directory`; `recovered` is what it held."""
 
@@ -181,39 +215,24 @@ class FleetStore:
             connection.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
             connection.execute("COMMIT")
             log.info("new fleet history %s in %s", meta["epoch"], self.path)
-        checkpoint = self._read_checkpoint()
-        try:
-            log_rows = [(generation, json.loads(body)) for generation, body in
-                        connection.execute("SELECT generation, body FROM log ORDER BY generation")]
-            aggregates = tuple(_aggregate_from_row(json.loads(body)) for body, in
-                               connection.execute("SELECT body FROM aggregates ORDER BY position"))
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
-            raise sqlite3.DatabaseError(f"unreadable row: {error!r}") from None
         self._checkpoint_bytes = connection.execute(
             "SELECT coalesce(sum(length(data)), 0) FROM checkpoint").fetchone()[0]
         self._log_bytes = connection.execute("SELECT coalesce(sum(length(body)), 0) FROM log").fetchone()[0]
         self._next_position = 1 + connection.execute(
             "SELECT coalesce(max(position), -1) FROM aggregates").fetchone()[0]
-        return Recovered(checkpoint, tuple(body for _, body in log_rows), aggregates, int(meta["generation"]),
-                         meta["epoch"], int(meta["written_ns"]))
+        return _read(connection)
 
-    def _read_checkpoint(self) -> tuple[dict[str, np.ndarray], dict] | None:
-        parts: dict[str, list] = {}
-        for name, part, dtype, shape, crc, data in self._connection.execute(
-                "SELECT name, part, dtype, shape, crc, data FROM checkpoint ORDER BY name, part"):
-            if crc32c.crc32c(data) != crc:
-                raise sqlite3.DatabaseError(f"checkpoint {name} part {part} fails its checksum")
-            parts.setdefault(name, [dtype, shape]).append(data)
-        if not parts:
-            return None
+    def durable(self) -> Recovered:
+        """What the store holds as of its last commit, read again on a connection of its own (the
+        state owner restores its fleet from it when the published copy was damaged)."""
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            dicts = json.loads(b"".join(parts.pop(DICTS_PART)[2:]))
-            arrays = {name: np.frombuffer(b"".join(data), dtype=dtype).reshape(json.loads(shape))
-                      for name, (dtype, shape, *data) in parts.items()}
-            check(arrays)
-        except (KeyError, ValueError, TypeError, SchemaError) as error:
-            raise sqlite3.DatabaseError(f"unreadable checkpoint: {error}") from None
-        return arrays, dicts
+            connection.execute("BEGIN")  # one snapshot of the database for every table read
+            return _read(connection)
+        except sqlite3.DatabaseError as error:
+            raise StoreDamaged(f"{self.path} cannot be read back: {error}") from None
+        finally:
+            connection.close()
 
     def submit(self, change: Change) -> Ticket:
         """Queue a change for the next commit (changes commit in the order they are submitted)."""

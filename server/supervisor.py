@@ -345,6 +345,8 @@ class Supervisor:
         # gRPC objects only from here on: the workers are already running.
         state = FleetState(TimedPublisher(writer), store)  # publishes the recovered fleet, if any
         self._serve_state(state, cleanup)
+        guard = threading.Thread(target=self._restore_damaged_fleet, args=(state,), name="fleet-guard", daemon=True)
+        guard.start()
         if options.metrics_port:
             http_server = serve_metrics(options.metrics_host, options.metrics_port,
                                         lambda: _figures(state, options.max_snapshot_age_s), self.metrics)
@@ -548,6 +550,18 @@ class Supervisor:
             log.warning("worker %d (pid %d) exited with %s; restarting in %.1fs",
                         index, process.pid, process.exitcode, self.restart_delay[index])
         self.start_times[index] = None
+
+    def _restore_damaged_fleet(self, state: FleetState) -> None:
+        """Every snapshot verify interval, as the workers do, check the published base segment and
+        publish the fleet again from the store when it was changed after publishing: the workers
+        refuse a damaged generation until a newer one arrives, and the state owner's own columns
+        are that segment's pages."""
+        while not self.stopping:
+            time.sleep(self.options.snapshot_verify_interval_s)
+            try:
+                state.restore_if_damaged()
+            except Exception:  # noqa: BLE001 -- logged; the next round tries again
+                log.exception("cannot restore the damaged fleet segment")
 
     def _supervise(self) -> None:
         restart_at = self.restart_at

@@ -2,8 +2,10 @@
 
 A live snapshot segment is overwritten in place (as a process of the same user could): the
 workers find it out by verifying the checksum again, report NOT_SERVING and answer UNAVAILABLE
-instead of deciding on it, none of them dies, and a newer generation brings them back, built
-from the state owner's own data (nothing damaged is published again). Kernels refuse a host
+instead of deciding on it, none of them dies, and a newer generation brings them back. The
+state owner's columns are the published segment's pages, so it checks them too and rebuilds the
+fleet from its store rather than derive anything from a damaged segment (nothing damaged is
+published again). Kernels refuse a host
 whose value id points outside its table rather than read past it.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from placecheck_engine import _fastfilters
 from placecheck_engine.snapshot import _HEADER, HEADER_SIZE, segment_name
 from placecheck import PlacementClient, StateClient
-from placecheck.v1 import fleet_pb2, placement_pb2
+from placecheck.v1 import fleet_pb2, placement_pb2, state_pb2
 from sidecar import start_sidecar, wait_for
 
 FLEET = {"hosts": [{"name": "host-a", "resources": {"VCPU": {"total": 16}}},
@@ -53,14 +55,17 @@ def allowed(placement: PlacementClient) -> list[bool]:
 
 
 def test_a_damaged_segment_is_refused_until_a_good_generation_arrives():
+    """A usage delta's segment is damaged (the state owner keeps its own copy of a delta, so
+    only the workers read the damage): they refuse it, and the next usage update brings them back."""
     with start_sidecar(fleet=FLEET, workers=2, metrics=False,
                        extra_args=("--snapshot-verify-interval", "0.2")) as sidecar, \
             StateClient(sidecar.state_target) as state, \
             PlacementClient(sidecar.decision_target, channels=2) as placement:
         workers = sorted(sidecar.worker_pids())
         assert allowed(placement) == [True, True]
-        generation = state.status(timeout=TIMEOUT_S).generation
-        overwrite_column(f"/dev/shm/{segment_name(f'placecheck-{sidecar.pid}', generation)}", "rc_total", 0)
+        generation = state.update_usage([state_pb2.HostUsage(name="host-a", used={"VCPU": 2})], timeout=TIMEOUT_S)
+        wait_for(lambda: allowed_after(placement, generation) == [True, True], "the workers to read the delta")
+        overwrite_column(f"/dev/shm/{segment_name(f'placecheck-{sidecar.pid}', generation)}", "rc_free", 0)
 
         wait_for(lambda: health(sidecar.decision_target) == health_pb2.HealthCheckResponse.NOT_SERVING,
                  "a worker to find the damage")
@@ -72,13 +77,56 @@ def test_a_damaged_segment_is_refused_until_a_good_generation_arrives():
             except grpc.RpcError as error:
                 assert error.code() == grpc.StatusCode.UNAVAILABLE and "damaged" in error.details()
 
-        # A host change makes a new base from the state owner's data, not from the segment.
-        state.upsert_hosts([fleet_pb2.Host(name="host-c", resources={"VCPU": fleet_pb2.Inventory(total=4)})],
-                           timeout=TIMEOUT_S)
+        state.update_usage([state_pb2.HostUsage(name="host-b", used={"VCPU": 2})], timeout=TIMEOUT_S)
         wait_for(lambda: health(sidecar.decision_target) == health_pb2.HealthCheckResponse.SERVING,
                  "the workers to serve the new generation")
         assert allowed(placement) == [True, True]
         assert sorted(sidecar.worker_pids()) == workers, "a worker died"
+
+
+def test_a_write_on_a_damaged_base_splices_the_store_s_fleet_not_the_damage():
+    """The state owner's columns are the published base segment's pages: a host change made while
+    that segment is damaged starts from the fleet read back from the store."""
+    with start_sidecar(fleet=FLEET, workers=1, metrics=False,
+                       extra_args=("--snapshot-verify-interval", "60")) as sidecar, \
+            StateClient(sidecar.state_target) as state, \
+            PlacementClient(sidecar.decision_target, channels=1) as placement:
+        generation = state.status(timeout=TIMEOUT_S).generation
+        overwrite_column(f"/dev/shm/{segment_name(f'placecheck-{sidecar.pid}', generation)}", "rc_total", 0)
+        written = state.upsert_hosts([fleet_pb2.Host(name="host-c", resources={"VCPU": fleet_pb2.Inventory(total=4)})],
+                                     timeout=TIMEOUT_S)
+        wait_for(lambda: allowed_after(placement, written) == [True, True], "the worker to read the new base")
+        assert vcpu_totals(placement) == {"host-a": 16, "host-b": 16}
+
+
+def allowed_after(placement: PlacementClient, generation: int) -> list[bool]:
+    response = placement.check_destination(REQUEST, ["host-a", "host-b"], min_generation=generation,
+                                           timeout=TIMEOUT_S)
+    return [verdict.allowed for verdict in response.verdicts]
+
+
+def vcpu_totals(placement: PlacementClient) -> dict[str, float]:
+    """Each host's VCPU total, as a refusal's numbers give it (read from the published columns)."""
+    response = placement.check_destination(placement_pb2.PlacementRequest(resources={"VCPU": 64}),
+                                           ["host-a", "host-b"], timeout=TIMEOUT_S)
+    return {verdict.host: rejection.numbers.total for verdict in response.verdicts
+            for rejection in verdict.rejections if rejection.rule == "resource:VCPU"}
+
+
+def test_a_damaged_segment_is_published_again_from_the_store_without_a_write():
+    """A fleet that only usage updates write gets no new base of its own: the state owner checks
+    the published segment as the workers do and publishes the fleet again from its store."""
+    with start_sidecar(fleet=FLEET, workers=1, metrics=False,
+                       extra_args=("--snapshot-verify-interval", "0.2")) as sidecar, \
+            StateClient(sidecar.state_target) as state, \
+            PlacementClient(sidecar.decision_target, channels=1) as placement:
+        generation = state.status(timeout=TIMEOUT_S).generation
+        overwrite_column(f"/dev/shm/{segment_name(f'placecheck-{sidecar.pid}', generation)}", "rc_total", 0)
+        wait_for(lambda: state.status(timeout=TIMEOUT_S).generation > generation,
+                 "the state owner to publish the fleet again")
+        wait_for(lambda: health(sidecar.decision_target) == health_pb2.HealthCheckResponse.SERVING,
+                 "the worker to serve the restored generation")
+        assert vcpu_totals(placement) == {"host-a": 16, "host-b": 16}
 
 
 def test_a_value_id_outside_its_table_refuses_the_host():
