@@ -27,9 +27,11 @@ CONF([], project="nova", default_config_files=[])
 # No log output: Nova's per-host warnings (hosts down...) would time stderr writes, not filtering.
 logging.disable(logging.CRITICAL)
 
-from nova.scheduler import filters as nova_filters  # noqa: E402  (needs CONF parsed)
+from nova.pci import request as pci_request  # noqa: E402  (needs CONF parsed)
+from nova.scheduler import filters as nova_filters  # noqa: E402
 from nova.scheduler import host_manager  # noqa: E402
 from nova.scheduler import weights as nova_weights  # noqa: E402
+from nova.virt import hardware  # noqa: E402
 
 # A host the fleet says is down was last heard from long before Nova's service_down_time (60 s).
 DOWN_FOR = datetime.timedelta(days=1)
@@ -126,6 +128,10 @@ def request_spec(request: dict) -> objects.RequestSpec:
     if image is not None:
         spec.image = objects.ImageMeta.from_dict({"id": image.get("id", ""),
                                                   "properties": image.get("properties", {})})
+    # What Nova's API puts in every boot's spec (NUMATopologyFilter and PciPassthroughFilter read
+    # them): the guest NUMA topology and the flavor's PCI requests, none for this section's boot.
+    spec.numa_topology = hardware.numa_get_constraints(spec.flavor, spec.image or objects.ImageMeta.from_dict({}))
+    spec.pci_requests = pci_request.get_pci_requests_from_flavor(spec.flavor)
     group = request.get("server_group")
     if group and group.get("policy"):
         spec.instance_group = objects.InstanceGroup(
