@@ -863,18 +863,17 @@ def _cell_with(cell: NumaCell, placement: CellPlacement) -> NumaCell:
                    cpu_usage=max(0, cell.cpu_usage + placement.shared_cpus))
 
 
-def _satisfies_cpu_policy(host: Host, request: Request) -> bool:
+def requires_smt(request: Request) -> bool:
     """The filter's first check, on the raw flavor and image values: dedicated CPUs with the
     `require` thread policy need a host with SMT siblings."""
     extra_specs = request.flavor.extra_specs
     image = image_meta_props(request.image.properties) if request.image is not None else {}
-    if not host.numa_cells:
-        return True
-    if DEDICATED not in (extra_specs.get("hw:cpu_policy"), image.get("hw_cpu_policy")):
-        return True
-    if REQUIRE not in (extra_specs.get("hw:cpu_thread_policy"), image.get("hw_cpu_thread_policy")):
-        return True
-    return any(has_threads(cell) for cell in host.numa_cells)
+    return (DEDICATED in (extra_specs.get("hw:cpu_policy"), image.get("hw_cpu_policy"))
+            and REQUIRE in (extra_specs.get("hw:cpu_thread_policy"), image.get("hw_cpu_thread_policy")))
+
+
+def _satisfies_cpu_policy(host: Host, request: Request) -> bool:
+    return not host.numa_cells or not requires_smt(request) or any(has_threads(cell) for cell in host.numa_cells)
 
 
 def check(host: Host, request: Request, profile) -> Fit | Misfit | None:

@@ -376,6 +376,12 @@ class _Stats:
         return [pool for pool in pools if _not_withheld(pool, request)]
 
 
+def matches_spec(pool: PciPool, request: PciRequest) -> bool:
+    """The pool's devices match one of the request's specs (the devices the NUMA affinity step
+    counts, before PF, vDPA, remote-managed and live-migratable devices are withheld)."""
+    return _spec_matches(_nova_pool(pool), _matched_specs(request))
+
+
 def serves(pool: PciPool, request: PciRequest) -> bool:
     """The pool's devices can serve the request, NUMA aside: a request's devices, free and NUMA
     affinity permitting, come only from such pools (a per-host bound: their free devices)."""

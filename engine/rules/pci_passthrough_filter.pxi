@@ -14,6 +14,10 @@ def scan_pci_bound(const int64_t[::1] pool_offsets, const int32_t[::1] pool_kind
     cdef PyThreadState* released = release_gil_for(stop - start)
     for row in range(start, stop):
         fails = 0
+        if not offsets_within(pool_offsets, row, pool_kind.shape[0]):
+            fail_bits[row] |= mask  # a damaged segment: never read past the arrays
+            refused += 1
+            continue
         for request in range(requests):
             free = 0
             for pool in range(pool_offsets[row], pool_offsets[row + 1]):

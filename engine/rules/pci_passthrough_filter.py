@@ -41,9 +41,14 @@ class PciParams:
     exact: bool  # no kind serves two requests: the kernel's sums are Nova's answer
 
 
+def pool_kinds(columns) -> list[PciPool]:
+    """The fleet's distinct pool kinds (columns.dicts["pci_pool_kinds"]) as pools of no count."""
+    return [PciPool(vendor_id, product_id, dev_type, tags=dict(tags))
+            for vendor_id, product_id, dev_type, tags in columns.dicts["pci_pool_kinds"]]
+
+
 def compile_pci(requests: tuple[pci.PciRequest, ...], columns) -> PciParams:
-    kinds = [PciPool(vendor_id, product_id, dev_type, tags=dict(tags))
-             for vendor_id, product_id, dev_type, tags in columns.dicts["pci_pool_kinds"]]
+    kinds = pool_kinds(columns)
     kind_matches = np.array([[pci.serves(pool, request) for pool in kinds] for request in requests],
                             dtype=np.uint8).reshape(len(requests), len(kinds))
     exact = bool((kind_matches.sum(axis=0) <= 1).all())
