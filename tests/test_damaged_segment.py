@@ -10,6 +10,7 @@ whose value id points outside its table rather than read past it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import time
@@ -49,6 +50,17 @@ def overwrite_column(path: str, column: str, value: int) -> None:
         assert entry["offset"] >= HEADER_SIZE
 
 
+@contextlib.contextmanager
+def sidecar_and_clients(workers: int, verify_interval_s: float):
+    """A sidecar on FLEET whose processes verify the segments every verify_interval_s, with a state
+    client and a decision client of one channel per worker."""
+    with start_sidecar(fleet=FLEET, workers=workers, metrics=False,
+                       extra_args=("--snapshot-verify-interval", str(verify_interval_s))) as sidecar, \
+            StateClient(sidecar.state_target) as state, \
+            PlacementClient(sidecar.decision_target, channels=workers) as placement:
+        yield sidecar, state, placement
+
+
 def allowed(placement: PlacementClient) -> list[bool]:
     response = placement.check_destination(REQUEST, ["host-a", "host-b"], timeout=TIMEOUT_S)
     return [verdict.allowed for verdict in response.verdicts]
@@ -57,10 +69,7 @@ def allowed(placement: PlacementClient) -> list[bool]:
 def test_a_damaged_segment_is_refused_until_a_good_generation_arrives():
     """A usage delta's segment is damaged (the state owner keeps its own copy of a delta, so
     only the workers read the damage): they refuse it, and the next usage update brings them back."""
-    with start_sidecar(fleet=FLEET, workers=2, metrics=False,
-                       extra_args=("--snapshot-verify-interval", "0.2")) as sidecar, \
-            StateClient(sidecar.state_target) as state, \
-            PlacementClient(sidecar.decision_target, channels=2) as placement:
+    with sidecar_and_clients(2, verify_interval_s=0.2) as (sidecar, state, placement):
         workers = sorted(sidecar.worker_pids())
         assert allowed(placement) == [True, True]
         generation = state.update_usage([state_pb2.HostUsage(name="host-a", used={"VCPU": 2})], timeout=TIMEOUT_S)
@@ -87,10 +96,7 @@ def test_a_damaged_segment_is_refused_until_a_good_generation_arrives():
 def test_a_write_on_a_damaged_base_splices_the_store_s_fleet_not_the_damage():
     """The state owner's columns are the published base segment's pages: a host change made while
     that segment is damaged starts from the fleet read back from the store."""
-    with start_sidecar(fleet=FLEET, workers=1, metrics=False,
-                       extra_args=("--snapshot-verify-interval", "60")) as sidecar, \
-            StateClient(sidecar.state_target) as state, \
-            PlacementClient(sidecar.decision_target, channels=1) as placement:
+    with sidecar_and_clients(1, verify_interval_s=60.0) as (sidecar, state, placement):
         generation = state.status(timeout=TIMEOUT_S).generation
         overwrite_column(f"/dev/shm/{segment_name(f'placecheck-{sidecar.pid}', generation)}", "rc_total", 0)
         written = state.upsert_hosts([fleet_pb2.Host(name="host-c", resources={"VCPU": fleet_pb2.Inventory(total=4)})],
@@ -116,10 +122,7 @@ def vcpu_totals(placement: PlacementClient) -> dict[str, float]:
 def test_a_damaged_segment_is_published_again_from_the_store_without_a_write():
     """A fleet that only usage updates write gets no new base of its own: the state owner checks
     the published segment as the workers do and publishes the fleet again from its store."""
-    with start_sidecar(fleet=FLEET, workers=1, metrics=False,
-                       extra_args=("--snapshot-verify-interval", "0.2")) as sidecar, \
-            StateClient(sidecar.state_target) as state, \
-            PlacementClient(sidecar.decision_target, channels=1) as placement:
+    with sidecar_and_clients(1, verify_interval_s=0.2) as (sidecar, state, placement):
         generation = state.status(timeout=TIMEOUT_S).generation
         overwrite_column(f"/dev/shm/{segment_name(f'placecheck-{sidecar.pid}', generation)}", "rc_total", 0)
         wait_for(lambda: state.status(timeout=TIMEOUT_S).generation > generation,
