@@ -8,7 +8,8 @@ writer that lays the columns out otherwise.
 
 Dimensions: n hosts (rows, fleet order), R resource classes, T = ceil(traits/64) and
 A = ceil(aggregates/64) (each at least 1), M instance entries over all hosts, O of them not
-canonical uuids, K metric names, P PCI pool entries over all hosts; k rows and E instance ids of a delta. A dimension named `*` is
+canonical uuids, K metric names, P PCI pool entries over all hosts, C NUMA cells over all hosts, G page-size
+entries over all cells; k rows and E instance ids of a delta. A dimension named `*` is
 free (a heap's byte count, a hash table's power-of-two size); `n+1` is one more than n.
 """
 from __future__ import annotations
@@ -105,6 +106,32 @@ SCHEMA = _specs(
     ("numa_cells_bytes", "uint8", "*", "the cells as compact canonical JSON, per cell [id, cpuset, pcpuset, "
                                        "memory, cpu_usage, memory_usage, pinned_cpus, siblings, [[size_kb, total, "
                                        "used, reserved], ...], socket] (`Columns.numa_cells_at`)"),
+    ("numa_cell_first", "int64", "n+1", "host row r's cells are cell entries `numa_cell_first[r]` .. "
+                                        "`numa_cell_first[r+1]` - 1 (entries numbered in row order, each host's in "
+                                        "the order of its cells)"),
+    ("numa_cell_id", "int32", "C", "the cell's id"),
+    ("numa_cell_socket", "int32", "C", "the cell's socket; -1: unknown"),
+    ("numa_cell_memory", "int64", "C", "memory (MB)"),
+    ("numa_cell_memory_usage", "int64", "C", "memory used by the guests on the cell (MB)"),
+    ("numa_cell_cpu_usage", "int64", "C", "shared vCPUs of the guests on the cell"),
+    ("numa_cell_cpus", "int32", "C", "shared CPUs (len(cpuset))"),
+    ("numa_cell_pcpus", "int32", "C", "dedicated CPUs (len(pcpuset))"),
+    ("numa_cell_free_pcpus", "int32", "C", "unpinned dedicated CPUs (len(pcpuset - pinned_cpus))"),
+    ("numa_cell_same_sets", "uint8", "C", "1 where cpuset == pcpuset (a legacy cell: either kind of guest uses "
+                                          "the same CPUs)"),
+    ("numa_cell_threads_per_core", "int32", "C", "the most CPUs of one sibling set; 0: the cell reports no "
+                                                 "siblings"),
+    ("numa_cell_free_in_sets", "int32", "C", "unpinned dedicated CPUs that are in some sibling set "
+                                             "(len(union of s & (pcpuset - pinned_cpus) over the sets s))"),
+    ("numa_cell_sets_with_free", "int32", "C, 8", "column t-1 (t = 1..8): the sibling sets with at least t "
+                                                  "unpinned dedicated CPUs (a set with 8 or more counts in "
+                                                  "all 8 columns: sibling sizes are not bounded)"),
+    ("numa_cell_page_first", "int64", "C+1", "cell entry c's page sizes are page entries "
+                                             "`numa_cell_page_first[c]` .. `numa_cell_page_first[c+1]` - 1, in the "
+                                             "cell's mempages order"),
+    ("numa_page_size_kb", "int64", "G", "the page size (KiB)"),
+    ("numa_page_total", "int64", "G", "pages of that size"),
+    ("numa_page_free", "int64", "G", "total - used - reserved (negative where over-used: kept as given)"),
     ("pci_pool_offsets", "int64", "n+1", "row r's PCI pools are pool entries `pci_pool_offsets[r]` .. "
                                          "`pci_pool_offsets[r+1]` - 1, in the host's order"),
     ("pci_free_devices", "int64", "n", "sum of the host's pools' counts"),

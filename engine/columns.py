@@ -416,21 +416,26 @@ def build_columns(fleet: Fleet) -> Columns:
 def _numa_arrays(hosts, arrays: dict, rc_index: dict) -> dict:
     """The numa_* columns; sets the flags of the hosts that give their own ratios."""
     n = len(hosts)
-    summaries = {}  # hosts share a few topologies: each is summarised and encoded once
-    rows, values, encoded = [], [], [b""] * n
+    topology_ids = {}  # hosts share a few topologies: each is tabulated and encoded once
+    rows, row_topologies = [], []
     for row, host in enumerate(hosts):
         if host.numa_cells:
-            summary = summaries.get(host.numa_cells)
-            if summary is None:
-                summary = summaries[host.numa_cells] = _numa_summary(host.numa_cells)
             rows.append(row)
-            values.append(summary[:4])
-            encoded[row] = summary[4]
-    numbers = np.zeros((4, n), dtype=np.int64)
-    if rows:
-        numbers[:, rows] = np.array(values, dtype=np.int64).T
-    columns = {name: np.clip(numbers[index], 0, INT32_MAX).astype(np.int32) for index, name in enumerate(
-        ("numa_cell_count", "numa_free_pcpus", "numa_max_free_pcpus", "numa_max_cpus"))}
+            row_topologies.append(topology_ids.setdefault(host.numa_cells, len(topology_ids)))
+    topologies = list(topology_ids)
+    tables, topology_first = _cell_tables(topologies)
+    rows, row_topologies = np.array(rows, dtype=np.int64), np.array(row_topologies, dtype=np.int64)
+    # Per topology: cells, and their free dedicated CPUs summed and at most, and shared CPUs at most.
+    starts = topology_first[:-1]
+    free, cpus = tables["numa_cell_free_pcpus"].astype(np.int64), tables["numa_cell_cpus"]
+    summary = (np.diff(topology_first), *((reduce.reduceat(values, starts) if len(starts) else values[:0])
+                                          for reduce, values in ((np.add, free), (np.maximum, free),
+                                                                 (np.maximum, cpus))))
+    columns = {}
+    for name, values in zip(("numa_cell_count", "numa_free_pcpus", "numa_max_free_pcpus", "numa_max_cpus"), summary):
+        per_host = np.zeros(n, dtype=np.int64)
+        per_host[rows] = values[row_topologies]
+        columns[name] = np.clip(per_host, 0, INT32_MAX).astype(np.int32)
     flags = arrays["flags"]
     for name, resource_class, given_flag in (("cpu", "VCPU", FLAG_CPU_RATIO_GIVEN),
                                              ("ram", "MEMORY_MB", FLAG_RAM_RATIO_GIVEN)):
@@ -447,18 +452,128 @@ def _numa_arrays(hosts, arrays: dict, rc_index: dict) -> dict:
             ratios[list(given_rows)] = given_ratios
             flags[list(given_rows)] |= given_flag
         columns[f"numa_{name}_ratio"] = ratios
+    encoded = [_encoded_cells(topology) for topology in topologies]
+    lengths = np.zeros(n, dtype=np.int64)
+    lengths[rows] = np.array([len(item) for item in encoded], dtype=np.int64)[row_topologies]
     offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum([len(item) for item in encoded], out=offsets[1:])
+    np.cumsum(lengths, out=offsets[1:])
     columns["numa_cells_offsets"] = offsets
-    columns["numa_cells_bytes"] = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
+    columns["numa_cells_bytes"] = np.frombuffer(b"".join(encoded[topology] for topology in row_topologies.tolist()),
+                                                dtype=np.uint8).copy()
+    columns.update(_host_cells(tables, topology_first, rows, row_topologies, n))
     return columns
 
 
-def _numa_summary(cells: tuple[NumaCell, ...]) -> tuple[int, int, int, int, bytes]:
-    """(cell count, free dedicated CPUs, most free dedicated CPUs in a cell, most shared CPUs in a
-    cell, the cells' encoding)."""
-    free = [len(cell.pcpuset - cell.pinned_cpus) for cell in cells]
-    return len(cells), sum(free), max(free), max(len(cell.cpuset) for cell in cells), _encoded_cells(cells)
+# numa_cell_sets_with_free's columns: sibling sets with at least 1, 2, .. this many free CPUs.
+SIBLING_THREADS_COUNTED = 8
+NUMA_CELL_ARRAYS = ("numa_cell_id", "numa_cell_socket", "numa_cell_memory", "numa_cell_memory_usage",
+                    "numa_cell_cpu_usage", "numa_cell_cpus", "numa_cell_pcpus", "numa_cell_free_pcpus",
+                    "numa_cell_same_sets", "numa_cell_threads_per_core", "numa_cell_free_in_sets",
+                    "numa_cell_sets_with_free")
+NUMA_PAGE_ARRAYS = ("numa_page_size_kb", "numa_page_total", "numa_page_free")
+
+
+def _cell_tables(topologies: list[tuple[NumaCell, ...]]) -> tuple[dict, np.ndarray]:
+    """The numa_cell_* and numa_page_* arrays of these topologies' cells one after another, with
+    numa_cell_page_first, and where each topology's cells start [len+1]."""
+    cells = list(chain.from_iterable(topologies))
+    frees = [cell.pcpuset - cell.pinned_cpus for cell in cells]
+
+    def column(values, dtype) -> np.ndarray:
+        return np.fromiter(values, dtype=dtype, count=len(cells))
+
+    columns = {
+        "numa_cell_id": column((cell.id for cell in cells), np.int32),
+        "numa_cell_socket": column((-1 if cell.socket is None else cell.socket for cell in cells), np.int32),
+        "numa_cell_memory": column((cell.memory for cell in cells), np.int64),
+        "numa_cell_memory_usage": column((cell.memory_usage for cell in cells), np.int64),
+        "numa_cell_cpu_usage": column((cell.cpu_usage for cell in cells), np.int64),
+        "numa_cell_cpus": column((len(cell.cpuset) for cell in cells), np.int32),
+        "numa_cell_pcpus": column((len(cell.pcpuset) for cell in cells), np.int32),
+        "numa_cell_free_pcpus": column(map(len, frees), np.int32),
+        "numa_cell_same_sets": column((cell.cpuset == cell.pcpuset for cell in cells), np.uint8),
+    }
+    columns.update(_sibling_columns(cells, frees))
+    columns["numa_cell_page_first"] = _first_entries(column((len(cell.mempages) for cell in cells), np.int64))
+    pages = [pages for cell in cells for pages in cell.mempages]
+    for name, values in (("numa_page_size_kb", (pages.size_kb for pages in pages)),
+                         ("numa_page_total", (pages.total for pages in pages)),
+                         ("numa_page_free", (pages.total - pages.used - pages.reserved for pages in pages))):
+        columns[name] = np.fromiter(values, dtype=np.int64, count=len(pages))
+    return columns, _first_entries([len(topology) for topology in topologies])
+
+
+def _sibling_columns(cells: list[NumaCell], frees: list[frozenset[int]]) -> dict[str, np.ndarray]:
+    """numa_cell_threads_per_core, _free_in_sets and _sets_with_free of these cells (`frees`: their
+    unpinned dedicated CPUs). Cells share a few sibling layouts (one per hardware model): each
+    layout is tabulated once, as sorted (layout, CPU) keys and the set of each, and every free CPU
+    is looked up in it with numpy; a CPU may be in several sets of a layout (a run of equal keys)."""
+    cell_count = len(cells)
+    layout_ids, layouts = _dictionary_encode(cell.siblings for cell in cells)
+    sibling_cpus = np.array(sorted({cpu for layout in layouts for threads in layout for cpu in threads}),
+                            dtype=np.int64)
+    rank = {cpu: index for index, cpu in enumerate(sibling_cpus.tolist())}
+    keys, sets = [], []  # per (layout, CPU of one of its sets): layout * len(sibling_cpus) + the CPU's rank
+    for layout_id, layout in enumerate(layouts):
+        for set_index, threads in enumerate(layout):
+            keys += [layout_id * len(rank) + rank[cpu] for cpu in threads]
+            sets += [set_index] * len(threads)
+    order = np.argsort(np.array(keys, dtype=np.int64), kind="stable")
+    keys, sets = np.array(keys, dtype=np.int64)[order], np.array(sets, dtype=np.int64)[order]
+
+    free_counts = np.fromiter(map(len, frees), dtype=np.int64, count=cell_count)
+    free_cpus = np.fromiter(chain.from_iterable(frees), dtype=np.int64, count=int(free_counts.sum()))
+    cell_of_free = np.repeat(np.arange(cell_count), free_counts)
+    position = np.minimum(np.searchsorted(sibling_cpus, free_cpus), max(len(sibling_cpus) - 1, 0))
+    in_some_layout = sibling_cpus[position] == free_cpus if len(sibling_cpus) else np.zeros(len(free_cpus), bool)
+    free_keys = layout_ids[cell_of_free].astype(np.int64) * len(rank) + position
+    first, last = np.searchsorted(keys, free_keys), np.searchsorted(keys, free_keys, side="right")
+    matches = np.where(in_some_layout, last - first, 0)  # the sets of its cell's layout that hold the CPU
+
+    sets_per_cell = np.array([len(layout) for layout in layouts], dtype=np.int64)[layout_ids]
+    set_first = _first_entries(sets_per_cell)
+    free_set = set_first[np.repeat(cell_of_free, matches)] + sets[_ranges(first[matches > 0], matches[matches > 0])]
+    free_per_set = np.minimum(np.bincount(free_set, minlength=set_first[-1]), SIBLING_THREADS_COUNTED)
+    sets_by_free = np.bincount(np.repeat(np.arange(cell_count), sets_per_cell) * (SIBLING_THREADS_COUNTED + 1)
+                               + free_per_set, minlength=cell_count * (SIBLING_THREADS_COUNTED + 1))
+    at_least = sets_by_free.reshape(cell_count, SIBLING_THREADS_COUNTED + 1)[:, ::-1].cumsum(axis=1)[:, ::-1]
+    threads_per_core = np.array([max(map(len, layout), default=0) for layout in layouts], dtype=np.int32)
+    return {
+        "numa_cell_threads_per_core": threads_per_core[layout_ids],
+        "numa_cell_free_in_sets": np.bincount(cell_of_free, weights=matches > 0, minlength=cell_count).astype(np.int32),
+        "numa_cell_sets_with_free": np.ascontiguousarray(at_least[:, 1:], dtype=np.int32),
+    }
+
+
+def _first_entries(counts: list[int]) -> np.ndarray:
+    """Offsets [len+1] of entries numbered one group after another, `counts[i]` in group i."""
+    first = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=first[1:])
+    return first
+
+
+def _host_cells(tables: dict, topology_first: np.ndarray, rows: np.ndarray, row_topologies: np.ndarray,
+                n: int) -> dict:
+    """Each host's cells (the rows with a topology: `rows`, theirs `row_topologies`) taken from the
+    topologies' tables, in row order, with their pages."""
+    counts = np.zeros(n, dtype=np.int64)
+    counts[rows] = np.diff(topology_first)[row_topologies]
+    cell_first = _first_entries(counts)
+    cells = _ranges(topology_first[row_topologies], counts[rows])
+    columns = {"numa_cell_first": cell_first}
+    columns.update((name, tables[name][cells]) for name in NUMA_CELL_ARRAYS)
+    page_first = tables["numa_cell_page_first"]
+    page_counts = np.diff(page_first)[cells]
+    columns["numa_cell_page_first"] = _first_entries(page_counts)
+    pages = _ranges(page_first[cells], page_counts)
+    columns.update((name, tables[name][pages]) for name in NUMA_PAGE_ARRAYS)
+    return columns
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """starts[0] .. starts[0]+lengths[0]-1, then starts[1] .. , one after another."""
+    ends = np.cumsum(lengths)
+    return np.repeat(starts - (ends - lengths), lengths) + np.arange(ends[-1] if len(ends) else 0)
 
 
 def _encoded_cells(cells: tuple[NumaCell, ...]) -> bytes:

@@ -10,13 +10,15 @@ metric sets, instance entries) are merged and renumbered as a full build numbers
 from __future__ import annotations
 
 from bisect import bisect_left
+from functools import partial
 from itertools import compress
 from typing import Collection, Sequence
 
 import numpy as np
 
 from placecheck_engine.columns import (Columns, _bitset, _distinct_rows, _hash_index, _place_uuids, _set_bits, _slot_count,
-                            _unit_bounds, _uuid_hash, _uuid_index, build_columns, pci_pool_kind_key)
+                            _unit_bounds, _uuid_hash, _uuid_index, build_columns, pci_pool_kind_key,
+                            _first_entries, NUMA_CELL_ARRAYS, NUMA_PAGE_ARRAYS)
 from placecheck_engine.model import Aggregate, Fleet, Host
 
 BASE, UPSERTED = 0, 1  # where a run of new rows comes from
@@ -76,6 +78,7 @@ def splice(base: Columns | None, upserted: Sequence[Host], removed: Collection[s
     arrays.update(_instances(parts))
     arrays["numa_cells_offsets"], arrays["numa_cells_bytes"] = _concatenated_heap(
         parts, "numa_cells_offsets", "numa_cells_bytes")
+    _numa_cells(parts, arrays)
     _pci_pools(parts, arrays, dicts)
     # In build_columns' order, so that whatever walks them sees the same sequence.
     return Columns({name: arrays[name] for name in dict.keys(upserted_only.arrays)},
@@ -359,6 +362,39 @@ def _first_seen_merge(parts: _Parts, id_name: str, base_values: list, upserted_v
     return rank[ids], [candidates[index] for index in order.tolist()]
 
 
+def _entry_runs(parts: _Parts, first_name: str, runs: list[tuple[int, int, int]] | None = None
+                ) -> list[tuple[int, int, int]]:
+    """The entries (numbered per source by `first_name`, offsets [count+1] over its rows or other
+    entries) of these runs (source, start, stop) of rows or entries (default: the new rows'), as runs."""
+    firsts = (parts.base.arrays[first_name], parts.upserted.arrays[first_name])
+    return [(source, int(firsts[source][start]), int(firsts[source][stop]))
+            for source, start, stop in (parts.rows.segments if runs is None else runs)]
+
+
+def _runs_joined(runs: list[tuple[int, int, int]], base_array: np.ndarray, upserted_array: np.ndarray) -> np.ndarray:
+    sources = (base_array, upserted_array)
+    return np.concatenate([sources[source][start:stop] for source, start, stop in runs])
+
+
+def _numa_cells(parts: _Parts, arrays: dict) -> None:
+    """The cell entries run by run of rows, and their page entries run by run of cells."""
+    if parts.rows.unchanged:
+        arrays.update({name: parts.base.arrays[name] for name in _NUMA_CELL_ENTRY_ARRAYS})
+        return
+    arrays["numa_cell_first"] = _offsets(parts, "numa_cell_first")
+    cell_runs = _entry_runs(parts, "numa_cell_first")
+    for name in NUMA_CELL_ARRAYS:
+        arrays[name] = _runs_joined(cell_runs, parts.base.arrays[name], parts.upserted.arrays[name])
+    arrays["numa_cell_page_first"] = _first_entries(_runs_joined(
+        cell_runs, *(np.diff(source.arrays["numa_cell_page_first"]) for source in (parts.base, parts.upserted))))
+    page_runs = _entry_runs(parts, "numa_cell_page_first", cell_runs)
+    for name in NUMA_PAGE_ARRAYS:
+        arrays[name] = _runs_joined(page_runs, parts.base.arrays[name], parts.upserted.arrays[name])
+
+
+_NUMA_CELL_ENTRY_ARRAYS = ("numa_cell_first", *NUMA_CELL_ARRAYS, "numa_cell_page_first", *NUMA_PAGE_ARRAYS)
+
+
 def _pci_pools(parts: _Parts, arrays: dict, dicts: dict) -> None:
     """The pool entries run by run of rows; the kinds numbered again in first-seen order."""
     if parts.rows.unchanged:
@@ -366,13 +402,7 @@ def _pci_pools(parts: _Parts, arrays: dict, dicts: dict) -> None:
         dicts["pci_pool_kinds"] = parts.base.dicts["pci_pool_kinds"]
         return
     arrays["pci_pool_offsets"] = _offsets(parts, "pci_pool_offsets")
-    offsets = (parts.base.arrays["pci_pool_offsets"], parts.upserted.arrays["pci_pool_offsets"])
-
-    def entries(base_array: np.ndarray, upserted_array: np.ndarray) -> np.ndarray:
-        sources = (base_array, upserted_array)
-        return np.concatenate([sources[source][offsets[source][start]:offsets[source][stop]]
-                               for source, start, stop in parts.rows.segments])
-
+    entries = partial(_runs_joined, _entry_runs(parts, "pci_pool_offsets"))
     for name in ("pci_pool_numa_node", "pci_pool_count"):
         arrays[name] = entries(parts.base.arrays[name], parts.upserted.arrays[name])
     arrays["pci_pool_kind"], dicts["pci_pool_kinds"] = _first_seen_merge(
@@ -479,11 +509,8 @@ def _concatenated_heap(parts: _Parts, offsets_name: str, heap_name: str) -> tupl
     """A per-row heap (offsets [n+1], bytes) of the new rows, copied run by run."""
     if parts.rows.unchanged:
         return parts.base.arrays[offsets_name], parts.base.arrays[heap_name]
-    sources = [(parts.base.arrays[offsets_name], parts.base.arrays[heap_name]),
-               (parts.upserted.arrays[offsets_name], parts.upserted.arrays[heap_name])]
-    return _offsets(parts, offsets_name), np.concatenate([
-        sources[source][1][sources[source][0][start]:sources[source][0][stop]]
-        for source, start, stop in parts.rows.segments])
+    return _offsets(parts, offsets_name), _runs_joined(_entry_runs(parts, offsets_name), parts.base.arrays[heap_name],
+                                                       parts.upserted.arrays[heap_name])
 
 
 def _offsets(parts: _Parts, name: str) -> np.ndarray:

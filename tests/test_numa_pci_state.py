@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from fleetgen import fleets, numa_cells, pci_pools
 from placecheck import PlacementClient, StateClient, bad_request_violations
 from placecheck.v1 import fleet_pb2, placement_pb2, state_pb2
+from placecheck_engine import column_schema
 from placecheck_engine.columns import build_columns, host_at
 from placecheck_engine.columns_splice import splice
 from placecheck_engine.fleetfile import fleet_from_json, fleet_to_json, request_from_json, request_to_json
@@ -82,15 +83,88 @@ def test_pools_of_one_kind_share_it_whatever_the_order_of_their_tags():
     assert [host_at(columns, row) for row in range(2)] == list(hosts)
 
 
+@st.composite
+def odd_sibling_cells(draw) -> tuple[NumaCell, ...]:
+    """Cells whose sibling sets overlap, hold CPUs the cell has not or more than 8 threads (nothing
+    bounds them), some holding 8 free CPUs or more: numa_cell_sets_with_free must count every set
+    however it is made."""
+    cells = []
+    for cell in draw(numa_cells()):
+        pcpuset = frozenset(draw(st.lists(st.integers(0, 40), max_size=14)))
+        pinned = frozenset(draw(st.lists(st.sampled_from(sorted(pcpuset)), max_size=4))) if pcpuset else frozenset()
+        siblings = draw(st.lists(st.frozensets(st.integers(0, 40), max_size=12), max_size=5))
+        if draw(st.booleans()):
+            siblings.append(pcpuset | draw(st.frozensets(st.integers(0, 40), max_size=3)))
+        cells.append(dataclasses.replace(cell, pcpuset=pcpuset, pinned_cpus=pinned,
+                                         siblings=tuple(draw(st.permutations(siblings)))))
+    return tuple(cells)
+
+
+def expected_cell_arrays(hosts) -> dict[str, list]:
+    """The cell and page entries, computed plainly from each host's cells."""
+    cells = [cell for host in hosts for cell in host.numa_cells]
+    frees = [cell.pcpuset - cell.pinned_cpus for cell in cells]
+    pages = [pages for cell in cells for pages in cell.mempages]
+
+    def firsts(counts):
+        return [sum(counts[:index]) for index in range(len(counts) + 1)]
+
+    return {
+        "numa_cell_first": firsts([len(host.numa_cells) for host in hosts]),
+        "numa_cell_id": [cell.id for cell in cells],
+        "numa_cell_socket": [-1 if cell.socket is None else cell.socket for cell in cells],
+        "numa_cell_memory": [cell.memory for cell in cells],
+        "numa_cell_memory_usage": [cell.memory_usage for cell in cells],
+        "numa_cell_cpu_usage": [cell.cpu_usage for cell in cells],
+        "numa_cell_cpus": [len(cell.cpuset) for cell in cells],
+        "numa_cell_pcpus": [len(cell.pcpuset) for cell in cells],
+        "numa_cell_free_pcpus": [len(free) for free in frees],
+        "numa_cell_same_sets": [int(cell.cpuset == cell.pcpuset) for cell in cells],
+        "numa_cell_threads_per_core": [max((len(threads) for threads in cell.siblings), default=0) for cell in cells],
+        "numa_cell_free_in_sets": [len(set().union(*(threads & free for threads in cell.siblings)))
+                                   for cell, free in zip(cells, frees)],
+        "numa_cell_sets_with_free": [[sum(len(threads & free) >= at_least for threads in cell.siblings)
+                                      for at_least in range(1, 9)] for cell, free in zip(cells, frees)],
+        "numa_cell_page_first": firsts([len(cell.mempages) for cell in cells]),
+        "numa_page_size_kb": [pages.size_kb for pages in pages],
+        "numa_page_total": [pages.total for pages in pages],
+        "numa_page_free": [pages.total - pages.used - pages.reserved for pages in pages],
+    }
+
+
+def test_the_cell_entries_of_a_known_host():
+    columns = build_columns(Fleet((NUMA_HOST, Host("plain"), dataclasses.replace(NUMA_HOST, name="numa-2"))))
+    arrays = {name: columns.arrays[name].tolist() for name in expected_cell_arrays(()).keys()}
+    assert arrays["numa_cell_first"] == [0, 2, 2, 4]
+    assert arrays["numa_cell_free_pcpus"] == [3, 2] * 2  # cell 0: 4 pinned of 4..7
+    assert arrays["numa_cell_same_sets"] == [0, 1] * 2
+    assert arrays["numa_cell_threads_per_core"] == [2, 0] * 2
+    assert arrays["numa_cell_free_in_sets"] == [3, 0] * 2
+    assert arrays["numa_cell_sets_with_free"][:2] == [[2, 1, 0, 0, 0, 0, 0, 0], [0] * 8]  # {4, 5} has 5, {6, 7} both
+    assert arrays["numa_cell_page_first"] == [0, 2, 2, 4, 4]
+    assert arrays["numa_page_free"] == [1572864 - 524288, 512 - 64] * 2
+
+
+@settings(max_examples=150, deadline=None)
+@given(fleets(max_hosts=8), st.data())
+def test_the_cell_entries_are_each_hosts_cells_in_row_order(fleet, data):
+    hosts = [dataclasses.replace(host, numa_cells=data.draw(odd_sibling_cells())) if data.draw(st.booleans()) else host
+             for host in fleet.hosts]
+    columns = build_columns(Fleet(tuple(hosts), fleet.aggregates))
+    column_schema.check(dict(columns.arrays))
+    for name, values in expected_cell_arrays(hosts).items():
+        assert columns.arrays[name].tolist() == values, name
+
+
 @settings(max_examples=60, deadline=None)
 @given(fleets(max_hosts=6), st.data())
 def test_splicing_cells_and_pools_in_and_out_is_a_full_build(fleet, data):
     """Hosts' cells and pools replaced, dropped and added: splice gives build_columns' arrays and dicts."""
     names = [host.name for host in fleet.hosts]
-    upserted = [dataclasses.replace(host, numa_cells=data.draw(st.just(()) | numa_cells()),
+    upserted = [dataclasses.replace(host, numa_cells=data.draw(st.just(()) | numa_cells() | odd_sibling_cells()),
                                     pci_pools=data.draw(st.just(()) | pci_pools()))
                 for host in data.draw(st.lists(st.sampled_from(fleet.hosts), max_size=3, unique_by=lambda h: h.name))]
-    upserted.append(Host("appended-" + str(len(names)), numa_cells=data.draw(numa_cells()),
+    upserted.append(Host("appended-" + str(len(names)), numa_cells=data.draw(numa_cells() | odd_sibling_cells()),
                          pci_pools=data.draw(pci_pools())))
     removed = set(data.draw(st.lists(st.sampled_from(names), max_size=2)))
     spliced = splice(build_columns(fleet), upserted, removed, list(fleet.aggregates), members_changed=())
