@@ -43,7 +43,7 @@ from placecheck_engine.model import Aggregate
 log = logging.getLogger(__name__)
 
 STORE_FILE = "fleet.sqlite3"
-STORE_FORMAT = 2  # 1 kept one JSON row per host
+STORE_FORMAT = 3  # 1 kept one JSON row per host; 2's checkpoint had no NUMA or PCI columns
 CHECKPOINT_PART_BYTES = 64 << 20  # below SQLite's 1 GB limit on one value, whatever the fleet
 DICTS_PART = "#dicts"  # the checkpoint row holding the columns' dicts
 # A new checkpoint once the log outweighs this share of the last one (and this many bytes): a

@@ -2,6 +2,7 @@
 change changes nothing; a restart recovers exactly what was acknowledged."""
 from __future__ import annotations
 
+import sqlite3
 import threading
 import uuid
 from contextlib import closing
@@ -416,3 +417,15 @@ def test_an_unexpected_commit_failure_fails_the_write_not_the_commit_thread(stat
     monkeypatch.setattr(store, "_apply", real_apply)
     assert state.update_usage([HostUsage(name="compute-2", used={"VCPU": 3})]) == 2
     assert published(reader)["vcpu_used"] == [0, 3, 0]
+
+
+def test_a_store_of_an_earlier_format_is_refused_naming_both_formats(tmp_path):
+    """Format 2's checkpoint has no NUMA or PCI columns: it cannot be read, and saying so beats
+    failing on a missing array."""
+    directory = str(tmp_path / "state")
+    with closing(FleetStore(directory)) as fleet_store:
+        path = fleet_store.path
+    with closing(sqlite3.connect(path)) as connection, connection:
+        connection.execute("UPDATE meta SET value = '2' WHERE key = 'format'")
+    with pytest.raises(store_module.StoreDamaged, match=f"store format 2, this version reads {store_module.STORE_FORMAT}"):
+        FleetStore(directory)
