@@ -11,7 +11,7 @@
 # decides pass or fail: _pack_onto_cores only counts sibling sets by free threads. A row is
 # NUMA_FITS, NUMA_MISFITS or NUMA_UNDECIDED: the guest's cells fit but PCI requests must then be
 # met near them (engine.pci, in Python), or the row is outside what this port covers (more than
-# NUMA_MAX_CELLS cells, wider cores than NUMA_MAX_THREADS).
+# NUMA_MAX_CELLS cells, wider cores than NUMA_MAX_THREADS, a CPU in two sibling sets).
 
 def scan_numa_bound(const int32_t[::1] cell_count, const int32_t[::1] free_pcpus,
                     const int32_t[::1] max_free_pcpus, const int32_t[::1] max_cpus,
@@ -139,6 +139,17 @@ cdef int64_t page_size_for(const HostCells* h, Py_ssize_t c, int64_t memory_mb, 
 
 cdef inline int64_t sets_with(const HostCells* h, Py_ssize_t c, int64_t threads) noexcept nogil:
     return h.sets_with_free[c * NUMA_MAX_THREADS + threads - 1] if threads <= NUMA_MAX_THREADS else 0
+
+
+cdef inline bint sibling_sets_disjoint(const HostCells* h, Py_ssize_t c) noexcept nogil:
+    # Summed over t, the sets with at least t free CPUs count each set's free CPUs once per CPU:
+    # that equals the free CPUs in some set only when no CPU is in two sets (pack_onto_cores
+    # counts on it; engine.numa lists a CPU once per set).
+    cdef int64_t total = 0
+    cdef Py_ssize_t t
+    for t in range(1, NUMA_MAX_THREADS + 1):
+        total += sets_with(h, c, t)
+    return total == h.free_in_sets[c]
 
 
 cdef bint pack_onto_cores(const HostCells* h, Py_ssize_t c, const GuestCellC* cell, int64_t reserved) noexcept nogil:
@@ -493,7 +504,7 @@ def numa_fit_rows(const int32_t[::1] rows, Py_ssize_t count, uint8_t[::1] outcom
                 outcome[j] = NUMA_MISFITS
                 continue
             for c in range(h.first, h.first + cells):
-                if threads_per_core[c] > NUMA_MAX_THREADS:
+                if threads_per_core[c] > NUMA_MAX_THREADS or not sibling_sets_disjoint(&h, c):
                     cells = -1
                     break
             if cells < 0:
