@@ -311,12 +311,11 @@ def apply_requests(pools: tuple[PciPool, ...], requests: tuple[PciRequest, ...],
     return tuple(dataclasses.replace(pool, count=left[index]) for index, pool in enumerate(pools) if index in left)
 
 
-def pci_weight(pools: tuple[PciPool, ...], requests: tuple[PciRequest, ...]) -> float:
-    """PCIWeigher._weigh_object: fewer free devices weigh more. Nova weighs every host so,
-    whether or not the request asks for devices (`requests` does not change it): PCI guests
-    stack on the hosts with fewest devices, the others avoid hosts with many."""
-    free = sum(pool.count for pool in pools)
-    return float(MAX_DEVS - min(free, MAX_DEVS - 1))
+def pci_weight(free_devices: int) -> float:
+    """PCIWeigher._weigh_object of a host with this many free devices: fewer weigh more. Nova
+    weighs every host so, whether or not the request asks for devices: PCI guests stack on the
+    hosts with fewest devices, the others avoid hosts with many."""
+    return float(MAX_DEVS - min(free_devices, MAX_DEVS - 1))
 
 
 def describe_unmet(request: PciRequest, free: int) -> str:

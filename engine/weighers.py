@@ -242,7 +242,7 @@ def _pci_value(host: Host, request: Request, profile: Profile, placed: int, mult
     # consume_from_request takes each placed instance's devices (pci.apply_requests on a host
     # the filters passed): the free count drops by the request's devices per instance.
     free = sum(pool.count for pool in host.pci_pools) - placed * _pci_devices_per_instance(request, profile)
-    return float(pci.MAX_DEVS - min(free, pci.MAX_DEVS - 1))
+    return pci.pci_weight(free)
 
 
 WEIGHERS: tuple[Weigher, ...] = (

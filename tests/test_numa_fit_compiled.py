@@ -16,12 +16,11 @@ import numpy as np
 import pytest
 
 from bench import numa_pci
-from placecheck_engine import _fastfilters, numa
+from placecheck_engine import numa
 from placecheck_engine.columns import build_columns
 from placecheck_engine.model import Flavor, InvalidField, Port, Request
 from placecheck_engine.rules import RULES
-from placecheck_engine.rules.numa_topology_filter import (CELL_COLUMNS, NUMA_UNDECIDED, guest_cell_table,
-                                                          guest_demands)
+from placecheck_engine.rules.numa_topology_filter import NUMA_UNDECIDED, compiled_outcomes, guest_demands
 
 HOSTS = 1_500
 REQUESTS = 200
@@ -81,21 +80,10 @@ def test_the_scan_refuses_what_engine_numa_refuses(fleet_and_columns, packing):
                     for host in fleet.hosts]
         assert (fail_bits != 0).tolist() == expected, request.flavor.extra_specs
         fitting += expected.count(False)
-        undecided += undecided_rows(active.params, columns)
+        if active.params.guest_cells is not None:
+            rows = np.arange(columns.host_count, dtype=np.int32)
+            undecided += int((compiled_outcomes(active.params, columns, rows) == NUMA_UNDECIDED).sum())
+        else:
+            undecided += columns.host_count
     assert engaged >= REQUESTS // 5 and fitting > engaged * HOSTS // 20, (engaged, fitting)
     assert undecided < engaged * HOSTS // 10, "the compiled fit should decide nearly every row"
-
-
-def undecided_rows(params, columns) -> int:
-    """How many rows numa_fit_rows leaves to engine.numa for these compiled parameters."""
-    if params.guest_cells is None:
-        return columns.host_count
-    rows = np.arange(columns.host_count, dtype=np.int32)
-    outcome = np.empty(columns.host_count, dtype=np.uint8)
-    _fastfilters.numa_fit_rows(
-        rows, len(rows), outcome, *(columns.arrays[name] for name in CELL_COLUMNS),
-        params.profile.cpu_allocation_ratio, params.profile.ram_allocation_ratio, params.guest_cells,
-        params.topology.emulator_threads_isolated, params.topology.cpu_policy in (None, numa.SHARED),
-        params.profile.packing_host_numa_cells_allocation_strategy, bool(params.pci_requests),
-        params.requires_smt, params.pci_near)
-    return int((outcome == NUMA_UNDECIDED).sum())

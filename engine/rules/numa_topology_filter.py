@@ -26,9 +26,7 @@ from placecheck_engine.rules.base import Active, Rule
 from placecheck_engine.rules.pci_passthrough_filter import pool_kinds, request_pci
 from placecheck_engine.verdict import Rejection
 
-NUMA_NO_HOST_TOPOLOGY = numa.NUMA_NO_HOST_TOPOLOGY
-
-
+# The reasons are engine.numa's NUMA_* codes: its fit says which check refused a guest cell.
 # numa_fit_rows' outcomes
 NUMA_MISFITS, NUMA_FITS, NUMA_UNDECIDED = 0, 1, 2
 # numa_fit_rows' codes for GuestCell.cpu_thread_policy
@@ -78,11 +76,17 @@ def guest_cell_table(topology: numa.GuestTopology) -> np.ndarray | None:
 
 
 @dataclass(frozen=True, eq=False)
-class NumaParams:
-    request: Request  # numa.decide reads its raw CPU policy values
-    profile: object  # engine.config.Profile: the fit reads its packing strategy and default ratios
+class GuestDemands:
+    """What numa.decide reads of one request."""
+    request: Request  # its raw CPU policy values
+    profile: object  # engine.config.Profile: the packing strategy and default ratios
     topology: numa.GuestTopology
     pci_requests: tuple
+
+
+@dataclass(frozen=True, eq=False)
+class NumaParams:
+    demands: GuestDemands
     guest_cell_count: int
     dedicated_total: int  # dedicated vCPUs over all guest cells
     dedicated_cell_max: int  # the most dedicated vCPUs one guest cell has
@@ -106,14 +110,30 @@ def host_for_fit(columns, row: int, profile) -> Host:
                 ram_allocation_ratio=profile.ram_allocation_ratio if math.isnan(ram_ratio) else ram_ratio)
 
 
-def decide_after(host: Host, params: NumaParams, placed: int) -> numa.Fit | numa.Misfit:
+def decide_after(host: Host, demands: GuestDemands, placed: int) -> numa.Fit | numa.Misfit:
     """numa.decide for one more instance on a host that already took `placed` of this request's."""
+    def decide(host: Host):
+        return numa.decide(host, demands.request, demands.topology, demands.pci_requests, demands.profile)
+
     for _ in range(placed):
-        fitted = numa.decide(host, params.request, params.topology, params.pci_requests, params.profile)
+        fitted = decide(host)
         if not isinstance(fitted, numa.Fit):
             return fitted
         host = numa.consume(host, fitted)
-    return numa.decide(host, params.request, params.topology, params.pci_requests, params.profile)
+    return decide(host)
+
+
+def compiled_outcomes(params: NumaParams, columns, rows: np.ndarray) -> np.ndarray:
+    """numa_fit_rows over these rows (int32): NUMA_MISFITS, NUMA_FITS or NUMA_UNDECIDED each."""
+    demands, profile = params.demands, params.demands.profile
+    outcome = np.empty(len(rows), dtype=np.uint8)
+    _fastfilters.numa_fit_rows(
+        rows, len(rows), outcome, *(columns.arrays[name] for name in CELL_COLUMNS),
+        profile.cpu_allocation_ratio, profile.ram_allocation_ratio, params.guest_cells,
+        demands.topology.emulator_threads_isolated, demands.topology.cpu_policy in (None, numa.SHARED),
+        profile.packing_host_numa_cells_allocation_strategy, bool(demands.pci_requests),
+        params.requires_smt, params.pci_near)
+    return outcome
 
 
 class NUMATopologyFilter(Rule):
@@ -125,7 +145,7 @@ class NUMATopologyFilter(Rule):
             return [Active(self, self.name, None)]
         cells = topology.cells
         return [Active(self, self.name, NumaParams(
-            request, profile, topology, pci_requests, len(cells), sum(len(cell.pcpus) for cell in cells),
+            GuestDemands(request, profile, topology, pci_requests), len(cells), sum(len(cell.pcpus) for cell in cells),
             max(len(cell.pcpus) for cell in cells), max(len(cell.cpus) for cell in cells),
             guest_cell_table(topology), numa.requires_smt(request), pci_near_tables(pci_requests, columns)))]
 
@@ -142,32 +162,26 @@ class NUMATopologyFilter(Rule):
         refused = (stop - start) - passing
         candidates = candidates[:passing]
         if placed == 0 and params.guest_cells is not None and passing:
-            outcome = np.empty(passing, dtype=np.uint8)
-            _fastfilters.numa_fit_rows(
-                candidates, passing, outcome, *(arrays[name] for name in CELL_COLUMNS),
-                params.profile.cpu_allocation_ratio, params.profile.ram_allocation_ratio, params.guest_cells,
-                params.topology.emulator_threads_isolated, params.topology.cpu_policy in (None, numa.SHARED),
-                params.profile.packing_host_numa_cells_allocation_strategy, bool(params.pci_requests),
-                params.requires_smt, params.pci_near)
+            outcome = compiled_outcomes(params, columns, candidates)
             misfits = candidates[outcome == NUMA_MISFITS]
             fail_bits[misfits] |= np.uint64(1 << bit)
             refused += len(misfits)
             candidates = candidates[outcome == NUMA_UNDECIDED]
         mask = np.uint64(1 << bit)
         for row in candidates.tolist():
-            if not isinstance(decide_after(host_for_fit(columns, row, params.profile), params, placed), numa.Fit):
+            if not isinstance(decide_after(host_for_fit(columns, row, params.demands.profile), params.demands, placed),
+                              numa.Fit):
                 fail_bits[row] |= mask
                 refused += 1
         return refused
 
     def explain(self, active, columns, row, placed) -> Rejection:
         params: NumaParams = active.params
-        misfit = decide_after(host_for_fit(columns, row, params.profile), params, placed)
+        misfit = decide_after(host_for_fit(columns, row, params.demands.profile), params.demands, placed)
         return Rejection(active.name, misfit.reason, misfit.explanation)
 
     def reference(self, active_name, host, fleet, request, profile, placed) -> bool:
         topology, pci_requests = guest_demands(request, profile)
         if topology is None:
             return True
-        params = NumaParams(request, profile, topology, pci_requests, 0, 0, 0, 0)
-        return isinstance(decide_after(host, params, placed), numa.Fit)
+        return isinstance(decide_after(host, GuestDemands(request, profile, topology, pci_requests), placed), numa.Fit)
