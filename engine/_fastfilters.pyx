@@ -65,6 +65,59 @@ def build_heap_index(const int64_t[::1] offsets, const uint8_t[::1] heap, int32_
             slots[slot] = <int32_t>entry
 
 
+# --- Binary search over a sorted string heap (engine/columns.py: Columns.row_of) ------------
+# A host name is found in a microsecond instead of seventeen Python-level comparisons. The
+# arrays come from a segment, so an order entry or offset out of range ends the search as
+# "not found" rather than reading past an array.
+
+cdef inline int compare_entry(const int64_t[::1] offsets, const uint8_t* heap, Py_ssize_t heap_length,
+                              Py_ssize_t entry, const uint8_t* key, Py_ssize_t key_length,
+                              bint* valid) noexcept nogil:
+    cdef int64_t begin = offsets[entry], end = offsets[entry + 1]
+    cdef Py_ssize_t length, common
+    cdef int order
+    if begin < 0 or end < begin or end > heap_length:
+        valid[0] = False
+        return 0
+    length = end - begin
+    common = length if length < key_length else key_length
+    order = memcmp(heap + begin, key, common) if common else 0
+    if order != 0:
+        return order
+    return (length > key_length) - (length < key_length)
+
+
+def find_in_sorted_heap(const int64_t[::1] offsets, const uint8_t[::1] heap, const int32_t[::1] order,
+                        const uint8_t[::1] key):
+    """The entry equal to `key` (bytes), or -1: `order` lists the heap's entries (offsets
+    [entries+1]) in ascending byte order."""
+    cdef Py_ssize_t entries = offsets.shape[0] - 1, low = 0, high = order.shape[0], middle, entry
+    cdef const uint8_t* heap_bytes = &heap[0] if heap.shape[0] else NULL
+    cdef const uint8_t* key_bytes = &key[0] if key.shape[0] else NULL
+    cdef bint valid = True
+    if high > entries:
+        return -1
+    while low < high:
+        middle = (low + high) >> 1
+        entry = order[middle]
+        if entry < 0 or entry >= entries:
+            return -1
+        if compare_entry(offsets, heap_bytes, heap.shape[0], entry, key_bytes, key.shape[0], &valid) < 0:
+            low = middle + 1
+        else:
+            high = middle
+        if not valid:
+            return -1
+    if low == order.shape[0]:
+        return -1
+    entry = order[low]
+    if entry < 0 or entry >= entries:
+        return -1
+    if compare_entry(offsets, heap_bytes, heap.shape[0], entry, key_bytes, key.shape[0], &valid) != 0 or not valid:
+        return -1
+    return entry
+
+
 # --- String heaps (engine/columns.py) ---------------------------------------------------
 
 cimport numpy as cnp

@@ -102,8 +102,9 @@ class Columns:
         return self.arrays["host_name_bytes"][offsets[row]:offsets[row + 1]].tobytes().decode()
 
     def row_of(self, host_name: str) -> int | None:
-        return _search_sorted_heap(self.arrays["host_name_offsets"], self.arrays["host_name_bytes"],
-                                   self.arrays["host_name_order"], host_name.encode())
+        row = _fastfilters.find_in_sorted_heap(self.arrays["host_name_offsets"], self.arrays["host_name_bytes"],
+                                               self.arrays["host_name_order"], host_name.encode())
+        return row if row >= 0 else None
 
     def rows_of_instances(self, uuids) -> np.ndarray:
         """Sorted unique rows of the hosts running any of these instance uuids."""
@@ -283,24 +284,6 @@ def _index_in_sorted(items: list, key) -> int | None:
 def _set_bits(words: np.ndarray) -> list[int]:
     bits = np.unpackbits(words.astype("<u8").view(np.uint8), bitorder="little")
     return np.flatnonzero(bits).tolist()
-
-
-def _search_sorted_heap(offsets: np.ndarray, heap: np.ndarray, order: np.ndarray,
-                        key: bytes) -> int | None:
-    """Binary search: the index of a heap entry equal to key; `order` sorts the entries."""
-
-    def entry(position: int) -> bytes:
-        index = order[position]
-        return heap[offsets[index]:offsets[index + 1]].tobytes()
-
-    low, high = 0, len(order)
-    while low < high:
-        middle = (low + high) // 2
-        if entry(middle) < key:
-            low = middle + 1
-        else:
-            high = middle
-    return int(order[low]) if low < len(order) and entry(low) == key else None
 
 
 def _heap(strings) -> tuple[np.ndarray, np.ndarray]:

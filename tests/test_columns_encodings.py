@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from placecheck_engine import column_schema
+from placecheck_engine import _fastfilters, column_schema
 from placecheck_engine.columns import FLAG_HOST_IPV4, aggregate_metadata_get_by_host, build_columns
 from placecheck_engine.model import Aggregate, Fleet, Host
 from fleetgen import INSTANCE_UUIDS, fleets
@@ -122,3 +122,30 @@ def test_the_docs_table_is_the_declared_schema(schema_name):
 @given(fleets())
 def test_every_built_fleet_matches_the_schema(fleet):
     column_schema.check(build_columns(fleet).arrays)
+
+
+@settings(max_examples=150, deadline=None)
+@given(fleets(max_hosts=16), st.lists(st.text(max_size=12), max_size=8))
+def test_host_lookup_matches_the_model(fleet, others):
+    """Columns.row_of (a binary search in C over the name heap) finds each host's row and
+    nothing else: prefixes, extensions and other names are absent."""
+    columns = as_snapshot(build_columns(fleet))
+    rows = {host.name: row for row, host in enumerate(fleet.hosts)}
+    near = [name + suffix for name in list(rows)[:3] for suffix in ("", "x", "\x00")] + \
+        [name[:-1] for name in list(rows)[:3]]
+    for name in [*rows, *near, *others, "", "\uffff" * 3]:
+        assert columns.row_of(name) == rows.get(name)
+
+
+def test_host_lookup_of_a_damaged_heap_finds_nothing():
+    """Offsets and order entries come from a segment: out of range, the search ends as absent
+    instead of reading past the heap."""
+    columns = build_columns(Fleet(tuple(Host(f"host-{index}") for index in range(5))))
+    offsets = columns.arrays["host_name_offsets"].copy()
+    order = columns.arrays["host_name_order"].copy()
+    heap = columns.arrays["host_name_bytes"]
+    assert _fastfilters.find_in_sorted_heap(offsets, heap, order, b"host-3") == 3
+    offsets[4] = len(heap) + 1000
+    assert _fastfilters.find_in_sorted_heap(offsets, heap, order, b"host-3") == -1
+    order[2] = 99
+    assert _fastfilters.find_in_sorted_heap(columns.arrays["host_name_offsets"], heap, order, b"host-3") == -1
