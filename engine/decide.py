@@ -93,6 +93,23 @@ def request_key(request: Request):
     return key
 
 
+# Requests whose key was made lately, by id: the server hands the same Request object for a
+# request sent again, so its key (frozensets of its dicts) is made once. Each entry holds its
+# request, so an id is not reused while the entry lives.
+_keys_by_request_id: dict[int, tuple[Request, object]] = {}
+
+
+def _request_key_reused(request: Request):
+    entry = _keys_by_request_id.get(id(request))
+    if entry is not None and entry[0] is request:
+        return entry[1]
+    key = request_key(request)
+    if len(_keys_by_request_id) >= COMPILED_REQUESTS_KEPT:
+        _keys_by_request_id.clear()  # cheaper than tracking age; a cleared key is made again
+    _keys_by_request_id[id(request)] = (request, key)
+    return key
+
+
 @dataclasses.dataclass
 class _Compiled:
     profile: Profile  # held so that its id, in the cache key, is not reused while the entry lives
@@ -132,7 +149,7 @@ def _compiled(columns, request: Request, profile: Profile) -> _Compiled:
         return _Compiled(profile, actives, tuple(active.name for active in actives), request.instance_uuid,
                          tuple(index for index, active in enumerate(actives) if active.rule.reads_instance_uuid))
 
-    key = request_key(request)
+    key = _request_key_reused(request)
     if key is None:
         return compile_for_generation()
     compiled = columns.memo("compiled_rules", (key, id(profile)), compile_for_generation, COMPILED_REQUESTS_KEPT)

@@ -390,13 +390,19 @@ def request_from_proto_reused(msg: placement_pb2.PlacementRequest) -> Request:
     new with every boot, aside) and reused (a Request is immutable): the same flavor, image and
     hints booted again, or one request checked host after host, cost a serialization and a lookup.
     A request refused as invalid is converted (and refused) each time."""
+    return _request_from_whole_body(msg.SerializeToString())
+
+
+@functools.lru_cache(maxsize=CONVERTED_REQUESTS_KEPT)
+def _request_from_whole_body(body: bytes) -> Request:
+    """The same request sent again whole (one instance's move checked host after host) is the
+    same Request object, which the engine's per-request caches then find by identity."""
+    msg = placement_pb2.PlacementRequest.FromString(body)
     instance_uuid = msg.instance_uuid
     if not instance_uuid:
-        return _request_from_body(msg.SerializeToString(), False)
-    without_instance = placement_pb2.PlacementRequest()
-    without_instance.CopyFrom(msg)
-    without_instance.ClearField("instance_uuid")
-    request = _request_from_body(without_instance.SerializeToString(), True)
+        return _request_from_body(body, False)
+    msg.ClearField("instance_uuid")
+    request = _request_from_body(msg.SerializeToString(), True)
     return dataclasses.replace(request, instance_uuid=instance_uuid)
 
 
