@@ -124,6 +124,7 @@ class CallMetrics(grpc.ServerInterceptor, _BoundChildren):
             "Counter", "placecheck_worker_calls", "Calls received by each decision worker.", ["worker"]
         ).labels(str(worker))
         self._server_state = None
+        self._methods: dict[str, _CountedMethod] = {}  # by method path; grpcio's poll thread writes it
         for service in services:
             for method in service.methods:
                 self.child(self.started, service.full_name, method.name)
@@ -145,23 +146,25 @@ class CallMetrics(grpc.ServerInterceptor, _BoundChildren):
         if handler is None:  # grpcio answers UNIMPLEMENTED; the method name is the caller's string
             self.child(self.handled, "unknown", "unknown", grpc.StatusCode.UNIMPLEMENTED.name).inc()
             return None
-        service, _, rpc = handler_call_details.method.lstrip("/").rpartition("/")
-        self.child(self.started, service, rpc).inc()
+        method = self._methods.get(handler_call_details.method)
+        if method is None or method.handler is not handler:  # a method's first call (or new handler)
+            method = self._methods[handler_call_details.method] = self._counting(
+                handler, handler_call_details.method)
+        method.started.inc()
         if self._worker_calls is not None:
             self._worker_calls.inc()
         if self._shed_now():
-            self.child(self.handled, service, rpc, SHED_CODE).inc()
+            method.handled(SHED_CODE).inc()
             return handler
-        return self._counted(handler, service, rpc)
+        return method.counted
 
-    def _finished(self, service: str, rpc: str, context, started: float, failed: bool) -> None:
-        code = context.code()
-        name = code.name if isinstance(code, grpc.StatusCode) else ("UNKNOWN" if failed else "OK")
-        self.child(self.handled, service, rpc, name).inc()
-        if self.handling is not None:
-            self.child(self.handling, service, rpc).observe(time.perf_counter() - started)
+    def _counting(self, handler, method_path: str) -> "_CountedMethod":
+        """`handler` wrapped, once per method, to count each call's end by its status code."""
+        service, _, rpc = method_path.lstrip("/").rpartition("/")
+        method = _CountedMethod(handler, self.child(self.started, service, rpc),
+                                lambda code: self.child(self.handled, service, rpc, code),
+                                self.child(self.handling, service, rpc) if self.handling is not None else None)
 
-    def _counted(self, handler, service: str, rpc: str):
         def answer(behaviour):
             def counted(request, context):
                 started, failed = time.perf_counter(), True
@@ -170,7 +173,7 @@ class CallMetrics(grpc.ServerInterceptor, _BoundChildren):
                     failed = False
                     return response
                 finally:
-                    self._finished(service, rpc, context, started, failed)
+                    method.finished(context, started, failed)
             return counted
 
         def stream(behaviour):
@@ -183,14 +186,32 @@ class CallMetrics(grpc.ServerInterceptor, _BoundChildren):
                     context.set_code(grpc.StatusCode.CANCELLED)
                     raise
                 finally:
-                    self._finished(service, rpc, context, started, failed)
+                    method.finished(context, started, failed)
             return counted
 
         kind = handler_kind(handler)
         wrap = stream if handler.response_streaming else answer
-        return getattr(grpc, f"{kind}_rpc_method_handler")(
+        method.counted = getattr(grpc, f"{kind}_rpc_method_handler")(
             wrap(getattr(handler, kind)), request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
+        return method
+
+
+@dataclass
+class _CountedMethod:
+    """One method's counters and its handler wrapped to count (made at its first call)."""
+
+    handler: object  # the servicer's handler the wrapper calls
+    started: object  # placecheck_grpc_server_started's child
+    handled: Callable[[str], object]  # placecheck_grpc_server_handled's child for a code's name
+    handling: object | None  # placecheck_grpc_server_handling_seconds' child, when timed
+    counted: object = None
+
+    def finished(self, context, started: float, failed: bool) -> None:
+        code = context.code()
+        self.handled(code.name if isinstance(code, grpc.StatusCode) else ("UNKNOWN" if failed else "OK")).inc()
+        if self.handling is not None:
+            self.handling.observe(time.perf_counter() - started)
 
 
 class TimedPublisher:
