@@ -468,15 +468,15 @@ def _fill_weighed_host(target: placement_pb2.WeighedHost, weighed: WeighedHost) 
 
 def check_response(result: CheckResult, *, generation: int, decision_id: str,
                    config_revision: str) -> placement_pb2.CheckDestinationResponse:
-    return placement_pb2.CheckDestinationResponse(
-        verdicts=[placement_pb2.HostVerdict(
-            host=verdict.host, allowed=verdict.allowed, rules_evaluated=verdict.rules_evaluated,
-            rejections=[placement_pb2.Rejection(rule=r.rule, reason=r.reason, message=r.message,
-                                                numbers=placement_pb2.RejectionNumbers(**r.numbers))
-                        for r in verdict.rejections])
-            for verdict in result.verdicts],
-        generation=generation, decision_id=decision_id, profile=result.profile,
-        config_revision=config_revision)
+    # Built in place with add() and dicts: a message passed to a constructor is built, then copied.
+    response = placement_pb2.CheckDestinationResponse(generation=generation, decision_id=decision_id,
+                                                      profile=result.profile, config_revision=config_revision)
+    add_verdict = response.verdicts.add
+    for verdict in result.verdicts:
+        add_verdict(host=verdict.host, allowed=verdict.allowed, rules_evaluated=verdict.rules_evaluated,
+                    rejections=[{"rule": r.rule, "reason": r.reason, "message": r.message, "numbers": r.numbers}
+                                for r in verdict.rejections])
+    return response
 
 
 def select_response(result: SelectResult, *, generation: int, decision_id: str,
