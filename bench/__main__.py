@@ -104,12 +104,13 @@ def run(sizes: Sizes) -> list[Figure]:
                      f"{sizes.server_hosts:,} demo hosts")
             worker_ports[workers] = free_port_range(workers)  # each worker's own port, to reach every worker
             sidecars[workers] = running.enter_context(
-                start_sidecar(workers=workers, demo_hosts=sizes.server_hosts, metrics=False,
+                start_sidecar(workers=workers, demo_hosts=sizes.server_hosts, metrics=True,
                               extra_args=("--threads-per-worker", str(workload.THREADS_PER_WORKER),
                                           "--worker-ports", str(worker_ports[workers]))))
         worker_pids = {workers: sidecar.worker_pids() for workers, sidecar in sidecars.items()}
         progress("4 gRPC end to end against the echo server, 1 worker, and each stage in process")
-        end_to_end = grpc_e2e.measure(sidecars[1].decision_target, sizes.server_hosts, sizes.e2e_seconds)
+        end_to_end = grpc_e2e.measure(sidecars[1].decision_target, sidecars[1].metrics_url, sizes.server_hosts,
+                                      sizes.e2e_seconds)
         figures += grpc_e2e.figures(end_to_end, sizes.server_hosts)
         figures += stages.figures(stages.measure(sizes.server_hosts), end_to_end, sizes.server_hosts)
         progress(f"5 closed-loop load, 1 and 2 workers in turn, {sizes.scaling_rounds} rounds")

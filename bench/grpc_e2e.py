@@ -3,19 +3,27 @@ one client, one call at a time, against a bare grpcio echo server (bench/echo_se
 started here) answering messages of the same serialized sizes.
 
 placecheck's calls go through the real client (PlacementClient, protobuf both ways);
-the echo's through a raw bytes channel. Both are timed in alternating blocks, so
-drift on a noisy machine hits both alike.
+the echo's through a raw bytes channel. Beside them, in the same alternating blocks (so
+drift on a noisy machine hits all alike), the sidecar's own floor: a grpc.health.v1
+Check on the same worker, through the same server, interceptors and threads with a
+trivial handler. And the decision handler's own time inside the worker, from the
+worker's placecheck_request_duration_seconds over the same calls: the time a stage
+takes there (caches shared with grpcio's threads, the caller's process between calls)
+is larger than in a warm loop (bench/stages.py).
 """
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
+import urllib.request
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import workload
 from bench.echo_server import METHOD, echo_request
@@ -78,19 +86,30 @@ class Comparison:
     reply_bytes: int
     placecheck: Latencies
     echo: Latencies
+    sidecar_floor: Latencies  # health Check on the same sidecar
+    handler_seconds: float  # mean time in the worker's decision handler over the placecheck calls
 
 
-def alternating(first: Callable[[], object], second: Callable[[], object],
-                seconds: float) -> tuple[list[float], list[float]]:
-    """Per-call seconds of two calls, measured in alternating blocks after a warm-up."""
+def alternating(calls: list[Callable[[], object]], seconds: float) -> list[list[float]]:
+    """Per-call seconds of each call, measured in alternating blocks after a warm-up."""
     for _ in range(WARMUP_CALLS):
-        first()
-        second()
-    first_samples, second_samples = [], []
+        for call in calls:
+            call()
+    samples: list[list[float]] = [[] for _ in calls]
     for _ in range(BLOCKS):
-        first_samples += sample_calls(first, min_seconds=seconds / BLOCKS / 2, min_calls=20)
-        second_samples += sample_calls(second, min_seconds=seconds / BLOCKS / 2, min_calls=20)
-    return first_samples, second_samples
+        for call, into in zip(calls, samples):
+            into += sample_calls(call, min_seconds=seconds / BLOCKS / len(calls), min_calls=20)
+    return samples
+
+
+def handler_totals(metrics_url: str, rpc: str) -> tuple[float, float]:
+    """(seconds, calls) the workers' decision handler spent on `rpc` so far."""
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    totals = []
+    for suffix in ("sum", "count"):
+        match = re.search(rf'^placecheck_request_duration_seconds_{suffix}{{rpc="{rpc}"}} (\S+)$', text, re.M)
+        totals.append(float(match.group(1)) if match else 0.0)
+    return totals[0], totals[1]
 
 
 def check_host(hosts: int) -> str:
@@ -98,23 +117,30 @@ def check_host(hosts: int) -> str:
     return workload.fleet(hosts).hosts[hosts // 2].name
 
 
-def measure(decision_target: str, hosts: int, seconds: float) -> list[Comparison]:
+def measure(decision_target: str, metrics_url: str, hosts: int, seconds: float) -> list[Comparison]:
     request = request_to_proto(workload.request(hosts))
     check_message = placement_pb2.CheckDestinationRequest(request=request, hosts=[check_host(hosts)])
     select_message = placement_pb2.SelectDestinationsRequest(request=request)
     comparisons = []
     with PlacementClient(decision_target, channels=1) as client, echo_server() as echo_target, \
-            grpc.insecure_channel(echo_target) as echo_channel:
+            grpc.insecure_channel(echo_target) as echo_channel, \
+            grpc.insecure_channel(decision_target) as health_channel:
         echo = echo_channel.unary_unary(METHOD)
+        health = health_pb2_grpc.HealthStub(health_channel).Check
+        health_request = health_pb2.HealthCheckRequest()
         for name, message, call in (
                 ("CheckDestination", check_message,
                  lambda: client.check_destination(request, check_message.hosts)),
                 ("SelectDestinations", select_message, lambda: client.select_destinations(request))):
             reply_bytes = call().ByteSize()
             echo_message = echo_request(message.ByteSize(), reply_bytes)
-            placecheck, baseline = alternating(call, lambda: echo(echo_message), seconds)
-            comparisons.append(Comparison(name, message.ByteSize(), reply_bytes,
-                                          Latencies(placecheck), Latencies(baseline)))
+            before = handler_totals(metrics_url, name)
+            placecheck, baseline, floor = alternating(
+                [call, lambda: echo(echo_message), lambda: health(health_request)], seconds)
+            after = handler_totals(metrics_url, name)
+            handler_seconds = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+            comparisons.append(Comparison(name, message.ByteSize(), reply_bytes, Latencies(placecheck),
+                                          Latencies(baseline), Latencies(floor), handler_seconds))
     return comparisons
 
 
@@ -129,4 +155,17 @@ def figures(comparisons: list[Comparison], hosts: int) -> list[Figure]:
             comparison.placecheck.describe(), "bare grpcio echo, same sizes", comparison.echo.describe(),
             f"{format_ratio(ratio)} echo (p50)", f"p50 <= {target:g}x echo", ratio <= target,
             f"request {comparison.request_bytes} B, reply {comparison.reply_bytes} B"))
+    for comparison in comparisons:
+        echo = comparison.echo.p50
+        floor, handler = comparison.sidecar_floor.p50, comparison.handler_seconds
+        for part, seconds in (
+                ("the sidecar's own floor: health Check p50 on the same worker (same server, interceptors, "
+                 "threads; trivial handler)", floor),
+                ("the decision handler inside the worker (mean over the same calls, the worker's "
+                 "placecheck_request_duration_seconds)", handler),
+                ("the rest: end-to-end p50 less the floor and the handler", comparison.placecheck.p50 - floor - handler)):
+            result.append(Figure(
+                "4 where the time goes", f"{comparison.name}, {hosts:,} hosts: {part}", format_seconds(seconds),
+                "bare grpcio echo p50, same blocks", format_seconds(echo), f"{format_ratio(seconds / echo)} echo",
+                "-", None))
     return result

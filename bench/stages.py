@@ -3,9 +3,9 @@
 Each decision is run in process many times, its stages timed one by one: decode (the
 request's bytes to a message, as grpcio's deserializer does), convert (message to
 engine.model), the engine's own stages (engine.decide.StageClock: compile, scan, explain
-or weigh), encode (the response message built and serialized). The gRPC remainder is the
-end-to-end p50 of section 4 less the in-process stages, shown beside the bare grpcio echo's
-own p50 in the same run: what the transport, the server's threads and the client cost.
+or weigh), encode (the response message built and serialized), each beside the bare grpcio
+echo's own p50 in the same run. These are warm-loop times: inside the worker the same handler
+takes longer (section 4's "where the time goes" shows it beside the sidecar's own floor).
 Measured twice: with the same request each call, as section 4 sends it (what the worker keeps
 per request, its conversion and compiled rules, is reused), and with a new request each call.
 """
@@ -115,17 +115,14 @@ def measure(hosts: int, calls: int = CALLS) -> list[Breakdown]:
 
 
 def figures(breakdowns: list[Breakdown], comparisons: list[grpc_e2e.Comparison], hosts: int) -> list[Figure]:
-    """Each stage's median beside the echo's p50 of the same run, then the gRPC remainder."""
+    """Each stage's median beside the echo's p50 of the same run."""
     end_to_end = {comparison.name: comparison for comparison in comparisons}
     result = []
     for breakdown in breakdowns:
         comparison = end_to_end[breakdown.rpc]
         echo = comparison.echo.p50
         rows = [*breakdown.seconds.items(), ("in process, all stages", breakdown.in_process)]
-        if not breakdown.new_each_call:  # section 4 sends one request again and again
-            rows.append(("gRPC remainder (end-to-end p50 less in process)",
-                         comparison.placecheck.p50 - breakdown.in_process))
-        which = "a new request each call" if breakdown.new_each_call else "the same request each call"
+        which = "in a warm loop, " + ("a new request each call" if breakdown.new_each_call else "the same request each call")
         for stage, seconds in rows:
             result.append(Figure(
                 "4 stages", f"{breakdown.rpc}, {hosts:,} hosts, {which}: {stage}", format_seconds(seconds),
