@@ -455,20 +455,17 @@ def request_to_proto(request: Request) -> placement_pb2.PlacementRequest:
 
 
 # ---------------------------------------------------------------- results, outbound
+# Responses are built from dicts: a submessage given as a message is built and then copied into
+# its parent, one given as a dict is built in place (half the time for a SelectDestinations reply).
 
-def _fill_weighed_host(target: placement_pb2.WeighedHost, weighed: WeighedHost) -> None:
-    # Built in place with add(): a message passed to a constructor is copied into its parent.
-    target.host = weighed.host
-    target.weight = weighed.weight
-    add_score = target.weighers.add
-    for s in weighed.weighers:
-        add_score(weigher=s.weigher, raw=s.raw, normalized=s.normalized, multiplier=s.multiplier,
-                  contribution=s.contribution)
+def _weighed_host(weighed: WeighedHost) -> dict:
+    return {"host": weighed.host, "weight": weighed.weight,
+            "weighers": [{"weigher": s.weigher, "raw": s.raw, "normalized": s.normalized,
+                          "multiplier": s.multiplier, "contribution": s.contribution} for s in weighed.weighers]}
 
 
 def check_response(result: CheckResult, *, generation: int, decision_id: str,
                    config_revision: str) -> placement_pb2.CheckDestinationResponse:
-    # Built in place with add() and dicts: a message passed to a constructor is built, then copied.
     response = placement_pb2.CheckDestinationResponse(generation=generation, decision_id=decision_id,
                                                       profile=result.profile, config_revision=config_revision)
     add_verdict = response.verdicts.add
@@ -482,17 +479,12 @@ def check_response(result: CheckResult, *, generation: int, decision_id: str,
 def select_response(result: SelectResult, *, generation: int, decision_id: str,
                     config_revision: str) -> placement_pb2.SelectDestinationsResponse:
     summary = result.summary
-    response = placement_pb2.SelectDestinationsResponse(
-        summary=placement_pb2.FilterSummary(
-            hosts_evaluated=summary.hosts_evaluated, hosts_passed=summary.hosts_passed,
-            eliminations=[placement_pb2.RuleElimination(rule=rule, hosts=n) for rule, n in summary.eliminations],
-            message=summary.message, instances_requested=summary.instances_requested,
-            instances_placed=summary.instances_placed),
-        generation=generation, decision_id=decision_id, profile=result.profile,
-        config_revision=config_revision)
-    for placement in result.placements:
-        message = response.placements.add()
-        _fill_weighed_host(message.selected, placement.selected)
-        for alternate in placement.alternates:
-            _fill_weighed_host(message.alternates.add(), alternate)
-    return response
+    return placement_pb2.SelectDestinationsResponse(
+        summary={"hosts_evaluated": summary.hosts_evaluated, "hosts_passed": summary.hosts_passed,
+                 "eliminations": [{"rule": rule, "hosts": n} for rule, n in summary.eliminations],
+                 "message": summary.message, "instances_requested": summary.instances_requested,
+                 "instances_placed": summary.instances_placed},
+        placements=[{"selected": _weighed_host(placement.selected),
+                     "alternates": [_weighed_host(alternate) for alternate in placement.alternates]}
+                    for placement in result.placements],
+        generation=generation, decision_id=decision_id, profile=result.profile, config_revision=config_revision)
