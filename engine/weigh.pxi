@@ -131,59 +131,65 @@ cdef inline double _typed_raw(const column_t* values, double scale, const int32_
     return floor if value < floor else value
 
 
-cdef void _typed_bounds(const column_t* values, double scale, const int32_t* placed, double change,
-                        double floor, const int32_t* rows, const double* sink, Py_ssize_t count,
-                        double* low, double* high) noexcept nogil:
-    # rows: the `count` passing rows (gathered); NULL: every row of `count`, each value pushed
-    # sink[row] (1e300 for a failing row, else 0) out of the bounds' reach: arithmetic, not a
-    # branch, so the loop vectorises. Two min/max chains: one is bound by the compare latency.
-    # NaN values are skipped (a NaN compares false).
+cdef void _typed_gather_bounds(const column_t* values, double scale, const int32_t* placed, double change,
+                               double floor, const int32_t* rows, Py_ssize_t count, double* gathered,
+                               double* low, double* high) noexcept nogil:
+    # gathered[j] = the raw value of rows[j], the `count` passing rows, folded into the bounds
+    # as it is read: the weights are then summed from `gathered`, in cache, rather than from
+    # the columns again. Two min/max chains: one is bound by the compare latency. NaN values
+    # are skipped (a NaN compares false).
     cdef double low0 = INFINITY, low1 = INFINITY, high0 = -INFINITY, high1 = -INFINITY, a, b
     cdef Py_ssize_t j = 0
-    if rows != NULL:
-        while j + 2 <= count:
-            a = _typed_raw(values, scale, placed, change, floor, rows[j])
-            b = _typed_raw(values, scale, placed, change, floor, rows[j + 1])
-            low0 = a if a < low0 else low0
-            low1 = b if b < low1 else low1
-            high0 = a if a > high0 else high0
-            high1 = b if b > high1 else high1
-            j += 2
-        if j < count:
-            a = _typed_raw(values, scale, placed, change, floor, rows[j])
-            low0 = a if a < low0 else low0
-            high0 = a if a > high0 else high0
-    else:
-        if placed == NULL and scale == 1.0:
-            if column_t is double:
-                j = placecheck_dense_bounds_double(values, sink, count, floor, &low0, &high0)
-            elif column_t is int32_t:
-                j = placecheck_dense_bounds_int32(values, sink, count, floor, &low0, &high0)
-        for j in range(j, count):
-            a = _typed_raw(values, scale, placed, change, floor, j)
-            b = a + sink[j]
-            low0 = b if b < low0 else low0
-            b = a - sink[j]
-            high0 = b if b > high0 else high0
+    while j + 2 <= count:
+        a = _typed_raw(values, scale, placed, change, floor, rows[j])
+        b = _typed_raw(values, scale, placed, change, floor, rows[j + 1])
+        gathered[j] = a
+        gathered[j + 1] = b
+        low0 = a if a < low0 else low0
+        low1 = b if b < low1 else low1
+        high0 = a if a > high0 else high0
+        high1 = b if b > high1 else high1
+        j += 2
+    if j < count:
+        a = _typed_raw(values, scale, placed, change, floor, rows[j])
+        gathered[j] = a
+        low0 = a if a < low0 else low0
+        high0 = a if a > high0 else high0
     low[0] = low0 if low0 < low1 else low1
     high[0] = high0 if high0 > high1 else high1
 
 
+cdef void _typed_dense_bounds(const column_t* values, double scale, const int32_t* placed, double change,
+                              double floor, const double* sink, Py_ssize_t count,
+                              double* low, double* high) noexcept nogil:
+    # Every row of `count`, each value pushed sink[row] (1e300 for a failing row, else 0) out
+    # of the bounds' reach: arithmetic, not a branch, so the loop vectorises. NaN values are
+    # skipped (a NaN compares false).
+    cdef double low0 = INFINITY, high0 = -INFINITY, a, b
+    cdef Py_ssize_t j = 0
+    if placed == NULL and scale == 1.0:
+        if column_t is double:
+            j = placecheck_dense_bounds_double(values, sink, count, floor, &low0, &high0)
+        elif column_t is int32_t:
+            j = placecheck_dense_bounds_int32(values, sink, count, floor, &low0, &high0)
+    for j in range(j, count):
+        a = _typed_raw(values, scale, placed, change, floor, j)
+        b = a + sink[j]
+        low0 = b if b < low0 else low0
+        b = a - sink[j]
+        high0 = b if b > high0 else high0
+    low[0] = low0
+    high[0] = high0
+
+
 cdef void _typed_add_weights(const column_t* values, double scale, const int32_t* placed, double change,
-                             double floor, const int32_t* rows, Py_ssize_t count, double low, double span,
+                             double floor, Py_ssize_t count, double low, double span,
                              double multiplier, const double* multipliers, const int32_t* set_ids,
                              Py_ssize_t stride, double* weights) noexcept nogil:
-    # Nova: weight += multiplier * ((value - low) / span). rows: weights[j] of rows[j];
-    # NULL: weights[row] of every row. set_ids: the row's multiplier is multipliers[set * stride].
-    cdef Py_ssize_t j, row
-    if rows != NULL:
-        for j in range(count):
-            row = rows[j]
-            if set_ids != NULL:
-                multiplier = multipliers[set_ids[row] * stride]
-            weights[j] = weights[j] + multiplier * (
-                (_typed_raw(values, scale, placed, change, floor, row) - low) / span)
-    elif set_ids != NULL:
+    # Nova: weight += multiplier * ((value - low) / span), weights[row] of every row of `count`.
+    # set_ids: the row's multiplier is multipliers[set * stride].
+    cdef Py_ssize_t row
+    if set_ids != NULL:
         for row in range(count):
             weights[row] = weights[row] + multipliers[set_ids[row] * stride] * (
                 (_typed_raw(values, scale, placed, change, floor, row) - low) / span)
@@ -191,6 +197,19 @@ cdef void _typed_add_weights(const column_t* values, double scale, const int32_t
         for row in range(count):
             weights[row] = weights[row] + multiplier * (
                 (_typed_raw(values, scale, placed, change, floor, row) - low) / span)
+
+
+cdef void _add_gathered_weights(const double* gathered, const int32_t* rows, Py_ssize_t count, double low,
+                                double span, double multiplier, const double* multipliers,
+                                const int32_t* set_ids, Py_ssize_t stride, double* weights) noexcept nogil:
+    # As _typed_add_weights over the passing rows: weights[j] of rows[j], whose raw value is gathered[j].
+    cdef Py_ssize_t j
+    if set_ids != NULL:
+        for j in range(count):
+            weights[j] = weights[j] + multipliers[set_ids[rows[j]] * stride] * ((gathered[j] - low) / span)
+    else:
+        for j in range(count):
+            weights[j] = weights[j] + multiplier * ((gathered[j] - low) / span)
 
 
 cdef class Weighing:
@@ -217,7 +236,11 @@ cdef class Weighing:
     cdef double _high[WEIGH_MAX_WEIGHERS]
     cdef Py_ssize_t _missing_row
     cdef bint _dense  # most rows pass: weigh every row in place, vectorised, rather than gather
-    cdef double[::1] _sink  # 1e300 for a failing row, else 0: for the dense bounds
+    cdef double[::1] _sink  # dense: 1e300 for a failing row, else 0, for the bounds
+    # Sparse: weigher w's raw value of the j-th passing row at [w * _gathered_stride + j],
+    # gathered once by the bounds and read by the weights.
+    cdef double[::1] _gathered
+    cdef Py_ssize_t _gathered_stride
     cdef bint _may_be_nan[WEIGH_MAX_WEIGHERS]
     cdef int32_t[::1] _rows  # the passing rows, ascending; the first _passing are valid
     cdef double[::1] _weights  # parallel to _rows; when _dense, indexed by row
@@ -282,9 +305,7 @@ cdef class Weighing:
         self._multiplier_sets = multipliers.shape[0]
         self._n = n
         self._weighers = count
-        self._rows = np.empty(max(n, 1), dtype=np.int32)
-        self._weights = np.empty(max(n, 1), dtype=np.float64)
-        self._sink = np.empty(max(n, 1), dtype=np.float64)
+        self._rows = np.empty(n + 1, dtype=np.int32)  # _compact_passing writes one past the last passing row
         self.placed = None
         self.refresh()
 
@@ -320,8 +341,18 @@ cdef class Weighing:
         cdef const int32_t* placed = self._placed_rows()
         cdef Py_ssize_t w
         cdef PyThreadState* released = release_gil_for(self._n)
-        self._passing = _compact_passing(self._fail, self._n, &self._rows[0]) if self._n else 0
+        self._passing = _compact_passing(self._fail, self._n, &self._rows[0])
+        restore_gil(released)
+        # Sized now that the passing count is known: typically few of the rows pass.
         self._dense = self._passing * 2 > self._n
+        if self._dense:
+            self._sink = np.empty(self._n, dtype=np.float64)
+            self._weights = np.empty(self._n, dtype=np.float64)
+        else:
+            self._gathered_stride = self._passing
+            self._gathered = np.empty(max(self._weighers * self._passing, 1), dtype=np.float64)
+            self._weights = np.empty(max(self._passing, 1), dtype=np.float64)
+        released = release_gil_for(self._n)
         if self._dense:
             _fill_sink(self._fail, self._n, &self._sink[0])
         self._missing_row = -1
@@ -330,25 +361,42 @@ cdef class Weighing:
         self._weigh_all(placed)
         restore_gil(released)
 
+    cdef inline double* _gathered_of(self, Py_ssize_t w) noexcept nogil:
+        return &self._gathered[w * self._gathered_stride]
+
     cdef void _bound(self, Py_ssize_t w, const int32_t* placed) noexcept nogil:
+        # Sparse: also gathers the weigher's values of the passing rows (_gathered_of(w)).
         cdef WeigherColumn column = self._columns[w]
-        cdef const int32_t* rows = NULL if self._dense else &self._rows[0]
-        cdef Py_ssize_t count = self._n if self._dense else self._passing, j
+        cdef Py_ssize_t j
         cdef double low = INFINITY, high = -INFINITY, scale = 1.0, value
         if column.kind == COLUMN_ZEROS and placed != NULL and column.change != 0.0:
             # 0 + placed * change: the placed counts are the column, scaled by the change.
             column.kind, column.values, scale, placed = COLUMN_INT32, placed, column.change, NULL
-        if column.kind == COLUMN_DOUBLE:
-            _typed_bounds(<const double*>column.values, scale, placed, column.change, column.floor, rows,
-                          &self._sink[0], count, &low, &high)
+        if column.kind == COLUMN_ZEROS:
+            if self._passing:
+                low = high = column.floor if column.floor > 0.0 else 0.0
+            if not self._dense:
+                for j in range(self._passing):
+                    self._gathered_of(w)[j] = low
+        elif self._dense:
+            if column.kind == COLUMN_DOUBLE:
+                _typed_dense_bounds(<const double*>column.values, scale, placed, column.change, column.floor,
+                                    &self._sink[0], self._n, &low, &high)
+            elif column.kind == COLUMN_INT32:
+                _typed_dense_bounds(<const int32_t*>column.values, scale, placed, column.change, column.floor,
+                                    &self._sink[0], self._n, &low, &high)
+            else:
+                _typed_dense_bounds(<const int64_t*>column.values, scale, placed, column.change, column.floor,
+                                    &self._sink[0], self._n, &low, &high)
+        elif column.kind == COLUMN_DOUBLE:
+            _typed_gather_bounds(<const double*>column.values, scale, placed, column.change, column.floor,
+                                 &self._rows[0], self._passing, self._gathered_of(w), &low, &high)
         elif column.kind == COLUMN_INT32:
-            _typed_bounds(<const int32_t*>column.values, scale, placed, column.change, column.floor, rows,
-                          &self._sink[0], count, &low, &high)
-        elif column.kind == COLUMN_INT64:
-            _typed_bounds(<const int64_t*>column.values, scale, placed, column.change, column.floor, rows,
-                          &self._sink[0], count, &low, &high)
-        elif self._passing:
-            low = high = column.floor if column.floor > 0.0 else 0.0
+            _typed_gather_bounds(<const int32_t*>column.values, scale, placed, column.change, column.floor,
+                                 &self._rows[0], self._passing, self._gathered_of(w), &low, &high)
+        else:
+            _typed_gather_bounds(<const int64_t*>column.values, scale, placed, column.change, column.floor,
+                                 &self._rows[0], self._passing, self._gathered_of(w), &low, &high)
         if low > high:
             low = high = 0.0  # no passing row, or only NaN values
         if column.floor == 0.0:
@@ -357,7 +405,7 @@ cdef class Weighing:
         self._high[w] = high
         if self._may_be_nan[w] and self._passing > 1 and self._missing_row < 0:
             for j in range(self._passing):
-                value = _raw(&self._columns[w], placed, self._rows[j])
+                value = _raw(&self._columns[w], placed, self._rows[j]) if self._dense else self._gathered_of(w)[j]
                 if value != value:
                     self._missing_row = self._rows[j]
                     break
@@ -377,7 +425,6 @@ cdef class Weighing:
             self._contributes[w] = self._passing > 1 and any_multiplier and self._low[w] != self._high[w]
 
     cdef void _weigh_all(self, const int32_t* placed) noexcept nogil:
-        cdef const int32_t* rows = NULL if self._dense else &self._rows[0]
         cdef Py_ssize_t j, w, count = self._n if self._dense else self._passing
         cdef double* weights = &self._weights[0]
         cdef WeigherColumn column
@@ -389,24 +436,28 @@ cdef class Weighing:
         for w in range(self._weighers):
             if not self._contributes[w]:
                 continue
-            column = self._columns[w]
             low = self._low[w]
             span = self._high[w] - low
+            if not self._dense:
+                _add_gathered_weights(self._gathered_of(w), &self._rows[0], count, low, span, self._multipliers[w],
+                                      self._multipliers + w, self._set_ids, self._weighers, weights)
+                continue
+            column = self._columns[w]
             scale = 1.0
             placed_here = placed
             if column.kind == COLUMN_ZEROS:  # contributes, so placed * change is the column
                 column.kind, column.values, scale, placed_here = COLUMN_INT32, placed, column.change, NULL
             if column.kind == COLUMN_DOUBLE:
                 _typed_add_weights(<const double*>column.values, scale, placed_here, column.change, column.floor,
-                                   rows, count, low, span, self._multipliers[w], self._multipliers + w,
+                                   count, low, span, self._multipliers[w], self._multipliers + w,
                                    self._set_ids, self._weighers, weights)
             elif column.kind == COLUMN_INT32:
                 _typed_add_weights(<const int32_t*>column.values, scale, placed_here, column.change, column.floor,
-                                   rows, count, low, span, self._multipliers[w], self._multipliers + w,
+                                   count, low, span, self._multipliers[w], self._multipliers + w,
                                    self._set_ids, self._weighers, weights)
             else:
                 _typed_add_weights(<const int64_t*>column.values, scale, placed_here, column.change, column.floor,
-                                   rows, count, low, span, self._multipliers[w], self._multipliers + w,
+                                   count, low, span, self._multipliers[w], self._multipliers + w,
                                    self._set_ids, self._weighers, weights)
 
     cdef double _weigh_one(self, Py_ssize_t row, const int32_t* placed) noexcept nogil:
@@ -457,7 +508,13 @@ cdef class Weighing:
             else:
                 memmove(&self._weights[position], &self._weights[position + 1],
                         (self._passing - position - 1) * sizeof(double))
+                for w in range(self._weighers):
+                    memmove(self._gathered_of(w) + position, self._gathered_of(w) + position + 1,
+                            (self._passing - position - 1) * sizeof(double))
             self._passing -= 1
+        elif not self._dense:
+            for w in range(self._weighers):
+                self._gathered_of(w)[position] = _raw(&self._columns[w], placed, row)
         for w in range(self._weighers):
             after = _raw(&self._columns[w], placed, row)
             low, high = self._low[w], self._high[w]
