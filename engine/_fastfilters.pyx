@@ -12,6 +12,7 @@ cdef enum:
     FLAG_UP = 2
     FLAG_HOST_IPV4 = 8
 
+include "kernel.pxi"
 include "rules/resource.pxi"
 include "rules/required_traits.pxi"
 include "rules/forbidden_traits.pxi"

@@ -89,11 +89,8 @@ class AvailabilityZone(Rule):
             return None  # Nova adds no constraint for a zone no aggregate carries
         return ZoneParams(zone, tuple(ids), aggregate_mask(columns, ids)[np.newaxis, :])
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        if active.params is None:
-            return 0
-        return _fastfilters.scan_member_of(columns.arrays["aggregates"], active.params.set_masks,
-                                           fail_bits, bit, start, stop)
+    def kernel(self, active, columns):
+        return _fastfilters.MemberOfKernel(columns.arrays["aggregates"], active.params.set_masks)
 
     def explain(self, active, columns, row, placed) -> Rejection:
         params: ZoneParams = active.params

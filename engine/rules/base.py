@@ -4,9 +4,10 @@ A rule is one class in one module of engine/rules/, named as Nova names it
 (or `resource:<CLASS>` for Placement's capacity rule). Side by side in its module:
   validate   what Nova's API refuses before scheduling, if anything (InvalidField)
   compile    request -> parameters for the kernel (once per request, no host loop)
-  scan       the kernel predicate over a row range, in engine/_fastfilters.pyx
-             (one predicate serves CheckDestination, one row, and
-             SelectDestinations, every row)
+  kernel     the compiled predicate bound to the columns (engine/kernel.pxi, the rule's .pxi):
+             one predicate serves CheckDestination, one row, and SelectDestinations, every row
+  scan       the predicate over a row range: the kernel's, or the rule's own Python where
+             part of it is decided in Python
   explain    the rejection of one row, with its numbers
   reference  the same rule in plain Python over engine.model, for property tests
 and its reason codes as constants.
@@ -52,12 +53,19 @@ class Rule:
         (compiled,) = self.compile(request, columns, profile)
         return compiled
 
+    def kernel(self, active: Active, columns):
+        """The rule's compiled predicate bound to these columns (an engine/kernel.pxi Kernel), made
+        once per request and generation; None when the rule is scanned in Python (its own scan)."""
+        return None
+
     def scan(self, active: Active, columns, fail_bits: np.ndarray, bit: int,
              start: int, stop: int, placed: int) -> int:
         """Set `1 << bit` in fail_bits[row] for every refused row in [start, stop);
         return how many rows it refused. `placed` is how many instances this
         request has already put on each of these rows (multi-instance selection)."""
-        raise NotImplementedError
+        if active.params is None:
+            return 0
+        return self.kernel(active, columns).scan(fail_bits, bit, start, stop, placed)
 
     def explain(self, active: Active, columns, row: int, placed: int) -> Rejection:
         raise NotImplementedError

@@ -16,8 +16,8 @@ class ComputeFilter(Rule):
     def compile(self, request, columns, profile) -> list[Active]:
         return [Active(self, self.name, True)]
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        return _fastfilters.scan_compute_filter(columns.arrays["flags"], fail_bits, bit, start, stop)
+    def kernel(self, active, columns):
+        return _fastfilters.ComputeFilterKernel(columns.arrays["flags"])
 
     def explain(self, active, columns, row, placed) -> Rejection:
         # Nova looks at disabled first and only then asks whether the service is up.

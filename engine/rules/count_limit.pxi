@@ -4,15 +4,29 @@ cdef inline bint below_limit(int64_t value, int64_t placed, int64_t limit) noexc
     return value + placed < limit
 
 
+cdef class CountBelowKernel(Kernel):
+    cdef const int32_t[::1] values
+    cdef int64_t limit
+
+    def __init__(self, const int32_t[::1] values, int64_t limit):
+        self.values, self.limit, self.rows = values, limit, values.shape[0]
+
+    cdef bint refuses(self, Py_ssize_t row, int64_t placed) noexcept nogil:
+        return not below_limit(self.values[row], placed, self.limit)
+
+    cdef uint64_t scan_rows(self, uint64_t* fail_bits, uint64_t mask, Py_ssize_t start, Py_ssize_t stop,
+                            int64_t placed) noexcept nogil:
+        cdef const int32_t* values = &self.values[0]
+        cdef int64_t limit = self.limit
+        cdef uint64_t refused = 0, fails
+        cdef Py_ssize_t row
+        for row in range(start, stop):
+            fails = not below_limit(values[row], placed, limit)
+            fail_bits[row] |= mask * fails
+            refused += fails
+        return refused
+
+
 def scan_count_below(const int32_t[::1] values, int64_t limit, uint64_t[::1] fail_bits, int bit,
                      Py_ssize_t start, Py_ssize_t stop, int64_t placed):
-    cdef uint64_t mask = (<uint64_t>1) << bit
-    cdef uint64_t refused = 0, fails
-    cdef Py_ssize_t row
-    cdef PyThreadState* released = release_gil_for(stop - start)
-    for row in range(start, stop):
-        fails = not below_limit(values[row], placed, limit)
-        fail_bits[row] |= mask * fails
-        refused += fails
-    restore_gil(released)
-    return refused
+    return CountBelowKernel(values, limit).scan(fail_bits, bit, start, stop, placed)

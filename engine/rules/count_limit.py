@@ -16,9 +16,8 @@ class CountLimitRule(Rule):
     def compile(self, request, columns, profile) -> list[Active]:
         return [Active(self, self.name, int(getattr(profile, self.limit_option)))]
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        return _fastfilters.scan_count_below(columns.arrays[self.column], active.params,
-                                             fail_bits, bit, start, stop, placed)
+    def kernel(self, active, columns):
+        return _fastfilters.CountBelowKernel(columns.arrays[self.column], active.params)
 
     def explain(self, active, columns, row, placed) -> Rejection:
         value = int(columns.arrays[self.column][row])

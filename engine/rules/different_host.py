@@ -13,10 +13,8 @@ class DifferentHostFilter(InstanceHintRule):
     name = "DifferentHostFilter"
     hint = "different_host"
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        if active.params is None:
-            return 0
-        return _fastfilters.scan_listed_rows(active.params.rows, fail_bits, bit, start, stop)
+    def kernel(self, active, columns):
+        return _fastfilters.ListedRowsKernel(active.params.rows, columns.host_count)
 
     def explain(self, active, columns, row, placed) -> Rejection:
         here = active.params.uuids & set(columns.instances_of(row))

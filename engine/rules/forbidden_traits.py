@@ -17,13 +17,9 @@ class ForbiddenTraits(Rule):
         _, forbidden = request.traits_from_extra_specs()
         return [compile_trait_mask(self, forbidden, columns)]
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        params: TraitParams | None = active.params
-        if params is None:
-            return 0
+    def kernel(self, active, columns):
         # A forbidden trait no host has forbids nothing: only the known ones are in the mask.
-        return _fastfilters.scan_forbidden_traits(columns.arrays["traits"], params.mask,
-                                                  fail_bits, bit, start, stop)
+        return _fastfilters.ForbiddenTraitsKernel(columns.arrays["traits"], active.params.mask)
 
     def explain(self, active, columns, row, placed) -> Rejection:
         present = active.params.traits & set(columns.traits_of(row))

@@ -17,13 +17,5 @@ def rows_of_hosts(columns, host_names) -> np.ndarray:
     return sorted_rows([row for row in rows if row is not None])
 
 
-def refuse_range(fail_bits: np.ndarray, bit: int, start: int, stop: int) -> int:
-    """Refuse every row of [start, stop): the request asks for what no host has."""
-    if stop <= start:
-        return 0
-    fail_bits[start:stop] |= np.uint64(1 << bit)
-    return stop - start
-
-
 def listed(names) -> str:
     return ", ".join(sorted(names))

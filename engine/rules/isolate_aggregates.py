@@ -74,13 +74,9 @@ class IsolateAggregates(Rule):
         unmet = isolating_traits(fleet_aggregates(columns), required)
         return IsolatedAggregates(unmet, aggregate_mask(columns, unmet))
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        params: IsolatedAggregates | None = active.params
-        if params is None:
-            return 0
+    def kernel(self, active, columns):
         # Forbidden aggregates are forbidden traits' predicate over the aggregate bitset.
-        return _fastfilters.scan_forbidden_traits(columns.arrays["aggregates"], params.mask,
-                                                  fail_bits, bit, start, stop)
+        return _fastfilters.ForbiddenTraitsKernel(columns.arrays["aggregates"], active.params.mask)
 
     def explain(self, active, columns, row, placed) -> Rejection:
         unmet = active.params.unmet_traits

@@ -54,11 +54,9 @@ class IsolatedHostsFilter(Rule):
         rows = columns.memo(self.name, profile.isolated_hosts, lambda: rows_of_hosts(columns, profile.isolated_hosts))
         return [Active(self, self.name, IsolationParams(isolated_passes, image_ref(request) or "", rows))]
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        if active.params is None:
-            return 0
-        scan_rows = _fastfilters.scan_only_rows if active.params.only_isolated_pass else _fastfilters.scan_listed_rows
-        return scan_rows(active.params.rows, fail_bits, bit, start, stop)
+    def kernel(self, active, columns):
+        rows_kernel = _fastfilters.OnlyRowsKernel if active.params.only_isolated_pass else _fastfilters.ListedRowsKernel
+        return rows_kernel(active.params.rows, columns.host_count)
 
     def explain(self, active, columns, row, placed) -> Rejection:
         image = active.params.image or "(none)"

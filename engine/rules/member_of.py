@@ -37,12 +37,8 @@ class MemberOf(Rule):
         return [Active(self, self.name, columns.memo(self.name, sets, lambda: MemberOfParams(
             sets, np.stack([aggregate_mask(columns, ids) for ids in sets]))))]
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        params: MemberOfParams | None = active.params
-        if params is None:
-            return 0
-        return _fastfilters.scan_member_of(columns.arrays["aggregates"], params.set_masks,
-                                           fail_bits, bit, start, stop)
+    def kernel(self, active, columns):
+        return _fastfilters.MemberOfKernel(columns.arrays["aggregates"], active.params.set_masks)
 
     def explain(self, active, columns, row, placed) -> Rejection:
         host_aggregates = set(columns.aggregates_of(row))

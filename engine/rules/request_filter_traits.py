@@ -20,7 +20,7 @@ from placecheck_engine import nova_fields
 from placecheck_engine.image_meta import IMAGE_PROPERTIES_PATH, image_meta_props
 from placecheck_engine.model import InvalidField, Request
 from placecheck_engine.rules.base import Active, Rule
-from placecheck_engine.rules.required_traits import TraitParams, compile_trait_mask, missing_traits, scan_required
+from placecheck_engine.rules.required_traits import TraitParams, compile_trait_mask, missing_traits, required_traits_kernel
 from placecheck_engine.verdict import Rejection
 
 # The traits os-traits defines: Nova adds a computed trait only when os_traits has it.
@@ -120,11 +120,9 @@ class RequestFilterTraits(Rule):
         mask = compile_trait_mask(self, frozenset(origins), columns).params
         return [Active(self, self.name, DerivedTraits(mask, origins))]
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        derived: DerivedTraits | None = active.params
-        if derived is None:
-            return 0
-        return scan_required(derived.mask, columns, fail_bits, bit, start, stop)
+    def kernel(self, active, columns):
+        derived: DerivedTraits = active.params
+        return required_traits_kernel(derived.mask, columns)
 
     def explain(self, active, columns, row, placed) -> Rejection:
         derived: DerivedTraits = active.params

@@ -18,7 +18,6 @@ from placecheck_engine import _fastfilters
 from placecheck_engine.model import InvalidField
 from placecheck_engine.rules.aggregate_multitenancy_isolation import TENANT_KEY_PREFIX
 from placecheck_engine.rules.base import Active, Rule
-from placecheck_engine.rules.host_rows import refuse_range
 from placecheck_engine.rules.member_of import aggregate_mask
 from placecheck_engine.verdict import Rejection
 
@@ -72,14 +71,11 @@ class RequireTenantAggregate(Rule):
         ids = tenant_aggregate_ids(fleet_aggregates(columns), project_id)
         return TenantAggregates(project_id, ids, aggregate_mask(columns, ids)[np.newaxis, :])
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        params: TenantAggregates | None = active.params
-        if params is None:
-            return 0
+    def kernel(self, active, columns):
+        params: TenantAggregates = active.params
         if not params.aggregate_ids:
-            return refuse_range(fail_bits, bit, start, stop)
-        return _fastfilters.scan_member_of(columns.arrays["aggregates"], params.set_masks,
-                                           fail_bits, bit, start, stop)
+            return _fastfilters.RefuseEveryRow(columns.host_count)
+        return _fastfilters.MemberOfKernel(columns.arrays["aggregates"], params.set_masks)
 
     def explain(self, active, columns, row, placed) -> Rejection:
         params: TenantAggregates = active.params

@@ -7,7 +7,7 @@ import numpy as np
 
 from placecheck_engine import _fastfilters
 from placecheck_engine.rules.base import Active, Rule
-from placecheck_engine.rules.host_rows import listed, refuse_range
+from placecheck_engine.rules.host_rows import listed
 from placecheck_engine.verdict import Rejection
 
 MISSING_REQUIRED_TRAIT = "MISSING_REQUIRED_TRAIT"
@@ -38,13 +38,12 @@ def _trait_params(traits: frozenset[str], columns) -> TraitParams:
     return TraitParams(traits, mask, frozenset(unknown))
 
 
-def scan_required(params: TraitParams, columns, fail_bits, bit, start, stop) -> int:
-    """Refuse the rows of [start, stop) that lack a trait of `params`; every row when no host
-    has one of them. The one required-traits scan: the request filters that add traits use it too."""
+def required_traits_kernel(params: TraitParams, columns):
+    """Refuses the rows that lack a trait of `params`; every row when no host has one of them.
+    The one required-traits kernel: the request filters that add traits use it too."""
     if params.unknown:
-        return refuse_range(fail_bits, bit, start, stop)
-    return _fastfilters.scan_required_traits(columns.arrays["traits"], params.mask,
-                                             fail_bits, bit, start, stop)
+        return _fastfilters.RefuseEveryRow(columns.host_count)
+    return _fastfilters.RequiredTraitsKernel(columns.arrays["traits"], params.mask)
 
 
 def missing_traits(params: TraitParams, columns, row: int) -> frozenset[str]:
@@ -58,10 +57,8 @@ class RequiredTraits(Rule):
         required, _ = request.traits_from_extra_specs()
         return [compile_trait_mask(self, required, columns)]
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        if active.params is None:
-            return 0
-        return scan_required(active.params, columns, fail_bits, bit, start, stop)
+    def kernel(self, active, columns):
+        return required_traits_kernel(active.params, columns)
 
     def explain(self, active, columns, row, placed) -> Rejection:
         return Rejection(active.name, MISSING_REQUIRED_TRAIT,

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from placecheck_engine import _fastfilters
 from placecheck_engine.columns import LARGEST_MIN_UNIT, LARGEST_STEP, SMALLEST_MAX_UNIT, SMALLEST_STEP
 from placecheck_engine.rules.base import Active, Rule
-from placecheck_engine.rules.host_rows import refuse_range
 from placecheck_engine.verdict import Rejection
 
 INSUFFICIENT_CAPACITY = "INSUFFICIENT_CAPACITY"
@@ -54,18 +53,14 @@ class Resource(Rule):
             actives.append(Active(self, PREFIX + rc, params))
         return tuple(actives)
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
+    def kernel(self, active, columns):
         params: ResourceParams = active.params
         if params.index is None:
-            return refuse_range(fail_bits, bit, start, stop)
+            return _fastfilters.RefuseEveryRow(columns.host_count)
         arrays, index = columns.arrays, params.index
-        if params.units_fit_everywhere:
-            # Hosts without inventory have rc_free 0, so the capacity test alone refuses them.
-            return _fastfilters.scan_resource_capacity(arrays["rc_free"][index], params.amount,
-                                                       fail_bits, bit, start, stop, placed)
-        return _fastfilters.scan_resource(
-            arrays["rc_free"][index], arrays["rc_min_unit"][index], arrays["rc_max_unit"][index],
-            arrays["rc_step"][index], params.amount, fail_bits, bit, start, stop, placed)
+        return _fastfilters.ResourceKernel(arrays["rc_free"][index], arrays["rc_min_unit"][index],
+                                           arrays["rc_max_unit"][index], arrays["rc_step"][index], params.amount,
+                                           params.units_fit_everywhere)
 
     def explain(self, active, columns, row, placed) -> Rejection:
         params: ResourceParams = active.params

@@ -35,10 +35,8 @@ class SameHostFilter(InstanceHintRule):
     name = "SameHostFilter"
     hint = "same_host"
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        if active.params is None:
-            return 0
-        return _fastfilters.scan_only_rows(active.params.rows, fail_bits, bit, start, stop)
+    def kernel(self, active, columns):
+        return _fastfilters.OnlyRowsKernel(active.params.rows, columns.host_count)
 
     def explain(self, active, columns, row, placed) -> Rejection:
         return Rejection(active.name, NOT_WITH_SAME_HOST_INSTANCES,

@@ -33,10 +33,8 @@ class ServerGroupAffinityFilter(Rule):
         return [Active(self, self.name,
                        GroupHostsParams(tuple(group.hosts), rows_of_hosts(columns, group.hosts)))]
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        if active.params is None:
-            return 0
-        return _fastfilters.scan_only_rows(active.params.rows, fail_bits, bit, start, stop)
+    def kernel(self, active, columns):
+        return _fastfilters.OnlyRowsKernel(active.params.rows, columns.host_count)
 
     def explain(self, active, columns, row, placed) -> Rejection:
         return Rejection(active.name, NOT_ON_GROUP_HOST,

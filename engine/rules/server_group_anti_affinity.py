@@ -50,13 +50,10 @@ class ServerGroupAntiAffinityFilter(Rule):
             return active
         return Active(self, self.name, dataclasses.replace(active.params, exempt_rows=_exempt_rows(request, columns)))
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        params: AntiAffinityParams | None = active.params
-        if params is None:
-            return 0
-        return _fastfilters.scan_anti_affinity(params.member_rows, params.member_counts,
-                                               params.exempt_rows, params.max_per_host,
-                                               fail_bits, bit, start, stop, placed)
+    def kernel(self, active, columns):
+        params: AntiAffinityParams = active.params
+        return _fastfilters.AntiAffinityKernel(params.member_rows, params.member_counts, params.exempt_rows,
+                                               params.max_per_host, columns.host_count)
 
     def explain(self, active, columns, row, placed) -> Rejection:
         params: AntiAffinityParams = active.params

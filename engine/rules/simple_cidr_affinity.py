@@ -67,14 +67,20 @@ class SimpleCIDRAffinityFilter(Rule):
         return [Active(self, self.name, columns.memo(self.name, hint,
                                                      lambda: NetworkParams(affinity_network(request), hint)))]
 
+    def kernel(self, active, columns):
+        network = active.params.network
+        if network.version != 4:
+            return None
+        return _fastfilters.Ipv4NetworkKernel(columns.arrays["flags"], columns.arrays["host_ipv4"],
+                                              int(network.network_address), int(network.netmask))
+
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
         if active.params is None:
             return 0
+        kernel = self.kernel(active, columns)
+        if kernel is not None:
+            return kernel.scan(fail_bits, bit, start, stop, placed)
         network = active.params.network
-        if network.version == 4:
-            return _fastfilters.scan_ipv4_network(
-                columns.arrays["flags"], columns.arrays["host_ipv4"], int(network.network_address),
-                int(network.netmask), fail_bits, bit, start, stop)
         # IPv6: every IPv4 host fails; the others are decided per distinct host_ip string.
         host_ips = columns.dicts["host_ips"]
         refused_by_ip = np.ones(len(host_ips), dtype=np.uint8)
