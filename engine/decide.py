@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from placecheck_engine import _fastfilters
 from placecheck_engine.config import Profile
 from placecheck_engine.image_meta import image_meta_props
 from placecheck_engine.model import GroupPolicy, InvalidField, Request
@@ -120,6 +121,7 @@ class _Compiled:
     # The request's weighing over this generation, made by its first SelectDestinations (two
     # threads may both make it; either is the same; read only).
     plan: WeighPlan | None = None
+    row_kernels: "_RowKernels | None" = None  # the actives' kernels, made by its first check (as plan)
 
     def actives_for(self, columns, request: Request) -> tuple[Active, ...]:
         """The actives for this request: those of a rule that reads the instance_uuid made the
@@ -136,6 +138,37 @@ class _Compiled:
         if self.plan is None:
             self.plan = plan_weighing(columns, self.profile, request)
         return self.plan
+
+    def kernels_for(self, columns, actives: tuple[Active, ...]) -> "_RowKernels":
+        if actives is not self.actives:  # made for another instance_uuid: this request's own
+            return _RowKernels.of(columns, actives)
+        if self.row_kernels is None:
+            self.row_kernels = _RowKernels.of(columns, actives)
+        return self.row_kernels
+
+
+@dataclasses.dataclass(frozen=True)
+class _RowKernels:
+    """A request's rules on one row: those with a kernel in one C call, the others in Python."""
+
+    kernels: list  # per active: its Kernel, or None (not engaged, or scanned in Python)
+    scanned_in_python: tuple[int, ...]  # the engaged actives without a kernel
+
+    @classmethod
+    def of(cls, columns, actives) -> "_RowKernels":
+        kernels = [active.rule.kernel(active, columns) if active.params is not None else None for active in actives]
+        return cls(kernels, tuple(bit for bit, (active, kernel) in enumerate(zip(actives, kernels))
+                                  if kernel is None and active.params is not None))
+
+    def refused_bits(self, actives, columns, scratch: np.ndarray, row: int, placed: int) -> int:
+        """Bit i set when actives[i] refuses the row; `scratch` is a fail_bits array to scan into."""
+        bits = _fastfilters.refused_bits(self.kernels, row, placed)
+        if self.scanned_in_python:
+            scratch[row] = 0
+            for bit in self.scanned_in_python:
+                actives[bit].rule.scan(actives[bit], columns, scratch, bit, row, row + 1, placed)
+            bits |= int(scratch[row])
+        return bits
 
 
 def _compiled(columns, request: Request, profile: Profile) -> _Compiled:
@@ -200,14 +233,13 @@ def check_destination(columns, request: Request, profile: Profile, hosts: list[s
         stages.mark("find hosts")
     compiled = _compiled(columns, request, profile)
     actives, evaluated = compiled.actives_for(columns, request), compiled.evaluated
-    fail_bits = _row_scratch(columns.host_count)
+    row_kernels = compiled.kernels_for(columns, actives)
+    scratch = _row_scratch(columns.host_count)
     if stages is not None:
         stages.mark("compile")
     verdicts = []
     for name, row in zip(hosts, rows):
-        fail_bits[row] = 0  # a host named twice is checked afresh
-        _scan(actives, columns, fail_bits, row, row + 1, 0)
-        refused = int(fail_bits[row])
+        refused = row_kernels.refused_bits(actives, columns, scratch, row, 0)
         if stages is not None:
             stages.mark("scan")
         rejections = tuple(active.rule.explain(active, columns, row, 0)

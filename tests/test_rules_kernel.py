@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from placecheck_engine import decide
+from placecheck_engine import _fastfilters, decide
 from placecheck_engine.columns import Columns, build_columns, overlay, usage_delta
 from placecheck_engine.config import Profile, default_config
 from placecheck_engine.model import Fleet, Host, Inventory, Operation, Request, SchedulerHints
@@ -51,12 +51,19 @@ def test_kernel_equals_reference_and_explains_every_refusal(scenario, data):
     n = columns.host_count
     start = data.draw(st.integers(0, n), label="start")
     stop = data.draw(st.integers(start, n), label="stop")
+    kernels, expected_bits = [], {placed: [0] * n for placed in (0, 1, 2)}
     for rule in RULES.values():
         for active in rule.compile(request, columns, profile):
+            kernel = rule.kernel(active, columns) if active.params is not None else None
+            kernels.append(kernel)
             for placed in (0, 1, 2):
                 refused_rows, refused = scan(rule, active, columns, 0, n, placed)
                 expected = [not rule.reference(active.name, host, fleet, request, profile, placed)
                             for host in fleet.hosts]
+                if kernel is not None:  # its one-row predicate, as CheckDestination runs it
+                    assert [kernel.refuses_row(row, placed) for row in range(n)] == expected, (active.name, placed)
+                    for row in range(n):
+                        expected_bits[placed][row] |= expected[row] << (len(kernels) - 1)
                 assert refused_rows.tolist() == expected, (active.name, placed)
                 assert refused == sum(expected)
 
@@ -75,6 +82,12 @@ def test_kernel_equals_reference_and_explains_every_refusal(scenario, data):
                         assert UPPER_SNAKE.match(rejection.reason)
                         assert rejection.message
                         assert set(rejection.numbers) <= NUMBER_FIELDS
+    # Every kernel on one row in one call, as CheckDestination runs them (None: scanned in Python).
+    for placed, bits in expected_bits.items():
+        for first in range(0, len(kernels), 64):
+            chunk = kernels[first:first + 64]
+            assert [_fastfilters.refused_bits(chunk, row, placed) for row in range(n)] == \
+                [bits_of_row >> first & ((1 << len(chunk)) - 1) for bits_of_row in bits]
 
 
 @settings(max_examples=60, deadline=None)
