@@ -242,6 +242,11 @@ cdef class Weighing:
     cdef double[::1] _gathered
     cdef Py_ssize_t _gathered_stride
     cdef bint _may_be_nan[WEIGH_MAX_WEIGHERS]
+    # A weigher whose multiplier is 0 on every host (Nova's default num_instances_weight_multiplier)
+    # adds nothing: its bounds are only reported (`bounds`), so they are found when asked for,
+    # not by every refresh. Stale: to be found again before they are reported.
+    cdef bint _reported_only[WEIGH_MAX_WEIGHERS]
+    cdef bint _bounds_stale[WEIGH_MAX_WEIGHERS]
     cdef int32_t[::1] _rows  # the passing rows, ascending; the first _passing are valid
     cdef double[::1] _weights  # parallel to _rows; when _dense, indexed by row
     cdef readonly object placed  # int32 per row: instances of this request placed there; None before any
@@ -305,6 +310,12 @@ cdef class Weighing:
         self._multiplier_sets = multipliers.shape[0]
         self._n = n
         self._weighers = count
+        cdef Py_ssize_t s
+        for w in range(count):
+            # A NaN (a missing metric) must be found by refresh, whatever the multiplier.
+            self._reported_only[w] = not self._may_be_nan[w]
+            for s in range(multipliers.shape[0]):
+                self._reported_only[w] = self._reported_only[w] and multipliers[s, w] == 0.0
         self._rows = np.empty(n + 1, dtype=np.int32)  # _compact_passing writes one past the last passing row
         self.placed = None
         self.refresh()
@@ -322,6 +333,12 @@ cdef class Weighing:
     @property
     def bounds(self):
         """Each weigher's normalisation (low, high) over the passing rows."""
+        cdef const int32_t* placed = self._placed_rows()
+        cdef Py_ssize_t w
+        for w in range(self._weighers):
+            if self._bounds_stale[w]:
+                self._bound(w, placed)
+                self._bounds_stale[w] = False
         return [(self._low[w], self._high[w]) for w in range(self._weighers)]
 
     cdef inline const int32_t* _placed_rows(self):
@@ -357,7 +374,9 @@ cdef class Weighing:
             _fill_sink(self._fail, self._n, &self._sink[0])
         self._missing_row = -1
         for w in range(self._weighers):
-            self._bound(w, placed)
+            self._bounds_stale[w] = self._reported_only[w]
+            if not self._reported_only[w]:
+                self._bound(w, placed)
         self._weigh_all(placed)
         restore_gil(released)
 
@@ -520,12 +539,18 @@ cdef class Weighing:
             low, high = self._low[w], self._high[w]
             if passes and after == before[w]:
                 continue
+            if self._bounds_stale[w]:
+                continue
             if before[w] == high or (before[w] == low and self._columns[w].floor != 0.0):
+                if self._reported_only[w]:
+                    self._bounds_stale[w] = True  # found again only if reported
+                    continue
                 self._bound(w, placed)  # the row may have held the bound alone
             elif passes:
                 self._low[w] = after if after < low and self._columns[w].floor != 0.0 else low
                 self._high[w] = after if after > high else high
-            moved = moved or self._low[w] != low or self._high[w] != high
+            # The weights move with the bounds of a weigher that adds to them.
+            moved = moved or (not self._reported_only[w] and (self._low[w] != low or self._high[w] != high))
         if moved or (passing_before > 1) != (self._passing > 1):
             self._weigh_all(placed)
         elif passes:
