@@ -382,55 +382,77 @@ cdef const void* json_column_pointer(int kind, object column, Py_ssize_t stop) e
     return &i32[0] if i32.shape[0] else NULL
 
 
-def scan_json_query(const int64_t[:, ::1] code, const int8_t[::1] constant_tags,
-                    const double[::1] constant_numbers, const int8_t[::1] load_kinds,
-                    tuple load_columns, const double[::1] load_scales,
-                    const double[::1] load_per_placed, const int64_t[::1] load_table_offsets,
-                    const int8_t[::1] table_tags, const double[::1] table_numbers,
-                    Py_ssize_t stack_depth, uint64_t[::1] fail_bits, int bit,
-                    Py_ssize_t start, Py_ssize_t stop, int64_t placed):
-    """Refuse every row of [start, stop) on which the compiled query is false."""
-    cdef uint64_t mask = (<uint64_t>1) << bit
-    cdef uint64_t refused = 0
-    cdef Py_ssize_t first, count, index, loads_count = load_kinds.shape[0]
-    cdef Py_ssize_t constants_count = constant_tags.shape[0]
-    cdef double placed_count = <double>placed
-    cdef PyThreadState* released
-    if stop <= start:
-        return 0
-    cdef JsonValue* constants = <JsonValue*>malloc((constants_count + 1) * sizeof(JsonValue))
-    cdef JsonLoad* loads = <JsonLoad*>malloc((loads_count + 1) * sizeof(JsonLoad))
-    cdef JsonBlock* stack = <JsonBlock*>malloc((stack_depth + 1) * sizeof(JsonBlock))
-    # json_apply_rows's arguments and result; no operation takes more than the stack holds.
-    cdef JsonValue* scratch = <JsonValue*>malloc((stack_depth + 2) * sizeof(JsonValue))
-    cdef const int8_t* tags = &table_tags[0] if table_tags.shape[0] else NULL
-    cdef const double* numbers = &table_numbers[0] if table_numbers.shape[0] else NULL
-    try:
-        if constants == NULL or loads == NULL or stack == NULL or scratch == NULL:
+cdef class JsonQueryKernel(Kernel):
+    """The compiled query (json_filter.py: JsonProgram.kernel_arguments) bound to its columns.
+    Its constants and loads are read-only once made; each run takes its own stack, so threads
+    may share the kernel."""
+    cdef const int64_t[:, ::1] code
+    cdef const int8_t[::1] table_tags
+    cdef const double[::1] table_numbers
+    cdef Py_ssize_t stack_depth
+    cdef object columns  # the loads' arrays, which `loads` points into
+    cdef JsonValue* constants
+    cdef JsonLoad* loads
+
+    def __init__(self, const int64_t[:, ::1] code, const int8_t[::1] constant_tags,
+                 const double[::1] constant_numbers, const int8_t[::1] load_kinds,
+                 tuple load_columns, const double[::1] load_scales,
+                 const double[::1] load_per_placed, const int64_t[::1] load_table_offsets,
+                 const int8_t[::1] table_tags, const double[::1] table_numbers,
+                 Py_ssize_t stack_depth, Py_ssize_t rows):
+        cdef Py_ssize_t index, loads_count = load_kinds.shape[0], constants_count = constant_tags.shape[0]
+        self.code, self.table_tags, self.table_numbers = code, table_tags, table_numbers
+        self.stack_depth, self.columns, self.rows = stack_depth, load_columns, rows
+        self.constants = <JsonValue*>malloc((constants_count + 1) * sizeof(JsonValue))
+        self.loads = <JsonLoad*>malloc((loads_count + 1) * sizeof(JsonLoad))
+        if self.constants == NULL or self.loads == NULL:
             raise MemoryError()
         for index in range(constants_count):
-            constants[index].tag = constant_tags[index]
-            constants[index].number = constant_numbers[index]
-            constants[index].length = 0
-            constants[index].bits = 0
+            self.constants[index].tag = constant_tags[index]
+            self.constants[index].number = constant_numbers[index]
+            self.constants[index].length = 0
+            self.constants[index].bits = 0
         for index in range(loads_count):
-            loads[index].kind = load_kinds[index]
-            loads[index].column = json_column_pointer(load_kinds[index], load_columns[index], stop)
-            loads[index].scale = load_scales[index]
-            loads[index].per_placed = load_per_placed[index]
-            loads[index].table_offset = load_table_offsets[index]
-        released = release_gil_for(stop - start)
-        first = start
-        while first < stop:
-            count = min(<Py_ssize_t>JSON_BLOCK_ROWS, stop - first)
-            json_run_block(&code[0, 0], code.shape[0], constants, loads, tags, numbers,
-                           stack, scratch, first, count, placed_count)
-            refused += json_refuse_block(&stack[0], &fail_bits[first], mask, count)
-            first += count
-        restore_gil(released)
-    finally:
-        free(constants)
-        free(loads)
+            self.loads[index].kind = load_kinds[index]
+            self.loads[index].column = json_column_pointer(load_kinds[index], load_columns[index], rows)
+            self.loads[index].scale = load_scales[index]
+            self.loads[index].per_placed = load_per_placed[index]
+            self.loads[index].table_offset = load_table_offsets[index]
+
+    def __dealloc__(self):
+        free(self.constants)
+        free(self.loads)
+
+    cdef uint64_t run(self, uint64_t* bits, uint64_t mask, Py_ssize_t start, Py_ssize_t stop,
+                      double placed) noexcept nogil:
+        """OR `mask` into bits[row - start] for every refused row of [start, stop); how many.
+        Without memory for its stack, every row is refused: none passes unchecked."""
+        cdef uint64_t refused = 0
+        cdef Py_ssize_t first = start, count, row
+        cdef JsonBlock* stack = <JsonBlock*>malloc((self.stack_depth + 1) * sizeof(JsonBlock))
+        # json_apply_rows's arguments and result; no operation takes more than the stack holds.
+        cdef JsonValue* scratch = <JsonValue*>malloc((self.stack_depth + 2) * sizeof(JsonValue))
+        cdef const int8_t* tags = &self.table_tags[0] if self.table_tags.shape[0] else NULL
+        cdef const double* numbers = &self.table_numbers[0] if self.table_numbers.shape[0] else NULL
+        if stack == NULL or scratch == NULL:
+            for row in range(stop - start):
+                bits[row] |= mask
+            refused = stop - start
+        else:
+            while first < stop:
+                count = min(<Py_ssize_t>JSON_BLOCK_ROWS, stop - first)
+                json_run_block(&self.code[0, 0], self.code.shape[0], self.constants, self.loads, tags, numbers,
+                               stack, scratch, first, count, placed)
+                refused += json_refuse_block(&stack[0], bits + (first - start), mask, count)
+                first += count
         free(stack)
         free(scratch)
-    return refused
+        return refused
+
+    cdef uint64_t scan_rows(self, uint64_t* fail_bits, uint64_t mask, Py_ssize_t start, Py_ssize_t stop,
+                            int64_t placed) noexcept nogil:
+        return self.run(fail_bits + start, mask, start, stop, <double>placed)
+
+    cdef bint refuses(self, Py_ssize_t row, int64_t placed) noexcept nogil:
+        cdef uint64_t bits = 0
+        return self.run(&bits, 1, row, row + 1, <double>placed) != 0

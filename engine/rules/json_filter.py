@@ -268,7 +268,7 @@ class Load:
 class JsonProgram:
     query: str
     loads: tuple[Load, ...]
-    kernel_arguments: tuple  # scan_json_query's arguments up to fail_bits
+    kernel_arguments: tuple  # JsonQueryKernel's arguments but the row count
 
 
 def _kernel_arguments(loads: tuple[Load, ...], code: list, constants: dict, stack_depth: int) -> tuple:
@@ -458,12 +458,9 @@ class JsonFilter(Rule):
         return [Active(self, self.name, columns.memo(self.name, (query, amounts),
                                                      lambda: _program(query, columns, request)))]
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        program: JsonProgram | None = active.params
-        if program is None:
-            return 0
-        return _fastfilters.scan_json_query(*program.kernel_arguments, fail_bits, bit,
-                                            start, stop, placed)
+    def kernel(self, active, columns):
+        program: JsonProgram = active.params
+        return _fastfilters.JsonQueryKernel(*program.kernel_arguments, columns.host_count)
 
     def explain(self, active, columns, row, placed) -> Rejection:
         program: JsonProgram = active.params
