@@ -136,10 +136,10 @@ def test_a_value_id_outside_its_table_refuses_the_host():
     ids = np.array([0, 1, 2, -1, 2**31 - 1], dtype=np.int32)
     refused_by_value = np.array([0, 1], dtype=np.uint8)
     fail_bits = np.zeros(len(ids), dtype=np.uint64)
-    assert _fastfilters.scan_refused_values(ids, refused_by_value, fail_bits, 0, 0, len(ids)) == 4
+    assert _fastfilters.RefusedValuesKernel(ids, refused_by_value).scan(fail_bits, 0, 0, len(ids)) == 4
     assert fail_bits.tolist() == [0, 1, 1, 1, 1]
     limits = np.array([5, 5], dtype=np.int64)
     counts = np.zeros(len(ids), dtype=np.int32)
     fail_bits[:] = 0
-    assert _fastfilters.scan_count_below_value_limit(counts, ids, limits, fail_bits, 0, 0, len(ids), 0) == 3
+    assert _fastfilters.CountBelowValueLimitKernel(counts, ids, limits).scan(fail_bits, 0, 0, len(ids), 0) == 3
     assert fail_bits.tolist() == [0, 0, 1, 1, 1]

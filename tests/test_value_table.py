@@ -32,35 +32,38 @@ def read_only(array: np.ndarray) -> np.ndarray:
 
 @settings(max_examples=200, deadline=None)
 @given(value_tables(), st.data())
-def test_scan_refused_values(table, data):
+def test_refused_values_kernel(table, data):
     values, ids, start, stop = table
     refused_by_value = np.array(data.draw(st.lists(st.integers(0, 1), min_size=values, max_size=values)),
                                 dtype=np.uint8)
     fail_bits = np.full(len(ids), OTHER_BITS, dtype=np.uint64)
-    refused = _fastfilters.scan_refused_values(read_only(ids), read_only(refused_by_value),
-                                               fail_bits, BIT, start, stop)
+    kernel = _fastfilters.RefusedValuesKernel(read_only(ids), read_only(refused_by_value))
+    refused = kernel.scan(fail_bits, BIT, start, stop)
     expected = np.zeros(len(ids), dtype=bool)
     expected[start:stop] = refused_by_value[ids[start:stop]] == 1
     assert (fail_bits >> np.uint64(BIT) & np.uint64(1) == 1).tolist() == expected.tolist()
+    assert [kernel.refuses_row(row) for row in range(start, stop)] == expected[start:stop].tolist()
     assert (fail_bits & OTHER_BITS == OTHER_BITS).all()
     assert refused == expected.sum()
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(0, 70), st.lists(st.integers(-2 ** 31, 2 ** 31 - 1), max_size=40))
-def test_scan_refused_values_refuses_ids_outside_the_table(values, ids):
+def test_refused_values_kernel_refuses_ids_outside_the_table(values, ids):
     ids = np.array(ids, dtype=np.int32)
     refused_by_value = np.zeros(values, dtype=np.uint8)  # every value in the table passes
     fail_bits = np.zeros(len(ids), dtype=np.uint64)
-    refused = _fastfilters.scan_refused_values(read_only(ids), refused_by_value, fail_bits, BIT, 0, len(ids))
+    kernel = _fastfilters.RefusedValuesKernel(read_only(ids), refused_by_value)
+    refused = kernel.scan(fail_bits, BIT, 0, len(ids))
     outside = (ids < 0) | (ids >= values)
     assert (fail_bits != 0).tolist() == outside.tolist()
+    assert [kernel.refuses_row(row) for row in range(len(ids))] == outside.tolist()
     assert refused == outside.sum()
 
 
 @settings(max_examples=200, deadline=None)
 @given(value_tables(), st.data())
-def test_scan_count_below_value_limit(table, data):
+def test_count_below_value_limit_kernel(table, data):
     values, ids, start, stop = table
     n = len(ids)
     counts = np.array(data.draw(st.lists(st.integers(0, 12), min_size=n, max_size=n)), dtype=np.int32)
@@ -68,11 +71,12 @@ def test_scan_count_below_value_limit(table, data):
                       dtype=np.int64)
     placed = data.draw(st.integers(0, 3))
     fail_bits = np.full(n, OTHER_BITS, dtype=np.uint64)
-    refused = _fastfilters.scan_count_below_value_limit(read_only(counts), read_only(ids), read_only(limits),
-                                                        fail_bits, BIT, start, stop, placed)
+    kernel = _fastfilters.CountBelowValueLimitKernel(read_only(counts), read_only(ids), read_only(limits))
+    refused = kernel.scan(fail_bits, BIT, start, stop, placed)
     expected = np.zeros(n, dtype=bool)
     expected[start:stop] = counts[start:stop] + placed >= limits[ids[start:stop]]
     assert (fail_bits >> np.uint64(BIT) & np.uint64(1) == 1).tolist() == expected.tolist()
+    assert [kernel.refuses_row(row, placed) for row in range(start, stop)] == expected[start:stop].tolist()
     assert (fail_bits & OTHER_BITS == OTHER_BITS).all()
     assert refused == expected.sum()
 
@@ -157,6 +161,6 @@ def test_value_limit_rule_kept_limits_match_the_table(data):
     assert (fail_bits != 0).tolist() == expected
     assert refused == sum(expected)
     table_fail_bits = np.zeros(n, dtype=np.uint64)
-    assert _fastfilters.scan_count_below_value_limit(read_only(counts), read_only(ids), limits,
-                                                     table_fail_bits, BIT, 0, n, placed) == refused
+    assert _fastfilters.CountBelowValueLimitKernel(read_only(counts), read_only(ids), limits).scan(
+        table_fail_bits, BIT, 0, n, placed) == refused
     assert table_fail_bits.tolist() == fail_bits.tolist()

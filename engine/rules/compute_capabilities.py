@@ -287,14 +287,19 @@ class ComputeCapabilitiesFilter(Rule):
             return None
         return CapabilityParams(tuple(specs), profile_refusals, row_specs)
 
+    def kernel(self, active, columns):
+        params: CapabilityParams = active.params
+        if params.row_specs:  # those attributes are compared per row, in scan
+            return None
+        return _fastfilters.RefusedValuesKernel(columns.arrays["host_profile_id"], params.refused_by_profile)
+
     def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
         params: CapabilityParams | None = active.params
         if params is None:
             return 0
         profile_ids = columns.arrays["host_profile_id"]
         if not params.row_specs:
-            return _fastfilters.scan_refused_values(profile_ids, params.refused_by_profile,
-                                                    fail_bits, bit, start, stop)
+            return self.kernel(active, columns).scan(fail_bits, bit, start, stop, placed)
         ids = profile_ids[start:stop]
         refused = params.refused_by_profile[ids].astype(bool)
         for row_spec in params.row_specs:

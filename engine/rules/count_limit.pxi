@@ -26,7 +26,3 @@ cdef class CountBelowKernel(Kernel):
             refused += fails
         return refused
 
-
-def scan_count_below(const int32_t[::1] values, int64_t limit, uint64_t[::1] fail_bits, int bit,
-                     Py_ssize_t start, Py_ssize_t stop, int64_t placed):
-    return CountBelowKernel(values, limit).scan(fail_bits, bit, start, stop, placed)

@@ -88,7 +88,7 @@ class SimpleCIDRAffinityFilter(Rule):
         not_ipv4 = (columns.arrays["flags"][start:stop] & FLAG_HOST_IPV4) == 0
         for ip_id in np.unique(ip_ids[start:stop][not_ipv4]).tolist():
             refused_by_ip[ip_id] = not in_network(host_ips[ip_id], network)
-        return _fastfilters.scan_refused_values(ip_ids, refused_by_ip, fail_bits, bit, start, stop)
+        return _fastfilters.RefusedValuesKernel(ip_ids, refused_by_ip).scan(fail_bits, bit, start, stop)
 
     def explain(self, active, columns, row, placed) -> Rejection:
         host_ip = columns.dicts["host_ips"][int(columns.arrays["host_ip_id"][row])]

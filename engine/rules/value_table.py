@@ -61,11 +61,8 @@ class ValueTableRule(Rule):
                               dtype=np.uint8, count=len(values))
         return refused if refused.any() else None
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
-        if active.params is None:
-            return 0
-        return _fastfilters.scan_refused_values(columns.arrays[self.id_column], active.params.refused_by_value,
-                                                fail_bits, bit, start, stop)
+    def kernel(self, active, columns):
+        return _fastfilters.RefusedValuesKernel(columns.arrays[self.id_column], active.params.refused_by_value)
 
     def value_of(self, columns, row: int) -> Any:
         return self.distinct_values(columns)[int(columns.arrays[self.id_column][row])]
@@ -122,17 +119,14 @@ class ValueLimitRule(Rule):
         limit_of_row[in_table] = limits[value_ids[in_table]]
         return limit_of_row
 
-    def scan(self, active, columns, fail_bits, bit, start, stop, placed) -> int:
+    def kernel(self, active, columns):
         params: ValueLimits = active.params
+        counts = columns.arrays[self.count_column]
         if params.uniform_limit is not None:
-            return _fastfilters.scan_count_below(columns.arrays[self.count_column], params.uniform_limit,
-                                                 fail_bits, bit, start, stop, placed)
+            return _fastfilters.CountBelowKernel(counts, params.uniform_limit)
         if params.limit_of_row is not None:
-            return _fastfilters.scan_count_below_row_limit(columns.arrays[self.count_column], params.limit_of_row,
-                                                           fail_bits, bit, start, stop, placed)
-        return _fastfilters.scan_count_below_value_limit(
-            columns.arrays[self.count_column], columns.arrays[self.id_column],
-            params.limit_by_value, fail_bits, bit, start, stop, placed)
+            return _fastfilters.CountBelowRowLimitKernel(counts, params.limit_of_row)
+        return _fastfilters.CountBelowValueLimitKernel(counts, columns.arrays[self.id_column], params.limit_by_value)
 
     def limit_of_row(self, active, columns, row: int) -> int:
         return int(active.params.limit_by_value[columns.arrays[self.id_column][row]])
