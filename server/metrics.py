@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -34,6 +36,40 @@ def multiprocess_metric(kind: str, *args, **kwargs):
     import prometheus_client
 
     return getattr(prometheus_client, kind)(*args, registry=None, **kwargs)
+
+
+# The updates a call made through after_response, on an AfterResponseExecutor thread.
+_after_response = threading.local()
+
+
+def after_response(update: Callable[[], None]) -> None:
+    """Run `update` (a metric update) once the current call has sent its response, when the call
+    runs on an AfterResponseExecutor's thread; otherwise now."""
+    pending = getattr(_after_response, "pending", None)
+    if pending is None:
+        update()
+    else:
+        pending.append(update)
+
+
+class AfterResponseExecutor(ThreadPoolExecutor):
+    """A gRPC server's handler threads. grpcio's work item for a call returns once the response is
+    handed to the transport, so the call's metric updates are made after it, while the response
+    travels, instead of while the caller waits (about 10 us a decision, three times that under
+    load): a scrape sees a call counted microseconds after its caller has the answer."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        return super().submit(_then_update_metrics, fn, args, kwargs)
+
+
+def _then_update_metrics(fn, args, kwargs):
+    _after_response.pending = pending = []
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _after_response.pending = None
+        for update in pending:
+            update()
 
 
 def handler_kind(handler) -> str:
@@ -209,9 +245,14 @@ class _CountedMethod:
 
     def finished(self, context, started: float, failed: bool) -> None:
         code = context.code()
-        self.handled(code.name if isinstance(code, grpc.StatusCode) else ("UNKNOWN" if failed else "OK")).inc()
+        name = code.name if isinstance(code, grpc.StatusCode) else ("UNKNOWN" if failed else "OK")
+        seconds = time.perf_counter() - started
+        after_response(lambda: self._count_end(name, seconds))
+
+    def _count_end(self, code_name: str, seconds: float) -> None:
+        self.handled(code_name).inc()
         if self.handling is not None:
-            self.handling.observe(time.perf_counter() - started)
+            self.handling.observe(seconds)
 
 
 class TimedPublisher:

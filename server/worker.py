@@ -27,7 +27,6 @@ import secrets
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -37,12 +36,13 @@ from placecheck_engine import decide
 from placecheck_engine.config import Config, ConfigError, default_config, load_config
 from placecheck_engine.model import InvalidField
 from placecheck_engine.snapshot import Snapshot, SnapshotError, SnapshotReader
+from placecheck_engine.verdict import CheckResult
 from placecheck.v1 import placement_pb2, placement_pb2_grpc
 from placecheck_server import convert
 from placecheck_server.errors import EpochMismatch, GenerationNotReached, NotFound, SnapshotUnavailable, rpc_status_for
 from placecheck_server.handlers import add_unary_servicer
 from placecheck_server.json_logs import DecisionLog, DecisionLogSettings
-from placecheck_server.metrics import CallMetrics, DecisionMetrics, mark_worker_dead
+from placecheck_server.metrics import AfterResponseExecutor, CallMetrics, DecisionMetrics, after_response, mark_worker_dead
 from placecheck_server.security import AccessPolicy, AuthInterceptor, TlsMaterial
 from placecheck_server.proctitle import set_process_title
 from placecheck_server.standard_services import HealthServicer, add_reflection
@@ -158,12 +158,8 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
                                               decision_id=new_decision_id(),
                                               config_revision=config.revision)
             response.epoch = snapshot.epoch
-            rejections: dict[str, int] = {}
-            for verdict in result.verdicts:
-                for rejection in verdict.rejections:
-                    rejections[rejection.rule] = rejections.get(rejection.rule, 0) + 1
             outcome = "allowed" if all(v.allowed for v in result.verdicts) else "refused"
-            return response, outcome, rejections
+            return response, outcome, lambda: refusals_per_rule(result)
 
         return self._answer("CheckDestination", context, decide_check)
 
@@ -181,19 +177,23 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
                                                config_revision=config.revision)
             response.epoch = snapshot.epoch
             outcome = "placed" if result.placements else "no_fit"
-            return response, outcome, dict(result.summary.eliminations)
+            return response, outcome, lambda: dict(result.summary.eliminations)
 
         return self._answer("SelectDestinations", context, decide_select)
 
     def _answer(self, rpc: str, context, decide_call):
+        """decide_call's response; it also returns the outcome and a function giving the hosts per
+        refusing rule, which the metrics call once the response is sent."""
         started = time.perf_counter()
         try:
-            response, outcome, rejections = decide_call()
+            response, outcome, hosts_per_rule = decide_call()
         except Exception as error:  # every failure becomes a status; none may end the worker
             outcome, status = rpc_status_for(error)
-            self._metrics.record(rpc, outcome, time.perf_counter() - started, {})
+            seconds = time.perf_counter() - started
+            after_response(lambda: self._metrics.record(rpc, outcome, seconds, {}))
             context.abort_with_status(status)
-        self._metrics.record(rpc, outcome, time.perf_counter() - started, rejections)
+        seconds = time.perf_counter() - started
+        after_response(lambda: self._metrics.record(rpc, outcome, seconds, hosts_per_rule()))
         return response
 
     def _snapshot(self, min_generation: int, expected_epoch: str, context) -> Snapshot:
@@ -235,6 +235,15 @@ class PlacementServicer(placement_pb2_grpc.PlacementCheckServicer):
             self._waiting.release()
 
 
+def refusals_per_rule(result: CheckResult) -> dict[str, int]:
+    """How many of the checked hosts each rule refused."""
+    refusals: dict[str, int] = {}
+    for verdict in result.verdicts:
+        for rejection in verdict.rejections:
+            refusals[rejection.rule] = refusals.get(rejection.rule, 0) + 1
+    return refusals
+
+
 def snapshot_age(snapshot: Snapshot) -> float:
     """Seconds since the last write the snapshot includes."""
     return max(0.0, time.time() - snapshot.written_at)
@@ -252,8 +261,8 @@ class Worker:
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         call_metrics = CallMetrics(services=[placement_pb2.DESCRIPTOR.services_by_name["PlacementCheck"]],
                                    worker=settings.index)
-        self.server = grpc.server(ThreadPoolExecutor(max_workers=settings.threads,
-                                                     thread_name_prefix="decision"),
+        self.server = grpc.server(AfterResponseExecutor(max_workers=settings.threads,
+                                                        thread_name_prefix="decision"),
                                   options=[("grpc.so_reuseport", 1)],
                                   maximum_concurrent_rpcs=MAX_CALLS_PER_THREAD * settings.threads,
                                   # First: it counts every call, those refused by the others too.

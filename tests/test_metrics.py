@@ -22,7 +22,10 @@ def test_shed_load_is_counted_as_resource_exhausted_exactly_as_callers_see_it():
     # One handler thread: grpcio's limit is 128 calls in flight, far fewer than the burst.
     with start_sidecar(workers=1, demo_hosts=2_000, extra_args=("--threads-per-worker", "1")) as sidecar:
         outcomes = burst(sidecar.decision_target, 3_000)
-        samples = scrape(sidecar.metrics_url)
+        # A call is counted just after its response is sent (AfterResponseExecutor).
+        samples = wait_for(lambda: (s := scrape(sidecar.metrics_url)) and sample(
+            s, "placecheck_decisions_total", rpc="SelectDestinations", outcome="placed") >= outcomes["OK"] and s,
+            "every answered call counted")
     assert outcomes["shed"] > 100, outcomes
     assert outcomes["RESOURCE_EXHAUSTED"] == outcomes["shed"], outcomes
     handled = {code: sample(samples, "placecheck_grpc_server_handled_total", service=PLACEMENT,

@@ -24,7 +24,7 @@ from placecheck_engine.snapshot import SnapshotWriter
 from placecheck import PlacementClient, StateClient, bad_request_violations, wait_until_serving
 from placecheck.v1 import fleet_pb2, placement_pb2, placement_pb2_grpc, state_pb2
 from placecheck_server.worker import WorkerSettings, run as run_worker
-from sidecar import free_port, start_sidecar
+from sidecar import free_port, start_sidecar, wait_for
 
 TIMEOUT_S = 10.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -415,7 +415,10 @@ def test_metrics_sum_decisions_across_workers(sidecar, state, test_hosts):
     with PlacementClient(sidecar.decision_target, channels=16) as spread:
         for _ in range(calls):
             spread.check_destination(small_request(), ["test-tight"], min_generation=test_hosts, timeout=TIMEOUT_S)
-    after = scrape(sidecar.metrics_url)
+    decided = 'placecheck_decisions_total{outcome="refused",rpc="CheckDestination"}'
+    # A call is counted just after its response is sent (AfterResponseExecutor).
+    after = wait_for(lambda: (s := scrape(sidecar.metrics_url)).get(decided, 0.0) - before.get(decided, 0.0) >= calls
+                     and s, "the calls counted")
 
     def delta(sample: str) -> float:
         return after.get(sample, 0.0) - before.get(sample, 0.0)
