@@ -140,11 +140,13 @@ class _Compiled:
         return self.plan
 
     def kernels_for(self, columns, actives: tuple[Active, ...]) -> "_RowKernels":
-        if actives is not self.actives:  # made for another instance_uuid: this request's own
-            return _RowKernels.of(columns, actives)
+        """The kernels of actives_for's actives: those of the rules that read the instance_uuid
+        made again when the request is another instance's."""
         if self.row_kernels is None:
-            self.row_kernels = _RowKernels.of(columns, actives)
-        return self.row_kernels
+            self.row_kernels = _RowKernels.of(columns, self.actives)
+        if actives is self.actives:
+            return self.row_kernels
+        return self.row_kernels.remade(columns, actives, self.reading_instance_uuid)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,10 +157,17 @@ class _RowKernels:
     scanned_in_python: tuple[int, ...]  # the engaged actives without a kernel
 
     @classmethod
-    def of(cls, columns, actives) -> "_RowKernels":
-        kernels = [active.rule.kernel(active, columns) if active.params is not None else None for active in actives]
+    def of(cls, columns, actives, indexes=None, kernels: list | None = None) -> "_RowKernels":
+        """Every active's kernel; or `kernels` with those of actives[i] for i in indexes made again."""
+        kernels = list(kernels) if kernels is not None else [None] * len(actives)
+        for index in range(len(actives)) if indexes is None else indexes:
+            active = actives[index]
+            kernels[index] = active.rule.kernel(active, columns) if active.params is not None else None
         return cls(kernels, tuple(bit for bit, (active, kernel) in enumerate(zip(actives, kernels))
                                   if kernel is None and active.params is not None))
+
+    def remade(self, columns, actives, indexes) -> "_RowKernels":
+        return _RowKernels.of(columns, actives, indexes, self.kernels)
 
     def refused_bits(self, actives, columns, scratch: np.ndarray, row: int, placed: int) -> int:
         """Bit i set when actives[i] refuses the row; `scratch` is a fail_bits array to scan into."""
