@@ -26,6 +26,7 @@ include "rules/simple_cidr_affinity.pxi"
 include "rules/json_filter.pxi"
 include "rules/numa_topology_filter.pxi"
 include "rules/pci_passthrough_filter.pxi"
+include "scan.pxi"
 include "weigh.pxi"
 
 

@@ -121,7 +121,7 @@ class _Compiled:
     # The request's weighing over this generation, made by its first SelectDestinations (two
     # threads may both make it; either is the same; read only).
     plan: WeighPlan | None = None
-    row_kernels: "_RowKernels | None" = None  # the actives' kernels, made by its first check (as plan)
+    row_kernels: "_RowKernels | None" = None  # the actives' kernels, made by its first call (as plan)
 
     def actives_for(self, columns, request: Request) -> tuple[Active, ...]:
         """The actives for this request: those of a rule that reads the instance_uuid made the
@@ -221,14 +221,6 @@ def compile_rules(columns, request: Request, profile: Profile) -> list[Active]:
     return actives
 
 
-def _scan(actives: list[Active], columns, fail_bits: np.ndarray, start: int, stop: int,
-          placed: int) -> list[int]:
-    """Scan [start, stop) with every active rule; how many rows each refused."""
-    return [active.rule.scan(active, columns, fail_bits, bit, start, stop, placed)
-            if active.params is not None else 0
-            for bit, active in enumerate(actives)]
-
-
 def check_destination(columns, request: Request, profile: Profile, hosts: list[str],
                       stages: StageClock | None = None) -> CheckResult:
     """For each named host, every rule that refuses it (with its numbers), or none."""
@@ -271,6 +263,7 @@ class _Selection:
     fail_bits: np.ndarray
     plan: WeighPlan
     rng: random.Random
+    row_kernels: _RowKernels  # the actives' kernels: made again when an affinity pick recompiles one
     weighing: object = None
     picked_rows: list[int] = dataclasses.field(default_factory=list)
 
@@ -302,8 +295,8 @@ class _Selection:
 
     def consume(self, row: int) -> None:
         """Nova's consume_from_request on the picked host, then its row's verdicts again."""
-        self.fail_bits[row] = 0
-        _scan(self.actives, self.columns, self.fail_bits, row, row + 1, self.placed_on(row) + 1)
+        self.fail_bits[row] = self.row_kernels.refused_bits(self.actives, self.columns, self.fail_bits, row,
+                                                            self.placed_on(row) + 1)
         self.weighing.consume(row)
         self.picked_rows.append(row)
         self._follow_affinity(row)
@@ -322,6 +315,7 @@ class _Selection:
             host = self.columns.host_name(row)
             joined = dataclasses.replace(self.request, server_group=dataclasses.replace(group, hosts=(host,)))
             (self.actives[bit],) = active.rule.compile(joined, self.columns, self.profile)
+            self.row_kernels = _RowKernels.of(self.columns, self.actives)
             rejoined = self.actives[bit]
             self.fail_bits &= ~np.uint64(1 << bit)
             if rejoined.params is not None:
@@ -340,12 +334,16 @@ def select_destinations(columns, request: Request, profile: Profile, decision_id
     if alternates < 0:
         raise InvalidField("max_alternates", f"must be >= 0, got {alternates}")
     compiled = _compiled(columns, request, profile)
-    actives = list(compiled.actives_for(columns, request))  # a list: an affinity pick recompiles one
+    compiled_actives = compiled.actives_for(columns, request)
+    actives = list(compiled_actives)  # a list: an affinity pick recompiles one
+    row_kernels = compiled.kernels_for(columns, compiled_actives)
     if stages is not None:
         stages.mark("compile")
     n = columns.host_count
     fail_bits = np.zeros(n, dtype=np.uint64)
-    eliminated = _scan(actives, columns, fail_bits, 0, n, 0)
+    eliminated = _fastfilters.scan_kernels(row_kernels.kernels, fail_bits, 0, n, 0)
+    for bit in row_kernels.scanned_in_python:
+        eliminated[bit] = actives[bit].rule.scan(actives[bit], columns, fail_bits, bit, 0, n, 0)
     hosts_passed = n - int(np.count_nonzero(fail_bits))
     if stages is not None:
         stages.mark("scan")
@@ -358,7 +356,7 @@ def select_destinations(columns, request: Request, profile: Profile, decision_id
     if hosts_passed == 0:
         return SelectResult((), summary(0), profile.name)
     selection = _Selection(columns, request, profile, actives, fail_bits, compiled.weigh_plan(columns, request),
-                           random.Random(decision_id))
+                           random.Random(decision_id), row_kernels)
     subset_size = profile.host_subset_size
     selected = []
     alternates_of_single = ()
