@@ -243,12 +243,19 @@ def check_destination(columns, request: Request, profile: Profile, hosts: list[s
         refused = row_kernels.refused_bits(actives, columns, scratch, row, 0)
         if stages is not None:
             stages.mark("scan")
-        rejections = tuple(active.rule.explain(active, columns, row, 0)
-                           for bit, active in enumerate(actives) if refused >> bit & 1)
+        rejections = tuple(actives[bit].rule.explain(actives[bit], columns, row, 0) for bit in _set_bits(refused))
         verdicts.append(HostVerdict(name, rejections, evaluated))
         if stages is not None:
             stages.mark("explain")
     return CheckResult(tuple(verdicts), profile.name)
+
+
+def _set_bits(bits: int):
+    """The indexes of the set bits, lowest first."""
+    while bits:
+        lowest = bits & -bits
+        yield lowest.bit_length() - 1
+        bits ^= lowest
 
 
 @dataclasses.dataclass
