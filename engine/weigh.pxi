@@ -136,23 +136,26 @@ cdef void _typed_gather_bounds(const column_t* values, double scale, const int32
                                double* low, double* high) noexcept nogil:
     # gathered[j] = the raw value of rows[j], the `count` passing rows, folded into the bounds
     # as it is read: the weights are then summed from `gathered`, in cache, rather than from
-    # the columns again. Two min/max chains: one is bound by the compare latency. NaN values
-    # are skipped (a NaN compares false).
+    # the columns again. rows NULL: row j, and gathered NULL: nothing stored (the bounds of
+    # values already gathered). Two min/max chains: one is bound by the compare latency. NaN
+    # values are skipped (a NaN compares false).
     cdef double low0 = INFINITY, low1 = INFINITY, high0 = -INFINITY, high1 = -INFINITY, a, b
     cdef Py_ssize_t j = 0
     while j + 2 <= count:
-        a = _typed_raw(values, scale, placed, change, floor, rows[j])
-        b = _typed_raw(values, scale, placed, change, floor, rows[j + 1])
-        gathered[j] = a
-        gathered[j + 1] = b
+        a = _typed_raw(values, scale, placed, change, floor, rows[j] if rows != NULL else j)
+        b = _typed_raw(values, scale, placed, change, floor, rows[j + 1] if rows != NULL else j + 1)
+        if gathered != NULL:
+            gathered[j] = a
+            gathered[j + 1] = b
         low0 = a if a < low0 else low0
         low1 = b if b < low1 else low1
         high0 = a if a > high0 else high0
         high1 = b if b > high1 else high1
         j += 2
     if j < count:
-        a = _typed_raw(values, scale, placed, change, floor, rows[j])
-        gathered[j] = a
+        a = _typed_raw(values, scale, placed, change, floor, rows[j] if rows != NULL else j)
+        if gathered != NULL:
+            gathered[j] = a
         low0 = a if a < low0 else low0
         high0 = a if a > high0 else high0
     low[0] = low0 if low0 < low1 else low1
@@ -383,15 +386,19 @@ cdef class Weighing:
     cdef inline double* _gathered_of(self, Py_ssize_t w) noexcept nogil:
         return &self._gathered[w * self._gathered_stride]
 
-    cdef void _bound(self, Py_ssize_t w, const int32_t* placed) noexcept nogil:
-        # Sparse: also gathers the weigher's values of the passing rows (_gathered_of(w)).
+    cdef void _bound(self, Py_ssize_t w, const int32_t* placed, bint gathered=False) noexcept nogil:
+        # Sparse: also gathers the weigher's values of the passing rows (_gathered_of(w)), or,
+        # when `gathered` says they are current, reads them there rather than in the column.
         cdef WeigherColumn column = self._columns[w]
         cdef Py_ssize_t j
         cdef double low = INFINITY, high = -INFINITY, scale = 1.0, value
         if column.kind == COLUMN_ZEROS and placed != NULL and column.change != 0.0:
             # 0 + placed * change: the placed counts are the column, scaled by the change.
             column.kind, column.values, scale, placed = COLUMN_INT32, placed, column.change, NULL
-        if column.kind == COLUMN_ZEROS:
+        if gathered and not self._dense:
+            _typed_gather_bounds(<const double*>self._gathered_of(w), 1.0, <const int32_t*>NULL, 0.0, -INFINITY,
+                                 <const int32_t*>NULL, self._passing, <double*>NULL, &low, &high)
+        elif column.kind == COLUMN_ZEROS:
             if self._passing:
                 low = high = column.floor if column.floor > 0.0 else 0.0
             if not self._dense:
@@ -545,7 +552,7 @@ cdef class Weighing:
                 if self._reported_only[w]:
                     self._bounds_stale[w] = True  # found again only if reported
                     continue
-                self._bound(w, placed)  # the row may have held the bound alone
+                self._bound(w, placed, True)  # the row may have held the bound alone
             elif passes:
                 self._low[w] = after if after < low and self._columns[w].floor != 0.0 else low
                 self._high[w] = after if after > high else high
