@@ -4,7 +4,7 @@ from libc.stdint cimport uint32_t
 
 cdef inline bint in_ipv4_network(uint8_t flags, uint32_t address, uint32_t network,
                                  uint32_t netmask) noexcept nogil:
-    return (flags & FLAG_HOST_IPV4) != 0 and (address & netmask) == network
+    return ((flags & FLAG_HOST_IPV4) != 0) & ((address & netmask) == network)
 
 
 cdef class Ipv4NetworkKernel(Kernel):
