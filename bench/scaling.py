@@ -18,6 +18,7 @@ blocks with their range; ratios are medians of each round's ratio, with theirs.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from dataclasses import dataclass
 
@@ -94,6 +95,12 @@ class Block:
     calls: int
     seconds: float
     worker_cpu_seconds: float
+    client_cpu_seconds: float  # the clients share the machine: what they take, the workers cannot
+
+    @property
+    def busy_cores(self) -> tuple[float, float]:
+        """Cores the workers and the clients kept busy on average: (workers, clients)."""
+        return self.worker_cpu_seconds / self.seconds, self.client_cpu_seconds / self.seconds
 
     @property
     def calls_per_second(self) -> float:
@@ -108,6 +115,7 @@ def _load_block(clients: _Clients, seconds: float) -> Block:
     clients.running.set()
     time.sleep(WARMUP_S)
     cpu_before = sum(cpu_seconds(pid) for pid in clients.worker_pids)
+    client_cpu_before = sum(cpu_seconds(process.pid) for process in clients.processes)
     calls_before = clients.calls_so_far()
     measured_from = time.perf_counter()
     time.sleep(seconds)
@@ -117,9 +125,11 @@ def _load_block(clients: _Clients, seconds: float) -> Block:
         time.sleep(0.01)
     calls_after = clients.calls_so_far()
     cpu_after = sum(cpu_seconds(pid) for pid in clients.worker_pids)
+    client_cpu_after = sum(cpu_seconds(process.pid) for process in clients.processes)
     measured_to = time.perf_counter()
     clients.running.clear()
-    return Block(calls_after - calls_before, measured_to - measured_from, cpu_after - cpu_before)
+    return Block(calls_after - calls_before, measured_to - measured_from, cpu_after - cpu_before,
+                 client_cpu_after - client_cpu_before)
 
 
 def measure(sidecars: dict[int, tuple[str, list[int]]], hosts: int, block_seconds: float,
@@ -170,15 +180,23 @@ def figures(blocks: dict[int, list[Block]], block_seconds: float) -> list[Figure
         return f"{format_ratio(median(ratios))} of 1 worker ({format_ratio(min(ratios))} to " \
                f"{format_ratio(max(ratios))})"
 
+    def busy(blocks_: list[Block]) -> str:
+        workers = median([block.busy_cores[0] for block in blocks_])
+        clients = median([block.busy_cores[1] for block in blocks_])
+        return f"workers {workers:.2f} + clients {clients:.2f}"
+
+    machine = (f"cores busy (median), 1 worker: {busy(one)}; 2 workers: {busy(two)}; "
+               f"of {os.cpu_count()} cores")
+
     return [
         Figure("5 scaling", f"CheckDestination calls/s, 2 workers, {CLIENTS_PER_WORKER} closed-loop clients "
                             "per worker", calls_per_second(two),
                "1 worker, as many clients per worker",
                calls_per_second(one), ratio(speedups),
                f">= {THROUGHPUT_TARGET:g}x", speedup >= THROUGHPUT_TARGET,
-               f"median of {len(one)} alternating {block_seconds:g} s blocks each, range in brackets"),
+               f"median of {len(one)} alternating {block_seconds:g} s blocks each, range in brackets; {machine}"),
         Figure("5 scaling", "workers' CPU per call, 2 workers",
                with_spread([block.cpu_per_call for block in two], format_seconds), "1 worker",
                with_spread([block.cpu_per_call for block in one], format_seconds), ratio(cpu_ratios),
-               f"within {CPU_PER_CALL_TOLERANCE:.0%}", abs(cpu_ratio - 1) <= CPU_PER_CALL_TOLERANCE),
+               f"within {CPU_PER_CALL_TOLERANCE:.0%}", abs(cpu_ratio - 1) <= CPU_PER_CALL_TOLERANCE, machine),
     ]
