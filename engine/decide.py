@@ -121,7 +121,7 @@ class _Compiled:
     # The request's weighing over this generation, made by its first SelectDestinations (two
     # threads may both make it; either is the same; read only).
     plan: WeighPlan | None = None
-    row_kernels: "_RowKernels | None" = None  # the actives' kernels, made by its first call (as plan)
+    kernels: "_RequestKernels | None" = None  # the actives' kernels, made by its first call (as plan)
 
     def actives_for(self, columns, request: Request) -> tuple[Active, ...]:
         """The actives for this request: those of a rule that reads the instance_uuid made the
@@ -139,25 +139,26 @@ class _Compiled:
             self.plan = plan_weighing(columns, self.profile, request)
         return self.plan
 
-    def kernels_for(self, columns, actives: tuple[Active, ...]) -> "_RowKernels":
+    def kernels_for(self, columns, actives: tuple[Active, ...]) -> "_RequestKernels":
         """The kernels of actives_for's actives: those of the rules that read the instance_uuid
         made again when the request is another instance's."""
-        if self.row_kernels is None:
-            self.row_kernels = _RowKernels.of(columns, self.actives)
+        if self.kernels is None:
+            self.kernels = _RequestKernels.of(columns, self.actives)
         if actives is self.actives:
-            return self.row_kernels
-        return self.row_kernels.remade(columns, actives, self.reading_instance_uuid)
+            return self.kernels
+        return self.kernels.remade(columns, actives, self.reading_instance_uuid)
 
 
 @dataclasses.dataclass(frozen=True)
-class _RowKernels:
-    """A request's rules on one row: those with a kernel in one C call, the others in Python."""
+class _RequestKernels:
+    """A request's compiled rules as kernels, run in one C call on one row (refused_bits) or over a
+    range (select_destinations' scan_kernels); the rules without a kernel scan in Python."""
 
     kernels: list  # per active: its Kernel, or None (not engaged, or scanned in Python)
     scanned_in_python: tuple[int, ...]  # the engaged actives without a kernel
 
     @classmethod
-    def of(cls, columns, actives, indexes=None, kernels: list | None = None) -> "_RowKernels":
+    def of(cls, columns, actives, indexes=None, kernels: list | None = None) -> "_RequestKernels":
         """Every active's kernel; or `kernels` with those of actives[i] for i in indexes made again."""
         kernels = list(kernels) if kernels is not None else [None] * len(actives)
         for index in range(len(actives)) if indexes is None else indexes:
@@ -166,8 +167,8 @@ class _RowKernels:
         return cls(kernels, tuple(bit for bit, (active, kernel) in enumerate(zip(actives, kernels))
                                   if kernel is None and active.params is not None))
 
-    def remade(self, columns, actives, indexes) -> "_RowKernels":
-        return _RowKernels.of(columns, actives, indexes, self.kernels)
+    def remade(self, columns, actives, indexes) -> "_RequestKernels":
+        return _RequestKernels.of(columns, actives, indexes, self.kernels)
 
     def refused_bits(self, actives, columns, scratch: np.ndarray, row: int, placed: int) -> int:
         """Bit i set when actives[i] refuses the row; `scratch` is a fail_bits array to scan into."""
@@ -234,13 +235,13 @@ def check_destination(columns, request: Request, profile: Profile, hosts: list[s
         stages.mark("find hosts")
     compiled = _compiled(columns, request, profile)
     actives, evaluated = compiled.actives_for(columns, request), compiled.evaluated
-    row_kernels = compiled.kernels_for(columns, actives)
+    kernels = compiled.kernels_for(columns, actives)
     scratch = _row_scratch(columns.host_count)
     if stages is not None:
         stages.mark("compile")
     verdicts = []
     for name, row in zip(hosts, rows):
-        refused = row_kernels.refused_bits(actives, columns, scratch, row, 0)
+        refused = kernels.refused_bits(actives, columns, scratch, row, 0)
         if stages is not None:
             stages.mark("scan")
         rejections = tuple(actives[bit].rule.explain(actives[bit], columns, row, 0) for bit in _set_bits(refused))
@@ -270,7 +271,7 @@ class _Selection:
     fail_bits: np.ndarray
     plan: WeighPlan
     rng: random.Random
-    row_kernels: _RowKernels  # the actives' kernels: made again when an affinity pick recompiles one
+    kernels: _RequestKernels  # the actives' kernels: made again when an affinity pick recompiles one
     weighing: object = None
     picked_rows: list[int] = dataclasses.field(default_factory=list)
 
@@ -302,7 +303,7 @@ class _Selection:
 
     def consume(self, row: int) -> None:
         """Nova's consume_from_request on the picked host, then its row's verdicts again."""
-        self.fail_bits[row] = self.row_kernels.refused_bits(self.actives, self.columns, self.fail_bits, row,
+        self.fail_bits[row] = self.kernels.refused_bits(self.actives, self.columns, self.fail_bits, row,
                                                             self.placed_on(row) + 1)
         self.weighing.consume(row)
         self.picked_rows.append(row)
@@ -322,7 +323,7 @@ class _Selection:
             host = self.columns.host_name(row)
             joined = dataclasses.replace(self.request, server_group=dataclasses.replace(group, hosts=(host,)))
             (self.actives[bit],) = active.rule.compile(joined, self.columns, self.profile)
-            self.row_kernels = _RowKernels.of(self.columns, self.actives)
+            self.kernels = _RequestKernels.of(self.columns, self.actives)
             rejoined = self.actives[bit]
             self.fail_bits &= ~np.uint64(1 << bit)
             if rejoined.params is not None:
@@ -343,13 +344,13 @@ def select_destinations(columns, request: Request, profile: Profile, decision_id
     compiled = _compiled(columns, request, profile)
     compiled_actives = compiled.actives_for(columns, request)
     actives = list(compiled_actives)  # a list: an affinity pick recompiles one
-    row_kernels = compiled.kernels_for(columns, compiled_actives)
+    kernels = compiled.kernels_for(columns, compiled_actives)
     if stages is not None:
         stages.mark("compile")
     n = columns.host_count
     fail_bits = np.zeros(n, dtype=np.uint64)
-    eliminated = _fastfilters.scan_kernels(row_kernels.kernels, fail_bits, 0, n, 0)
-    for bit in row_kernels.scanned_in_python:
+    eliminated = _fastfilters.scan_kernels(kernels.kernels, fail_bits, 0, n, 0)
+    for bit in kernels.scanned_in_python:
         eliminated[bit] = actives[bit].rule.scan(actives[bit], columns, fail_bits, bit, 0, n, 0)
     hosts_passed = n - int(np.count_nonzero(fail_bits))
     if stages is not None:
@@ -363,7 +364,7 @@ def select_destinations(columns, request: Request, profile: Profile, decision_id
     if hosts_passed == 0:
         return SelectResult((), summary(0), profile.name)
     selection = _Selection(columns, request, profile, actives, fail_bits, compiled.weigh_plan(columns, request),
-                           random.Random(decision_id), row_kernels)
+                           random.Random(decision_id), kernels)
     subset_size = profile.host_subset_size
     selected = []
     alternates_of_single = ()
