@@ -9,6 +9,7 @@ reason; never a host, a caller or a workload.
 """
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import threading
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import grpc
+
+log = logging.getLogger(__name__)
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # From 50 us: a CheckDestination's kernel work is far below the RPC's own cost.
@@ -69,7 +72,10 @@ def _then_update_metrics(fn, args, kwargs):
     finally:
         _after_response.pending = None
         for update in pending:
-            update()
+            try:
+                update()
+            except Exception:  # the call is answered: a failed count must not hide the others
+                log.exception("a metric update after a call failed")
 
 
 def handler_kind(handler) -> str:

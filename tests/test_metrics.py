@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from placecheck_engine.demo import demo_fleet
+from placecheck_server.metrics import AfterResponseExecutor, after_response
 from placecheck import PlacementClient, StateClient
 from placecheck.v1 import placement_pb2, state_pb2
 from sidecar import REPO, start_sidecar, wait_for
@@ -87,3 +88,20 @@ def test_status_codes_writes_publishes_restarts_reloads_and_build_info(tmp_path)
     assert sample(samples, "placecheck_worker_restarts_total", reason="exited") == 1
     build = [labels for (name, labels), value in samples.items() if name == "placecheck_build_info" and value == 1]
     assert len(build) == 1 and dict(build[0])["version"] and dict(build[0])["grpcio_version"] == grpc.__version__
+
+
+def test_metric_updates_run_after_the_call_and_a_failing_one_spares_the_others(caplog):
+    done = []
+
+    def call():
+        after_response(lambda: 1 / 0)
+        after_response(lambda: done.append("counted"))
+        done.append("answered")
+        return "response"
+
+    with AfterResponseExecutor(max_workers=1) as executor:
+        assert executor.submit(call).result() == "response"
+    assert done == ["answered", "counted"]
+    assert "a metric update after a call failed" in caplog.text
+    after_response(lambda: done.append("now"))  # outside such a thread: at once
+    assert done[-1] == "now"
