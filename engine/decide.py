@@ -146,7 +146,7 @@ class _Compiled:
             self.kernels = _RequestKernels.of(columns, self.actives)
         if actives is self.actives:
             return self.kernels
-        return self.kernels.remade(columns, actives, self.reading_instance_uuid)
+        return _RequestKernels.of(columns, actives, self.reading_instance_uuid, self.kernels.kernels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,9 +166,6 @@ class _RequestKernels:
             kernels[index] = active.rule.kernel(active, columns) if active.params is not None else None
         return cls(kernels, tuple(bit for bit, (active, kernel) in enumerate(zip(actives, kernels))
                                   if kernel is None and active.params is not None))
-
-    def remade(self, columns, actives, indexes) -> "_RequestKernels":
-        return _RequestKernels.of(columns, actives, indexes, self.kernels)
 
     def refused_bits(self, actives, columns, scratch: np.ndarray, row: int, placed: int) -> int:
         """Bit i set when actives[i] refuses the row; `scratch` is a fail_bits array to scan into."""

@@ -94,3 +94,10 @@ cdef class RefuseEveryRow(Kernel):
 
     cdef bint refuses(self, Py_ssize_t row, int64_t placed) noexcept nogil:
         return True
+
+    cdef uint64_t scan_rows(self, uint64_t* fail_bits, uint64_t mask, Py_ssize_t start, Py_ssize_t stop,
+                            int64_t placed) noexcept nogil:
+        cdef Py_ssize_t row
+        for row in range(start, stop):
+            fail_bits[row] |= mask
+        return stop - start

@@ -377,33 +377,32 @@ CONVERTED_REQUESTS_KEPT = 256
 _SOME_INSTANCE = "instance"
 
 
-@functools.lru_cache(maxsize=CONVERTED_REQUESTS_KEPT)
-def _request_from_body(body: bytes, has_instance_uuid: bool) -> Request:
-    msg = placement_pb2.PlacementRequest.FromString(body)
-    if has_instance_uuid:
-        msg.instance_uuid = _SOME_INSTANCE
-    return request_from_proto(msg)
-
-
 def request_from_proto_reused(msg: placement_pb2.PlacementRequest) -> Request:
     """request_from_proto(msg), converted once per distinct serialized request (its instance_uuid,
     new with every boot, aside) and reused (a Request is immutable): the same flavor, image and
     hints booted again, or one request checked host after host, cost a serialization and a lookup.
     A request refused as invalid is converted (and refused) each time."""
-    return _request_from_whole_body(msg.SerializeToString())
+    return _request_from_body(msg.SerializeToString())
 
 
 @functools.lru_cache(maxsize=CONVERTED_REQUESTS_KEPT)
-def _request_from_whole_body(body: bytes) -> Request:
+def _request_from_body(body: bytes) -> Request:
     """The same request sent again whole (one instance's move checked host after host) is the
     same Request object, which the engine's per-request caches then find by identity."""
     msg = placement_pb2.PlacementRequest.FromString(body)
     instance_uuid = msg.instance_uuid
     if not instance_uuid:
-        return _request_from_body(body, False)
+        return request_from_proto(msg)
     msg.ClearField("instance_uuid")
-    request = _request_from_body(msg.SerializeToString(), True)
-    return dataclasses.replace(request, instance_uuid=instance_uuid)
+    return dataclasses.replace(_request_of_any_instance(msg.SerializeToString()), instance_uuid=instance_uuid)
+
+
+@functools.lru_cache(maxsize=CONVERTED_REQUESTS_KEPT)
+def _request_of_any_instance(body_without_instance: bytes) -> Request:
+    """A request with an instance_uuid, converted once for every instance (each boot's is new)."""
+    msg = placement_pb2.PlacementRequest.FromString(body_without_instance)
+    msg.instance_uuid = _SOME_INSTANCE
+    return request_from_proto(msg)
 
 
 def check_hosts_from_proto(msg: placement_pb2.CheckDestinationRequest) -> list[str]:
